@@ -1,0 +1,3 @@
+"""Redstone OTA cloud backend: inventory, packages, Uptane repositories, campaigns."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The README's test command: sets up what it needs, then lint, types, tests.
+#   bash tools/test.sh            everything (what CI runs)
+#   bash tools/test.sh --fast     skip suites marked slow or system
+#   bash tools/test.sh -- ARGS    extra pytest arguments, e.g. -- tests/unit -k journal
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
+cd "$REDSTONE_ROOT"
+
+marker=()
+pytest_args=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --fast) marker=(-m "not slow and not system") ;;
+        --) shift; pytest_args+=("$@"); break ;;
+        -h|--help) sed -n '2,5p' "$0"; exit 0 ;;
+        *) pytest_args+=("$1") ;;
+    esac
+    shift
+done
+
+echo "== ruff"
+ruff check src tests tools
+ruff format --check src tests tools >/dev/null || { echo "ruff format: run 'ruff format src tests tools'"; exit 1; }
+echo "== mypy"
+mypy
+echo "== pytest"
+pytest "${marker[@]}" "${pytest_args[@]}"
