@@ -26,8 +26,12 @@ class ConfigError(RedstoneError):
         self.problem = problem
 
 
-def load(path: Path | str, schema: type[T]) -> T:
-    """Read the TOML file at ``path`` into an instance of the dataclass ``schema``."""
+def load(path: Path | str, schema: type[T], *, section: str | None = None) -> T:
+    """Read the TOML file at ``path`` into an instance of the dataclass ``schema``.
+
+    With ``section``, only that top-level table is converted (other daemons'
+    sections in the same file are left alone); errors still name the full key.
+    """
     path = Path(path)
     try:
         with path.open("rb") as handle:
@@ -38,18 +42,28 @@ def load(path: Path | str, schema: type[T]) -> T:
         raise ConfigError(str(path), "", "permission denied") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), "", f"not valid TOML ({exc})") from None
-    return from_dict(data, schema, source=str(path), base_dir=path.parent)
+    if section is not None:
+        if section not in data:
+            raise ConfigError(str(path), section, "missing (expected a table)")
+        data = data[section]
+    return from_dict(data, schema, source=str(path), base_dir=path.parent, prefix=section or "")
 
 
 def from_dict(
-    data: dict[str, Any], schema: type[T], *, source: str = "<config>", base_dir: Path | None = None
+    data: dict[str, Any],
+    schema: type[T],
+    *,
+    source: str = "<config>",
+    base_dir: Path | None = None,
+    prefix: str = "",
 ) -> T:
     """Convert a parsed TOML table into ``schema``.
 
     Relative paths stay as written unless ``base_dir`` is given, in which case
-    they are taken relative to the config file's directory.
+    they are taken relative to the config file's directory. ``prefix`` is the
+    dotted key of ``data`` within its file, for error messages.
     """
-    return _Converter(source, base_dir).dataclass(data, schema, "")
+    return _Converter(source, base_dir).dataclass(data, schema, prefix)
 
 
 class _Converter:

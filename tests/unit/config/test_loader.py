@@ -111,3 +111,12 @@ def test_file_problems_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"bad.toml: not valid TOML") as info:
         load(bad, Node)
     assert "\n" not in str(info.value)
+
+
+def test_section_is_loaded_alone_and_errors_keep_the_full_key(tmp_path: Path) -> None:
+    path = tmp_path / "sub.toml"
+    path.write_text('[other]\nanything = 1\n[node]\nname = "x"\ntries = "many"\n[node.slots]\n')
+    with pytest.raises(ConfigError, match=r"sub\.toml: node\.tries: expected an integer"):
+        load(path, Node, section="node")
+    with pytest.raises(ConfigError, match=r"sub\.toml: absent: missing \(expected a table\)"):
+        load(path, Node, section="absent")
