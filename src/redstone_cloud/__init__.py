@@ -1,3 +1,1 @@
-"""Redstone OTA cloud backend: inventory, packages, Uptane repositories, campaigns."""
-
-__version__ = "0.1.0"
+"""Redstone OTA cloud backend: inventory, packages, Uptane repositories, campaigns, device API."""
