@@ -1,0 +1,4 @@
+"""Uptane trust on python-tuf: repositories, verification, bundles, manifests, keys.
+
+See docs/uptane.md for the formats and the public API.
+"""

@@ -1,0 +1,104 @@
+"""Keys and signers: Ed25519 by default, ECDSA P-256 supported.
+
+Signing goes through securesystemslib's one-method :class:`Signer` interface
+(``sign(payload) -> Signature``), so a PKCS#11 token or cloud KMS signer plugs
+in wherever a file key does. Private key files are PEM PKCS#8 and must not be
+readable by group or others: a leaked offline key defeats the threshold design.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Any, Literal
+
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from securesystemslib.signer import CryptoSigner, Key, Signer, SSlibKey
+
+from redstone_agent.uptane.errors import KeyFileError
+
+Algorithm = Literal["ed25519", "ecdsa-p256"]
+ALGORITHMS: tuple[Algorithm, ...] = ("ed25519", "ecdsa-p256")
+
+_SCHEMES: dict[Algorithm, str] = {"ed25519": "ed25519", "ecdsa-p256": "ecdsa-sha2-nistp256"}
+
+__all__ = [
+    "ALGORITHMS",
+    "Algorithm",
+    "Key",
+    "Signer",
+    "generate_signer",
+    "load_signer",
+    "public_key_from_dict",
+    "public_key_to_dict",
+    "save_signer",
+    "signer_from_pem",
+]
+
+
+def generate_signer(algorithm: Algorithm = "ed25519") -> CryptoSigner:
+    """Create a fresh key pair for ``algorithm``."""
+    if algorithm == "ed25519":
+        return CryptoSigner.generate_ed25519()
+    if algorithm == "ecdsa-p256":
+        return CryptoSigner.generate_ecdsa()
+    raise KeyFileError(f"unsupported key algorithm {algorithm!r} (use one of {ALGORITHMS})")
+
+
+def signer_from_pem(pem: bytes, source: str = "key") -> CryptoSigner:
+    """Build a signer from PEM PKCS#8 private key bytes (Ed25519 or ECDSA P-256)."""
+    try:
+        private = load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError) as exc:
+        raise KeyFileError(f"{source}: not an unencrypted PEM private key ({exc})") from exc
+    if isinstance(private, Ed25519PrivateKey):
+        scheme = _SCHEMES["ed25519"]
+    elif isinstance(private, EllipticCurvePrivateKey) and private.curve.name == "secp256r1":
+        scheme = _SCHEMES["ecdsa-p256"]
+    else:
+        raise KeyFileError(f"{source}: only Ed25519 and ECDSA P-256 keys are supported")
+    public = SSlibKey.from_crypto(private.public_key(), scheme=scheme)
+    return CryptoSigner(private, public)
+
+
+def load_signer(path: Path) -> CryptoSigner:
+    """Read a private key file, refusing one that group or others can read or write."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise KeyFileError(f"{path}: cannot read key file ({exc.strerror})") from exc
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileError(
+            f"{path}: permissions {stat.filemode(mode)} are too open; run chmod 600 {path}"
+        )
+    try:
+        pem = path.read_bytes()
+    except OSError as exc:
+        raise KeyFileError(f"{path}: cannot read key file ({exc.strerror})") from exc
+    return signer_from_pem(pem, str(path))
+
+
+def save_signer(signer: CryptoSigner, path: Path) -> None:
+    """Write the private key as PEM, created with mode 0600 (never briefly world-readable)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(signer.private_bytes)
+
+
+def public_key_to_dict(key: Key) -> dict[str, Any]:
+    """Serialise a public key with its keyid (the form a backend stores per ECU)."""
+    return {"keyid": key.keyid, **key.to_dict()}
+
+
+def public_key_from_dict(data: dict[str, Any]) -> Key:
+    """Inverse of :func:`public_key_to_dict`; rejects malformed input with one line."""
+    try:
+        fields = dict(data)
+        keyid = fields.pop("keyid")
+        return Key.from_dict(str(keyid), fields)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise KeyFileError(f"malformed public key: {exc!r}") from exc

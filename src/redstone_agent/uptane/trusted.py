@@ -1,0 +1,209 @@
+"""Verify one repository's metadata from bytes, without I/O: the TUF client workflow.
+
+python-tuf's ``TrustedMetadataSet`` does the per-role checks (thresholds,
+versions, expiry, snapshot pinning, hashes and lengths); this module feeds it
+from a :class:`RepositoryMetadata` instead of the network, with a caller-chosen
+time, and walks delegations to find a target. The Primary and every Sub run
+exactly this code over exactly the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import cast
+
+from tuf.api import exceptions as tuf_errors
+from tuf.api.metadata import Metadata, Root, TargetFile, Targets
+from tuf.ngclient._internal.trusted_metadata_set import TrustedMetadataSet
+from tuf.ngclient.config import EnvelopeType
+
+from redstone_agent.uptane.bundle import RepositoryMetadata
+from redstone_agent.uptane.errors import MetadataError
+
+MAX_ROOT_ROTATIONS = 64
+MAX_DELEGATIONS = 32
+
+
+def root_version(data: bytes) -> int:
+    """Version of a root file without verifying it (to order and skip chain entries)."""
+    try:
+        version = json.loads(data)["signed"]["version"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise tuf_errors.RepositoryError(f"unreadable root in chain: {exc!r}") from exc
+    if not isinstance(version, int):
+        raise tuf_errors.RepositoryError("root version is not an integer")
+    return version
+
+
+@contextmanager
+def _as_metadata_error(repository: str) -> Iterator[None]:
+    try:
+        yield
+    except tuf_errors.RepositoryError as exc:
+        reason = str(exc) or type(exc).__name__
+        raise MetadataError(repository, f"{type(exc).__name__}: {reason}") from exc
+
+
+def _new_set(repository: str, trusted_root: bytes, now: datetime) -> TrustedMetadataSet:
+    with _as_metadata_error(repository):
+        trusted = TrustedMetadataSet(trusted_root, EnvelopeType.METADATA)
+    trusted.reference_time = now
+    return trusted
+
+
+def _apply_root_chain(repository: str, trusted: TrustedMetadataSet, roots: tuple[bytes, ...]) -> bytes:
+    """Step through newer roots one version at a time; return the newest root's bytes."""
+    latest: bytes | None = None
+    with _as_metadata_error(repository):
+        newer = sorted(
+            ((root_version(r), r) for r in roots if root_version(r) > trusted.root.version),
+            key=lambda pair: pair[0],
+        )
+        if len(newer) > MAX_ROOT_ROTATIONS:
+            raise tuf_errors.RepositoryError(f"more than {MAX_ROOT_ROTATIONS} root rotations")
+        for _version, data in newer:
+            trusted.update_root(data)
+            latest = data
+    return latest if latest is not None else b""
+
+
+class VerifiedRepository:
+    """A repository whose top-level metadata verified; delegated roles load on demand."""
+
+    def __init__(
+        self,
+        name: str,
+        trusted: TrustedMetadataSet,
+        metadata: RepositoryMetadata,
+        new_root: bytes,
+    ) -> None:
+        self.name = name
+        self._trusted = trusted
+        self._metadata = metadata
+        self.new_root = new_root
+        """Bytes of the newest root if the chain rotated it, else ``b""``: persist it."""
+        self.used_roles: set[str] = {"timestamp", "snapshot", "targets"}
+
+    @property
+    def root(self) -> Root:
+        return self._trusted.root
+
+    @property
+    def targets(self) -> Targets:
+        return self._trusted.targets
+
+    def find_target(self, path: str) -> TargetFile | None:
+        """Pre-order depth-first delegation walk, as the TUF specification orders trust."""
+        to_visit: list[tuple[str, str]] = [("targets", "root")]
+        visited: set[str] = set()
+        while to_visit and len(visited) <= MAX_DELEGATIONS:
+            role, parent = to_visit.pop()
+            if role in visited:
+                continue
+            targets = self._load(role, parent)
+            found = targets.targets.get(path)
+            if found is not None:
+                return found
+            visited.add(role)
+            if targets.delegations is None:
+                continue
+            children: list[tuple[str, str]] = []
+            for child, terminating in targets.delegations.get_roles_for_target(path):
+                children.append((child, role))
+                if terminating:
+                    to_visit = []
+                    break
+            to_visit.extend(reversed(children))
+        return None
+
+    def _load(self, role: str, parent: str) -> Targets:
+        if self._trusted.contains(role, parent):
+            return cast(Targets, self._trusted[role])
+        data = self._metadata.roles.get(role)
+        if data is None:
+            raise MetadataError(self.name, f"metadata for delegated role {role!r} is missing")
+        with _as_metadata_error(self.name):
+            loaded = self._trusted.update_delegated_targets(data, role, parent)
+        self.used_roles.add(role)
+        return loaded
+
+
+def _load_previous(trusted: TrustedMetadataSet, previous: RepositoryMetadata | None) -> None:
+    """Seed rollback protection with the previously accepted timestamp and snapshot.
+
+    As in the ngclient Updater, these load as *intermediate* metadata: they may
+    have expired since, they only bound the versions the new metadata may have.
+    """
+    if previous is None:
+        return
+    for role in ("timestamp", "snapshot"):
+        data = previous.roles.get(role)
+        if data is None:
+            return
+        try:
+            if role == "timestamp":
+                trusted.update_timestamp(data)
+            else:
+                trusted.update_snapshot(data, trusted=True)
+        except tuf_errors.RepositoryError:
+            if role not in trusted:
+                return  # unusable previous state: verify as a first run
+
+
+def verify_repository(
+    name: str,
+    trusted_root: bytes,
+    metadata: RepositoryMetadata,
+    now: datetime,
+    previous: RepositoryMetadata | None = None,
+) -> VerifiedRepository:
+    """Full TUF verification of root chain, timestamp, snapshot and top-level targets."""
+    trusted = _new_set(name, trusted_root, now)
+    new_root = _apply_root_chain(name, trusted, metadata.roots)
+    _load_previous(trusted, previous)
+    for role in ("timestamp", "snapshot", "targets"):
+        if role not in metadata.roles:
+            raise MetadataError(name, f"{role} metadata is missing")
+    with _as_metadata_error(name):
+        try:
+            trusted.update_timestamp(metadata.roles["timestamp"])
+        except tuf_errors.EqualVersionNumberError:
+            pass  # same timestamp as last time: keep the one already trusted
+        trusted.update_snapshot(metadata.roles["snapshot"])
+        trusted.update_targets(metadata.roles["targets"])
+    return VerifiedRepository(name, trusted, metadata, new_root)
+
+
+def verify_targets_only(
+    name: str,
+    trusted_root: bytes,
+    metadata: RepositoryMetadata,
+    now: datetime,
+    previous_version: int = 0,
+) -> tuple[Targets, bytes]:
+    """Partial verification: root chain, then the top-level targets alone.
+
+    Returns the verified targets and the newest root bytes (``b""`` if unchanged).
+    """
+    trusted = _new_set(name, trusted_root, now)
+    new_root = _apply_root_chain(name, trusted, metadata.roots)
+    data = metadata.roles.get("targets")
+    if data is None:
+        raise MetadataError(name, "targets metadata is missing")
+    with _as_metadata_error(name):
+        if trusted.root.is_expired(now):
+            raise tuf_errors.ExpiredMetadataError("root is expired")
+        md = Metadata[Targets].from_bytes(data)
+        if not isinstance(md.signed, Targets):
+            raise tuf_errors.RepositoryError(f"expected targets, got {md.signed.type}")
+        trusted.root.verify_delegate("targets", md.signed_bytes, md.signatures)
+        if md.signed.version < previous_version:
+            raise tuf_errors.BadVersionNumberError(
+                f"targets version {md.signed.version} is older than trusted {previous_version}"
+            )
+        if md.signed.is_expired(now):
+            raise tuf_errors.ExpiredMetadataError("targets is expired")
+    return md.signed, new_root
