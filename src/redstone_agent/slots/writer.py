@@ -1,0 +1,404 @@
+"""Streaming image writer: bytes in, a verified slot out (or an honest failure).
+
+Incoming data is gathered into large aligned blocks. Each full block goes at
+once to two worker threads — one hashes it, one writes it — and returns to a
+small pool when both are done. hashlib and os.pwrite release the GIL, so
+hashing and writing run in parallel with each other and with the caller's
+reading and decompressing: throughput approaches min(raw write, SHA-256)
+while memory stays at ``depth`` blocks whatever the image size.
+
+Nothing here decides whether a slot may be written (booted slot, mounted
+device): the slot layer checks that before it builds a writer. Leaving the
+context without :meth:`SlotWriter.finish` never claims success; the caller's
+bootloader marks keep the slot unbootable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import queue
+import re
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from redstone_agent.slots.errors import SlotError
+from redstone_agent.transfer.errors import TransferCancelled
+
+log = logging.getLogger(__name__)
+
+ALIGNMENT = 4096
+"""Block sizes and write offsets are multiples of this (page and sector size)."""
+
+Progress = Callable[[int, int | None], None]
+"""``progress(bytes_written, expected_size)``, called from the writing thread's caller."""
+
+
+class SlotWriteError(SlotError):
+    """The image could not be written to the slot (I/O error, device too small, bad argument)."""
+
+
+class ImageMismatch(SlotWriteError):
+    """The streamed image is not the expected one (length or SHA-256 differ)."""
+
+
+class ReadbackMismatch(SlotWriteError):
+    """The slot does not read back what was written (failing or lying storage)."""
+
+
+class WriteCancelled(SlotWriteError, TransferCancelled):
+    """The caller's cancel event stopped the write; the slot holds a partial image."""
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What a verified write produced."""
+
+    size: int
+    sha256: str
+    seconds: float
+
+
+class BlockSink:
+    """Positional writes of whole blocks plus the write-back policy, shared with the benchmark.
+
+    After each block the kernel is told to start writing back (and later drop)
+    the block written ``lag`` blocks earlier. Why: the final fsync then has
+    little left to flush, so flushing overlaps hashing instead of following
+    it, and a large image does not push the rest of the page cache out.
+    """
+
+    def __init__(self, fd: int, path: Path, *, lag: int = 2) -> None:
+        self.fd = fd
+        self.path = path
+        self._lag = lag
+        self._recent: list[tuple[int, int]] = []
+
+    def write(self, data: memoryview, offset: int) -> None:
+        """Write all of ``data`` at ``offset``; raise SlotWriteError naming the byte on failure."""
+        done = 0
+        try:
+            while done < len(data):
+                done += os.pwrite(self.fd, data[done:], offset + done)
+        except OSError as error:
+            raise SlotWriteError(
+                f"writing {self.path} at byte {offset + done} failed: {error.strerror}"
+            ) from error
+        self._recent.append((offset, len(data)))
+        if len(self._recent) > self._lag:
+            start, length = self._recent.pop(0)
+            _drop_cache(self.fd, start, length)
+
+    def sync(self) -> None:
+        """Make everything written durable."""
+        try:
+            os.fsync(self.fd)
+        except OSError as error:
+            raise SlotWriteError(f"flushing {self.path} failed: {error.strerror}") from error
+
+
+def _drop_cache(fd: int, offset: int, length: int) -> None:
+    """Start write-back of a range and drop its clean pages; advice only, so errors are moot."""
+    try:
+        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+    except OSError:
+        log.debug("posix_fadvise not supported here", exc_info=True)
+
+
+def open_target(target: Path, expected_size: int | None) -> int:
+    """Open a block device or regular file for writing without truncating it.
+
+    A missing target is created as a regular file; anything else (directory,
+    character device, FIFO) is refused, as is a device smaller than the image.
+    """
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as error:
+        raise SlotWriteError(f"cannot open {target} for writing: {error.strerror}") from error
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISBLK(mode):
+            capacity = os.lseek(fd, 0, os.SEEK_END)
+            if expected_size is not None and expected_size > capacity:
+                raise SlotWriteError(
+                    f"{target} holds {capacity} bytes, the image needs {expected_size}"
+                )
+        elif not stat.S_ISREG(mode):
+            raise SlotWriteError(f"{target} is neither a block device nor a regular file")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+class _Block:
+    """One reusable aligned buffer and how many workers still need it."""
+
+    def __init__(self, size: int) -> None:
+        self.buffer = bytearray(size)
+        self.view = memoryview(self.buffer)
+        self.length = 0
+        self.offset = 0
+        self.users = 0
+
+
+class _Worker(threading.Thread):
+    """Applies ``job`` to blocks in order; after a failure it only hands blocks back."""
+
+    def __init__(
+        self, name: str, job: Callable[[_Block], None], release: Callable[[_Block], None]
+    ) -> None:
+        super().__init__(name=name, daemon=True)
+        self.inbox: queue.SimpleQueue[_Block | None] = queue.SimpleQueue()
+        self.error: BaseException | None = None
+        self.skip = False
+        self._job = job
+        self._release = release
+
+    def run(self) -> None:
+        while (block := self.inbox.get()) is not None:
+            try:
+                if self.error is None and not self.skip:
+                    self._job(block)
+            except BaseException as error:
+                self.error = error
+            finally:
+                self._release(block)
+
+
+class SlotWriter:
+    """Write an image of known SHA-256 (and usually length) into ``target``, verifying it."""
+
+    def __init__(
+        self,
+        target: Path,
+        *,
+        expected_size: int | None,
+        expected_sha256: str,
+        progress: Progress | None = None,
+        cancel: threading.Event | None = None,
+        verify_readback: bool = False,
+        chunk_size: int = 4 << 20,
+        depth: int = 4,
+    ) -> None:
+        if chunk_size <= 0 or chunk_size % ALIGNMENT:
+            raise ValueError(f"chunk_size must be a positive multiple of {ALIGNMENT}")
+        if depth < 2:
+            raise ValueError("depth must be at least 2 so hashing and writing overlap")
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", expected_sha256):
+            raise SlotWriteError(f"expected SHA-256 must be 64 hex digits, got {expected_sha256!r}")
+        if expected_size is not None and expected_size < 0:
+            raise SlotWriteError(f"expected size must not be negative, got {expected_size}")
+        self.target = Path(target)
+        self.expected_size = expected_size
+        self.expected_sha256 = expected_sha256.lower()
+        self.received = 0
+        """Bytes accepted from the caller so far."""
+        self._progress = progress
+        self._cancel = cancel
+        self._verify_readback = verify_readback
+        self._chunk_size = chunk_size
+        self._started = time.monotonic()
+        self._hash = hashlib.sha256()
+        self._written = 0
+        self._reported = -1
+        self._state = "open"
+        self._fd = open_target(self.target, expected_size)
+        self._sink = BlockSink(self._fd, self.target)
+        self._lock = threading.Lock()
+        self._free: queue.SimpleQueue[_Block] = queue.SimpleQueue()
+        for _ in range(depth):
+            self._free.put(_Block(chunk_size))
+        self._current: _Block | None = None
+        self._hasher = _Worker("slot-hash", self._hash_block, self._release)
+        self._writer = _Worker("slot-write", self._write_block, self._release)
+        self._hasher.start()
+        self._writer.start()
+
+    # -- worker jobs (run in the worker threads) --------------------------------------------
+
+    def _hash_block(self, block: _Block) -> None:
+        self._hash.update(block.view[: block.length])
+
+    def _write_block(self, block: _Block) -> None:
+        self._sink.write(block.view[: block.length], block.offset)
+        self._written += block.length
+
+    def _release(self, block: _Block) -> None:
+        with self._lock:
+            block.users -= 1
+            if block.users:
+                return
+        block.length = 0
+        self._free.put(block)
+
+    # -- caller side ------------------------------------------------------------------------
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Append ``data`` to the image; refuses at once anything beyond ``expected_size``."""
+        self._check_usable()
+        view = memoryview(data).cast("B")
+        if self.expected_size is not None and self.received + len(view) > self.expected_size:
+            raise ImageMismatch(
+                f"image for {self.target} is longer than the expected {self.expected_size} bytes"
+            )
+        while view:
+            block = self._current
+            if block is None:
+                block = self._current = self._free.get()
+                block.offset = self.received
+            take = min(self._chunk_size - block.length, len(view))
+            block.buffer[block.length : block.length + take] = view[:take]
+            block.length += take
+            self.received += take
+            view = view[take:]
+            if block.length == self._chunk_size:
+                self._dispatch()
+        self._report()
+
+    def _dispatch(self) -> None:
+        block, self._current = self._current, None
+        if block is None or not block.length:
+            if block is not None:
+                self._free.put(block)
+            return
+        block.users = 2
+        self._hasher.inbox.put(block)
+        self._writer.inbox.put(block)
+
+    def _check_usable(self) -> None:
+        if self._state != "open":
+            raise RuntimeError(f"SlotWriter for {self.target} is already {self._state}")
+        if self._cancel is not None and self._cancel.is_set():
+            raise WriteCancelled(
+                f"writing {self.target} cancelled after {self.received} bytes; "
+                f"the slot holds a partial image"
+            )
+        for worker in (self._writer, self._hasher):
+            if worker.error is not None:
+                raise worker.error
+
+    def _report(self) -> None:
+        written = self._written
+        if self._progress is not None and written != self._reported:
+            self._reported = written
+            self._progress(written, self.expected_size)
+
+    def _stop_workers(self, *, abandon: bool) -> None:
+        for worker in (self._hasher, self._writer):
+            worker.skip = abandon
+            worker.inbox.put(None)
+        for worker in (self._hasher, self._writer):
+            worker.join()
+
+    def finish(self) -> WriteResult:
+        """Check length and SHA-256, make the data durable, optionally read it back."""
+        self._check_usable()
+        self._dispatch()
+        self._stop_workers(abandon=False)
+        self._state = "failed"
+        for worker in (self._writer, self._hasher):
+            if worker.error is not None:
+                raise worker.error
+        if self.expected_size is not None and self.received != self.expected_size:
+            raise ImageMismatch(
+                f"image for {self.target} ended after {self.received} bytes, "
+                f"expected {self.expected_size}"
+            )
+        digest = self._hash.hexdigest()
+        if digest != self.expected_sha256:
+            raise ImageMismatch(
+                f"image for {self.target} has SHA-256 {digest}, expected {self.expected_sha256}"
+            )
+        self._sink.sync()
+        if self._verify_readback:
+            read_back(self.target, self._fd, self.received, digest, self._chunk_size)
+        self._state = "finished"
+        self._report()
+        seconds = time.monotonic() - self._started
+        log.info("wrote %d bytes to %s in %.2fs", self.received, self.target, seconds)
+        return WriteResult(size=self.received, sha256=digest, seconds=seconds)
+
+    def close(self) -> None:
+        """Stop the workers and release the target; does not claim anything was verified."""
+        if self._state == "open":
+            self._state = "abandoned"
+            self._stop_workers(abandon=True)
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> SlotWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def read_back(target: Path, fd: int, size: int, expected: str, chunk_size: int) -> None:
+    """Re-read ``size`` bytes of ``target`` from storage and compare their SHA-256.
+
+    The written range is evicted from the page cache first, so the bytes come
+    from the device rather than from memory that merely remembers the write.
+    """
+    _drop_cache(fd, 0, size)
+    digest = hashlib.sha256()
+    buffer = bytearray(chunk_size)
+    view = memoryview(buffer)
+    remaining = size
+    try:
+        reader = os.open(target, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as error:
+        raise SlotWriteError(f"cannot reopen {target} to verify: {error.strerror}") from error
+    try:
+        while remaining:
+            count = os.readv(reader, [view[: min(chunk_size, remaining)]])
+            if count == 0:
+                raise ReadbackMismatch(f"{target} ended {remaining} bytes short on read-back")
+            digest.update(view[:count])
+            remaining -= count
+    except OSError as error:
+        raise ReadbackMismatch(f"reading back {target} failed: {error.strerror}") from error
+    finally:
+        os.close(reader)
+    if digest.hexdigest() != expected:
+        raise ReadbackMismatch(
+            f"{target} reads back SHA-256 {digest.hexdigest()}, wrote {expected}"
+        )
+
+
+def write_image(
+    chunks: Iterable[bytes],
+    target: Path,
+    *,
+    expected_size: int | None,
+    expected_sha256: str,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+    verify_readback: bool = False,
+    chunk_size: int = 4 << 20,
+) -> WriteResult:
+    """Stream ``chunks`` into ``target`` and verify them; the one-call form of SlotWriter."""
+    with SlotWriter(
+        target,
+        expected_size=expected_size,
+        expected_sha256=expected_sha256,
+        progress=progress,
+        cancel=cancel,
+        verify_readback=verify_readback,
+        chunk_size=chunk_size,
+    ) as writer:
+        for chunk in chunks:
+            writer.write(chunk)
+        return writer.finish()

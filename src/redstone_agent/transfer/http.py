@@ -1,0 +1,198 @@
+"""HTTP(S) source that survives broken connections by resuming with Range.
+
+Why not just retry the GET: the bytes already delivered have been consumed
+(hashed, written to the slot), so a retry must continue exactly where the
+last one stopped, and only if the file on the server is still the same one —
+``If-Range`` with the first response's validator makes the server say so.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator, Mapping
+
+import requests
+import urllib3
+
+from redstone_agent.retry import RetryPolicy
+from redstone_agent.transfer.errors import SourceChanged, TransferError
+from redstone_agent.transfer.ranges import (
+    RETRYABLE_STATUSES,
+    check_resumed_range,
+    parse_content_range,
+    parse_length,
+    resume_validator,
+)
+from redstone_agent.transfer.source import ByteSource
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RETRY = RetryPolicy()
+
+
+class _Transient(Exception):
+    """A failure worth retrying: connection lost, timeout, 5xx."""
+
+
+class _Backoff:
+    """Counts consecutive failures; progress between them starts a fresh budget."""
+
+    def __init__(self, policy: RetryPolicy, source: ByteSource) -> None:
+        self._policy = policy
+        self._source = source
+        self.reset()
+
+    def reset(self) -> None:
+        self._delays = self._policy.delays()
+        self._failures = 0
+
+    def wait_after(self, problem: _Transient, cancel: threading.Event | None) -> None:
+        """Sleep before the next try, or raise TransferError when the budget is spent."""
+        self._failures += 1
+        delay = next(self._delays, None)
+        if delay is None:
+            raise TransferError(
+                f"{self._source.location}: giving up after {self._failures} attempts: {problem}"
+            )
+        log.warning(
+            "%s: %s; retry %d in %.2fs", self._source.location, problem, self._failures, delay
+        )
+        if cancel is None:
+            time.sleep(delay)
+        else:
+            cancel.wait(delay)
+        self._source.check_cancel()
+
+
+class HttpSource(ByteSource):
+    """Raw bytes of an http:// or https:// URL, resumed across broken connections."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        cancel: threading.Event | None = None,
+        max_bytes: int | None = None,
+        chunk_size: int = 1 << 20,
+        headers: Mapping[str, str] | None = None,
+        session: requests.Session | None = None,
+    ) -> None:
+        super().__init__(url, cancel=cancel, max_bytes=max_bytes, chunk_size=chunk_size)
+        self._retry = retry
+        self._headers = {"Accept-Encoding": "identity", **(headers or {})}
+        self._own_session = session is None
+        self._session = session or requests.Session()
+        self._validator: str | None = None
+        self._etag: str | None = None
+        self._backoff = _Backoff(retry, self)
+        self._response: requests.Response | None = None
+        try:
+            self._response = self._open_retrying(0)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_retrying(self, offset: int) -> requests.Response:
+        while True:
+            try:
+                return self._open(offset)
+            except _Transient as problem:
+                self._backoff.wait_after(problem, self._cancel)
+
+    def _open(self, offset: int) -> requests.Response:
+        """One GET positioned at ``offset``; classifies every failure."""
+        headers = dict(self._headers)
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+            if self._validator is not None:
+                headers["If-Range"] = self._validator
+        timeout = self._retry.timeout
+        try:
+            response = self._session.get(
+                self.location, headers=headers, stream=True, timeout=(timeout, timeout)
+            )
+        except (requests.ConnectionError, requests.Timeout) as error:
+            raise _Transient(f"connection failed: {_reason(error)}") from error
+        except requests.RequestException as error:
+            raise TransferError(f"GET {self.location}: {_reason(error)}") from error
+        try:
+            self._accept(response, offset)
+        except BaseException:
+            response.close()
+            raise
+        return response
+
+    def _accept(self, response: requests.Response, offset: int) -> None:
+        status = f"HTTP {response.status_code} {response.reason}"
+        if response.status_code in RETRYABLE_STATUSES:
+            raise _Transient(status)
+        if offset == 0:
+            if response.status_code != 200:
+                raise TransferError(f"GET {self.location}: {status}")
+            self.size = parse_length(response.headers.get("Content-Length"))
+            self._check_announced_size()
+            self._validator = resume_validator(response.headers)
+            self._etag = response.headers.get("ETag")
+            return
+        if response.status_code == 200:
+            raise SourceChanged(
+                f"{self.location} changed on the server (or the server ignores Range) "
+                f"after {offset} bytes; start the download again"
+            )
+        if response.status_code == 416:
+            raise TransferError(
+                f"{self.location}: server cannot serve bytes from {offset} ({status}); "
+                f"the file is shorter than it announced"
+            )
+        if response.status_code != 206:
+            raise TransferError(f"resuming {self.location} at byte {offset}: {status}")
+        problem = check_resumed_range(
+            offset, self.size, parse_content_range(response.headers.get("Content-Range"))
+        )
+        etag = response.headers.get("ETag")
+        if problem is None and self._etag is not None and etag not in (None, self._etag):
+            problem = f"ETag changed from {self._etag} to {etag}"
+        if problem is not None:
+            raise SourceChanged(f"cannot resume {self.location}: {problem}")
+        self.resumed += 1
+        log.info("%s: resumed at byte %d", self.location, offset)
+
+    def _chunks(self) -> Iterator[bytes]:
+        offset = 0
+        while True:
+            if self._response is None:
+                self._response = self._open_retrying(offset)
+            try:
+                for chunk in self._response.raw.stream(self._chunk_size, decode_content=False):
+                    offset += len(chunk)
+                    self._backoff.reset()
+                    yield chunk
+                if self.size is not None and offset < self.size:
+                    raise _Transient(f"connection closed at byte {offset} of {self.size}")
+                return
+            except (_Transient, urllib3.exceptions.HTTPError, OSError) as error:
+                problem = error if isinstance(error, _Transient) else _Transient(_reason(error))
+                self._drop_response()
+                self._backoff.wait_after(problem, self._cancel)
+
+    def _drop_response(self) -> None:
+        if self._response is not None:
+            self._response.close()
+            self._response = None
+
+    def close(self) -> None:
+        super().close()
+        self._drop_response()
+        if self._own_session:
+            self._session.close()
+
+
+def _reason(error: BaseException) -> str:
+    """The innermost useful message of a requests/urllib3 exception chain, on one line."""
+    while error.args and isinstance(error.args[0], BaseException):
+        error = error.args[0]
+    text = str(error) or type(error).__name__
+    return " ".join(text.split())

@@ -1,0 +1,151 @@
+"""The byte-source interface and the local-file source.
+
+A source yields the raw bytes of an image in order, exactly once. The base
+class enforces what every source owes its caller whatever the transport: the
+size cap (an endless or oversized source stops with SourceTooLarge), the
+cancel event (checked between chunks) and the running byte count.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+
+from redstone_agent.transfer.errors import SourceTooLarge, TransferCancelled, TransferError
+from redstone_agent.transfer.stream import ChunkStream
+
+
+class ByteSource(ABC):
+    """Context manager and one-shot iterable of the raw bytes of a source."""
+
+    def __init__(
+        self,
+        location: str,
+        *,
+        cancel: threading.Event | None,
+        max_bytes: int | None,
+        chunk_size: int,
+    ) -> None:
+        if chunk_size <= 0:
+            raise ValueError("chunk_size must be positive")
+        self.location = location
+        self.size: int | None = None
+        """Total length when the source announces it (file size, Content-Length)."""
+        self.resumed = 0
+        """How many times the transfer picked up again after a broken connection."""
+        self.received = 0
+        """Bytes handed to the caller so far."""
+        self._cancel = cancel
+        self._max_bytes = max_bytes
+        self._chunk_size = chunk_size
+        self._consumed = False
+        self.closed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self._consumed:
+            raise RuntimeError(f"{self.location} is a one-shot source and was already read")
+        self._consumed = True
+        return self._guarded()
+
+    def _guarded(self) -> Iterator[bytes]:
+        self.check_cancel()
+        for chunk in self._chunks():
+            self.check_cancel()
+            self.received += len(chunk)
+            if self._max_bytes is not None and self.received > self._max_bytes:
+                raise SourceTooLarge(
+                    f"{self.location} sent more than the allowed {self._max_bytes} bytes"
+                )
+            yield chunk
+
+    def as_stream(self) -> ChunkStream:
+        """A forward-only file-like ``read(n)`` view (for the delta applier)."""
+        return ChunkStream(self)
+
+    def check_cancel(self) -> None:
+        """Raise TransferCancelled if the caller asked to stop."""
+        if self._cancel is not None and self._cancel.is_set():
+            raise TransferCancelled(f"transfer of {self.location} cancelled")
+
+    def _check_announced_size(self) -> None:
+        if self._max_bytes is not None and self.size is not None and self.size > self._max_bytes:
+            raise SourceTooLarge(
+                f"{self.location} is {self.size} bytes, more than the allowed {self._max_bytes}"
+            )
+
+    @abstractmethod
+    def _chunks(self) -> Iterator[bytes]:
+        """Yield the raw bytes from the start, each chunk at most ``chunk_size`` long."""
+
+    def close(self) -> None:
+        """Release files and connections; safe to call twice."""
+        self.closed = True
+
+    def __enter__(self) -> ByteSource:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _device_or_file_size(fd: int) -> int | None:
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISREG(mode):
+        return os.fstat(fd).st_size
+    if stat.S_ISBLK(mode):
+        return os.lseek(fd, 0, os.SEEK_END)
+    return None
+
+
+class FileSource(ByteSource):
+    """A local regular file, block device or pipe."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        cancel: threading.Event | None = None,
+        max_bytes: int | None = None,
+        chunk_size: int = 1 << 20,
+    ) -> None:
+        super().__init__(str(path), cancel=cancel, max_bytes=max_bytes, chunk_size=chunk_size)
+        self._fd = -1
+        try:
+            self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as error:
+            raise TransferError(f"cannot open source {path}: {error.strerror}") from error
+        try:
+            self.size = _device_or_file_size(self._fd)
+            os.lseek(self._fd, 0, os.SEEK_SET)
+            self._check_announced_size()
+        except BaseException:
+            self.close()
+            raise
+
+    def _chunks(self) -> Iterator[bytes]:
+        while True:
+            try:
+                chunk = os.read(self._fd, self._chunk_size)
+            except OSError as error:
+                raise TransferError(
+                    f"reading {self.location} at byte {self.received} failed: {error.strerror}"
+                ) from error
+            if not chunk:
+                return
+            yield chunk
+
+    def close(self) -> None:
+        super().close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
