@@ -1,0 +1,352 @@
+"""The A/B install transaction and the node's status, persisted across reboots.
+
+Sequence (docs/boot.md): journal the intent → mark the target slot bad → write
+and verify it → make it primary with N tries → "installed, reboot pending".
+After the reboot the health check calls :meth:`SlotManager.mark_good` (commit)
+or :meth:`SlotManager.mark_bad`. If the bootloader fell back, the next look at
+the node turns the pending install into a rollback report that stays until
+acknowledged. A process killed at any instant leaves the old slot primary or a
+fully verified new one primary — never a half-written one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from redstone_agent.journal import Journal
+from redstone_agent.slots.booted import booted_slot
+from redstone_agent.slots.bootloader import BootEnv, open_bootenv
+from redstone_agent.slots.config import SlotsConfig
+from redstone_agent.slots.errors import InstallFailed, InstallRefused
+from redstone_agent.slots.imaging import write_slot
+from redstone_agent.slots.safety import check_writable_slot
+from redstone_agent.slots.scheme import SLOTS, BootState, other_slot
+from redstone_agent.slots.status import NodeState, NodeStatus, SlotView
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int | None], None]
+
+# Journal phases. "writing"/"switching" exist only while an install runs.
+WRITING = "writing"
+SWITCHING = "switching"
+INSTALLED = "installed"
+REVERTING = "reverting"
+ROLLED_BACK = "rolled-back"
+FAILED = "failed"
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+class SlotManager:
+    """Install into the inactive slot, switch, commit, detect fallback."""
+
+    def __init__(self, config: SlotsConfig, bootenv: BootEnv | None = None) -> None:
+        self.config = config
+        self.bootenv = bootenv or open_bootenv(config.bootloader)
+        self.journal = Journal(config.state_dir / "slots.json")
+        self._lock_path = config.state_dir / "slots.lock"
+
+    # -- queries ---------------------------------------------------------------------------
+
+    @property
+    def booted(self) -> str:
+        """The running slot, from the kernel command line."""
+        return booted_slot(self.config.cmdline)
+
+    def status(self) -> NodeStatus:
+        """The node's state; settles interrupted installs and fallbacks as a side effect."""
+        with self._lock(wait=False) as held:
+            if not held:
+                return self._view(self.bootenv.load_state(), self.journal.load(), running=True)
+            return self._view(*self._reconcile())
+
+    # -- operations ------------------------------------------------------------------------
+
+    def install(
+        self,
+        source: str,
+        *,
+        sha256: str,
+        size: int | None = None,
+        progress: Progress | None = None,
+        cancel: threading.Event | None = None,
+    ) -> NodeStatus:
+        """Write ``source`` into the inactive slot and make it primary for a trial boot.
+
+        ``source`` is a path or URL of a full image (plain, xz or zstd); ``sha256``
+        and ``size`` describe the uncompressed image. On any failure the running
+        slot stays primary and the target slot stays marked bad.
+        """
+        sha256 = _check_sha256(sha256)
+        with self._lock(wait=False) as held:
+            if not held:
+                raise InstallRefused("another install is running on this node")
+            boot, record = self._reconcile()
+            state = self._state(boot, record)
+            if state is NodeState.TRYING:
+                raise InstallRefused(
+                    f"slot {self.booted} is on trial: mark-good or mark-bad it before installing"
+                )
+            if state is NodeState.REVERTING:
+                raise InstallRefused("a rollback is pending: reboot before installing")
+            booted = self.booted
+            target = other_slot(booted)
+            device = self.config.device(target)
+            check_writable_slot(device, self.config.device(booted), self.config.mountinfo)
+            intent = {
+                "slot": target,
+                "from": booted,
+                "sha256": sha256,
+                "size": size,
+                "source": source,
+                "started": _now(),
+            }
+            log.info("installing %s into slot %s (%s)", source, target, device)
+            self.journal.save({**intent, "phase": WRITING})
+            boot = boot.mark_bad(target)
+            self.bootenv.save_state(boot)
+            try:
+                result = write_slot(
+                    source,
+                    device,
+                    sha256=sha256,
+                    size=size,
+                    progress=progress,
+                    cancel=cancel,
+                    verify_readback=self.config.verify_readback,
+                )
+            except Exception as exc:
+                reason = f"install into slot {target} failed: {exc}"
+                self.journal.save({"phase": FAILED, "slot": target, "reason": reason, "at": _now()})
+                raise InstallFailed(f"{exc} (slot {booted} stays active)") from exc
+            intent["size"] = result.size
+            self.journal.save({**intent, "phase": SWITCHING})
+            boot = boot.try_slot(target, self.config.tries)
+            self.bootenv.save_state(boot)
+            record = {**intent, "phase": INSTALLED, "installed": _now()}
+            self.journal.save(record)
+            log.info(
+                "slot %s verified (%d bytes, %.1f s); primary with %d tries: reboot to try it",
+                target,
+                result.size,
+                result.seconds,
+                self.config.tries,
+            )
+            return self._view(boot, record)
+
+    def mark_good(self) -> NodeStatus:
+        """Commit the running slot: the bootloader keeps booting it."""
+        with self._locked() as (boot, record):
+            booted = self.booted
+            if boot.slots[booted].ok and boot.primary == booted:
+                return self._view(boot, record, notes=[f"slot {booted} is already committed"])
+            boot = boot.commit(booted)
+            self.bootenv.save_state(boot)
+            if record and record.get("phase") in (INSTALLED, REVERTING):
+                self.journal.clear()
+                record = None
+            log.info("slot %s committed", booted)
+            return self._view(boot, record)
+
+    def mark_bad(self, reason: str = "marked bad by the operator") -> NodeStatus:
+        """Make the running slot unbootable; the next reboot returns to the other one."""
+        with self._locked() as (boot, record):
+            booted = self.booted
+            other = other_slot(booted)
+            if not boot.slots[other].ok:
+                raise InstallRefused(
+                    f"slot {other} is not committed: marking slot {booted} bad would leave "
+                    "nothing known-good to boot"
+                )
+            boot = boot.mark_bad(booted)
+            self.bootenv.save_state(boot)
+            record = {"phase": REVERTING, "slot": booted, "from": other, "reason": reason}
+            record["at"] = _now()
+            self.journal.save(record)
+            log.warning(
+                "slot %s marked bad (%s): reboot to return to slot %s", booted, reason, other
+            )
+            return self._view(boot, record)
+
+    def acknowledge(self) -> NodeStatus:
+        """Clear a rollback report once it has been seen (and reported to the cloud)."""
+        with self._locked() as (boot, record):
+            if record and record.get("phase") in (ROLLED_BACK, FAILED):
+                self.journal.clear()
+                record = None
+            return self._view(boot, record)
+
+    def init_bootenv(self, *, force: bool = False) -> NodeStatus:
+        """Write a fresh A/B environment: the running slot committed and primary.
+
+        For provisioning and for repairing a corrupt env. Refuses to overwrite a
+        valid scheme unless ``force`` — that would forget a pending trial.
+        """
+        with self._lock(wait=True):
+            booted = self.booted
+            if not force:
+                with contextlib.suppress(Exception):
+                    self.bootenv.load_state()
+                    raise InstallRefused(
+                        f"{self.bootenv.description} already holds a valid A/B scheme "
+                        "(use --force to reset it)"
+                    )
+            boot = BootState.factory(booted)
+            self.bootenv.initialise(boot.to_env())
+            self.journal.clear()
+            log.info("bootloader env initialised: slot %s committed and primary", booted)
+            return self._view(boot, None)
+
+    # -- internals -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _lock(self, *, wait: bool) -> Iterator[bool]:
+        self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        with self._lock_path.open("a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[tuple[BootState, dict[str, Any] | None]]:
+        with self._lock(wait=False) as held:
+            if not held:
+                raise InstallRefused("an install is running on this node; try again when it ends")
+            yield self._reconcile()
+
+    def _reconcile(self) -> tuple[BootState, dict[str, Any] | None]:
+        """Bring the journal in line with what the bootloader did. Caller holds the lock."""
+        boot = self.bootenv.load_state()
+        record = self.journal.load()
+        booted = self.booted
+        phase = record.get("phase") if record else None
+        if record and phase in (WRITING, SWITCHING):
+            boot, record = self._settle_interrupted(boot, record)
+            phase = record["phase"]
+        if record and phase == INSTALLED and booted != record["slot"]:
+            slot = record["slot"]
+            if not boot.slots[slot].bootable:
+                reason = (
+                    f"slot {slot} failed its trial boot ({self.config.tries} tries spent); "
+                    f"the bootloader returned to slot {booted}"
+                )
+                record = self._record_rollback(boot, record, reason)
+        elif record and phase == REVERTING and booted != record["slot"]:
+            reason = f"slot {record['slot']} was {record['reason']}; returned to slot {booted}"
+            record = self._record_rollback(boot, record, reason)
+        elif record and phase in (INSTALLED, REVERTING) and boot.slots[booted].ok:
+            self.journal.clear()  # committed meanwhile
+            record = None
+        if record and record.get("phase") == ROLLED_BACK and boot.primary != booted:
+            boot = boot.mark_bad(other_slot(booted))
+            self.bootenv.save_state(boot)
+        return boot, record
+
+    def _settle_interrupted(
+        self, boot: BootState, record: dict[str, Any]
+    ) -> tuple[BootState, dict[str, Any]]:
+        slot = record["slot"]
+        trial = boot.slots[slot]
+        if record["phase"] == SWITCHING and boot.primary == slot and trial.tries > 0:
+            # The switch reached the env; the slot was verified before it began.
+            record = {**record, "phase": INSTALLED, "installed": _now()}
+            self.journal.save(record)
+            return boot, record
+        if trial.bootable or boot.primary == slot:
+            boot = boot.mark_bad(slot)
+            self.bootenv.save_state(boot)
+        reason = (
+            f"install into slot {slot} was interrupted while {record['phase']}; "
+            f"slot {slot} is marked bad"
+        )
+        log.warning("%s", reason)
+        record = {"phase": FAILED, "slot": slot, "reason": reason, "at": _now()}
+        self.journal.save(record)
+        return boot, record
+
+    def _record_rollback(
+        self, boot: BootState, record: dict[str, Any], reason: str
+    ) -> dict[str, Any]:
+        rollback = {
+            "phase": ROLLED_BACK,
+            "slot": record["slot"],
+            "sha256": record.get("sha256"),
+            "reason": reason,
+            "at": _now(),
+        }
+        self.journal.save(rollback)
+        log.error("rollback: %s", reason)
+        return rollback
+
+    def _state(self, boot: BootState, record: dict[str, Any] | None) -> NodeState:
+        booted = self.booted
+        phase = record.get("phase") if record else None
+        if phase == ROLLED_BACK:
+            return NodeState.ROLLED_BACK
+        if not boot.slots[booted].ok:
+            if boot.primary != booted and not boot.slots[booted].tries:
+                return NodeState.REVERTING
+            return NodeState.TRYING
+        if boot.primary != booted:
+            if boot.slots[boot.primary].bootable:
+                return NodeState.INSTALLED
+            return NodeState.IDLE
+        if phase == REVERTING:
+            return NodeState.REVERTING
+        return NodeState.IDLE
+
+    def _view(
+        self,
+        boot: BootState,
+        record: dict[str, Any] | None,
+        *,
+        running: bool = False,
+        notes: list[str] | None = None,
+    ) -> NodeStatus:
+        booted = self.booted
+        phase = record.get("phase") if record else None
+        state = NodeState.INSTALLING if running else self._state(boot, record)
+        slots = [
+            SlotView(
+                name=slot,
+                device=str(self.config.device(slot)),
+                booted=slot == booted,
+                primary=slot == boot.primary,
+                committed=boot.slots[slot].ok,
+                tries=boot.slots[slot].tries,
+            )
+            for slot in SLOTS
+        ]
+        install = record if phase in (WRITING, SWITCHING, INSTALLED) else None
+        return NodeStatus(
+            state=state,
+            booted=booted,
+            primary=boot.primary,
+            slots=slots,
+            install=install,
+            rollback=record if phase == ROLLED_BACK else None,
+            last_error=record["reason"] if phase == FAILED and record else None,
+            notes=notes or [],
+        )
+
+
+def _check_sha256(value: str) -> str:
+    value = value.strip().lower()
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise InstallRefused(f"sha256 {value!r}: expected 64 hexadecimal digits")
+    return value
+
+
+__all__ = ["SlotManager"]
