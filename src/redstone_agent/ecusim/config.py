@@ -1,0 +1,111 @@
+"""Simulator configuration (TOML, see docs/uds.md "Simulator configuration")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from redstone_agent.config import load
+from redstone_agent.uds.config import DoCanSettings, Region, Routines, SecuritySettings
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Misbehaviour to inject; all off by default. Counts apply once per simulator start."""
+
+    drop_every: int = 0
+    """Swallow every N-th diagnostic response (0 = never)."""
+    delay: float = 0.0
+    """Seconds added before every response."""
+    pending_storm: int = 0
+    """NRC 0x78 responses sent before each final response of ``pending_services``."""
+    pending_interval: float = 0.05
+    pending_services: list[int] = field(default_factory=lambda: [0x31, 0x36])
+    busy_repeat: int = 0
+    """NRC 0x21 answers to the first RequestDownload(s) before accepting one."""
+    reset_after_blocks: int = 0
+    """The ECU resets itself (watchdog) after this many TransferData blocks, once."""
+    power_loss_after_blocks: int = 0
+    """Power is lost after this many blocks, once: silent for ``power_loss_time``."""
+    power_loss_time: float = 1.0
+    wrong_checksum: bool = False
+    """The check-memory routine always reports a mismatch."""
+    boot_failure: bool = False
+    """A freshly flashed image fails to start after reset (the bootloader falls back)."""
+
+
+@dataclass(frozen=True)
+class SimSecurity(SecuritySettings):
+    """The ECU's side of SecurityAccess, with its attempt counter and lockout."""
+
+    seed_length: int = 4
+    max_attempts: int = 3
+    lockout: float = 10.0
+    """Seconds seeds are refused after ``max_attempts`` wrong keys."""
+
+
+@dataclass(frozen=True)
+class SimMemory:
+    """The flash: regions, optional second bank, where the version string lives."""
+
+    regions: list[Region] = field(default_factory=lambda: [Region("app", 0x0001_0000, 0x0004_0000)])
+    dual_bank: bool = False
+    version_offset: int = 0
+    """Offset of the ASCII version inside the first region of an image."""
+    version_length: int = 16
+    initial_version: str = "1.0.0"
+    """Version of the image the ECU ships with (in bank A)."""
+
+
+@dataclass(frozen=True)
+class SimDoIp:
+    """The DoIP entity. Port 0 picks a free port (the simulator prints which)."""
+
+    host: str = "127.0.0.1"
+    tcp_port: int = 13400
+    udp_port: int = 13400
+    logical_address: int = 0x0010
+    vin: str = "REDSTONESIM000001"
+    eid: str = "02005e000001"
+    gid: str = "02005e000000"
+    max_block_length: int = 0x10002
+    """maxNumberOfBlockLength announced on DoIP (includes SID and counter)."""
+
+
+@dataclass(frozen=True)
+class SimDoCan(DoCanSettings):
+    """The ISO-TP side: same addresses as the tester's config (tx_id = tester → ECU)."""
+
+    max_block_length: int = 0xFFF
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """One simulated ECU."""
+
+    name: str
+    docan: SimDoCan | None = None
+    doip: SimDoIp | None = None
+    security: SimSecurity = field(default_factory=lambda: SimSecurity(params={"mask": "5a3c9ee1"}))
+    memory: SimMemory = field(default_factory=SimMemory)
+    routines: Routines = field(default_factory=Routines)
+    version_did: int = 0xF189
+    fingerprint_did: int = 0xF15A
+    compression: list[str] = field(default_factory=lambda: ["none", "zlib"])
+    s3: float = 5.0
+    """Seconds without a request before a non-default session falls back to default."""
+    p2_ms: int = 50
+    p2_star_ms: int = 5000
+    erase_time: float = 0.05
+    """Seconds an erase takes (answered with NRC 0x78 meanwhile)."""
+    reset_time: float = 0.05
+    faults: Faults = field(default_factory=Faults)
+
+    def __post_init__(self) -> None:
+        if self.docan is None and self.doip is None:
+            raise ValueError("configure at least one of [docan] and [doip]")
+
+
+def load_sim(path: Path | str) -> SimConfig:
+    """Load a simulator TOML file."""
+    return load(path, SimConfig)

@@ -1,0 +1,114 @@
+"""Start a simulated ECU on its configured transports, in this loop or a background thread."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable
+from types import TracebackType
+
+from redstone_agent.ecusim.config import SimConfig
+from redstone_agent.ecusim.doip_server import DoIpEntity
+from redstone_agent.ecusim.ecu import SimulatedEcu
+from redstone_agent.ecusim.isotp_server import serve_docan
+
+
+class Simulator:
+    """One ECU on ISO-TP and/or DoIP, inside a running asyncio loop."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self.ecu = SimulatedEcu(config)
+        self.doip: DoIpEntity | None = None
+        self._stop = asyncio.Event()
+
+    async def run(self, ready: Callable[[Simulator], None] | None = None) -> None:
+        """Serve until :meth:`stop`; ``ready`` is called once every socket is bound."""
+        tasks: list[asyncio.Task[None]] = []
+        closers: list[Callable[[], None]] = []
+        try:
+            if self.config.doip is not None:
+                self.doip = DoIpEntity(self.ecu, self.config.doip)
+                server, transport = await self.doip.start()
+                closers += [server.close, transport.close, self.doip.drop_all]
+            if self.config.docan is not None:
+                tasks.append(
+                    asyncio.create_task(serve_docan(self.ecu, self.config.docan, self._stop))
+                )
+                await asyncio.sleep(0.05)  # let the ISO-TP stack start before announcing readiness
+            if ready is not None:
+                ready(self)
+            await self._stop.wait()
+        finally:
+            self._stop.set()
+            for close in closers:
+                close()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return (call from the loop's thread)."""
+        self._stop.set()
+
+
+class BackgroundSimulator:
+    """A :class:`Simulator` on its own thread and loop: for tests, benchmarks, demos.
+
+    ``with BackgroundSimulator(config) as sim:`` returns once the ECU listens;
+    ``sim.doip_port`` tells the TCP port when the config asked for port 0.
+    """
+
+    def __init__(self, config: SimConfig) -> None:
+        self.simulator = Simulator(config)
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._main, name=f"ecusim-{config.name}", daemon=True
+        )
+
+    @property
+    def ecu(self) -> SimulatedEcu:
+        return self.simulator.ecu
+
+    @property
+    def doip_port(self) -> int:
+        assert self.simulator.doip is not None
+        return self.simulator.doip.tcp_port
+
+    @property
+    def udp_port(self) -> int:
+        assert self.simulator.doip is not None
+        return self.simulator.doip.udp_port
+
+    def _main(self) -> None:
+        try:
+            self._loop.run_until_complete(self.simulator.run(lambda _sim: self._ready.set()))
+        except BaseException as exc:  # surfaced to the starting thread
+            self._error = exc
+            self._ready.set()
+        finally:
+            self._loop.close()
+
+    def __enter__(self) -> BackgroundSimulator:
+        self._thread.start()
+        self._ready.wait(10)
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop serving and join the thread."""
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self.simulator.stop)
+            self._thread.join(10)

@@ -1,0 +1,115 @@
+"""DoIP link: doipclient's TCP channel with discovery, routing activation and alive check."""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any
+
+from doipclient import DoIPClient
+from doipclient.client import Parser
+from doipclient.connectors import DoIPClientUDSConnector
+from doipclient.messages import (
+    RoutingActivationRequest,
+    VehicleIdentificationRequest,
+    VehicleIdentificationResponse,
+)
+
+from redstone_agent.uds.config import DoIpSettings
+from redstone_agent.uds.errors import TransportError
+
+DOIP_VERSION = 0x02
+HEADER = 8
+
+
+def pack_doip(payload_type: int, payload: bytes, version: int = DOIP_VERSION) -> bytes:
+    """Generic DoIP header (version, inverse, type, length) followed by the payload."""
+    return (
+        bytes([version, version ^ 0xFF])
+        + payload_type.to_bytes(2, "big")
+        + len(payload).to_bytes(4, "big")
+        + payload
+    )
+
+
+def discover(
+    settings: DoIpSettings, timeout: float = 2.0
+) -> tuple[str, VehicleIdentificationResponse]:
+    """Find the entity with ``settings.logical_address`` by vehicle-identification request.
+
+    doipclient's own ``get_entity`` always targets UDP 13400; this one honours
+    the configured discovery port so simulators can run side by side.
+    """
+    request = pack_doip(0x0001, VehicleIdentificationRequest().pack())
+    deadline = time.monotonic() + timeout
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        sock.sendto(request, (settings.discovery_address, settings.udp_port))
+        while (remaining := deadline - time.monotonic()) > 0:
+            sock.settimeout(remaining)
+            try:
+                data, (host, _port) = sock.recvfrom(4096)
+            except TimeoutError:
+                break
+            message = Parser().read_message(data)
+            if (
+                isinstance(message, VehicleIdentificationResponse)
+                and message.logical_address == settings.logical_address
+            ):
+                return host, message
+    raise TransportError(
+        f"no DoIP entity with logical address 0x{settings.logical_address:04X} answered "
+        f"vehicle identification on {settings.discovery_address}:{settings.udp_port}"
+    )
+
+
+class QuietDoIPClient(DoIPClient):  # type: ignore[misc]
+    """doipclient's client without its eager hex dump of every payload.
+
+    ``send_doip`` formats each payload byte into a debug string even when debug
+    logging is off; at 1 MiB per image that costs more than the transfer itself.
+    """
+
+    def send_doip(
+        self,
+        payload_type: int,
+        payload_data: bytes,
+        transport: Any = None,
+        disable_retry: bool = False,
+    ) -> None:
+        if transport not in (None, DoIPClient.TransportType.TRANSPORT_TCP):
+            super().send_doip(payload_type, payload_data, transport, disable_retry)
+            return
+        self._tcp_sock.sendall(pack_doip(payload_type, payload_data, self._protocol_version))
+
+
+class DoIpLink:
+    """An activated DoIP channel to one entity, wrapped for udsoncan."""
+
+    def __init__(self, settings: DoIpSettings) -> None:
+        host = settings.host or discover(settings)[0]
+        try:
+            self.client = QuietDoIPClient(
+                host,
+                settings.logical_address,
+                tcp_port=settings.tcp_port,
+                udp_port=settings.udp_port,
+                client_logical_address=settings.tester_address,
+                activation_type=RoutingActivationRequest.ActivationType(settings.activation_type),
+            )
+        except (OSError, TimeoutError) as exc:
+            raise TransportError(
+                f"DoIP connection to {host}:{settings.tcp_port} failed: {exc}"
+            ) from exc
+        try:
+            if settings.alive_check:
+                self.client.request_alive_check()
+        except (OSError, TimeoutError) as exc:
+            self.client.close()
+            raise TransportError(f"DoIP entity {host} failed the alive check: {exc}") from exc
+        self.connection = DoIPClientUDSConnector(self.client, close_connection=True)
+        self.connection.open()
+
+    def close(self) -> None:
+        """Close the TCP channel."""
+        self.connection.close()

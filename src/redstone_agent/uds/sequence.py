@@ -1,0 +1,240 @@
+"""The ISO 14229 programming sequence, step by step, with resumable TransferData.
+
+Order (DESIGN.md §4): extended session, DTC setting off, communication control,
+programming session, SecurityAccess, fingerprint, erase, RequestDownload,
+TransferData…, RequestTransferExit, check memory, check dependencies. The
+caller resets the ECU afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from udsoncan import DataFormatIdentifier, MemoryLocation
+from udsoncan.client import Client
+from udsoncan.common.DidCodec import DidCodec
+
+from redstone_agent.uds import blocks
+from redstone_agent.uds.config import EcuConfig, Region
+from redstone_agent.uds.errors import (
+    FlashCancelledError,
+    NegativeResponseError,
+    SecurityAccessError,
+    TransportError,
+    VerificationError,
+)
+from redstone_agent.uds.security import compute_key
+from redstone_agent.uds.session import Channel
+
+log = logging.getLogger(__name__)
+
+EXTENDED_SESSION = 0x03
+PROGRAMMING_SESSION = 0x02
+DTC_OFF = 0x02
+DISABLE_RX_AND_TX = 0x03
+NORMAL_MESSAGES = 0x01
+SESSION_LOST_NRCS = {0x24, 0x33, 0x7E, 0x7F, 0x22}
+"""NRCs to a resent block that mean the ECU forgot our download: restart the sequence."""
+REQUEST_OUT_OF_RANGE = 0x31
+ROUTINE_OK = 0x00
+
+
+class RawCodec(DidCodec):  # type: ignore[misc]
+    """DID values as raw bytes: fingerprints and versions are opaque to the tester."""
+
+    def encode(self, *values: Any) -> bytes:
+        return bytes(values[0])
+
+    def decode(self, payload: bytes) -> bytes:
+        return bytes(payload)
+
+    def __len__(self) -> int:
+        raise DidCodec.ReadAllRemainingData
+
+
+class SessionLostError(TransportError):
+    """The ECU no longer knows our download (reset, power loss): restart from the top."""
+
+
+@dataclass
+class TransferStats:
+    """What happened on the wire, for the report."""
+
+    blocks_resent: int = 0
+    restarts: int = 0
+    payload_bytes: int = 0
+
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+class ProgrammingSequence:
+    """Programs one image into one region of one ECU over ``channel``."""
+
+    def __init__(
+        self,
+        channel: Channel,
+        fingerprint: bytes,
+        progress: ProgressFn,
+        cancel: threading.Event,
+        stats: TransferStats,
+    ) -> None:
+        self.channel = channel
+        self.ecu: EcuConfig = channel.ecu
+        self.fingerprint = fingerprint
+        self.progress = progress
+        self.cancel = cancel
+        self.stats = stats
+
+    def run(self, image: bytes, region: Region) -> None:
+        """Program ``image``; restart the whole sequence when the ECU lost our session."""
+        for attempt in range(self.ecu.timing.restart_attempts + 1):
+            try:
+                self._program(image, region)
+                return
+            except TransportError as exc:  # includes SessionLostError
+                if attempt == self.ecu.timing.restart_attempts:
+                    raise
+                self.stats.restarts += 1
+                log.warning("%s: %s; restarting the programming sequence", self.ecu.name, exc)
+                self.channel.reconnect(self.ecu.timing.reconnect_delay)
+
+    def check_cancel(self) -> None:
+        """Stop between two requests when asked to."""
+        if self.cancel.is_set():
+            raise FlashCancelledError(f"ECU {self.ecu.name}: flash cancelled")
+
+    def enter_programming(self) -> None:
+        """Sessions, DTC and communication control, then the programming session."""
+        prog = self.ecu.programming
+        self.progress("prepare", 0, 1)
+        self.channel.call("extended session", lambda c: c.change_session(EXTENDED_SESSION))
+        if prog.dtc_setting:
+            self.channel.call("DTC setting off", lambda c: c.control_dtc_setting(DTC_OFF))
+        if prog.communication_control:
+            self.channel.call(
+                "communication control",
+                lambda c: c.communication_control(DISABLE_RX_AND_TX, NORMAL_MESSAGES),
+            )
+        self.channel.call("programming session", lambda c: c.change_session(PROGRAMMING_SESSION))
+        self.unlock()
+
+    def unlock(self) -> None:
+        """SecurityAccess with the configured seed→key plug-in."""
+        sec = self.ecu.security
+        seed = self.channel.call(
+            "security seed", lambda c: c.request_seed(sec.level)
+        ).service_data.seed
+        if not any(seed):
+            return  # an all-zero seed means already unlocked
+        key = compute_key(sec.algorithm, sec.level, bytes(seed), sec.params)
+        try:
+            self.channel.call("security key", lambda c: c.send_key(sec.level + 1, key))
+        except NegativeResponseError as exc:
+            raise SecurityAccessError(
+                f"ECU {self.ecu.name}: security access denied ({exc}); check the "
+                f"algorithm {sec.algorithm!r} and its parameters"
+            ) from None
+
+    def routine(self, step: str, routine_id: int, data: bytes | None = None) -> None:
+        """Start a routine and insist on status 0x00 in its status record."""
+        response = self.channel.call(step, lambda c: c.start_routine(routine_id, data))
+        status = response.service_data.routine_status_record
+        if status and status[0] != ROUTINE_OK:
+            raise VerificationError(
+                f"ECU {self.ecu.name}: {step} routine 0x{routine_id:04X} failed (status 0x{status[0]:02X})"
+            )
+
+    def _program(self, image: bytes, region: Region) -> None:
+        prog = self.ecu.programming
+        self.check_cancel()
+        self.enter_programming()
+        self.check_cancel()
+        self.channel.call(
+            "write fingerprint",
+            lambda c: _write_raw(c, self.ecu.dids.fingerprint, self.fingerprint),
+        )
+        self.progress("erase", 0, 1)
+        self.routine(
+            "erase",
+            self.ecu.routines.erase,
+            blocks.address_and_length(
+                region.address, region.size, prog.address_bytes, prog.size_bytes
+            ),
+        )
+        payload, max_length = self._request_download(image, region)
+        self._transfer(payload.data, blocks.data_per_block(max_length))
+        self.channel.call("transfer exit", lambda c: c.request_transfer_exit())
+        self.progress("check", 0, 1)
+        self.routine("check memory", self.ecu.routines.check_memory, blocks.crc32(image))
+        self.routine("check dependencies", self.ecu.routines.check_dependencies)
+
+    def _request_download(self, image: bytes, region: Region) -> tuple[blocks.Payload, int]:
+        """RequestDownload, compressed when configured; plain if the ECU refuses compression."""
+        prog = self.ecu.programming
+        location = MemoryLocation(
+            region.address,
+            len(image),
+            address_format=prog.address_bytes * 8,
+            memorysize_format=prog.size_bytes * 8,
+        )
+        methods = [prog.compression, "none"] if prog.compression != "none" else ["none"]
+        for method in methods:
+            payload = blocks.encode_payload(image, method)
+            dfi = DataFormatIdentifier.from_byte(payload.data_format)
+            try:
+                response = self.channel.call(
+                    "request download", lambda c, dfi=dfi: c.request_download(location, dfi=dfi)
+                )
+            except NegativeResponseError as exc:
+                if exc.code == REQUEST_OUT_OF_RANGE and method != "none":
+                    log.info("%s: refuses %s compression, sending plain", self.ecu.name, method)
+                    continue
+                raise
+            return payload, int(response.service_data.max_length)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _transfer(self, data: bytes, block_data: int) -> None:
+        """TransferData every block; after a loss resend the unacknowledged block."""
+        total = len(data)
+        for index, chunk in blocks.iter_blocks(data, block_data):
+            self.check_cancel()
+            self._send_block(blocks.block_counter(index), chunk)
+            self.stats.payload_bytes += len(chunk)
+            self.progress("download", min((index + 1) * block_data, total), total)
+
+    def _send_block(self, counter: int, chunk: bytes) -> None:
+        timing = self.ecu.timing
+        for attempt in range(timing.transfer_retries + 1):
+            try:
+                self.channel.call("transfer data", lambda c: c.transfer_data(counter, chunk))
+                return
+            except NegativeResponseError as exc:
+                if exc.code in SESSION_LOST_NRCS:
+                    raise SessionLostError(
+                        f"ECU {self.ecu.name} lost the download ({exc})"
+                    ) from None
+                raise
+            except TransportError as exc:
+                if attempt == timing.transfer_retries:
+                    raise
+                self.stats.blocks_resent += 1
+                log.warning("%s: %s; resending block %d", self.ecu.name, exc, counter)
+                self.channel.reconnect(timing.reconnect_delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _write_raw(client: Client, did: int, value: bytes) -> Any:
+    client.config["data_identifiers"] = {**client.config["data_identifiers"], did: RawCodec}
+    return client.write_data_by_identifier(did, value)
+
+
+def read_raw(client: Client, did: int) -> bytes:
+    """ReadDataByIdentifier as raw bytes."""
+    client.config["data_identifiers"] = {**client.config["data_identifiers"], did: RawCodec}
+    response = client.read_data_by_identifier(did)
+    return bytes(response.service_data.values[did])

@@ -1,0 +1,134 @@
+"""A udsoncan client that speaks in this package's errors.
+
+udsoncan already waits out NRC 0x78 (switching to P2*); this wrapper adds the
+0x21 busy-repeat loop and turns library exceptions into one-line errors that
+name the ECU and the programming step.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+import isotp
+from udsoncan import exceptions as uds_exc
+from udsoncan.client import Client
+
+from redstone_agent.uds.config import EcuConfig
+from redstone_agent.uds.errors import NegativeResponseError, TransportError, UdsError
+from redstone_agent.uds.link import Link
+
+T = TypeVar("T")
+BUSY_REPEAT = 0x21
+log = logging.getLogger(__name__)
+
+
+def client_config(ecu: EcuConfig) -> dict[str, Any]:
+    """udsoncan client settings from the ECU's timing section."""
+    prog = ecu.programming
+    return {
+        "exception_on_negative_response": True,
+        "exception_on_invalid_response": True,
+        "exception_on_unexpected_response": True,
+        "tolerate_zero_padding": True,
+        "ignore_all_zero_dtc": True,
+        "security_algo": None,
+        "security_algo_params": None,
+        "dtc_snapshot_did_size": 2,
+        "server_address_format": prog.address_bytes * 8,
+        "server_memorysize_format": prog.size_bytes * 8,
+        "data_identifiers": {"default": "s"},
+        "input_output": {},
+        "request_timeout": ecu.timing.max_pending,
+        "p2_timeout": ecu.timing.p2,
+        "p2_star_timeout": ecu.timing.p2_star,
+        "standard_version": 2020,
+        "use_server_timing": False,
+        "extended_data_size": None,
+        "nrc78_callback": None,
+    }
+
+
+class UdsSession:
+    """One connected UDS conversation with one ECU."""
+
+    def __init__(self, ecu: EcuConfig, link: Link) -> None:
+        self.ecu = ecu
+        self.link = link
+        self.client = Client(link.connection, config=cast(Any, client_config(ecu)))
+
+    def close(self) -> None:
+        """Close the link; never raises, the ECU may already be gone."""
+        try:
+            self.link.close()
+        except Exception as exc:  # closing a dead link must not mask the real error
+            log.debug("closing link to %s: %s", self.ecu.name, exc)
+
+    def call(self, step: str, request: Callable[[Client], T]) -> T:
+        """Run ``request``; repeat on NRC 0x21, translate every failure."""
+        timing = self.ecu.timing
+        for attempt in range(timing.busy_retries + 1):
+            try:
+                return request(self.client)
+            except uds_exc.NegativeResponseException as exc:
+                code = int(exc.response.code)
+                if code == BUSY_REPEAT and attempt < timing.busy_retries:
+                    log.info("%s: %s busy (NRC 0x21), repeating", self.ecu.name, step)
+                    time.sleep(timing.busy_delay)
+                    continue
+                raise NegativeResponseError(self.ecu.name, step, code) from None
+            except uds_exc.TimeoutException as exc:
+                raise TransportError(f"ECU {self.ecu.name}: {step} timed out ({exc})") from exc
+            except (uds_exc.InvalidResponseException, uds_exc.UnexpectedResponseException) as exc:
+                raise UdsError(
+                    f"ECU {self.ecu.name}: {step} got a malformed reply ({exc})"
+                ) from exc
+            except (OSError, isotp.IsoTpError, TimeoutError) as exc:
+                raise TransportError(f"ECU {self.ecu.name}: {step} link failed ({exc})") from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+class Channel:
+    """The current session to one ECU; reopens the link after a transient loss."""
+
+    def __init__(self, ecu: EcuConfig, open_link: Callable[[EcuConfig], Link]) -> None:
+        self.ecu = ecu
+        self._open_link = open_link
+        self._session: UdsSession | None = None
+
+    @property
+    def session(self) -> UdsSession:
+        """The open session, connecting on first use."""
+        if self._session is None:
+            try:
+                self._session = UdsSession(self.ecu, self._open_link(self.ecu))
+            except UdsError:
+                raise
+            except (OSError, isotp.IsoTpError, TimeoutError) as exc:
+                raise TransportError(f"ECU {self.ecu.name}: cannot connect ({exc})") from exc
+        return self._session
+
+    def call(self, step: str, request: Callable[[Client], T]) -> T:
+        """:meth:`UdsSession.call` on the current session."""
+        return self.session.call(step, request)
+
+    def drop(self) -> None:
+        """Forget the current link (after a loss or an ECU reset)."""
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def reconnect(self, delay: float) -> None:
+        """Drop the link, wait ``delay`` and connect again (retrying until the ECU answers)."""
+        self.drop()
+        attempts = max(self.ecu.timing.transfer_retries, 1)
+        for attempt in range(attempts):
+            time.sleep(delay)
+            try:
+                _ = self.session
+                return
+            except TransportError:
+                if attempt == attempts - 1:
+                    raise
