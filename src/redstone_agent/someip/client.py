@@ -1,0 +1,150 @@
+"""The Master's handle on one Sub: typed calls, status tracking, waiting.
+
+Events are a hint, polling is the truth: ``wait_for_state`` wakes on STATUS
+events but also polls GetStatus, so a lost UDP event or a Sub that rebooted
+in between never leaves the Master waiting forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Collection
+
+from redstone_agent.someip.binding import ClientBinding
+from redstone_agent.someip.errors import (
+    CallTimeout,
+    MalformedPayload,
+    RemoteError,
+    ServiceUnavailable,
+    SomeIpError,
+)
+from redstone_agent.someip.interface import EventId, MethodId, ResultCode, SubState
+from redstone_agent.someip.messages import (
+    Blob,
+    Info,
+    InstallRequest,
+    ManifestRequest,
+    Progress,
+    Response,
+    Status,
+)
+
+log = logging.getLogger(__name__)
+
+StatusListener = Callable[[Status], None]
+ProgressListener = Callable[[Progress], None]
+
+
+class SubClient:
+    """Calls one Sub instance; every call has a deadline (``timeout`` seconds)."""
+
+    def __init__(self, binding: ClientBinding, name: str, *, timeout: float = 3.0) -> None:
+        self.name = name
+        self._binding = binding
+        self._timeout = timeout
+        self._status_listeners: list[StatusListener] = []
+        self._progress_listeners: list[ProgressListener] = []
+        self._changed = asyncio.Event()
+        self.last_status: Status | None = None
+        binding.subscribe(self._on_event)
+
+    # -- events ------------------------------------------------------------
+
+    def on_status(self, listener: StatusListener) -> None:
+        self._status_listeners.append(listener)
+
+    def on_progress(self, listener: ProgressListener) -> None:
+        self._progress_listeners.append(listener)
+
+    def _on_event(self, event_id: int, payload: bytes) -> None:
+        try:
+            if event_id == EventId.STATUS:
+                status = Status.decode(payload)
+                self._remember(status)
+                for listener in self._status_listeners:
+                    listener(status)
+            elif event_id == EventId.PROGRESS:
+                progress = Progress.decode(payload)
+                for p_listener in self._progress_listeners:
+                    p_listener(progress)
+        except MalformedPayload as exc:
+            log.warning("%s: dropped malformed event 0x%04x: %s", self.name, event_id, exc)
+
+    def _remember(self, status: Status) -> None:
+        self.last_status = status
+        self._changed.set()
+
+    # -- calls -------------------------------------------------------------
+
+    async def _call(self, method: MethodId, payload: bytes = b"") -> bytes:
+        raw = await self._binding.call(method, payload, self._timeout)
+        response = Response.decode(raw)
+        if response.code is not ResultCode.OK:
+            raise RemoteError(response.code, response.detail)
+        return response.body
+
+    async def get_info(self) -> Info:
+        return Info.decode(await self._call(MethodId.GET_INFO))
+
+    async def get_status(self) -> Status:
+        status = Status.decode(await self._call(MethodId.GET_STATUS))
+        self._remember(status)
+        return status
+
+    async def get_manifest(self, nonce: bytes) -> bytes:
+        body = await self._call(MethodId.GET_MANIFEST, ManifestRequest(nonce).encode())
+        return Blob.decode(body).data
+
+    async def put_metadata(self, bundle: bytes) -> None:
+        await self._call(MethodId.PUT_METADATA, Blob(bundle).encode())
+
+    async def install(self, request: InstallRequest) -> None:
+        await self._call(MethodId.INSTALL, request.encode())
+
+    async def activate(self) -> None:
+        await self._call(MethodId.ACTIVATE)
+
+    async def commit(self) -> None:
+        await self._call(MethodId.COMMIT)
+
+    async def rollback(self) -> None:
+        await self._call(MethodId.ROLLBACK)
+
+    async def cancel(self) -> None:
+        await self._call(MethodId.CANCEL)
+
+    # -- waiting -----------------------------------------------------------
+
+    async def wait_available(self, timeout: float) -> None:
+        """Wait until SD knows the instance (first offer, or after a Sub reboot)."""
+        deadline = time.monotonic() + timeout
+        while not await self._binding.available():
+            if time.monotonic() > deadline:
+                raise ServiceUnavailable(f"{self.name} not offered within {timeout:g}s")
+            await asyncio.sleep(0.05)
+
+    async def wait_for_state(
+        self, states: Collection[SubState], timeout: float, *, poll: float = 0.5
+    ) -> Status:
+        """Return the first status in *states*; survives Sub restarts meanwhile."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.last_status
+            if status is None or status.state not in states:
+                try:
+                    status = await self.get_status()
+                except (CallTimeout, ServiceUnavailable) as exc:
+                    log.debug("%s: status poll failed: %s", self.name, exc)
+            if status is not None and status.state in states:
+                return status
+            left = deadline - time.monotonic()
+            if left <= 0:
+                seen = status.state.name if status else "nothing"
+                wanted = ", ".join(s.name for s in states)
+                raise SomeIpError(f"{self.name}: waited {timeout:g}s for {wanted}, last saw {seen}")
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), min(poll, left))

@@ -1,0 +1,222 @@
+"""The default :class:`Stack`: someipy 2.1.2 talking to the node's ``someipyd``.
+
+Methods go over UDP (one datagram up to ``MAX_PAYLOAD``), events over UDP.
+The control and status services are separate because someipyd 2.1.2 crashes
+on a service with both methods and events. someipy's own per-call timeout is
+10 s; ours wraps every call with the caller's deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from redstone_agent.someip.binding import (
+    ClientBinding,
+    EventHandler,
+    MethodHandler,
+    Reply,
+    ServerBinding,
+    Stack,
+)
+from redstone_agent.someip.errors import (
+    CallTimeout,
+    MalformedPayload,
+    ServiceUnavailable,
+    SomeIpError,
+)
+from redstone_agent.someip.interface import (
+    CONTROL_SERVICE_ID,
+    INTERFACE_MAJOR,
+    INTERFACE_MINOR,
+    OFFER_PERIOD_MS,
+    SD_TTL_S,
+    STATUS_EVENTGROUP_ID,
+    STATUS_SERVICE_ID,
+    SUBSCRIPTION_TTL_S,
+    EventId,
+    MethodId,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _someipy() -> Any:
+    """Import someipy lazily and quieten it (its DEBUG default logs every payload)."""
+    import someipy
+    from someipy.someipy_logging import set_someipy_log_level
+
+    set_someipy_log_level(logging.WARNING)
+    return someipy
+
+
+def _services(handler: MethodHandler | None) -> tuple[Any, Any, Any]:
+    """Build (control service, status service, status eventgroup) for someipy."""
+    sp = _someipy()
+    udp = sp.TransportLayerProtocol.UDP
+    control = (
+        sp.ServiceBuilder()
+        .with_service_id(CONTROL_SERVICE_ID)
+        .with_major_version(INTERFACE_MAJOR)
+        .with_minor_version(INTERFACE_MINOR)
+    )
+    for method in MethodId:
+        control.with_method(sp.Method(int(method), udp, _adapt(method, handler)))
+    group = sp.EventGroup(STATUS_EVENTGROUP_ID, [sp.Event(int(e), udp) for e in EventId])
+    status = (
+        sp.ServiceBuilder()
+        .with_service_id(STATUS_SERVICE_ID)
+        .with_major_version(INTERFACE_MAJOR)
+        .with_minor_version(INTERFACE_MINOR)
+        .with_eventgroup(group)
+        .build()
+    )
+    return control.build(), status, group
+
+
+def _adapt(method: MethodId, handler: MethodHandler | None) -> Any:
+    """Wrap our handler into someipy's ``(payload, addr) -> MethodResult`` shape."""
+    if handler is None:
+        return None
+    sp = _someipy()
+
+    async def call(payload: bytes, _addr: tuple[str, int]) -> Any:
+        try:
+            reply = await handler(int(method), payload)
+        except Exception:  # a handler bug must not kill the stack's reader task
+            log.exception("method handler for %s failed", method.name)
+            reply = Reply(b"", 0x01)
+        result = sp.MethodResult()
+        result.payload = reply.payload
+        result.return_code = sp.ReturnCode(reply.return_code)
+        return result
+
+    return call
+
+
+class SomeipyStack(Stack):
+    """One connection to the local someipyd (``socket_path`` from its JSON config)."""
+
+    def __init__(self, socket_path: str) -> None:
+        self._socket_path = socket_path
+        self._daemon: Any = None
+
+    async def connect(self) -> None:
+        sp = _someipy()
+        try:
+            self._daemon = await sp.connect_to_someipy_daemon({"socket_path": self._socket_path})
+        except Exception as exc:
+            raise SomeIpError(f"cannot reach someipyd at {self._socket_path}: {exc}") from exc
+
+    def _require(self) -> Any:
+        if self._daemon is None:
+            raise SomeIpError("SOME/IP stack used before connect()")
+        return self._daemon
+
+    def server(self, instance_id: int, address: str, port: int) -> ServerBinding:
+        return _SomeipyServer(self._require(), instance_id, address, port)
+
+    def client(self, instance_id: int, address: str, port: int) -> ClientBinding:
+        return _SomeipyClient(self._require(), instance_id, address, port)
+
+    async def close(self) -> None:
+        if self._daemon is not None:
+            try:
+                await self._daemon.disconnect_from_daemon()
+            except (TimeoutError, OSError):
+                log.warning("someipyd disconnect was not clean")
+            self._daemon = None
+
+
+class _SomeipyServer(ServerBinding):
+    def __init__(self, daemon: Any, instance_id: int, address: str, port: int) -> None:
+        self._daemon = daemon
+        self._instance_id = instance_id
+        self._address = address
+        self._port = port
+        self._control: Any = None
+        self._status: Any = None
+
+    async def offer(self, handler: MethodHandler) -> None:
+        sp = _someipy()
+        control, status, _group = _services(handler)
+        self._control = sp.ServerServiceInstance(
+            self._daemon,
+            control,
+            self._instance_id,
+            self._address,
+            self._port,
+            ttl=SD_TTL_S,
+            cyclic_offer_delay_ms=OFFER_PERIOD_MS,
+        )
+        self._status = sp.ServerServiceInstance(
+            self._daemon,
+            status,
+            self._instance_id,
+            self._address,
+            self._port + 1,
+            ttl=SD_TTL_S,
+            cyclic_offer_delay_ms=OFFER_PERIOD_MS,
+        )
+        await self._control.start_offer()
+        await self._status.start_offer()
+
+    def send_event(self, event_id: int, payload: bytes) -> None:
+        if self._status is not None:
+            self._status.send_event(STATUS_EVENTGROUP_ID, event_id, payload)
+
+    async def stop(self) -> None:
+        for instance in (self._control, self._status):
+            if instance is not None:
+                await instance.stop_offer()
+        self._control = self._status = None
+
+
+class _SomeipyClient(ClientBinding):
+    def __init__(self, daemon: Any, instance_id: int, address: str, port: int) -> None:
+        sp = _someipy()
+        control, status, self._group = _services(None)
+        # client_id = instance id keeps concurrent calls to different Subs apart.
+        self._control = sp.ClientServiceInstance(
+            daemon, control, instance_id, address, port, client_id=instance_id
+        )
+        self._status = sp.ClientServiceInstance(
+            daemon, status, instance_id, address, port + 1, client_id=instance_id
+        )
+        self._instance_id = instance_id
+        self._subscribed = False
+
+    async def call(self, method_id: int, payload: bytes, timeout: float) -> bytes:
+        try:
+            result = await asyncio.wait_for(self._control.call_method(method_id, payload), timeout)
+        except TimeoutError:
+            raise CallTimeout(
+                f"no answer from sub instance {self._instance_id} to method "
+                f"0x{method_id:04x} within {timeout:g}s"
+            ) from None
+        except RuntimeError as exc:  # someipy: "service ... not found yet"
+            raise ServiceUnavailable(
+                f"sub instance {self._instance_id} is not offered on the network"
+            ) from exc
+        if result.return_code.value == 0x09:
+            raise MalformedPayload(
+                f"sub instance {self._instance_id} rejected the request as malformed"
+            )
+        payload_out: bytes = result.payload
+        return payload_out
+
+    async def available(self) -> bool:
+        found: bool = await self._control.is_available()
+        return found
+
+    def subscribe(self, handler: EventHandler) -> None:
+        self._status.register_callback(handler)
+        if not self._subscribed:
+            self._status.subscribe_eventgroup(self._group, SUBSCRIPTION_TTL_S)
+            self._subscribed = True
+
+    async def stop(self) -> None:
+        if self._subscribed:
+            self._status.unsubscribe_eventgroup(self._group)
+            self._subscribed = False

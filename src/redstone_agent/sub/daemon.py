@@ -1,0 +1,182 @@
+"""``redstone-sub run``: wire the engine to someipyd, systemd and D-Bus, then serve.
+
+Start order matters for power-loss safety: the engine recovers from its
+journal first (it may resume an install, run the post-boot health check or
+report a fallback), then the service is offered, then systemd hears READY.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from redstone_agent.config import load
+from redstone_agent.errors import RedstoneError
+from redstone_agent.journal import Journal
+from redstone_agent.slots import SlotsConfig
+from redstone_agent.someip.binding import ServerBinding, Stack
+from redstone_agent.someip.interface import EventId
+from redstone_agent.someip.messages import Progress, Status
+from redstone_agent.sub.config import SubConfig
+from redstone_agent.sub.engine import Engine, Hooks
+from redstone_agent.sub.health import check_health
+from redstone_agent.sub.sdnotify import Notifier, watchdog_interval
+from redstone_agent.sub.service import SubService
+from redstone_agent.sub.slots_adapter import ManagedSlots
+from redstone_agent.sub.slots_port import Slots
+from redstone_agent.sub.trust import SubTrust, sign_manifest
+
+log = logging.getLogger("redstone.sub")
+
+
+def _describe(status: Status) -> str:
+    text = f"{status.state.name}"
+    if status.target:
+        text += f" {status.target}"
+    if status.detail:
+        text += f": {status.detail}"
+    return text
+
+
+class SubDaemon:
+    """One running Sub: engine + SOME/IP server + optional D-Bus + systemd notify."""
+
+    def __init__(self, config: SubConfig, slots: Slots, stack: Stack) -> None:
+        self.config = config
+        self._stack = stack
+        self._notifier = Notifier()
+        self._server: ServerBinding | None = None
+        self._dbus: Any = None
+        self._dbus_iface: Any = None
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        signer = None
+        if config.trust.ecu_key is not None:
+            from redstone_agent.uptane.keys import load_signer
+
+            signer = load_signer(config.trust.ecu_key)
+        hooks = Hooks(
+            publish=self._publish,
+            progress=self._progress,
+            reboot=self._reboot,
+            health=lambda: check_health(config.health),
+            sign_manifest=(lambda doc: sign_manifest(signer, doc)) if signer else None,
+            auto_commit=config.health.auto_commit,
+        )
+        self.engine = Engine(
+            ecu_serial=config.ecu_serial,
+            hardware_id=config.hardware_id,
+            slots=slots,
+            trust=SubTrust(config.trust, config.ecu_serial, config.hardware_id, config.state_dir),
+            journal=Journal(config.state_dir / "sub.json"),
+            hooks=hooks,
+        )
+
+    def _publish(self, status: Status) -> None:
+        if self._server is not None:
+            self._server.send_event(EventId.STATUS, status.encode())
+        if self._dbus_iface is not None:
+            self._dbus_iface.status_changed(_status_json(status))
+        self._notifier.status(_describe(status))
+
+    def _progress(self, progress: Progress) -> None:
+        if self._server is not None:
+            self._server.send_event(EventId.PROGRESS, progress.encode())
+
+    async def _reboot(self) -> None:
+        argv = self.config.reboot_command
+        log.warning("rebooting: %s", " ".join(argv))
+        try:
+            proc = await asyncio.create_subprocess_exec(*argv)
+            await proc.wait()
+        except OSError as exc:
+            log.error("reboot command failed: %s", exc)
+
+    async def start(self) -> None:
+        some = self.config.someip
+        await self._stack.connect()
+        self._server = self._stack.server(some.instance_id, some.address, some.port)
+        await self.engine.recover()
+        await self._server.offer(SubService(self.engine).handle)
+        if self.config.dbus != "none":
+            from redstone_agent.sub.dbus_api import export
+
+            self._dbus, self._dbus_iface = await export(self.engine, self.config.dbus)
+        status = self.engine.status()
+        self._publish(status)
+        self._notifier.ready(_describe(status))
+        log.info(
+            "offering instance %d on %s:%d; %s",
+            some.instance_id,
+            some.address,
+            some.port,
+            _describe(status),
+        )
+
+    async def watchdog(self) -> None:
+        interval = watchdog_interval()
+        if interval is None:
+            return
+        while True:
+            self._notifier.watchdog()
+            await asyncio.sleep(interval)
+
+    async def stop(self) -> None:
+        self._notifier.stopping()
+        await self.engine.close()
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await self._server.stop()
+        if self._dbus is not None:
+            self._dbus.disconnect()
+        await self._stack.close()
+
+
+def _status_json(status: Status) -> str:
+    from redstone_agent.sub.dbus_api import status_json
+
+    return status_json(status)
+
+
+async def serve(daemon: SubDaemon) -> None:
+    """Run until SIGTERM/SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await daemon.start()
+    watchdog = loop.create_task(daemon.watchdog())
+    await stop.wait()
+    log.info("stopping")
+    watchdog.cancel()
+    await daemon.stop()
+
+
+def run(config_path: Path) -> int:
+    """Entry point of ``redstone-sub run --config PATH``; returns the exit status."""
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        config = load(config_path, SubConfig, section="sub")
+        slots_config = load(config_path, SlotsConfig, section="slots")
+        from redstone_agent.someip.someipy_binding import SomeipyStack
+
+        daemon = SubDaemon(
+            config, ManagedSlots(slots_config), SomeipyStack(config.someip.daemon_socket)
+        )
+        asyncio.run(serve(daemon))
+    except RedstoneError as exc:
+        log.error("%s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run(Path(sys.argv[1])))

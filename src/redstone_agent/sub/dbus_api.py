@@ -1,0 +1,92 @@
+"""The Sub's local D-Bus API (``org.redstone.Sub1``) for redstonectl and HMIs.
+
+The same engine commands the Master reaches over SOME/IP, for a technician
+on the node: status, mark-good (commit), mark-bad (rollback), and a local
+install that still goes through the Sub's own Uptane verification.
+Errors come back as D-Bus errors named ``org.redstone.Sub1.Error.<CODE>``.
+"""
+
+import json
+from collections.abc import Awaitable
+from dataclasses import asdict
+
+from dbus_fast import BusType, DBusError
+from dbus_fast.aio import MessageBus
+from dbus_fast.annotations import DBusBytes, DBusStr, DBusUInt64
+from dbus_fast.service import ServiceInterface, method, signal
+
+from redstone_agent.someip.messages import InstallRequest, Status
+from redstone_agent.sub.engine import Engine
+from redstone_agent.sub.errors import SubError
+
+BUS_NAME = "org.redstone.Sub"
+OBJECT_PATH = "/org/redstone/Sub"
+INTERFACE = "org.redstone.Sub1"
+
+
+def status_json(status: Status) -> str:
+    """The JSON form of a status used on D-Bus and by ``--json`` output."""
+    data = asdict(status)
+    data["state"] = status.state.name
+    data["error"] = status.error.name
+    return json.dumps(data, sort_keys=True)
+
+
+async def _guard(action: Awaitable[None]) -> None:
+    try:
+        await action
+    except SubError as exc:
+        raise DBusError(f"{INTERFACE}.Error.{exc.code.name}", str(exc)) from exc
+
+
+class SubInterface(ServiceInterface):
+    """Methods mirror the SOME/IP ones; ``StatusChanged`` mirrors the STATUS event."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(INTERFACE)
+        self._engine = engine
+
+    @method(name="Status")
+    def status(self) -> DBusStr:
+        return status_json(self._engine.status())
+
+    @method(name="MarkGood")
+    async def mark_good(self) -> None:
+        await _guard(self._engine.commit())
+
+    @method(name="MarkBad")
+    async def mark_bad(self) -> None:
+        await _guard(self._engine.rollback())
+
+    @method(name="Cancel")
+    async def cancel(self) -> None:
+        await _guard(self._engine.cancel())
+
+    @method(name="PutMetadata")
+    async def put_metadata(self, bundle: DBusBytes) -> None:
+        await _guard(self._engine.put_metadata(bytes(bundle)))
+
+    @method(name="Install")
+    async def install(
+        self, target: DBusStr, url: DBusStr, sha256: DBusStr, length: DBusUInt64
+    ) -> None:
+        try:
+            digest = bytes.fromhex(sha256)
+        except ValueError:
+            raise DBusError(f"{INTERFACE}.Error.MALFORMED", "sha256 is not hex") from None
+        await _guard(self._engine.install(InstallRequest(target, url, digest, length)))
+
+    @signal(name="StatusChanged")
+    def status_changed(self, status: str) -> DBusStr:
+        return status
+
+
+async def export(engine: Engine, bus_type: str) -> tuple[MessageBus, SubInterface]:
+    """Connect to the system or session bus, export the object, own the name."""
+    bus = await MessageBus(
+        bus_type=BusType.SYSTEM if bus_type == "system" else BusType.SESSION
+    ).connect()
+    interface = SubInterface(engine)
+    bus.export(OBJECT_PATH, interface)
+    await bus.request_name(BUS_NAME)
+    return bus, interface

@@ -1,0 +1,375 @@
+"""The Sub's update state machine, journaled so power loss at any instant is survivable.
+
+Write-ahead: every transition is saved to the journal *before* the step it
+announces (writing the slot, switching the bootloader, rebooting), so
+:meth:`Engine.recover` can tell after a restart what was under way and finish
+or undo it. The slot layer, trust checks, health check and reboot are
+injected; this module decides only *what* happens *when*.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from redstone_agent.journal import Journal
+from redstone_agent.someip.interface import ResultCode, SubState
+from redstone_agent.someip.messages import Info, InstallRequest, Progress, Status
+from redstone_agent.sub.errors import SubError
+from redstone_agent.sub.slots_port import DeltaSource, Slots
+from redstone_agent.sub.states import Command, require
+from redstone_agent.sub.trust import Assignment, SubTrust, check_install
+
+log = logging.getLogger(__name__)
+S = SubState
+
+HealthCheck = Callable[[], Awaitable[tuple[bool, str]]]
+Reboot = Callable[[], Awaitable[None]]
+PROGRESS_STEP = 1 << 20
+"""Emit a PROGRESS event at most once per MiB written."""
+REBOOT_DELAY_S = 0.3
+
+
+@dataclass
+class Record:
+    """Everything the Sub must remember across a reboot (the journal's content)."""
+
+    state: SubState = S.IDLE
+    seq: int = 0
+    current: str = ""
+    """Target name of the committed image."""
+    release_counter: int = 0
+    assignment: dict[str, Any] | None = None
+    request: dict[str, Any] | None = None
+    to_slot: str = ""
+    switched: bool = False
+    """The bootloader was pointed at ``to_slot`` (ACTIVATING)."""
+    health_ok: bool = False
+    error: ResultCode = ResultCode.OK
+    detail: str = ""
+    bytes_done: int = 0
+    bytes_total: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        data["state"] = self.state.name
+        data["error"] = self.error.name
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Record:
+        fields = dict(data)
+        fields["state"] = SubState[fields["state"]]
+        fields["error"] = ResultCode[fields["error"]]
+        return cls(**fields)
+
+
+def _request_to_dict(request: InstallRequest) -> dict[str, Any]:
+    delta = request.delta
+    return {
+        "target": request.target,
+        "url": request.url,
+        "sha256": request.sha256.hex(),
+        "length": request.length,
+        "delta": None
+        if delta is None
+        else {
+            "url": delta.url,
+            "sha256": delta.sha256.hex(),
+            "length": delta.length,
+            "source_sha256": delta.source_sha256.hex(),
+        },
+    }
+
+
+@dataclass
+class Hooks:
+    """How the engine reaches the outside world."""
+
+    publish: Callable[[Status], None] = lambda _status: None
+    progress: Callable[[Progress], None] = lambda _progress: None
+    reboot: Reboot | None = None
+    health: HealthCheck | None = None
+    sign_manifest: Callable[[dict[str, Any]], bytes] | None = None
+    auto_commit: bool = False
+
+
+class Engine:
+    """One Sub's update lifecycle. All public coroutines run on the event loop."""
+
+    def __init__(
+        self,
+        *,
+        ecu_serial: str,
+        hardware_id: str,
+        slots: Slots,
+        trust: SubTrust,
+        journal: Journal,
+        hooks: Hooks,
+    ) -> None:
+        self.ecu_serial = ecu_serial
+        self.hardware_id = hardware_id
+        self._slots = slots
+        self._trust = trust
+        self._journal = journal
+        self._hooks = hooks
+        self._record = Record()
+        self._cancel = threading.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._last_progress = 0
+
+    # -- observation ---------------------------------------------------------
+
+    @property
+    def state(self) -> SubState:
+        return self._record.state
+
+    def status(self) -> Status:
+        r = self._record
+        target = (r.request or {}).get("target", "") or r.current
+        return Status(r.state, r.seq, target, r.bytes_done, r.bytes_total, r.error, r.detail)
+
+    def info(self) -> Info:
+        r = self._record
+        pending = (r.request or {}).get("target", "")
+        return Info(
+            self.ecu_serial,
+            self.hardware_id,
+            self._slots.booted(),
+            r.state,
+            r.current,
+            pending if r.state not in (S.COMMITTED, S.IDLE) else "",
+        )
+
+    def manifest(self, nonce: bytes) -> bytes:
+        """The signed ECU version manifest, carrying the Master's nonce."""
+        if self._hooks.sign_manifest is None:
+            raise SubError("no ECU key configured: cannot sign a manifest")
+        r = self._record
+        document = {
+            "ecu_serial": self.ecu_serial,
+            "hardware_id": self.hardware_id,
+            "installed_image": r.current,
+            "release_counter": r.release_counter,
+            "booted_slot": self._slots.booted(),
+            "state": r.state.name,
+            "last_error": r.error.name,
+            "report": r.detail,
+            "nonce": nonce.hex(),
+        }
+        return self._hooks.sign_manifest(document)
+
+    # -- transitions ---------------------------------------------------------
+
+    def _move(
+        self,
+        state: SubState,
+        *,
+        error: ResultCode = ResultCode.OK,
+        detail: str = "",
+        **changes: Any,
+    ) -> None:
+        """Persist the new state (write-ahead), then tell the Master."""
+        r = self._record
+        for key, value in changes.items():
+            setattr(r, key, value)
+        r.state, r.error, r.detail = state, error, detail
+        r.seq += 1
+        self._journal.save(r.to_dict())
+        log.info("state %s%s", state.name, f" ({error.name}: {detail})" if detail else "")
+        self._hooks.publish(self.status())
+
+    async def put_metadata(self, bundle: bytes) -> None:
+        require(Command.PUT_METADATA, self.state)
+        assignment = await asyncio.to_thread(
+            self._trust.verify, bundle, self._record.release_counter
+        )
+        self._record.assignment = assignment.to_dict()
+        self._journal.save(self._record.to_dict())
+        log.info("metadata verified: assigned %s", assignment.filename)
+
+    async def install(self, request: InstallRequest) -> None:
+        require(Command.INSTALL, self.state)
+        raw = self._record.assignment
+        check_install(Assignment.from_dict(raw) if raw else None, request)
+        self._move(
+            S.TRANSFERRING,
+            request=_request_to_dict(request),
+            to_slot=_other(self._slots.booted()),
+            switched=False,
+            health_ok=False,
+            bytes_done=0,
+            bytes_total=request.length,
+        )
+        self._start_install()
+
+    def _start_install(self) -> None:
+        self._cancel = threading.Event()
+        self._task = asyncio.get_running_loop().create_task(self._run_install())
+
+    async def _run_install(self) -> None:
+        request = self._record.request
+        assert request is not None
+        delta = request["delta"]
+        loop = asyncio.get_running_loop()
+
+        def progress(done: int) -> None:
+            loop.call_soon_threadsafe(self._on_progress, done)
+
+        try:
+            await asyncio.to_thread(
+                self._slots.install,
+                request["url"],
+                sha256=request["sha256"],
+                size=request["length"],
+                progress=progress,
+                cancel=self._cancel,
+                delta=DeltaSource(**delta) if delta else None,
+            )
+        except Exception as exc:
+            if self._cancel.is_set():
+                self._move(S.IDLE, error=ResultCode.CANCELLED, detail="install cancelled")
+            else:
+                code = getattr(exc, "code", None) or ResultCode.INSTALL_FAILED
+                log.warning("install failed: %s", exc)
+                self._move(S.FAILED, error=code, detail=str(exc))
+            return
+        self._move(S.PROCESSING, bytes_done=request["length"])
+        self._move(S.READY, detail=f"{request['target']} installed in slot {self._record.to_slot}")
+
+    def _on_progress(self, done: int) -> None:
+        r = self._record
+        r.bytes_done = done
+        if done - self._last_progress >= PROGRESS_STEP or done >= r.bytes_total:
+            self._last_progress = done
+            self._hooks.progress(Progress(r.seq, done, r.bytes_total))
+
+    async def activate(self) -> None:
+        require(Command.ACTIVATE, self.state)
+        self._move(S.ACTIVATING, detail=f"switching to slot {self._record.to_slot}")
+        await asyncio.to_thread(self._slots.activate)
+        self._move(S.ACTIVATING, switched=True, detail="rebooting into the new slot")
+        self._reboot_soon()
+
+    async def commit(self) -> None:
+        require(Command.COMMIT, self.state)
+        if not self._record.health_ok:
+            raise SubError("the new slot has not passed its health check", ResultCode.WRONG_STATE)
+        await self._commit()
+
+    async def _commit(self) -> None:
+        await asyncio.to_thread(self._slots.mark_good)
+        r = self._record
+        assignment = r.assignment or {}
+        self._move(
+            S.COMMITTED,
+            current=(r.request or {}).get("target", r.current),
+            release_counter=assignment.get("release_counter", r.release_counter),
+            assignment=None,
+            detail="committed",
+        )
+
+    async def rollback(self) -> None:
+        require(Command.ROLLBACK, self.state)
+        if self.state is S.READY:
+            await asyncio.to_thread(self._slots.discard)
+            self._move(S.IDLE, request=None, detail="installed update discarded")
+            return
+        self._move(S.ROLLING_BACK, error=ResultCode.CANCELLED, detail="rollback requested")
+        await asyncio.to_thread(self._slots.mark_bad, "rollback requested by the Master")
+        self._reboot_soon()
+
+    async def cancel(self) -> None:
+        require(Command.CANCEL, self.state)
+        if self.state is S.READY:
+            await asyncio.to_thread(self._slots.discard)
+            self._move(S.IDLE, request=None, error=ResultCode.CANCELLED, detail="cancelled")
+            return
+        self._cancel.set()
+
+    async def _fall_back(self, error: ResultCode, detail: str) -> None:
+        self._move(S.ROLLING_BACK, error=error, detail=detail)
+        await asyncio.to_thread(self._slots.mark_bad, detail)
+        await self._reboot()
+
+    def _reboot_soon(self) -> None:
+        """Reboot after the method response had time to leave (REBOOT_DELAY_S)."""
+
+        async def later() -> None:
+            await asyncio.sleep(REBOOT_DELAY_S)
+            await self._reboot()
+
+        self._task = asyncio.get_running_loop().create_task(later())
+
+    async def _reboot(self) -> None:
+        if self._hooks.reboot is not None:
+            await self._hooks.reboot()
+
+    # -- after a restart -----------------------------------------------------
+
+    async def recover(self) -> None:
+        """Resume or clean up whatever the journal says was under way."""
+        saved = self._journal.load()
+        if saved is None:
+            self._move(S.IDLE)
+            return
+        self._record = Record.from_dict(saved)
+        r = self._record
+        booted = self._slots.booted()
+        log.info("recovering from %s (booted slot %s)", r.state.name, booted)
+        if r.state in (S.TRANSFERRING, S.PROCESSING):
+            self._move(S.TRANSFERRING, detail="resuming interrupted install", bytes_done=0)
+            self._start_install()
+        elif r.state is S.READY and booted == r.to_slot:
+            await self._verify_new_slot()  # power loss booted the primed slot early
+        elif r.state is S.ACTIVATING:
+            if booted == r.to_slot:
+                await self._verify_new_slot()
+            elif r.switched:
+                self._fallback_detected("the new slot did not boot; bootloader fell back")
+            else:
+                self._move(S.READY, detail="activation interrupted before the switch")
+        elif r.state is S.VERIFYING:
+            if booted == r.to_slot:
+                await self._verify_new_slot()
+            else:
+                self._fallback_detected("trial boot ended on the old slot")
+        elif r.state is S.ROLLING_BACK:
+            if booted == r.to_slot:
+                await self._fall_back(r.error, r.detail)  # the reboot did not happen yet
+            else:
+                self._slots.acknowledge()
+                self._move(S.ROLLED_BACK, error=r.error, detail=r.detail, request=None)
+        else:
+            self._hooks.publish(self.status())
+
+    def _fallback_detected(self, detail: str) -> None:
+        self._slots.acknowledge()
+        self._move(S.ROLLED_BACK, error=ResultCode.BOOT_FALLBACK, detail=detail, request=None)
+
+    async def _verify_new_slot(self) -> None:
+        self._move(S.VERIFYING, detail="running health check", health_ok=False)
+        healthy, why = (
+            (True, "healthy") if self._hooks.health is None else await self._hooks.health()
+        )
+        if not healthy:
+            log.warning("health check failed: %s", why)
+            await self._fall_back(ResultCode.HEALTH_CHECK_FAILED, why)
+            return
+        self._move(S.VERIFYING, health_ok=True, detail=f"{why}; awaiting commit")
+        if self._hooks.auto_commit:
+            await self._commit()
+
+    async def close(self) -> None:
+        """Stop a running install thread (it stays journaled and resumes on start)."""
+        if self._task is not None and not self._task.done():
+            self._cancel.set()
+            self._task.cancel()
+
+
+def _other(slot: str) -> str:
+    return "B" if slot == "A" else "A"

@@ -1,0 +1,55 @@
+"""systemd's notify protocol: one datagram per message to ``$NOTIFY_SOCKET``.
+
+A few lines of stdlib instead of a dependency. Outside systemd (no
+``NOTIFY_SOCKET``) every call is a no-op, so the daemon runs the same in a
+shell, a test or a unit.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+
+class Notifier:
+    """Sends READY=1, WATCHDOG=1 and STATUS=... to the service manager."""
+
+    def __init__(self, address: str | None = None) -> None:
+        address = address if address is not None else os.environ.get("NOTIFY_SOCKET", "")
+        if address.startswith("@"):
+            address = "\0" + address[1:]  # abstract namespace socket
+        self._address = address
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._address)
+
+    def send(self, *lines: str) -> None:
+        if not self._address:
+            return
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.sendto("\n".join(lines).encode(), self._address)
+
+    def ready(self, status: str) -> None:
+        self.send("READY=1", f"STATUS={status}")
+
+    def status(self, status: str) -> None:
+        self.send(f"STATUS={status}")
+
+    def watchdog(self) -> None:
+        self.send("WATCHDOG=1")
+
+    def stopping(self) -> None:
+        self.send("STOPPING=1")
+
+
+def watchdog_interval() -> float | None:
+    """Half of systemd's ``WatchdogSec`` (``$WATCHDOG_USEC``), or None when unset."""
+    raw = os.environ.get("WATCHDOG_USEC")
+    pid = os.environ.get("WATCHDOG_PID")
+    if not raw or (pid and pid != str(os.getpid())):
+        return None
+    try:
+        return int(raw) / 2_000_000
+    except ValueError:
+        return None

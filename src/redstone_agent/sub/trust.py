@@ -1,0 +1,132 @@
+"""The Sub's own Uptane checks: a compromised Master cannot choose what we install.
+
+PutMetadata hands us the bundle the Master verified; we verify it again with
+roots from our own storage (full or partial verification, as configured)
+and keep only the target the director assigned to *our* serial. Install is
+then accepted only when it names exactly that target (name, length, sha256,
+delta source).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from redstone_agent.someip.messages import InstallRequest
+from redstone_agent.sub.config import TrustConfig
+from redstone_agent.sub.errors import NoMetadata, VerificationFailed
+from redstone_agent.uptane.bundle import DIRECTOR, IMAGE, MetadataBundle
+from redstone_agent.uptane.errors import UptaneError
+from redstone_agent.uptane.verifier import (
+    EcuState,
+    TrustedRoots,
+    VerificationResult,
+    verify_full,
+    verify_partial,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """The verified target for this ECU, as journaled between PutMetadata and commit."""
+
+    filename: str
+    length: int
+    sha256: str
+    release_counter: int
+    delta_source_sha256: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Assignment:
+        return cls(**data)
+
+
+class SubTrust:
+    """Verifies bundles for one ECU and persists rotated roots in ``state_dir``."""
+
+    def __init__(self, config: TrustConfig, ecu_serial: str, hardware_id: str, state_dir: Path):
+        self._config = config
+        self._serial = ecu_serial
+        self._hardware_id = hardware_id
+        self._state_dir = state_dir
+
+    def _root(self, name: str, configured: Path) -> bytes:
+        rotated = self._state_dir / f"{name}.root.json"
+        path = rotated if rotated.exists() else configured
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise VerificationFailed(f"cannot read trusted {name} root {path}: {exc}") from exc
+
+    def verify(self, bundle_bytes: bytes, installed_release_counter: int) -> Assignment:
+        """Verify a forwarded bundle; return our assignment or raise VerificationFailed."""
+        state = EcuState(self._hardware_id, installed_release_counter)
+        try:
+            bundle = MetadataBundle.from_bytes(bundle_bytes)
+            result = self._run(bundle, state)
+        except UptaneError as exc:
+            raise VerificationFailed(f"metadata rejected: {exc}") from exc
+        target = result.targets.get(self._serial)
+        if target is None:
+            raise VerificationFailed(f"the director assigns nothing to ECU {self._serial}")
+        self._persist_roots(result)
+        return Assignment(
+            target.filename,
+            target.length,
+            target.sha256,
+            target.release_counter,
+            target.delta_source_sha256,
+        )
+
+    def _run(self, bundle: MetadataBundle, state: EcuState) -> VerificationResult:
+        director = self._root(DIRECTOR, self._config.director_root)
+        if self._config.verification == "partial":
+            return verify_partial(bundle, director, self._serial, ecu=state)
+        if self._config.image_root is None:
+            raise VerificationFailed("full verification configured but trust.image_root unset")
+        roots = TrustedRoots(director, self._root(IMAGE, self._config.image_root))
+        return verify_full(bundle, roots, ecus={self._serial: state}, only_known_ecus=True)
+
+    def _persist_roots(self, result: VerificationResult) -> None:
+        for name, root in result.new_roots.items():
+            path = self._state_dir / f"{name}.root.json"
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(root)
+            tmp.replace(path)
+            log.info("trusted %s root rotated; stored %s", name, path)
+
+
+def check_install(assignment: Assignment | None, request: InstallRequest) -> None:
+    """Refuse an Install that differs in any way from the verified assignment."""
+    if assignment is None:
+        raise NoMetadata("no verified metadata: call PutMetadata first")
+    problems = []
+    if request.target != assignment.filename:
+        problems.append(f"target {request.target!r} is not the assigned {assignment.filename!r}")
+    if request.length != assignment.length:
+        problems.append(f"length {request.length} != verified {assignment.length}")
+    if request.sha256.hex() != assignment.sha256:
+        problems.append("sha256 differs from the verified hash")
+    if request.delta is not None:
+        if assignment.delta_source_sha256 is None:
+            pass  # a delta may be offered for any target; its output is checked by hash
+        elif request.delta.source_sha256.hex() != assignment.delta_source_sha256:
+            problems.append("delta source differs from the verified one")
+    if problems:
+        raise VerificationFailed("install refused: " + "; ".join(problems))
+
+
+def sign_manifest(signer: Any, document: dict[str, Any]) -> bytes:
+    """An ECU version manifest: canonical ``signed`` JSON plus one signature."""
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+    signature = signer.sign(canonical)
+    envelope = {"signed": document, "signatures": [signature.to_dict()]}
+    return json.dumps(envelope, sort_keys=True, separators=(",", ":")).encode()
