@@ -16,9 +16,9 @@ from typing import Any, Literal
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from securesystemslib.signer import CryptoSigner, Key, Signer, SSlibKey
 
 from redstone_agent.uptane.errors import KeyFileError
+from redstone_agent.uptane.tufapi import CryptoSigner, Key, Signer, SSlibKey
 
 Algorithm = Literal["ed25519", "ecdsa-p256"]
 ALGORITHMS: tuple[Algorithm, ...] = ("ed25519", "ecdsa-p256")

@@ -17,24 +17,26 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, cast
+from urllib.parse import quote
 
-from securesystemslib.signer import Key, Signer
 from tuf.api.exceptions import UnsignedMetadataError
-from tuf.api.metadata import (
+from tuf.api.serialization.json import JSONSerializer
+
+from redstone_agent.uptane.errors import RepositoryToolError
+from redstone_agent.uptane.targetinfo import DirectorFields, ImageFields
+from redstone_agent.uptane.tufapi import (
     DelegatedRole,
     Delegations,
+    Key,
     Metadata,
     MetaFile,
     Root,
+    Signer,
     Snapshot,
     TargetFile,
     Targets,
     Timestamp,
 )
-from tuf.api.serialization.json import JSONSerializer
-
-from redstone_agent.uptane.errors import RepositoryToolError
-from redstone_agent.uptane.targetinfo import DirectorFields, ImageFields
 
 TOP_LEVEL = ("root", "targets", "snapshot", "timestamp")
 SPEC_VERSION = "1.0.31"
@@ -59,10 +61,15 @@ def utc_now() -> datetime:
 
 @dataclass(frozen=True)
 class RoleKeys:
-    """The keys a role is created with: its public keys come from these signers."""
+    """The keys a role is created with: signers at hand, and public-only keys held elsewhere."""
 
     signers: Sequence[Signer]
     threshold: int = 1
+    public_keys: Sequence[Key] = ()
+    """Keys whose private half stays with someone else (a supplier, an HSM)."""
+
+    def all_keys(self) -> list[Key]:
+        return [*self.public_keys, *(s.public_key for s in self.signers)]
 
 
 @dataclass(frozen=True)
@@ -113,12 +120,12 @@ class Repository:
         repo.expiry.update(expiry or {})
         root = Root(consistent_snapshot=True, expires=repo._expires("root"))
         for role, role_keys in keys.items():
-            if role_keys.threshold < 1 or role_keys.threshold > len(role_keys.signers):
+            if role_keys.threshold < 1 or role_keys.threshold > len(role_keys.all_keys()):
                 raise RepositoryToolError(
                     f"{name}: {role} threshold {role_keys.threshold} needs at least as many keys"
                 )
-            for signer in role_keys.signers:
-                root.add_key(signer.public_key, role)
+            for key in role_keys.all_keys():
+                root.add_key(key, role)
             root.roles[role].threshold = role_keys.threshold
             repo.signers[role] = list(role_keys.signers)
         repo.roles["root"] = Metadata(root)
@@ -175,9 +182,9 @@ class Repository:
             return self.root
         for meta in self.roles.values():
             signed = meta.signed
-            if isinstance(signed, Targets) and signed.delegations and signed.delegations.roles:
-                if role in signed.delegations.roles:
-                    return signed
+            delegations = signed.delegations if isinstance(signed, Targets) else None
+            if delegations is not None and role in (delegations.roles or {}):
+                return cast(Targets, signed)
         raise RepositoryToolError(f"{self.name}: no role delegates to {role!r}")
 
     # ----------------------------------------------------------------- editing
@@ -242,8 +249,10 @@ class Repository:
         role = DelegatedRole(name, [], keys.threshold, terminating, list(paths))
         assert parent_md.delegations.roles is not None
         parent_md.delegations.roles[name] = role
-        for signer in keys.signers:
-            parent_md.add_key(signer.public_key, name)
+        if keys.threshold < 1 or keys.threshold > len(keys.all_keys()):
+            raise RepositoryToolError(f"{name}: threshold {keys.threshold} needs as many keys")
+        for key in keys.all_keys():
+            parent_md.add_key(key, name)
         self.roles[name] = Metadata(Targets(expires=self._expires(name)))
         self.signers[name] = list(keys.signers)
         self.dirty.update({name, parent})
@@ -404,7 +413,7 @@ class Repository:
             if role in {"root", "timestamp"}:
                 continue
             data = self.to_bytes(role)
-            out[f"{meta.signed.version}.{role}.json"] = data
+            out[f"{meta.signed.version}.{quote(role, '')}.json"] = data
         out["timestamp.json"] = self.to_bytes("timestamp")
         return out
 

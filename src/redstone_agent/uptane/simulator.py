@@ -17,8 +17,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from securesystemslib.signer import Signer
-
 from redstone_agent.uptane.bundle import DIRECTOR, IMAGE, MetadataBundle, RepositoryMetadata
 from redstone_agent.uptane.keys import Algorithm, generate_signer
 from redstone_agent.uptane.repository import (
@@ -30,6 +28,7 @@ from redstone_agent.uptane.repository import (
     utc_now,
 )
 from redstone_agent.uptane.targetinfo import ImageFields
+from redstone_agent.uptane.tufapi import Signer
 from redstone_agent.uptane.verifier import TrustedRoots
 
 
@@ -55,7 +54,9 @@ class UptaneSimulator:
 
     @classmethod
     def create(cls, algorithm: Algorithm = "ed25519", clock: Clock = utc_now) -> UptaneSimulator:
-        return cls(new_repository(IMAGE, algorithm, clock), new_repository(DIRECTOR, algorithm, clock))
+        return cls(
+            new_repository(IMAGE, algorithm, clock), new_repository(DIRECTOR, algorithm, clock)
+        )
 
     def delegate(self, supplier: str, paths: Sequence[str], signer: Signer | None = None) -> Signer:
         """Delegate ``paths`` to a supplier role; returns the supplier's signer."""

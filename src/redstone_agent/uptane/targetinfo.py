@@ -20,9 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tuf.api.metadata import TargetFile
-
 from redstone_agent.uptane.errors import UptaneError
+from redstone_agent.uptane.tufapi import TargetFile
 
 _HEX = frozenset("0123456789abcdef")
 

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from typing import cast
 
 from tuf.api import exceptions as tuf_errors
-from tuf.api.metadata import Metadata, Root, TargetFile, Targets
 from tuf.ngclient._internal.trusted_metadata_set import TrustedMetadataSet
 from tuf.ngclient.config import EnvelopeType
 
 from redstone_agent.uptane.bundle import RepositoryMetadata
 from redstone_agent.uptane.errors import MetadataError
+from redstone_agent.uptane.tufapi import Metadata, Root, TargetFile, Targets
 
 MAX_ROOT_ROTATIONS = 64
 MAX_DELEGATIONS = 32
@@ -54,7 +54,9 @@ def _new_set(repository: str, trusted_root: bytes, now: datetime) -> TrustedMeta
     return trusted
 
 
-def _apply_root_chain(repository: str, trusted: TrustedMetadataSet, roots: tuple[bytes, ...]) -> bytes:
+def _apply_root_chain(
+    repository: str, trusted: TrustedMetadataSet, roots: tuple[bytes, ...]
+) -> bytes:
     """Step through newer roots one version at a time; return the newest root's bytes."""
     latest: bytes | None = None
     with _as_metadata_error(repository):
@@ -168,10 +170,9 @@ def verify_repository(
         if role not in metadata.roles:
             raise MetadataError(name, f"{role} metadata is missing")
     with _as_metadata_error(name):
-        try:
+        # An equal version is the timestamp trusted last time: keep that one.
+        with suppress(tuf_errors.EqualVersionNumberError):
             trusted.update_timestamp(metadata.roles["timestamp"])
-        except tuf_errors.EqualVersionNumberError:
-            pass  # same timestamp as last time: keep the one already trusted
         trusted.update_snapshot(metadata.roles["snapshot"])
         trusted.update_targets(metadata.roles["targets"])
     return VerifiedRepository(name, trusted, metadata, new_root)

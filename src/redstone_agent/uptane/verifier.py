@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from tuf.api.metadata import TargetFile, Targets
-
 from redstone_agent.uptane.bundle import DIRECTOR, IMAGE, MetadataBundle
 from redstone_agent.uptane.errors import CrossCheckError, MetadataError, UptaneError
 from redstone_agent.uptane.targetinfo import DirectorFields, ImageFields, sha256_of
@@ -26,6 +24,7 @@ from redstone_agent.uptane.trusted import (
     verify_repository,
     verify_targets_only,
 )
+from redstone_agent.uptane.tufapi import TargetFile, Targets
 
 Clock = Callable[[], datetime]
 
@@ -134,6 +133,7 @@ def _cross_check(
     director: TargetFile,
     fields: DirectorFields,
     hardware_id: str,
+    *,
     image: VerifiedRepository,
     known: EcuState,
 ) -> VerifiedTarget:
@@ -207,7 +207,9 @@ def verify_full(
     for serial, target, fields in _director_entries(director.targets, wanted):
         state = known.get(serial, EcuState())
         hardware_id = _check_director_claims(serial, target, fields, state)
-        verified[serial] = _cross_check(serial, target, fields, hardware_id, image, state)
+        verified[serial] = _cross_check(
+            serial, target, fields, hardware_id, image=image, known=state
+        )
     new_roots = {n: r.new_root for n, r in ((DIRECTOR, director), (IMAGE, image)) if r.new_root}
     return VerificationResult(verified, new_roots, director.targets.version, image.used_roles)
 

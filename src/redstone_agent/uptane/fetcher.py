@@ -1,0 +1,194 @@
+"""HTTP for the trust layer: a ``tuf.ngclient`` fetcher on requests, and resumable targets.
+
+Defences live here because they are about the wire: connect/read timeouts and
+a per-file deadline (slow-retrieval attack), byte caps enforced while
+streaming (endless-data attack), retries with jittered backoff for transient
+failures only, and Range requests so a big image survives a flaky link.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+from tuf.api import exceptions as tuf_errors
+from tuf.ngclient.fetcher import FetcherInterface
+
+from redstone_agent.retry import RetryPolicy
+from redstone_agent.uptane.errors import DownloadError
+
+log = logging.getLogger(__name__)
+
+CHUNK = 64 * 1024
+Progress = Callable[[int, int], None]
+"""Called with (bytes done, bytes total) while a target downloads."""
+
+
+@dataclass(frozen=True)
+class FetchLimits:
+    """Per-file deadline; the per-read timeout comes from the RetryPolicy."""
+
+    file_deadline: float = 300.0
+    """Seconds one file may take in total, however steadily the bytes trickle."""
+
+
+def _transient(exc: BaseException) -> bool:
+    """Worth retrying: network trouble and 5xx/429, never a 4xx or a cap violation."""
+    if isinstance(exc, tuf_errors.DownloadHTTPError):
+        return exc.status_code >= 500 or exc.status_code == 429
+    if isinstance(exc, tuf_errors.DownloadLengthMismatchError):
+        return False
+    return isinstance(exc, tuf_errors.DownloadError | requests.RequestException)
+
+
+class RequestsFetcher(FetcherInterface):
+    """The ngclient fetcher: one session (mTLS configured by the caller), retries, deadlines."""
+
+    def __init__(
+        self,
+        session: requests.Session | None = None,
+        retry: RetryPolicy | None = None,
+        limits: FetchLimits | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.session = session or requests.Session()
+        self.retry = retry or RetryPolicy()
+        self.limits = limits or FetchLimits()
+        self._sleep = sleep
+
+    def _fetch(self, url: str) -> Iterator[bytes]:
+        try:
+            response = self.session.get(url, stream=True, timeout=self.retry.timeout)
+        except requests.Timeout as exc:
+            raise tuf_errors.SlowRetrievalError(f"{url}: timed out") from exc
+        if response.status_code != 200:
+            response.close()
+            raise tuf_errors.DownloadHTTPError(
+                f"{url}: HTTP {response.status_code}", response.status_code
+            )
+        return self._chunks(url, response)
+
+    def _chunks(self, url: str, response: requests.Response) -> Iterator[bytes]:
+        deadline = time.monotonic() + self.limits.file_deadline
+        try:
+            for chunk in response.iter_content(CHUNK):
+                if time.monotonic() > deadline:
+                    raise tuf_errors.SlowRetrievalError(
+                        f"{url}: not complete within {self.limits.file_deadline:g} s"
+                    )
+                yield chunk
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise tuf_errors.SlowRetrievalError(f"{url}: {exc}") from exc
+        finally:
+            response.close()
+
+    def download_bytes(self, url: str, max_length: int) -> bytes:
+        """As the base class (cap enforced while streaming), retried when transient."""
+        delays = self.retry.delays()
+        while True:
+            try:
+                return super().download_bytes(url, max_length)
+            except tuf_errors.DownloadError as exc:
+                pause = next(delays, None)
+                if pause is None or not _transient(exc):
+                    raise
+                log.info("retrying %s in %.1f s after: %s", url, pause, exc)
+                self._sleep(pause)
+
+
+class _HttpStatus(DownloadError):
+    def __init__(self, status: int) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+
+
+class _Overflow(DownloadError):
+    """More bytes than the verified length: an endless-data attack, never retried."""
+
+
+def _hash_file(path: Path) -> tuple[int, hashlib._Hash]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest
+
+
+def download_target(
+    fetcher: RequestsFetcher,
+    url: str,
+    dest: Path,
+    length: int,
+    sha256: str,
+    *,
+    progress: Progress | None = None,
+) -> Path:
+    """Download a verified target to ``dest``, resuming ``dest.part`` with HTTP Range.
+
+    Never writes more than ``length`` bytes; the file only gets its final name
+    after length and sha256 match, so a half-downloaded or tampered image is
+    never mistaken for a good one.
+    """
+    part = dest.with_name(dest.name + ".part")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    delays = fetcher.retry.delays()
+    while True:
+        try:
+            _download_once(fetcher, url, part, length, progress)
+            break
+        except (requests.RequestException, tuf_errors.SlowRetrievalError, DownloadError) as exc:
+            if isinstance(exc, _Overflow):
+                part.unlink(missing_ok=True)
+            pause = next(delays, None)
+            retryable = not isinstance(exc, DownloadError) or (
+                isinstance(exc, _HttpStatus) and (exc.status >= 500 or exc.status == 429)
+            )
+            if pause is None or not retryable:
+                raise DownloadError(f"{url}: {exc}") from exc
+            log.info("resuming %s in %.1f s after: %s", url, pause, exc)
+            fetcher._sleep(pause)
+    size, digest = _hash_file(part)
+    if size != length or digest.hexdigest() != sha256:
+        part.unlink(missing_ok=True)
+        raise DownloadError(f"{url}: downloaded file does not match the verified sha256/length")
+    part.replace(dest)
+    return dest
+
+
+def _download_once(
+    fetcher: RequestsFetcher, url: str, part: Path, length: int, progress: Progress | None
+) -> None:
+    have = part.stat().st_size if part.exists() else 0
+    if have > length:
+        part.unlink()
+        have = 0
+    if have == length:
+        return
+    headers = {"Range": f"bytes={have}-"} if have else {}
+    deadline = time.monotonic() + fetcher.limits.file_deadline
+    with fetcher.session.get(url, headers=headers, stream=True, timeout=fetcher.retry.timeout) as r:
+        if r.status_code == 200:
+            have = 0  # server ignored Range: start over
+        elif r.status_code != 206 or not have:
+            raise _HttpStatus(r.status_code)
+        with part.open("r+b" if have else "wb") as out:
+            out.seek(have)
+            out.truncate()
+            for chunk in r.iter_content(CHUNK):
+                if have + len(chunk) > length:
+                    raise _Overflow(f"server sent more than the verified {length} bytes")
+                if time.monotonic() > deadline:
+                    raise tuf_errors.SlowRetrievalError("not complete within the deadline")
+                out.write(chunk)
+                have += len(chunk)
+                if progress is not None:
+                    progress(have, length)
+    if have != length:
+        raise requests.ConnectionError(f"connection ended at {have} of {length} bytes")

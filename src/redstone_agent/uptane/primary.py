@@ -1,0 +1,189 @@
+"""Primary full verification over the network (the Master's entry point).
+
+``tuf.ngclient.Updater`` fetches and caches both repositories (root chain,
+rollback checks against the cache, size caps from snapshot/timestamp lengths).
+Then the I/O-free :func:`verify_full` re-verifies *the cached bytes* with the
+configured clock and cross-checks every ECU, and those same bytes become the
+:class:`MetadataBundle` forwarded to Subs.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote, unquote
+
+import requests
+from tuf.api import exceptions as tuf_errors
+
+from redstone_agent.retry import RetryPolicy
+from redstone_agent.uptane.bundle import DIRECTOR, IMAGE, MetadataBundle, RepositoryMetadata
+from redstone_agent.uptane.errors import DownloadError, MetadataError
+from redstone_agent.uptane.fetcher import FetchLimits, Progress, RequestsFetcher, download_target
+from redstone_agent.uptane.tufapi import Metadata, Targets, Updater, UpdaterConfig
+from redstone_agent.uptane.verifier import (
+    Clock,
+    EcuState,
+    TrustedRoots,
+    VerificationResult,
+    VerifiedTarget,
+    system_clock,
+    verify_full,
+)
+
+log = logging.getLogger(__name__)
+_ROOT_FILE = re.compile(r"^(\d+)\.root\.json$")
+
+
+@dataclass(frozen=True)
+class MetadataCaps:
+    """Largest metadata file accepted per role (bytes): the endless-data defence."""
+
+    root: int = 512 * 1024
+    timestamp: int = 16 * 1024
+    snapshot: int = 2 * 1024 * 1024
+    targets: int = 5 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class PrimaryConfig:
+    """Where the repositories are and how patiently to talk to them."""
+
+    director_url: str
+    """Metadata base URL of this vehicle's director, e.g. https://.../uptane/director/VIN/"""
+    image_url: str
+    """Metadata base URL of the image repository."""
+    image_targets_url: str
+    """Base URL targets are downloaded from (consistent-snapshot names)."""
+    cache_dir: Path
+    """Writable; holds ``director/`` and ``image/`` metadata caches."""
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    limits: FetchLimits = field(default_factory=FetchLimits)
+    caps: MetadataCaps = field(default_factory=MetadataCaps)
+
+
+@dataclass(frozen=True)
+class PrimaryResult:
+    """Verified assignments and the exact metadata bytes to forward to Subs."""
+
+    verification: VerificationResult
+    bundle: MetadataBundle
+
+    @property
+    def targets(self) -> Mapping[str, VerifiedTarget]:
+        return self.verification.targets
+
+
+class PrimaryVerifier:
+    """Refreshes director and image repository and verifies a vehicle's assignments."""
+
+    def __init__(
+        self,
+        config: PrimaryConfig,
+        roots: TrustedRoots,
+        *,
+        session: requests.Session | None = None,
+        clock: Clock = system_clock,
+    ) -> None:
+        if roots.image is None:
+            raise MetadataError(IMAGE, "the Primary needs a trusted image-repository root")
+        self.config = config
+        self.roots = roots
+        self.clock = clock
+        self.fetcher = RequestsFetcher(session, config.retry, config.limits)
+
+    def _updater(self, name: str, url: str, root: bytes) -> Updater:
+        caps = self.config.caps
+        directory = self.config.cache_dir / name
+        directory.mkdir(parents=True, exist_ok=True)
+        config = UpdaterConfig(
+            root_max_length=caps.root,
+            timestamp_max_length=caps.timestamp,
+            snapshot_max_length=caps.snapshot,
+            targets_max_length=caps.targets,
+        )
+        return Updater(str(directory), url, fetcher=self.fetcher, config=config, bootstrap=root)
+
+    def refresh(
+        self, ecus: Mapping[str, EcuState] | None = None, previous: MetadataBundle | None = None
+    ) -> PrimaryResult:
+        """Fetch, verify and cross-check; ``ecus`` carries each ECU's known state."""
+        assert self.roots.image is not None
+        director = self._updater(DIRECTOR, self.config.director_url, self.roots.director)
+        image = self._updater(IMAGE, self.config.image_url, self.roots.image)
+        with _translated(DIRECTOR):
+            director.refresh()
+        cached_director = _cached(self.config.cache_dir / DIRECTOR)
+        paths = _target_paths(cached_director)
+        with _translated(IMAGE):
+            image.refresh()
+            for path in paths:
+                image.get_targetinfo(path)  # pulls the delegated roles the walk needs
+        bundle = MetadataBundle(
+            {DIRECTOR: cached_director, IMAGE: _cached(self.config.cache_dir / IMAGE)}
+        )
+        result = verify_full(bundle, self.roots, ecus=ecus, clock=self.clock, previous=previous)
+        log.info(
+            "verified director targets v%d: %d ECU assignment(s)",
+            result.director_targets_version,
+            len(result.targets),
+        )
+        return PrimaryResult(result, _trim(bundle, result))
+
+    def download(
+        self, target: VerifiedTarget, dest: Path, progress: Progress | None = None
+    ) -> Path:
+        """Download (resuming) a verified target by its consistent-snapshot name."""
+        dirname, sep, basename = target.filename.rpartition("/")
+        name = f"{dirname}{sep}{target.sha256}.{basename}"
+        base = self.config.image_targets_url.rstrip("/")
+        url = f"{base}/{quote(name)}"
+        return download_target(
+            self.fetcher, url, dest, target.length, target.sha256, progress=progress
+        )
+
+
+@contextmanager
+def _translated(repository: str) -> Iterator[None]:
+    """Turn python-tuf exceptions into our one-line errors, naming the repository."""
+    try:
+        yield
+    except tuf_errors.DownloadError as exc:
+        reason = str(exc) or type(exc).__name__
+        raise DownloadError(f"{repository} repository: {reason}") from exc
+    except tuf_errors.RepositoryError as exc:
+        raise MetadataError(repository, f"{type(exc).__name__}: {exc}") from exc
+
+
+def _target_paths(director: RepositoryMetadata) -> list[str]:
+    """Target paths in the director's (just verified and cached) targets metadata."""
+    md = Metadata[Targets].from_bytes(director.roles["targets"])
+    return list(md.signed.targets)
+
+
+def _cached(directory: Path) -> RepositoryMetadata:
+    """The metadata the Updater just verified and cached, as a bundle entry."""
+    history = directory / "root_history"
+    roots = sorted(
+        (int(m.group(1)), p.read_bytes())
+        for p in history.iterdir()
+        if (m := _ROOT_FILE.match(p.name))
+    )
+    roles = {}
+    for path in directory.glob("*.json"):
+        if path.name != "root.json":
+            roles[unquote(path.name[: -len(".json")])] = path.read_bytes()
+    return RepositoryMetadata(tuple(data for _, data in roots), roles)
+
+
+def _trim(bundle: MetadataBundle, result: VerificationResult) -> MetadataBundle:
+    """Forward only the image roles the verification used (stale cache files stay home)."""
+    image = bundle.repository(IMAGE)
+    roles = {r: d for r, d in image.roles.items() if r in result.image_roles_used}
+    return MetadataBundle(
+        {DIRECTOR: bundle.repository(DIRECTOR), IMAGE: RepositoryMetadata(image.roots, roles)}
+    )

@@ -1,0 +1,191 @@
+"""A repository workspace on disk (what ``redstone-repo`` edits) and its published form.
+
+Layout (docs/uptane.md)::
+
+    WORKSPACE/repository.json         {"format": 1, "name": "image"|"director",
+                                       "expiry_days": {...}, "pending": [roles]}
+    WORKSPACE/metadata/root_history/N.root.json
+    WORKSPACE/metadata/<role>.json    current version of every other role
+    WORKSPACE/keys/<role>/<keyid>.pem private keys kept here (online keys, or all in a lab)
+    WORKSPACE/targets/<path>          image repository: the target files themselves
+
+    PUBLISHED/metadata/N.root.json, root.json, V.<role>.json, timestamp.json
+    PUBLISHED/targets/<dir>/<sha256>.<basename>
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote
+
+from tuf.api import exceptions as tuf_errors
+
+from redstone_agent.uptane.bundle import RepositoryMetadata
+from redstone_agent.uptane.errors import RepositoryToolError
+from redstone_agent.uptane.keys import load_signer, save_signer
+from redstone_agent.uptane.repository import Repository
+from redstone_agent.uptane.tufapi import Metadata, Signer, Snapshot, Targets, Timestamp
+
+FORMAT = 1
+_ROOT_FILE = re.compile(r"^(\d+)\.root\.json$")
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write via a temporary file + fsync + rename: a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class Workspace:
+    """A repository plus where it lives; ``save()`` after every edit."""
+
+    path: Path
+    repository: Repository
+
+    @property
+    def metadata_dir(self) -> Path:
+        return self.path / "metadata"
+
+    @classmethod
+    def create(cls, path: Path, repository: Repository) -> Workspace:
+        if (path / "repository.json").exists():
+            raise RepositoryToolError(f"{path} already holds a repository")
+        workspace = cls(path, repository)
+        for role, signers in repository.signers.items():
+            for signer in signers:
+                workspace.store_key(role, signer)
+        workspace.save()
+        return workspace
+
+    @classmethod
+    def open(cls, path: Path, extra_keys: list[Path] | None = None) -> Workspace:
+        """Load metadata and every key in ``keys/`` plus ``extra_keys`` (offline keys)."""
+        try:
+            info = json.loads((path / "repository.json").read_bytes())
+        except (OSError, ValueError) as exc:
+            raise RepositoryToolError(f"{path} is not a repository workspace ({exc})") from exc
+        if info.get("format") != FORMAT:
+            raise RepositoryToolError(f"{path}: unsupported workspace format {info.get('format')}")
+        meta = path / "metadata"
+        roots = sorted(
+            (int(m.group(1)), p.read_bytes())
+            for p in (meta / "root_history").iterdir()
+            if (m := _ROOT_FILE.match(p.name))
+        )
+        roles = {"root": roots[-1][1]}
+        for file in meta.glob("*.json"):
+            roles[unquote(file.name[: -len(".json")])] = file.read_bytes()
+        repo = Repository.load(str(info["name"]), roles, [data for _, data in roots])
+        for role, days in info.get("expiry_days", {}).items():
+            repo.expiry[role] = timedelta(days=days)
+        repo.dirty.update(info.get("pending", []))
+        workspace = cls(path, repo)
+        keyfiles = sorted((path / "keys").glob("*/*.pem")) + list(extra_keys or [])
+        for keyfile in keyfiles:
+            workspace.attach(load_signer(keyfile))
+        return workspace
+
+    def attach(self, signer: Signer) -> list[str]:
+        """Offer a key to every role that lists its keyid; returns those roles."""
+        roles = []
+        for role in self.repository.roles:
+            try:
+                keyids = self.repository.delegator_of(role).get_delegated_role(role).keyids
+            except (RepositoryToolError, ValueError):
+                continue
+            if signer.public_key.keyid in keyids:
+                self.repository.add_signer(role, signer)
+                roles.append(role)
+        return roles
+
+    def store_key(self, role: str, signer: Signer) -> Path:
+        """Keep a private key in the workspace (mode 0600)."""
+        path = self.path / "keys" / quote(role, "") / f"{signer.public_key.keyid}.pem"
+        if not path.exists():
+            save_signer(signer, path)  # type: ignore[arg-type]
+        return path
+
+    def save(self) -> None:
+        repo = self.repository
+        info: dict[str, Any] = {
+            "format": FORMAT,
+            "name": repo.name,
+            "expiry_days": {role: delta.days for role, delta in repo.expiry.items()},
+            "pending": sorted(repo.dirty),
+        }
+        atomic_write(self.path / "repository.json", json.dumps(info, indent=2).encode() + b"\n")
+        for index, data in enumerate(repo.roots, start=1):
+            atomic_write(self.metadata_dir / "root_history" / f"{index}.root.json", data)
+        atomic_write(self.metadata_dir / "root.json", repo.to_bytes("root"))  # working copy
+        for role, data in repo.role_files().items():
+            atomic_write(self.metadata_dir / f"{quote(role, '')}.json", data)
+
+    def target_file(self, path: str) -> Path:
+        return self.path / "targets" / path
+
+    def publish(self, out: Path) -> list[str]:
+        """Write the servable tree; older versions stay for clients mid-update."""
+        if self.repository.dirty:
+            raise RepositoryToolError("unsigned changes: run 'redstone-repo sign' first")
+        written = []
+        for name, data in self.repository.files().items():
+            atomic_write(out / "metadata" / name, data)
+            written.append(f"metadata/{name}")
+        for meta in self.repository.roles.values():
+            if not isinstance(meta.signed, Targets):
+                continue
+            for target in meta.signed.targets.values():
+                source = self.target_file(target.path)
+                if not source.exists():
+                    continue  # director targets and externally hosted images
+                dirname, sep, basename = target.path.rpartition("/")
+                name = f"{dirname}{sep}{target.hashes['sha256']}.{basename}"
+                dest = out / "targets" / name
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, dest)
+                written.append(f"targets/{name}")
+        return written
+
+
+def read_published(metadata_dir: Path) -> RepositoryMetadata:
+    """Read a published repository (``PUBLISHED/metadata``) into a bundle entry.
+
+    Unverified: it follows timestamp → snapshot → versioned role files, the
+    verifier then checks every byte.
+    """
+    try:
+        roots = sorted(
+            (int(m.group(1)), p.read_bytes())
+            for p in metadata_dir.iterdir()
+            if (m := _ROOT_FILE.match(p.name))
+        )
+        timestamp = (metadata_dir / "timestamp.json").read_bytes()
+        ts = Metadata[Timestamp].from_bytes(timestamp).signed
+        snap_name = f"{ts.snapshot_meta.version}.snapshot.json"
+        snapshot = (metadata_dir / snap_name).read_bytes()
+        roles = {"timestamp": timestamp, "snapshot": snapshot}
+        snap = Metadata[Snapshot].from_bytes(snapshot).signed
+        for name, meta in snap.meta.items():
+            role = name[: -len(".json")]
+            roles[role] = (metadata_dir / f"{meta.version}.{quote(role, '')}.json").read_bytes()
+    except (OSError, ValueError, tuf_errors.RepositoryError) as exc:
+        raise RepositoryToolError(f"{metadata_dir}: not a published repository ({exc})") from exc
+    return RepositoryMetadata(tuple(data for _, data in roots), roles)
