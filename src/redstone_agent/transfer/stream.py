@@ -16,7 +16,11 @@ if TYPE_CHECKING:
 
 
 class ChunkStream(io.RawIOBase):
-    """Readable, non-seekable stream over ``chunks``; ``read`` returns b"" at the end."""
+    """Readable, non-seekable stream over ``chunks``.
+
+    ``read(n)`` returns exactly ``n`` bytes until the end, then fewer, then b"":
+    the delta applier can treat a short read as end of data.
+    """
 
     def __init__(self, chunks: Iterable[bytes]) -> None:
         super().__init__()
@@ -32,14 +36,19 @@ class ChunkStream(io.RawIOBase):
         return self._position
 
     def readinto(self, buffer: WriteableBuffer) -> int:
+        """Fill ``buffer`` completely unless the chunks run out (no short reads mid-stream)."""
         target = memoryview(buffer).cast("B")
-        while not self._pending:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                return 0
-            self._pending = memoryview(chunk)
-        count = min(len(target), len(self._pending))
-        target[:count] = self._pending[:count]
-        self._pending = self._pending[count:]
-        self._position += count
-        return count
+        filled = 0
+        while filled < len(target):
+            if not self._pending:
+                chunk = next(self._chunks, None)
+                if chunk is None:
+                    break
+                self._pending = memoryview(chunk)
+                continue
+            count = min(len(target) - filled, len(self._pending))
+            target[filled : filled + count] = self._pending[:count]
+            self._pending = self._pending[count:]
+            filled += count
+        self._position += filled
+        return filled
