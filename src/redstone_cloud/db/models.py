@@ -117,6 +117,8 @@ class Vehicle(Base):
     model_id: Mapped[int] = mapped_column(ForeignKey("vehicle_models.id"))
     baseline_id: Mapped[int | None] = mapped_column(ForeignKey("baselines.id"))
     poll_rev: Mapped[int] = mapped_column(Integer, default=1)
+    director_dirty: Mapped[bool] = mapped_column(Boolean, default=False)
+    """Set when an offer was withdrawn: the director re-publishes at the next contact."""
     created_at: Mapped[dt.datetime] = _created()
     last_seen_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     model: Mapped[VehicleModel] = relationship()
@@ -152,6 +154,17 @@ class EcuVersion(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     manifest_id: Mapped[int] = mapped_column(ForeignKey("manifests.id"))
     reported_at: Mapped[dt.datetime] = _created()
+
+
+class ManifestNonce(Base):
+    """A nonce the backend handed to a vehicle; a manifest must carry an unused one."""
+
+    __tablename__ = "manifest_nonces"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    vehicle_id: Mapped[int] = mapped_column(ForeignKey("vehicles.id", ondelete="CASCADE"))
+    nonce: Mapped[str] = mapped_column(String(64), unique=True)
+    issued_at: Mapped[dt.datetime] = _created()
+    used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
 
 class Manifest(Base):
@@ -205,11 +218,11 @@ class DeltaJob(Base):
 
 
 class RepoMetadata(Base):
-    """One published version of an image-repository role (signed JSON, served verbatim)."""
+    """A published image-repository file (``root.json``, ``3.targets.json``...), served verbatim."""
 
     __tablename__ = "repo_metadata"
-    __table_args__ = (UniqueConstraint("role", "version"),)
     id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(160), unique=True)
     role: Mapped[str] = mapped_column(String(128))
     version: Mapped[int] = mapped_column(Integer)
     body: Mapped[bytes] = mapped_column(LargeBinary)
@@ -217,14 +230,13 @@ class RepoMetadata(Base):
 
 
 class DirectorMetadata(Base):
-    """A vehicle's director metadata, signed with online keys; latest version per role."""
+    """A published file of one vehicle's director repository, signed with online keys."""
 
     __tablename__ = "director_metadata"
-    __table_args__ = (UniqueConstraint("vehicle_id", "role", "version"),)
+    __table_args__ = (UniqueConstraint("vehicle_id", "name"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     vehicle_id: Mapped[int] = mapped_column(ForeignKey("vehicles.id", ondelete="CASCADE"))
-    role: Mapped[str] = mapped_column(String(64))
-    version: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(160))
     body: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[dt.datetime] = _created()
 

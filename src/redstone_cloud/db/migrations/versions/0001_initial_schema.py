@@ -2,7 +2,6 @@
 
 Revision ID: 0001
 Revises: (none)
-Create Date: 2026-11-25 01:30:54.102572
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ depends_on = None
 
 
 def _create_tables() -> None:
-
     op.create_table(
         "audit_records",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -86,12 +84,13 @@ def _create_tables() -> None:
     op.create_table(
         "repo_metadata",
         sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("name", sa.String(length=160), nullable=False),
         sa.Column("role", sa.String(length=128), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("body", sa.LargeBinary(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_repo_metadata")),
-        sa.UniqueConstraint("role", "version", name=op.f("uq_repo_metadata_role")),
+        sa.UniqueConstraint("name", name=op.f("uq_repo_metadata_name")),
     )
     op.create_table(
         "vehicle_models",
@@ -219,6 +218,7 @@ def _create_tables() -> None:
         sa.Column("model_id", sa.Integer(), nullable=False),
         sa.Column("baseline_id", sa.Integer(), nullable=True),
         sa.Column("poll_rev", sa.Integer(), nullable=False),
+        sa.Column("director_dirty", sa.Boolean(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
@@ -337,8 +337,7 @@ def _create_tables() -> None:
         "director_metadata",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("vehicle_id", sa.Integer(), nullable=False),
-        sa.Column("role", sa.String(length=64), nullable=False),
-        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("name", sa.String(length=160), nullable=False),
         sa.Column("body", sa.LargeBinary(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
@@ -348,9 +347,7 @@ def _create_tables() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_director_metadata")),
-        sa.UniqueConstraint(
-            "vehicle_id", "role", "version", name=op.f("uq_director_metadata_vehicle_id")
-        ),
+        sa.UniqueConstraint("vehicle_id", "name", name=op.f("uq_director_metadata_vehicle_id")),
     )
     op.create_table(
         "ecus",
@@ -371,6 +368,22 @@ def _create_tables() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_ecus")),
         sa.UniqueConstraint("serial", name=op.f("uq_ecus_serial")),
+    )
+    op.create_table(
+        "manifest_nonces",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("vehicle_id", sa.Integer(), nullable=False),
+        sa.Column("nonce", sa.String(length=64), nullable=False),
+        sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("used_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["vehicle_id"],
+            ["vehicles.id"],
+            name=op.f("fk_manifest_nonces_vehicle_id_vehicles"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_manifest_nonces")),
+        sa.UniqueConstraint("nonce", name=op.f("uq_manifest_nonces_nonce")),
     )
     op.create_table(
         "manifests",
@@ -409,12 +422,12 @@ def _create_tables() -> None:
 
 
 def _drop_tables() -> None:
-
     with op.batch_alter_table("ecu_versions", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_ecu_versions_ecu_id"))
 
     op.drop_table("ecu_versions")
     op.drop_table("manifests")
+    op.drop_table("manifest_nonces")
     op.drop_table("ecus")
     op.drop_table("director_metadata")
     with op.batch_alter_table("device_logs", schema=None) as batch_op:

@@ -1,0 +1,78 @@
+"""Per-vehicle director metadata: publish what the vehicle's assignment says, serve files."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from redstone_cloud.db.models import Assignment, Campaign, DirectorMetadata, Package, Vehicle
+from redstone_cloud.errors import NotFound
+from redstone_cloud.services import campaigns
+from redstone_cloud.uptane_link import Assignment as DirectorAssignment
+from redstone_cloud.uptane_link import Director
+
+OFFERED = ("offered", *campaigns.PROGRESS)
+
+
+def active_assignment(session: Session, vehicle_id: int) -> Assignment | None:
+    """The vehicle's assignment in a running or paused campaign that has not ended."""
+    return session.scalar(
+        select(Assignment)
+        .join(Campaign)
+        .where(
+            Assignment.vehicle_id == vehicle_id,
+            Campaign.state.in_(campaigns.ACTIVE_CAMPAIGN),
+            Assignment.state.in_((*campaigns.NOT_STARTED, *campaigns.PROGRESS)),
+        )
+    )
+
+
+def planned_images(session: Session, vehicle: Vehicle) -> dict[str, Package]:
+    """ECU serial -> package the director must currently name (empty: nothing offered)."""
+    assignment = active_assignment(session, vehicle.id)
+    if assignment is None or assignment.state not in OFFERED:
+        return {}
+    campaign = campaigns.get(session, session.get_one(Campaign, assignment.campaign_id).name)
+    return campaigns.plan_for(session, campaign, vehicle)
+
+
+def sync(session: Session, director: Director, vehicle: Vehicle) -> None:
+    """Re-sign the vehicle's director targets to match its current assignment."""
+    plan = planned_images(session, vehicle)
+    hardware = {ecu.serial: ecu.hardware_id for ecu in vehicle.ecus}
+    items = [
+        DirectorAssignment(
+            ecu_serial=serial,
+            hardware_id=hardware[serial],
+            filename=package.target,
+            length=package.length,
+            sha256=package.sha256,
+            release_counter=package.release_counter,
+        )
+        for serial, package in sorted(plan.items())
+    ]
+    rows = {
+        row.name: row
+        for row in session.scalars(
+            select(DirectorMetadata).where(DirectorMetadata.vehicle_id == vehicle.id)
+        )
+    }
+    files = director.publish(vehicle.vin, {n: r.body for n, r in rows.items()}, items)
+    for name, body in files.items():
+        if name in rows:
+            if rows[name].body != body:
+                rows[name].body = body
+        else:
+            session.add(DirectorMetadata(vehicle_id=vehicle.id, name=name, body=body))
+    vehicle.director_dirty = False
+
+
+def read_file(session: Session, vehicle_id: int, name: str) -> bytes:
+    body = session.scalar(
+        select(DirectorMetadata.body).where(
+            DirectorMetadata.vehicle_id == vehicle_id, DirectorMetadata.name == name
+        )
+    )
+    if body is None:
+        raise NotFound(f"director has no {name}")
+    return body

@@ -1,0 +1,73 @@
+"""The Uptane image repository: metadata signed offline (``redstone-repo``), uploaded, served.
+
+The backend never holds these private keys. It checks each upload against the
+current root before publishing it, so a mistaken or malicious upload cannot
+replace the repository's trust anchor.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from redstone_cloud.db.models import RepoMetadata
+from redstone_cloud.errors import Conflict, NotFound
+from redstone_cloud.services import audit
+from redstone_cloud.uptane_link import parse_repo_file
+
+
+def _latest_root(session: Session) -> RepoMetadata | None:
+    return session.scalar(
+        select(RepoMetadata)
+        .where(RepoMetadata.role == "root")
+        .order_by(RepoMetadata.version.desc())
+    )
+
+
+def upload(session: Session, actor: str, name: str, body: bytes) -> RepoMetadata:
+    """Publish one metadata file after checking it against the current root."""
+    current = _latest_root(session)
+    role, version = parse_repo_file(name, body, current.body if current else None)
+    if role == "root":
+        expected = current.version + 1 if current else 1
+        if version != expected:
+            raise Conflict(f"{name}: the next root must be version {expected}")
+    existing = session.scalar(select(RepoMetadata).where(RepoMetadata.name == name))
+    if existing is not None and name != "timestamp.json":
+        raise Conflict(f"{name} is already published (metadata files are immutable)")
+    if existing is not None:
+        if version < existing.version:
+            raise Conflict(f"timestamp version {version} is older than {existing.version}")
+        existing.version, existing.body = version, body
+        row = existing
+    else:
+        row = RepoMetadata(name=name, role=role, version=version, body=body)
+        session.add(row)
+    session.flush()
+    audit.record(session, actor, "image_repo.publish", "metadata", name, role=role, version=version)
+    return row
+
+
+def read(session: Session, name: str) -> bytes:
+    """A published file; ``root.json`` is the newest root."""
+    if name == "root.json":
+        root = _latest_root(session)
+        if root is None:
+            raise NotFound("image repository has no root yet")
+        return root.body
+    body = session.scalar(select(RepoMetadata.body).where(RepoMetadata.name == name))
+    if body is None:
+        raise NotFound(f"image repository has no {name}")
+    return body
+
+
+def listing(session: Session) -> list[dict[str, object]]:
+    rows = session.execute(
+        select(
+            RepoMetadata.name,
+            RepoMetadata.role,
+            RepoMetadata.version,
+            func.length(RepoMetadata.body),
+        ).order_by(RepoMetadata.id)
+    ).tuples()
+    return [{"name": n, "role": r, "version": v, "length": size} for n, r, v, size in rows]

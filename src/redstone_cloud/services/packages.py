@@ -1,0 +1,143 @@
+"""Software packages: upload into the blob store, list, and queue delta generation."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from redstone_cloud.db.models import DeltaJob, Package
+from redstone_cloud.errors import Conflict, InvalidInput, NotFound
+from redstone_cloud.services import audit
+from redstone_cloud.storage.base import BlobStore
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+KINDS = ("image", "config")
+
+
+@dataclass(frozen=True)
+class PackageSpec:
+    """What the uploader declares; length and hash are measured, never trusted."""
+
+    name: str
+    version: str
+    hardware_ids: tuple[str, ...]
+    kind: str = "image"
+    release_counter: int = 0
+    supplier: str = ""
+    target: str | None = None
+
+    def validate(self) -> None:
+        for label, value in (("name", self.name), ("version", self.version)):
+            if not NAME.match(value):
+                raise InvalidInput(f"package {label} {value!r}: use letters, digits, '.', '_', '-'")
+        if self.kind not in KINDS:
+            raise InvalidInput(f"package kind must be one of {KINDS}")
+        if not self.hardware_ids or not all(self.hardware_ids):
+            raise InvalidInput("a package needs at least one hardware id")
+        if self.release_counter < 0:
+            raise InvalidInput("release counter must not be negative")
+        if self.target is not None and not re.match(r"^[A-Za-z0-9._/-]{1,512}$", self.target):
+            raise InvalidInput(
+                f"target name {self.target!r} has characters outside [A-Za-z0-9._/-]"
+            )
+
+    @property
+    def target_name(self) -> str:
+        return self.target or f"{self.name}-{self.version}"
+
+
+def upload(
+    session: Session,
+    store: BlobStore,
+    actor: str,
+    spec: PackageSpec,
+    source: BinaryIO,
+    *,
+    max_bytes: int,
+) -> Package:
+    """Store the bytes, record the package and queue deltas from earlier versions."""
+    spec.validate()
+    duplicate = select(Package.id).where(Package.name == spec.name, Package.version == spec.version)
+    if session.scalar(duplicate) is not None:
+        raise Conflict(f"package {spec.name} {spec.version} already exists")
+    if session.scalar(select(Package.id).where(Package.target == spec.target_name)) is not None:
+        raise Conflict(f"target name {spec.target_name!r} is taken")
+    blob = store.put(f"packages/{spec.name}/{spec.version}", source, max_bytes)
+    package = Package(
+        name=spec.name,
+        version=spec.version,
+        kind=spec.kind,
+        target=spec.target_name,
+        hardware_ids=list(spec.hardware_ids),
+        release_counter=spec.release_counter,
+        supplier=spec.supplier,
+        length=blob.length,
+        sha256=blob.sha256,
+        storage_key=blob.key,
+    )
+    session.add(package)
+    session.flush()
+    if spec.kind == "image":
+        queue_deltas(session, package)
+    audit.record(
+        session,
+        actor,
+        "package.upload",
+        "package",
+        package.target,
+        sha256=blob.sha256,
+        length=blob.length,
+        hardware_ids=list(spec.hardware_ids),
+    )
+    return package
+
+
+def queue_deltas(session: Session, package: Package, keep: int = 3) -> list[DeltaJob]:
+    """Deltas from the ``keep`` newest earlier images of the same name to this one."""
+    earlier = session.scalars(
+        select(Package)
+        .where(Package.name == package.name, Package.kind == "image", Package.id != package.id)
+        .order_by(Package.id.desc())
+        .limit(keep)
+    )
+    jobs = [DeltaJob(from_package_id=old.id, to_package_id=package.id) for old in earlier]
+    session.add_all(jobs)
+    return jobs
+
+
+def get_package(session: Session, target: str) -> Package:
+    package = session.scalar(select(Package).where(Package.target == target))
+    if package is None:
+        raise NotFound(f"no package with target name {target!r}")
+    return package
+
+
+def list_packages(
+    session: Session, name: str | None = None, hardware_id: str | None = None
+) -> list[Package]:
+    stmt = select(Package).order_by(Package.id)
+    if name is not None:
+        stmt = stmt.where(Package.name == name)
+    packages = list(session.scalars(stmt))
+    if hardware_id is not None:
+        packages = [p for p in packages if hardware_id in p.hardware_ids]
+    return packages
+
+
+def delta_for(session: Session, from_sha256: str, to_package: Package) -> Package | None:
+    """A finished delta producing ``to_package`` from an image with ``from_sha256``."""
+    sources = select(Package.id).where(Package.sha256 == from_sha256)
+    stmt = (
+        select(Package)
+        .join(DeltaJob, DeltaJob.delta_package_id == Package.id)
+        .where(
+            DeltaJob.to_package_id == to_package.id,
+            DeltaJob.state == "done",
+            DeltaJob.from_package_id.in_(sources),
+        )
+    )
+    return session.scalars(stmt).first()

@@ -1,0 +1,100 @@
+"""Backend configuration: a ``[cloud]`` TOML table becomes :class:`Settings`.
+
+Example (``redstone-cloud --config cloud.toml serve``)::
+
+    [cloud]
+    database_url = "postgresql://redstone@db/redstone"
+    data_dir = "/var/lib/redstone-cloud"
+
+    [[cloud.admins]]
+    name = "alice"
+    token_sha256 = "<sha256 hex of alice's bearer token>"
+
+    [cloud.tls]
+    cert = "/etc/redstone-cloud/server.pem"
+    key = "/etc/redstone-cloud/server.key"
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from redstone_agent.config import from_dict, load
+
+
+@dataclass(frozen=True)
+class Admin:
+    """An operator allowed to use the admin API; the token itself is never stored."""
+
+    name: str
+    token_sha256: str
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """Server certificate for ``serve``; client certificates are checked against the PKI."""
+
+    cert: Path | None = None
+    key: Path | None = None
+    client_ca: Path | None = None
+    """CA bundle for client certificates; default: the backend's own issuing CAs."""
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """An S3-compatible object store (AWS S3, MinIO, Ceph RGW)."""
+
+    endpoint: str = ""
+    bucket: str = ""
+    region: str = "us-east-1"
+    access_key: str = ""
+    secret_key: str = ""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the backend needs to run; defaults suit a single-machine trial."""
+
+    database_url: str = "sqlite:///redstone-cloud.db"
+    data_dir: Path = Path("redstone-cloud-data")
+    storage: Literal["filesystem", "s3"] = "filesystem"
+    s3: S3Settings = field(default_factory=S3Settings)
+    admins: list[Admin] = field(default_factory=list)
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    max_upload_bytes: int = 4 * 1024**3
+    max_manifest_bytes: int = 256 * 1024
+    max_log_bytes: int = 1024 * 1024
+    max_event_bytes: int = 64 * 1024
+    poll_interval_s: int = 300
+    download_url_expiry_s: int = 3600
+    director_online_key: Path | None = None
+    """PEM key that signs director metadata; generated in ``data_dir`` when unset."""
+    image_online_key: Path | None = None
+    """Development only: sign image-repository targets online instead of uploading them."""
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def key_dir(self) -> Path:
+        return self.data_dir / "keys"
+
+
+def load_settings(path: Path | None) -> Settings:
+    """Settings from the ``[cloud]`` table of ``path``, or the defaults."""
+    if path is None:
+        return Settings()
+    return load(path, Settings, section="cloud")
+
+
+def settings_from_dict(data: dict[str, object]) -> Settings:
+    return from_dict(data, Settings, source="settings")
+
+
+def token_digest(token: str) -> str:
+    """How admin tokens are compared: by SHA-256, so the config holds no secret."""
+    return hashlib.sha256(token.encode()).hexdigest()
