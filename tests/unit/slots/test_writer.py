@@ -1,0 +1,174 @@
+"""SlotWriter on regular files: verified writes, every refusal, no false success."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from redstone_agent.slots.writer import (
+    ImageMismatch,
+    ReadbackMismatch,
+    SlotWriteError,
+    SlotWriter,
+    WriteCancelled,
+    read_back,
+    write_image,
+)
+from redstone_agent.transfer import TransferCancelled
+
+CHUNK = 64 << 10
+IMAGE = os.urandom(5 * CHUNK + 1234)
+SHA = hashlib.sha256(IMAGE).hexdigest()
+
+
+def pieces(data: bytes, size: int) -> Iterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+@pytest.mark.parametrize("piece", [1000, CHUNK, 3 * CHUNK + 17, len(IMAGE)])
+def test_writes_and_verifies_whatever_the_input_chunking(tmp_path: Path, piece: int) -> None:
+    target = tmp_path / "slot"
+    result = write_image(
+        pieces(IMAGE, piece), target, expected_size=len(IMAGE), expected_sha256=SHA,
+        chunk_size=CHUNK, verify_readback=True,
+    )  # fmt: skip
+    assert (result.size, result.sha256) == (len(IMAGE), SHA)
+    assert result.seconds >= 0
+    assert target.read_bytes() == IMAGE
+
+
+def test_accepts_memoryview_and_uppercase_hash_without_size(tmp_path: Path) -> None:
+    target = tmp_path / "slot"
+    with SlotWriter(target, expected_size=None, expected_sha256=SHA.upper(), chunk_size=CHUNK) as w:
+        w.write(memoryview(IMAGE))
+        assert w.finish().sha256 == SHA
+
+
+def test_never_truncates_an_existing_larger_target(tmp_path: Path) -> None:
+    target = tmp_path / "slot"
+    target.write_bytes(b"\xee" * (len(IMAGE) + 5000))
+    write_image([IMAGE], target, expected_size=len(IMAGE), expected_sha256=SHA, chunk_size=CHUNK)
+    data = target.read_bytes()
+    assert data[: len(IMAGE)] == IMAGE
+    assert data[len(IMAGE) :] == b"\xee" * 5000
+
+
+def test_progress_rises_to_the_full_size(tmp_path: Path) -> None:
+    seen: list[tuple[int, int | None]] = []
+    write_image(
+        pieces(IMAGE, 1000), tmp_path / "slot", expected_size=len(IMAGE), expected_sha256=SHA,
+        chunk_size=CHUNK, progress=lambda done, total: seen.append((done, total)),
+    )  # fmt: skip
+    done = [d for d, _ in seen]
+    assert done == sorted(done)
+    assert seen[-1] == (len(IMAGE), len(IMAGE))
+
+
+def test_wrong_hash_names_expected_and_actual(tmp_path: Path) -> None:
+    wrong = "0" * 64
+    with pytest.raises(ImageMismatch, match=f"SHA-256 {SHA}, expected {wrong}"):
+        write_image([IMAGE], tmp_path / "slot", expected_size=len(IMAGE), expected_sha256=wrong)
+
+
+def test_short_image_is_a_mismatch(tmp_path: Path) -> None:
+    with pytest.raises(ImageMismatch, match=f"ended after 1000 bytes, expected {len(IMAGE)}"):
+        write_image(
+            [IMAGE[:1000]], tmp_path / "slot", expected_size=len(IMAGE), expected_sha256=SHA
+        )
+
+
+def test_longer_image_is_refused_before_writing_past_the_size(tmp_path: Path) -> None:
+    target = tmp_path / "slot"
+    size = 2 * CHUNK
+    with pytest.raises(ImageMismatch, match=f"longer than the expected {size} bytes"):
+        write_image(
+            pieces(IMAGE, 1000), target, expected_size=size, expected_sha256=SHA, chunk_size=CHUNK
+        )
+    assert target.stat().st_size <= size
+
+
+def test_cancel_raises_and_is_a_transfer_cancellation(tmp_path: Path) -> None:
+    cancel = threading.Event()
+
+    def chunks() -> Iterator[bytes]:
+        yield IMAGE[:CHUNK]
+        cancel.set()
+        yield IMAGE[CHUNK:]
+
+    with pytest.raises(WriteCancelled, match="cancelled after 65536 bytes") as caught:
+        write_image(
+            chunks(), tmp_path / "slot", expected_size=len(IMAGE), expected_sha256=SHA,
+            cancel=cancel, chunk_size=CHUNK,
+        )  # fmt: skip
+    assert isinstance(caught.value, TransferCancelled)
+
+
+def test_leaving_without_finish_claims_nothing_and_stops_workers(tmp_path: Path) -> None:
+    threads_before = threading.active_count()
+    with SlotWriter(
+        tmp_path / "slot", expected_size=len(IMAGE), expected_sha256=SHA, chunk_size=CHUNK
+    ) as writer:
+        writer.write(IMAGE[: 3 * CHUNK])
+    assert threading.active_count() == threads_before
+    with pytest.raises(RuntimeError, match="abandoned"):
+        writer.finish()
+
+
+def test_write_after_finish_is_a_programming_error(tmp_path: Path) -> None:
+    with SlotWriter(tmp_path / "slot", expected_size=None, expected_sha256=SHA) as writer:
+        writer.write(IMAGE)
+        writer.finish()
+        with pytest.raises(RuntimeError, match="already finished"):
+            writer.write(b"x")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"expected_sha256": "abc"}, SlotWriteError, "64 hex digits"),
+        ({"expected_size": -1}, SlotWriteError, "must not be negative"),
+        ({"chunk_size": 1000}, ValueError, "multiple of 4096"),
+        ({"depth": 1}, ValueError, "at least 2"),
+    ],
+)
+def test_bad_arguments(
+    tmp_path: Path, kwargs: dict[str, object], error: type[Exception], message: str
+) -> None:
+    arguments: dict[str, object] = {"expected_size": None, "expected_sha256": SHA, **kwargs}
+    with pytest.raises(error, match=message):
+        SlotWriter(tmp_path / "slot", **arguments)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("dir", "cannot open .* for writing: Is a directory"),
+        ("missing/slot", "cannot open .* for writing: No such file"),
+        ("/dev/null", "neither a block device nor a regular file"),
+    ],
+)
+def test_unsuitable_targets_are_refused(tmp_path: Path, target: str, message: str) -> None:
+    (tmp_path / "dir").mkdir()
+    path = tmp_path / target if not target.startswith("/") else Path(target)
+    with pytest.raises(SlotWriteError, match=message):
+        SlotWriter(path, expected_size=None, expected_sha256=SHA)
+
+
+def test_read_back_catches_storage_that_changed(tmp_path: Path) -> None:
+    target = tmp_path / "slot"
+    target.write_bytes(IMAGE)
+    fd = os.open(target, os.O_RDONLY)
+    try:
+        read_back(target, fd, len(IMAGE), SHA, CHUNK)
+        with pytest.raises(ReadbackMismatch, match="reads back SHA-256"):
+            read_back(target, fd, len(IMAGE), "f" * 64, CHUNK)
+        with pytest.raises(ReadbackMismatch, match="ended 100 bytes short"):
+            read_back(target, fd, len(IMAGE) + 100, SHA, CHUNK)
+    finally:
+        os.close(fd)
