@@ -6,6 +6,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from redstone_agent.retry import RetryPolicy
 from redstone_agent.slots.writer import SlotWriter, WriteResult
 from redstone_agent.transfer import decompressing, open_source
 
@@ -19,6 +20,7 @@ def write_slot(
     progress: Callable[[int, int | None], None] | None = None,
     cancel: threading.Event | None = None,
     verify_readback: bool = False,
+    retry: RetryPolicy | None = None,
 ) -> WriteResult:
     """Stream ``source`` (plain, xz or zstd) into ``device`` and verify length and hash.
 
@@ -26,7 +28,7 @@ def write_slot(
     returns, so an exception means the slot must be treated as garbage.
     """
     with (
-        open_source(source, cancel=cancel) as raw,
+        open_source(source, cancel=cancel, retry=retry or RetryPolicy()) as raw,
         SlotWriter(
             device,
             expected_size=size,

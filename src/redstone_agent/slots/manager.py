@@ -20,10 +20,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from redstone_agent.journal import Journal
+from redstone_agent.retry import RetryPolicy
 from redstone_agent.slots.booted import booted_slot
 from redstone_agent.slots.bootloader import BootEnv, open_bootenv
 from redstone_agent.slots.config import SlotsConfig
-from redstone_agent.slots.errors import InstallFailed, InstallRefused
+from redstone_agent.slots.errors import BootloaderError, InstallFailed, InstallRefused
 from redstone_agent.slots.imaging import write_slot
 from redstone_agent.slots.safety import check_writable_slot
 from redstone_agent.slots.scheme import SLOTS, BootState, other_slot
@@ -79,6 +80,7 @@ class SlotManager:
         size: int | None = None,
         progress: Progress | None = None,
         cancel: threading.Event | None = None,
+        retry: RetryPolicy | None = None,
     ) -> NodeStatus:
         """Write ``source`` into the inactive slot and make it primary for a trial boot.
 
@@ -123,6 +125,7 @@ class SlotManager:
                     progress=progress,
                     cancel=cancel,
                     verify_readback=self.config.verify_readback,
+                    retry=retry,
                 )
             except Exception as exc:
                 reason = f"install into slot {target} failed: {exc}"
@@ -193,13 +196,11 @@ class SlotManager:
         """
         with self._lock(wait=True):
             booted = self.booted
-            if not force:
-                with contextlib.suppress(Exception):
-                    self.bootenv.load_state()
-                    raise InstallRefused(
-                        f"{self.bootenv.description} already holds a valid A/B scheme "
-                        "(use --force to reset it)"
-                    )
+            if not force and self._env_is_valid():
+                raise InstallRefused(
+                    f"{self.bootenv.description} already holds a valid A/B scheme "
+                    "(use --force to reset it)"
+                )
             boot = BootState.factory(booted)
             self.bootenv.initialise(boot.to_env())
             self.journal.clear()
@@ -207,6 +208,13 @@ class SlotManager:
             return self._view(boot, None)
 
     # -- internals -------------------------------------------------------------------------
+
+    def _env_is_valid(self) -> bool:
+        try:
+            self.bootenv.load_state()
+        except BootloaderError:
+            return False
+        return True
 
     @contextlib.contextmanager
     def _lock(self, *, wait: bool) -> Iterator[bool]:

@@ -51,9 +51,14 @@ class VirtualNode:
             with (root / f"slot-{slot}.img").open("wb") as handle:
                 handle.truncate(slot_size)
         (root / "cmdline").write_text(f"console=ttyS0 {CMDLINE_KEY}={booted}\n")
+        # Redundant env (two copies, as docs/boot.md requires): a write torn by a
+        # power cut leaves the previous copy valid.
         env_file = root / "uboot.env"
-        env_file.write_bytes(b"\0" * UBOOT_ENV_SIZE)
-        (root / "fw_env.config").write_text(f"{env_file} 0x0 {UBOOT_ENV_SIZE:#x}\n")
+        env_file.write_bytes(b"\0" * (2 * UBOOT_ENV_SIZE))
+        (root / "fw_env.config").write_text(
+            f"{env_file} 0x0 {UBOOT_ENV_SIZE:#x}\n"
+            f"{env_file} {UBOOT_ENV_SIZE:#x} {UBOOT_ENV_SIZE:#x}\n"
+        )
         (root / "uboot-defaults.env").write_text(BOARD_DEFAULTS)
         config = SlotsConfig(
             A=SlotConfig(root / "slot-A.img"),

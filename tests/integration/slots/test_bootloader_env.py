@@ -38,7 +38,7 @@ def bootenv(request: pytest.FixtureRequest, tmp_path: Path) -> BootEnv:
 
 
 def test_blank_env_is_reported_then_initialised(bootenv: BootEnv) -> None:
-    with pytest.raises(BootEnvCorrupt, match="cannot be read|file not found"):
+    with pytest.raises(BootEnvCorrupt, match=r"cannot be read|file not found"):
         bootenv.load_state()
     bootenv.initialise(BootState.factory("B").to_env())
     assert bootenv.load_state() == BootState.factory("B")
