@@ -15,6 +15,8 @@ class Faults:
 
     drop_every: int = 0
     """Swallow every N-th diagnostic response (0 = never)."""
+    drop_services: list[int] = field(default_factory=list)
+    """Count and drop only responses to these service ids (empty = all)."""
     delay: float = 0.0
     """Seconds added before every response."""
     pending_storm: int = 0
@@ -30,8 +32,9 @@ class Faults:
     power_loss_time: float = 1.0
     wrong_checksum: bool = False
     """The check-memory routine always reports a mismatch."""
-    boot_failure: bool = False
-    """A freshly flashed image fails to start after reset (the bootloader falls back)."""
+    boot_failure: int = 0
+    """The next N freshly flashed images fail to start after reset (the bootloader
+    marks them invalid and falls back to the other bank if it has one)."""
 
 
 @dataclass(frozen=True)

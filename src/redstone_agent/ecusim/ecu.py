@@ -107,6 +107,7 @@ class SimulatedEcu:
         self.responses_sent = 0
         self.blocks_seen = 0
         self.busy_left = self.faults.busy_repeat
+        self.boot_failures_left = self.faults.boot_failure
         self.reset_armed = self.faults.reset_after_blocks > 0
         self.power_loss_armed = self.faults.power_loss_after_blocks > 0
         self.fresh_bank: int | None = None
@@ -210,7 +211,8 @@ class SimulatedEcu:
         previous = mem.active
         if mem.pending is not None:
             mem.active, mem.pending = mem.pending, None
-        if self.faults.boot_failure and self.fresh_bank == mem.active:
+        if self.boot_failures_left and self.fresh_bank == mem.active:
+            self.boot_failures_left -= 1
             log.info("%s: injected boot failure of bank %d", self.config.name, mem.active)
             mem.banks[mem.active].valid = False
             if mem.dual_bank and mem.banks[previous].valid:
@@ -476,7 +478,7 @@ class SimulatedEcu:
             timed = timed[:-1] + storm + timed[-1:]
         if faults.delay and timed:
             timed[0] = (timed[0][0] + faults.delay, timed[0][1])
-        if faults.drop_every and timed:
+        if faults.drop_every and timed and (not faults.drop_services or sid in faults.drop_services):
             self.responses_sent += 1
             if self.responses_sent % faults.drop_every == 0:
                 log.info("%s: injected drop of the response to 0x%02X", self.config.name, sid)

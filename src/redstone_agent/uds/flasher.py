@@ -19,6 +19,7 @@ from redstone_agent.uds.config import EcuConfig
 from redstone_agent.uds.errors import (
     FlashCancelledError,
     ImageError,
+    TransportError,
     UdsError,
     VerificationError,
 )
@@ -189,7 +190,10 @@ class Flasher:
     def _reset(self, channel: Channel, notify: Callable[[str, int, int], None]) -> None:
         notify("reset", 0, 1)
         reset_type = self.ecu.programming.reset_type
-        channel.call("ECU reset", lambda c: c.ecu_reset(reset_type))
+        try:
+            channel.call("ECU reset", lambda c: c.ecu_reset(reset_type), retry=False)
+        except TransportError as exc:  # the ECU may reset before its answer gets out
+            log.warning("%s; assuming the ECU reset", exc)
         channel.drop()  # the ECU restarts; DoIP closes its sockets
         time.sleep(self.ecu.programming.reset_settle)
 
@@ -243,6 +247,8 @@ class Flasher:
         notify("rollback", 0, 1)
         try:
             channel.reconnect(self.ecu.timing.reconnect_delay)
+            self._reset(channel, notify)  # leave the programming session: boot what is valid
+            channel.reconnect(0.0)
             running = self._try_read_version(channel)
             action = plan_rollback(
                 dual_bank=self.ecu.programming.dual_bank,

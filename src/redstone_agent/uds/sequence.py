@@ -133,7 +133,9 @@ class ProgrammingSequence:
             return  # an all-zero seed means already unlocked
         key = compute_key(sec.algorithm, sec.level, bytes(seed), sec.params)
         try:
-            self.channel.call("security key", lambda c: c.send_key(sec.level + 1, key))
+            self.channel.call(
+                "security key", lambda c: c.send_key(sec.level + 1, key), retry=False
+            )
         except NegativeResponseError as exc:
             raise SecurityAccessError(
                 f"ECU {self.ecu.name}: security access denied ({exc}); check the "
@@ -211,7 +213,9 @@ class ProgrammingSequence:
         timing = self.ecu.timing
         for attempt in range(timing.transfer_retries + 1):
             try:
-                self.channel.call("transfer data", lambda c: c.transfer_data(counter, chunk))
+                self.channel.call(
+                    "transfer data", lambda c: c.transfer_data(counter, chunk), retry=False
+                )
                 return
             except NegativeResponseError as exc:
                 if exc.code in SESSION_LOST_NRCS:

@@ -110,9 +110,22 @@ class Channel:
                 raise TransportError(f"ECU {self.ecu.name}: cannot connect ({exc})") from exc
         return self._session
 
-    def call(self, step: str, request: Callable[[Client], T]) -> T:
-        """:meth:`UdsSession.call` on the current session."""
-        return self.session.call(step, request)
+    def call(self, step: str, request: Callable[[Client], T], *, retry: bool = True) -> T:
+        """:meth:`UdsSession.call` on the current session.
+
+        With ``retry`` a lost link or response is retried on a fresh link; pass
+        ``False`` for requests that must not be repeated blindly (keys, blocks).
+        """
+        attempts = self.ecu.timing.transfer_retries + 1 if retry else 1
+        for attempt in range(attempts):
+            try:
+                return self.session.call(step, request)
+            except TransportError as exc:
+                if attempt == attempts - 1:
+                    raise
+                log.warning("%s; retrying", exc)
+                self.reconnect(self.ecu.timing.reconnect_delay)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def drop(self) -> None:
         """Forget the current link (after a loss or an ECU reset)."""
@@ -125,7 +138,7 @@ class Channel:
         self.drop()
         attempts = max(self.ecu.timing.transfer_retries, 1)
         for attempt in range(attempts):
-            time.sleep(delay)
+            time.sleep(delay if attempt == 0 else max(delay, self.ecu.timing.reconnect_delay))
             try:
                 _ = self.session
                 return
