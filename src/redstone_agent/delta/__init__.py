@@ -1,0 +1,40 @@
+"""Block-based delta images: make on a build host, apply while streaming on the vehicle.
+
+Applying needs only the standard library, bsdiff4 and zstandard; making
+also needs numpy (the ``delta`` extra). The format is in docs/delta.md.
+"""
+
+from redstone_agent.delta.apply import (
+    ApplyReport,
+    DeltaSink,
+    apply_delta,
+    check_source,
+    sha256_of,
+)
+from redstone_agent.delta.errors import (
+    DeltaError,
+    DeltaFormatError,
+    DeltaTruncatedError,
+    DeltaVerificationError,
+    SourceMismatchError,
+)
+from redstone_agent.delta.format import DEFAULT_BLOCK_SIZE, HEADER_SIZE, DeltaHeader, OpKind
+from redstone_agent.delta.reader import read_header
+
+__all__ = [
+    "DEFAULT_BLOCK_SIZE",
+    "HEADER_SIZE",
+    "ApplyReport",
+    "DeltaError",
+    "DeltaFormatError",
+    "DeltaHeader",
+    "DeltaSink",
+    "DeltaTruncatedError",
+    "DeltaVerificationError",
+    "OpKind",
+    "SourceMismatchError",
+    "apply_delta",
+    "check_source",
+    "read_header",
+    "sha256_of",
+]

@@ -1,0 +1,91 @@
+"""Payload compression: strong on the generating side, bounded on the applying side.
+
+Decompression never produces more than the exact size the delta announces
+and caps the decoder's window/dictionary memory, so a compression bomb in a
+hostile delta costs at most a few block sizes of RAM.
+"""
+
+from __future__ import annotations
+
+import io
+import lzma
+
+import zstandard
+
+from redstone_agent.delta.errors import DeltaFormatError
+from redstone_agent.delta.format import Codec
+
+ZSTD_LEVEL = 19
+_XZ_PRESET = 9 | lzma.PRESET_EXTREME
+_MIN_DICT = 1 << 16
+_READ_CHUNK = 1 << 20
+
+
+def compress(codec: Codec, data: bytes) -> bytes:
+    """Compress ``data`` for a payload; the dictionary never exceeds the data's size."""
+    if codec is Codec.ZSTD:
+        params = zstandard.ZstdCompressionParameters.from_level(
+            ZSTD_LEVEL, source_size=len(data), write_content_size=True
+        )
+        return zstandard.ZstdCompressor(compression_params=params).compress(data)
+    if codec is Codec.XZ:
+        dict_size = max(_MIN_DICT, 1 << max(len(data) - 1, 1).bit_length())
+        filters = [{"id": lzma.FILTER_LZMA2, "preset": _XZ_PRESET, "dict_size": dict_size}]
+        return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_NONE, filters=filters)
+    return data
+
+
+def smallest(
+    data: bytes, codecs: tuple[Codec, ...] = (Codec.ZSTD, Codec.XZ)
+) -> tuple[Codec, bytes]:
+    """The codec that stores ``data`` in the fewest bytes (NONE if nothing helps)."""
+    best: tuple[Codec, bytes] = (Codec.NONE, data)
+    for codec in codecs:
+        packed = compress(codec, data)
+        if len(packed) < len(best[1]):
+            best = (codec, packed)
+    return best
+
+
+def decompress(codec: Codec, payload: bytes, size: int, where: str) -> bytes:
+    """Decompress ``payload`` to exactly ``size`` bytes, reading no more than ``size + 1``."""
+    if codec is Codec.NONE:
+        data = payload
+    elif codec is Codec.ZSTD:
+        data = _zstd_bounded(payload, size, where)
+    else:
+        data = _xz_bounded(payload, size, where)
+    if len(data) != size:
+        raise DeltaFormatError(f"{where}: payload decompresses to {len(data)}+ bytes, not {size}")
+    return data
+
+
+def _window_limit(size: int) -> int:
+    return max(_MIN_DICT, 1 << max(size - 1, 1).bit_length())
+
+
+def _zstd_bounded(payload: bytes, size: int, where: str) -> bytes:
+    decompressor = zstandard.ZstdDecompressor(max_window_size=_window_limit(size))
+    out = bytearray()
+    try:
+        with decompressor.stream_reader(io.BytesIO(payload)) as reader:
+            while len(out) <= size:
+                chunk = reader.read(min(_READ_CHUNK, size + 1 - len(out)))
+                if not chunk:
+                    break
+                out += chunk
+    except zstandard.ZstdError as exc:
+        raise DeltaFormatError(f"{where}: corrupt zstd payload ({exc})") from None
+    return bytes(out)
+
+
+def _xz_bounded(payload: bytes, size: int, where: str) -> bytes:
+    memlimit = _window_limit(size) + (4 << 20)
+    decompressor = lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=memlimit)
+    try:
+        data = decompressor.decompress(payload, max_length=size + 1)
+    except lzma.LZMAError as exc:
+        raise DeltaFormatError(f"{where}: corrupt xz payload ({exc})") from None
+    if len(data) == size and not decompressor.eof:
+        raise DeltaFormatError(f"{where}: xz payload does not end where it should")
+    return data
