@@ -20,7 +20,7 @@ def test_round_trip_keeps_bytes_exactly() -> None:
     )
     again = MetadataBundle.from_bytes(bundle.to_bytes())
     assert again == bundle
-    assert again.size() == bundle.size() == 2 + 6 + 3 + 1 + 1
+    assert again.size() == bundle.size() == 2 + 5 + 3 + 1 + 1
 
 
 def _doc(**repos: object) -> bytes:
