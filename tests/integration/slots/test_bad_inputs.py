@@ -123,8 +123,11 @@ def test_corrupt_env_refuses_install_until_reinitialised(
 ) -> None:
     backend = node.config.bootloader.backend
     env_file = node.root / ("uboot.env" if backend == "uboot" else "grubenv")
-    original = env_file.read_bytes()
-    env_file.write_bytes(original[:8] + bytes(b ^ 0x5A for b in original[8:64]) + original[64:])
+    raw = bytearray(env_file.read_bytes())
+    copies = range(0, len(raw), 0x4000) if backend == "uboot" else [0]  # every redundant copy
+    for start in copies:
+        raw[start + 8 : start + 64] = bytes(b ^ 0x5A for b in raw[start + 8 : start + 64])
+    env_file.write_bytes(bytes(raw))
     with pytest.raises(BootEnvCorrupt):
         manager.install(str(image.path), sha256=image.sha256)
     assert slot_untouched(node)

@@ -44,6 +44,25 @@ def wait_until_installing(proc: subprocess.Popen[bytes]) -> None:
     raise AssertionError("install never started")
 
 
+def wait_for_group_exit(pgid: int, timeout: float = 10.0) -> None:
+    """Power is off only when every process of the install (fw_setenv too) is gone."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = False
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                alive = True
+                break
+        if not alive:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"process group {pgid} did not exit")
+
+
 @pytest.mark.slow
 def test_power_cut_at_random_instants_never_leaves_a_half_written_slot(tmp_path: Path) -> None:
     require_tool("fw_setenv")
@@ -73,6 +92,7 @@ def test_power_cut_at_random_instants_never_leaves_a_half_written_slot(tmp_path:
         time.sleep(rng.uniform(0, window * 1.1))
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+        wait_for_group_exit(proc.pid)
 
         status = SlotManager(node.config).status()
         booted = node.reboot()
