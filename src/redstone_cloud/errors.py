@@ -56,6 +56,10 @@ class RangeNotSatisfiable(CloudError):
 
     status = 416
 
+    def __init__(self, message: str, length: int) -> None:
+        super().__init__(message)
+        self.length = length
+
 
 class BadSignature(CloudError):
     """A signed document (manifest, metadata) failed verification."""

@@ -41,12 +41,14 @@ def parse_range(header: str | None, length: int) -> ByteRange | None:
     if not first:  # suffix: the last N bytes
         suffix = int(last)
         if suffix == 0 or length == 0:
-            raise RangeNotSatisfiable(f"range {header!r} selects nothing of {length} bytes")
+            raise RangeNotSatisfiable(f"range {header!r} selects nothing of {length} bytes", length)
         return ByteRange(max(0, length - suffix), length - 1, length)
     start = int(first)
     end = int(last) if last else length - 1
     if end < start:
         return None
     if start >= length:
-        raise RangeNotSatisfiable(f"range {header!r} starts beyond the {length}-byte object")
+        raise RangeNotSatisfiable(
+            f"range {header!r} starts beyond the {length}-byte object", length
+        )
     return ByteRange(start, min(end, length - 1), length)

@@ -72,8 +72,9 @@ class Settings:
     download_url_expiry_s: int = 3600
     director_online_key: Path | None = None
     """PEM key that signs director metadata; generated in ``data_dir`` when unset."""
-    image_online_key: Path | None = None
-    """Development only: sign image-repository targets online instead of uploading them."""
+    client_cert_header: str = ""
+    """Behind a TLS-terminating proxy: header carrying the URL-escaped client certificate
+    PEM (nginx ``$ssl_client_escaped_cert``). Empty: only the server's own TLS counts."""
 
     @property
     def blob_dir(self) -> Path:

@@ -75,6 +75,11 @@ def identify(session: Session, fingerprint: str, now: dt.datetime) -> Identity:
     return Identity(vehicle_id, vin, poll_rev, dirty)
 
 
+def identify_by_id(session: Session, vehicle_id: int) -> Identity:
+    vehicle = session.get_one(Vehicle, vehicle_id)
+    return Identity(vehicle.id, vehicle.vin, vehicle.poll_rev, vehicle.director_dirty)
+
+
 # --- polling ---------------------------------------------------------------------------
 
 

@@ -1,0 +1,39 @@
+"""The FastAPI application: routers, error mapping, OpenAPI metadata."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from redstone_agent.errors import RedstoneError
+from redstone_cloud import __doc__ as package_doc
+from redstone_cloud.api import admin, device
+from redstone_cloud.api.common import error_response
+from redstone_cloud.backend import Backend
+
+API_VERSION = "1.0.0"
+
+
+def create_app(backend: Backend) -> FastAPI:
+    """The ASGI app for ``backend`` (tests build one per database)."""
+    app = FastAPI(
+        title="Redstone OTA cloud",
+        version=API_VERSION,
+        description=(package_doc or "").strip()
+        + "\n\nAdmin routes take `Authorization: Bearer <token>`; device routes need a TLS"
+        ' client certificate issued by the backend\'s PKI. Errors are `{"error": "..."}`.',
+    )
+    app.state.backend = backend
+
+    @app.exception_handler(RedstoneError)
+    async def redstone_error(_request: Request, exc: RedstoneError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers (no database round trip)."""
+        return {"status": "ok"}
+
+    app.include_router(admin.router)
+    app.include_router(device.router)
+    return app

@@ -1,0 +1,147 @@
+"""Plumbing shared by the routers: backend access, errors, auth, capped bodies."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from tempfile import SpooledTemporaryFile
+from typing import Annotated, Any, TypeVar
+from urllib.parse import unquote
+
+from fastapi import Depends, Header, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from redstone_agent.errors import RedstoneError
+from redstone_cloud import pki
+from redstone_cloud.backend import Backend
+from redstone_cloud.db.engine import transaction
+from redstone_cloud.db.types import utcnow
+from redstone_cloud.errors import (
+    CloudError,
+    InvalidInput,
+    RangeNotSatisfiable,
+    TooLarge,
+    Unauthorized,
+)
+from redstone_cloud.services import device
+from redstone_cloud.settings import token_digest
+from redstone_cloud.tls import CERT_STATE_KEY
+
+T = TypeVar("T")
+
+
+def backend_of(request: Request) -> Backend:
+    backend = request.app.state.backend
+    assert isinstance(backend, Backend)
+    return backend
+
+
+BackendDep = Annotated[Backend, Depends(backend_of)]
+
+
+def error_response(exc: RedstoneError) -> JSONResponse:
+    status = exc.status if isinstance(exc, CloudError) else 400
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    if isinstance(exc, RangeNotSatisfiable):
+        headers["Content-Range"] = f"bytes */{exc.length}"
+    return JSONResponse({"error": str(exc)}, status_code=status, headers=headers)
+
+
+async def in_transaction(backend: Backend, work: Callable[..., T], *args: Any) -> T:
+    """Run ``work(session, *args)`` in one transaction on a worker thread."""
+
+    def run() -> T:
+        with transaction(backend.sessions) as session:
+            return work(session, *args)
+
+    return await run_in_threadpool(run)
+
+
+# --- admin authentication --------------------------------------------------------------
+
+
+def admin_actor(backend: BackendDep, authorization: Annotated[str | None, Header()] = None) -> str:
+    """The admin's name from ``Authorization: Bearer <token>``; 401 otherwise."""
+    if not authorization or not authorization.startswith("Bearer "):
+        raise Unauthorized("admin API needs 'Authorization: Bearer <token>'")
+    digest = token_digest(authorization.removeprefix("Bearer ").strip())
+    for admin in backend.settings.admins:
+        if hmac.compare_digest(admin.token_sha256.lower(), digest):
+            return admin.name
+    raise Unauthorized("admin token not recognised")
+
+
+AdminDep = Annotated[str, Depends(admin_actor)]
+
+
+# --- device authentication -----------------------------------------------------------------
+
+
+def client_fingerprint(request: Request, backend: Backend) -> str:
+    """SHA-256 of the client certificate from our TLS, or from a configured proxy header."""
+    der = request.scope.get("state", {}).get(CERT_STATE_KEY)
+    if isinstance(der, bytes | bytearray) and der:
+        return pki.fingerprint(bytes(der))
+    header = backend.settings.client_cert_header
+    if header:
+        escaped = request.headers.get(header)
+        if escaped:
+            return pki.der_fingerprint(pki.cert_from_pem(unquote(escaped)))
+    raise Unauthorized("the device API needs a TLS client certificate")
+
+
+def identify(request: Request, backend: Backend) -> device.Identity:
+    fingerprint = client_fingerprint(request, backend)
+    with backend.sessions() as session:
+        return device.identify(session, fingerprint, utcnow())
+
+
+async def device_identity(request: Request, backend: BackendDep) -> device.Identity:
+    return await run_in_threadpool(identify, request, backend)
+
+
+DeviceDep = Annotated[device.Identity, Depends(device_identity)]
+
+
+# --- bodies -----------------------------------------------------------------------------------
+
+
+def _check_length(request: Request, limit: int) -> None:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise InvalidInput("Content-Length is not a number")
+        if int(declared) > limit:
+            raise TooLarge(f"body of {declared} bytes exceeds the {limit}-byte limit")
+
+
+async def read_capped(request: Request, limit: int) -> bytes:
+    """The whole body, refusing more than ``limit`` bytes even if Content-Length lied."""
+    _check_length(request, limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"body exceeds the {limit}-byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def spool_capped(request: Request, limit: int) -> SpooledTemporaryFile[bytes]:
+    """Stream a large body to a temporary file (in memory up to 8 MiB), capped."""
+    _check_length(request, limit)
+    spool: SpooledTemporaryFile[bytes] = SpooledTemporaryFile(max_size=8 * 1024 * 1024)  # noqa: SIM115
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise TooLarge(f"upload exceeds the {limit}-byte limit")
+            spool.write(chunk)
+    except BaseException:
+        spool.close()
+        raise
+    spool.seek(0)
+    return spool

@@ -1,0 +1,204 @@
+"""Device API: what a vehicle's Master calls, authenticated by its TLS client certificate."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request, Response
+from fastapi.responses import RedirectResponse, StreamingResponse
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from redstone_cloud import ranges
+from redstone_cloud.api import schemas
+from redstone_cloud.api.common import BackendDep, DeviceDep, in_transaction, read_capped
+from redstone_cloud.backend import Backend
+from redstone_cloud.db.engine import transaction
+from redstone_cloud.db.types import utcnow
+from redstone_cloud.errors import Forbidden, InvalidInput
+from redstone_cloud.services import device, director, imagerepo, packages
+
+router = APIRouter(tags=["device"])
+
+_FILENAME = re.compile(r"^[A-Za-z0-9._-]{1,160}$")
+
+
+def _poll(backend: Backend, identity: device.Identity) -> bytes:
+    now = utcnow()
+    view = backend.poll_cache.get(identity.vehicle_id)
+    if view is None or view.poll_rev != identity.poll_rev:
+        with backend.sessions() as session:
+            view = device.poll_view(session, identity, backend.settings.poll_interval_s)
+        backend.poll_cache[identity.vehicle_id] = view
+    body, needs_offer = view.answer(now)
+    if not needs_offer:
+        return body
+    with transaction(backend.sessions) as session:
+        device.offer(session, backend.director, identity)
+    backend.poll_cache.pop(identity.vehicle_id, None)
+    with backend.sessions() as session:
+        fresh = device.identify_by_id(session, identity.vehicle_id)
+        view = device.poll_view(session, fresh, backend.settings.poll_interval_s)
+    backend.poll_cache[identity.vehicle_id] = view
+    return view.answer(now)[0]
+
+
+@router.get("/api/v1/device/poll")
+async def poll(
+    identity: DeviceDep,
+    backend: BackendDep,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """What the vehicle should do now. Answers 304 while nothing changed (send If-None-Match)."""
+    body = await run_in_threadpool(_poll, backend, identity)
+    etag = device.etag_of(body)
+    headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
+    if if_none_match is not None and etag in (t.strip() for t in if_none_match.split(",")):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
+
+
+@router.post("/api/v1/device/nonce")
+async def nonce(identity: DeviceDep, backend: BackendDep) -> dict[str, str]:
+    """A fresh single-use nonce; the next vehicle manifest must carry it."""
+    return {"nonce": await in_transaction(backend, device.issue_nonce, identity)}
+
+
+@router.post(
+    "/api/v1/device/manifest",
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {}}}}
+    },
+)
+async def manifest(identity: DeviceDep, backend: BackendDep, request: Request) -> dict[str, Any]:
+    """A signed vehicle manifest (docs/uptane.md). Bad signatures get 422, replays 409."""
+    limit = backend.settings.max_manifest_bytes
+    data = await read_capped(request, limit)
+    return await in_transaction(backend, device.ingest_manifest, identity, data, limit)
+
+
+@router.post("/api/v1/device/events")
+async def events(
+    body: schemas.EventIn, identity: DeviceDep, backend: BackendDep, request: Request
+) -> dict[str, Any]:
+    """Report an event (download_started, install_failed, rolled_back, consent_given...)."""
+    declared = request.headers.get("content-length", "0")
+    if declared.isdigit() and int(declared) > backend.settings.max_event_bytes:
+        raise InvalidInput(f"event larger than {backend.settings.max_event_bytes} bytes")
+    return await in_transaction(backend, device.record_event, identity, body.model_dump())
+
+
+@router.post(
+    "/api/v1/device/logs",
+    status_code=201,
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"text/plain": {"schema": {"type": "string"}}}}
+    },
+)
+async def logs(
+    identity: DeviceDep,
+    backend: BackendDep,
+    request: Request,
+    campaign: str | None = None,
+    source: str = "",
+) -> dict[str, int]:
+    """Upload a log excerpt (UTF-8 text, size-capped)."""
+    data = await read_capped(request, backend.settings.max_log_bytes)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"log is not UTF-8 text: {exc}") from exc
+    log_id = await in_transaction(backend, device.store_log, identity, text, campaign, source)
+    return {"id": log_id}
+
+
+def _metadata_response(body: bytes, if_none_match: str | None) -> Response:
+    etag = device.etag_of(body)
+    if if_none_match == etag:
+        return Response(status_code=304, headers={"ETag": etag})
+    return Response(body, media_type="application/json", headers={"ETag": etag})
+
+
+@router.get("/uptane/director/{vin}/{filename}")
+async def director_metadata(
+    vin: str,
+    filename: str,
+    identity: DeviceDep,
+    backend: BackendDep,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """The vehicle's director metadata (``root.json``, ``N.root.json``, ``timestamp.json``...)."""
+    if vin != identity.vin:
+        raise Forbidden("a vehicle may only read its own director metadata")
+    if not _FILENAME.match(filename):
+        raise InvalidInput("bad metadata file name")
+
+    def work(session: Session) -> bytes:
+        device.ensure_director(session, backend.director, identity)
+        session.flush()
+        return director.read_file(session, identity.vehicle_id, filename)
+
+    return _metadata_response(await in_transaction(backend, work), if_none_match)
+
+
+@router.get("/uptane/image/{filename}")
+async def image_metadata(
+    filename: str,
+    identity: DeviceDep,
+    backend: BackendDep,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Image-repository metadata as published (offline-signed)."""
+    if not _FILENAME.match(filename):
+        raise InvalidInput("bad metadata file name")
+    body = await in_transaction(backend, imagerepo.read, filename)
+    return _metadata_response(body, if_none_match)
+
+
+@router.get(
+    "/api/v1/device/targets/{target:path}",
+    responses={206: {"description": "partial content"}, 307: {"description": "object store"}},
+)
+async def download(
+    *,
+    target: str,
+    identity: DeviceDep,
+    backend: BackendDep,
+    range_header: Annotated[str | None, Header(alias="Range")] = None,
+    if_range: Annotated[str | None, Header()] = None,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """A target's bytes; honours Range/If-Range, or redirects to a signed object-store URL."""
+    package = await in_transaction(backend, packages.get_package, target)
+    etag = f'"{package.sha256}"'
+    common = {"ETag": etag, "Accept-Ranges": "bytes"}
+    if if_none_match == etag:
+        return Response(status_code=304, headers=common)
+    url = backend.store.download_url(package.storage_key, backend.settings.download_url_expiry_s)
+    if url is not None:
+        return RedirectResponse(url, status_code=307, headers=common)
+    wanted = ranges.parse_range(range_header, package.length)
+    if wanted is not None and if_range is not None and if_range != etag:
+        wanted = None
+    store, key = backend.store, package.storage_key
+    if wanted is None:
+
+        def whole() -> Iterator[bytes]:
+            yield from store.read(key)
+
+        headers = {**common, "Content-Length": str(package.length)}
+        return StreamingResponse(whole(), media_type="application/octet-stream", headers=headers)
+
+    def part() -> Iterator[bytes]:
+        yield from store.read(key, wanted.start, wanted.end)
+
+    headers = {
+        **common,
+        "Content-Length": str(wanted.size),
+        "Content-Range": wanted.content_range(),
+    }
+    return StreamingResponse(
+        part(), status_code=206, media_type="application/octet-stream", headers=headers
+    )

@@ -1,0 +1,162 @@
+"""Request and response bodies of the admin API (they also make the OpenAPI document)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class EcuSlotIn(BaseModel):
+    role: str = Field(min_length=1, max_length=64)
+    hardware_id: str = Field(min_length=1, max_length=128)
+    kind: str = Field(description="primary | sub | uds")
+
+
+class ModelIn(BaseModel):
+    name: str = Field(min_length=1, max_length=128)
+    description: str = ""
+    ecus: list[EcuSlotIn]
+
+
+class ModelOut(BaseModel):
+    name: str
+    description: str
+    ecus: list[EcuSlotIn]
+
+
+class BaselineIn(BaseModel):
+    name: str = Field(min_length=1, max_length=128)
+    targets: list[str] = Field(description="package target names, one per hardware id")
+
+
+class BaselineOut(BaseModel):
+    name: str
+    model: str
+    items: dict[str, str] = Field(description="hardware id -> package target")
+
+
+class EcuIn(BaseModel):
+    serial: str = Field(min_length=1, max_length=128)
+    hardware_id: str = Field(min_length=1, max_length=128)
+    primary: bool = False
+    public_key: dict[str, Any] = Field(
+        description="Uptane public key with keyid (redstone_agent.uptane.keys.public_key_to_dict)"
+    )
+
+
+class VehicleIn(BaseModel):
+    vin: str
+    model: str
+    baseline: str | None = None
+    ecus: list[EcuIn]
+
+
+class EcuOut(BaseModel):
+    serial: str
+    hardware_id: str
+    primary: bool
+    installed_target: str | None
+    installed_sha256: str | None
+    updated_at: dt.datetime | None
+
+
+class VehicleOut(BaseModel):
+    vin: str
+    model: str
+    baseline: str | None
+    last_seen_at: dt.datetime | None
+    ecus: list[EcuOut]
+
+
+class EcuVersionOut(BaseModel):
+    target: str
+    sha256: str
+    reported_at: dt.datetime
+
+
+class PackageOut(BaseModel):
+    name: str
+    version: str
+    kind: str
+    target: str
+    hardware_ids: list[str]
+    release_counter: int
+    supplier: str
+    length: int
+    sha256: str
+    base_target: str | None = None
+
+
+class DeltaJobOut(BaseModel):
+    id: int
+    from_target: str
+    to_target: str
+    state: str
+    delta_target: str | None
+    error: str
+
+
+class GroupIn(BaseModel):
+    percent: int = Field(ge=1, le=100, description="cumulative share of targeted vehicles")
+    success_threshold: int = Field(default=95, ge=0, le=100)
+    error_threshold: int = Field(default=5, ge=0, le=100)
+
+
+class TargetingIn(BaseModel):
+    model: str | None = None
+    baseline: str | None = None
+    vins: list[str] = []
+    ecu_versions: dict[str, list[str]] = Field(
+        default_factory=dict, description="hardware id -> installed targets that qualify"
+    )
+
+
+class CampaignIn(BaseModel):
+    name: str = Field(min_length=1, max_length=128)
+    targeting: TargetingIn
+    packages: list[str]
+    groups: list[GroupIn] = [GroupIn(percent=100)]
+    consent_required: bool = False
+    start_at: dt.datetime | None = None
+    window: dict[str, Any] | None = Field(
+        None,
+        description='maintenance window, e.g. {"days": [5, 6], "start": "22:00", "end": "04:00"}',
+    )
+
+
+class ReasonIn(BaseModel):
+    reason: str = ""
+
+
+class CaIn(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+    parent: str | None = Field(default=None, description="issuing parent CA; none: a new root")
+
+
+class CaOut(BaseModel):
+    name: str
+    issuing: bool
+    cert_pem: str
+
+
+class CsrIn(BaseModel):
+    csr_pem: str
+    days: int = Field(default=825, ge=1, le=3650)
+
+
+class CertificateOut(BaseModel):
+    serial: str
+    fingerprint: str
+    vin: str
+    not_after: dt.datetime
+    revoked_at: dt.datetime | None
+    cert_pem: str
+
+
+class EventIn(BaseModel):
+    kind: str = Field(min_length=1, max_length=64)
+    campaign: str | None = None
+    ecu_serial: str = ""
+    detail: dict[str, Any] = {}

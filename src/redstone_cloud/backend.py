@@ -1,0 +1,48 @@
+"""The running backend's parts, built once from :class:`Settings` and shared by API and CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from redstone_cloud.db.engine import make_engine, make_sessionmaker
+from redstone_cloud.errors import ConfigError
+from redstone_cloud.services.device import PollView
+from redstone_cloud.settings import Settings
+from redstone_cloud.storage.base import BlobStore
+from redstone_cloud.storage.filesystem import FilesystemStore
+from redstone_cloud.uptane_link import Director
+
+
+@dataclass
+class Backend:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    store: BlobStore
+    director: Director
+    poll_cache: dict[int, PollView] = field(default_factory=dict)
+    """vehicle id -> last poll view; valid while the vehicle's poll_rev matches."""
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def make_store(settings: Settings) -> BlobStore:
+    if settings.storage == "filesystem":
+        return FilesystemStore(settings.blob_dir)
+    raise ConfigError(f"storage {settings.storage!r} is not available in this build")
+
+
+def open_backend(settings: Settings) -> Backend:
+    engine = make_engine(settings.database_url)
+    key = settings.director_online_key or settings.key_dir / "director-online.pem"
+    return Backend(
+        settings=settings,
+        engine=engine,
+        sessions=make_sessionmaker(engine),
+        store=make_store(settings),
+        director=Director.from_key_file(key),
+    )
