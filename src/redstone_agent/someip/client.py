@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Collection
 
-from redstone_agent.someip.binding import ClientBinding
+from redstone_agent.someip.binding import ClientBinding, Stack
 from redstone_agent.someip.errors import (
     CallTimeout,
     MalformedPayload,
@@ -127,18 +127,27 @@ class SubClient:
             await asyncio.sleep(0.05)
 
     async def wait_for_state(
-        self, states: Collection[SubState], timeout: float, *, poll: float = 0.5
+        self,
+        states: Collection[SubState],
+        timeout: float,
+        *,
+        poll: float = 0.5,
+        until: Callable[[Status], bool] = lambda _status: True,
     ) -> Status:
-        """Return the first status in *states*; survives Sub restarts meanwhile."""
+        """Return the first status in *states* that satisfies *until*; survives Sub restarts."""
+
+        def done(status: Status | None) -> bool:
+            return status is not None and status.state in states and until(status)
+
         deadline = time.monotonic() + timeout
         while True:
             status = self.last_status
-            if status is None or status.state not in states:
+            if not done(status):
                 try:
                     status = await self.get_status()
                 except (CallTimeout, ServiceUnavailable) as exc:
                     log.debug("%s: status poll failed: %s", self.name, exc)
-            if status is not None and status.state in states:
+            if status is not None and done(status):
                 return status
             left = deadline - time.monotonic()
             if left <= 0:
@@ -148,3 +157,17 @@ class SubClient:
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), min(poll, left))
+
+
+def open_sub_client(
+    stack: Stack,
+    name: str,
+    instance_id: int,
+    local_address: str,
+    *,
+    base_port: int = 30600,
+    timeout: float = 3.0,
+) -> SubClient:
+    """A client for one Sub; each instance gets its own local port pair."""
+    port = base_port + 2 * instance_id
+    return SubClient(stack.client(instance_id, local_address, port), name, timeout=timeout)
