@@ -449,8 +449,7 @@ class SimulatedEcu:
             self.power_loss_armed = False
             log.info("%s: injected power loss for %.1f s", self.config.name, faults.power_loss_time)
             self.reset(now)
-            reply.power_loss = faults.power_loss_time
-            reply.responses.clear()
+            reply.power_loss = faults.power_loss_time  # handle() sends nothing then
             self.silent_until = now + faults.power_loss_time
         elif self.reset_armed and self.blocks_seen >= faults.reset_after_blocks:
             self.reset_armed = False
@@ -469,6 +468,9 @@ class SimulatedEcu:
 
     def _apply_faults(self, sid: int, reply: Reply, now: float) -> Reply:
         faults = self.faults
+        if reply.power_loss:
+            reply.responses = []
+            return reply
         final = [r for r in reply.responses if r[1]]
         timed = self._fill_pending(sid, reply.responses)
         if faults.pending_storm and sid in faults.pending_services and final:
