@@ -1,0 +1,252 @@
+"""The Sub engine on a real virtual A/B node (slot files, real U-Boot env tools).
+
+Each "reboot" rebuilds the engine from its journal on the slot the virtual
+bootloader chose, exactly what happens after a power cycle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from redstone_agent.journal import Journal
+from redstone_agent.slots.virtual import VirtualNode
+from redstone_agent.someip.interface import MethodId, ResultCode, SubState
+from redstone_agent.someip.messages import Blob, InstallRequest, Response, Status
+from redstone_agent.sub.config import TrustConfig
+from redstone_agent.sub.engine import Engine, Hooks
+from redstone_agent.sub.errors import NoMetadata, SubError, VerificationFailed, WrongState
+from redstone_agent.sub.service import SubService
+from redstone_agent.sub.slots_adapter import ManagedSlots
+from redstone_agent.sub.trust import SubTrust
+from redstone_agent.uptane.simulator import UptaneSimulator
+from tests.support import require_tool
+
+S = SubState
+SERIAL, HW = "ECU-1", "hw-1"
+
+
+@dataclass
+class Bench:
+    """A virtual node, an Uptane simulator and the engine's outside world."""
+
+    root: Path
+    node: VirtualNode
+    sim: UptaneSimulator
+    healthy: bool = True
+    events: list[Status] = field(default_factory=list)
+    reboots: int = 0
+
+    def engine(self) -> Engine:
+        roots = self.sim.trusted_roots()
+        trust_dir = self.root / "trust"
+        trust_dir.mkdir(exist_ok=True)
+        (trust_dir / "director.json").write_bytes(roots.director)
+        assert roots.image is not None
+        (trust_dir / "image.json").write_bytes(roots.image)
+        config = TrustConfig(trust_dir / "director.json", trust_dir / "image.json")
+
+        async def reboot() -> None:
+            self.reboots += 1
+
+        async def health() -> tuple[bool, str]:
+            return self.healthy, "healthy" if self.healthy else "app crashed"
+
+        return Engine(
+            ecu_serial=SERIAL,
+            hardware_id=HW,
+            slots=ManagedSlots(self.node.config),
+            trust=SubTrust(config, SERIAL, HW, self.root / "state"),
+            journal=Journal(self.root / "state" / "sub.json"),
+            hooks=Hooks(publish=self.events.append, reboot=reboot, health=health),
+        )
+
+    def publish(self, name: str, data: bytes, counter: int) -> InstallRequest:
+        path = self.root / name
+        path.write_bytes(data)
+        self.sim.add_image(name, data, [HW], counter)
+        self.sim.assign(SERIAL, HW, name)
+        return InstallRequest(name, str(path), hashlib.sha256(data).digest(), len(data))
+
+
+@pytest.fixture
+def bench(tmp_path: Path) -> Bench:
+    require_tool("fw_setenv")
+    node = VirtualNode.create(tmp_path / "node", slot_size=1 << 20)
+    (tmp_path / "state").mkdir()
+    return Bench(tmp_path, node, UptaneSimulator.create())
+
+
+async def until(engine: Engine, *states: SubState) -> None:
+    for _ in range(500):
+        if engine.state in states:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"stuck in {engine.state.name}")
+
+
+async def install_ready(bench: Bench, engine: Engine, request: InstallRequest) -> None:
+    await engine.recover()
+    await engine.put_metadata(bench.sim.bundle().to_bytes())
+    await engine.install(request)
+    await until(engine, S.READY, S.FAILED)
+
+
+def test_install_activate_reboot_commit(bench: Bench) -> None:
+    image = os.urandom(100_000)
+    request = bench.publish("v1.img", image, 1)
+
+    async def first_boot() -> None:
+        engine = bench.engine()
+        await install_ready(bench, engine, request)
+        assert engine.state is S.READY
+        await engine.activate()
+        await asyncio.sleep(0.5)  # the delayed reboot
+        assert bench.reboots == 1
+
+    async def second_boot() -> None:
+        engine = bench.engine()
+        await engine.recover()
+        assert engine.state is S.VERIFYING
+        assert "awaiting commit" in engine.status().detail
+        await engine.commit()
+        assert engine.state is S.COMMITTED
+        assert engine.info().current_target == "v1.img"
+
+    asyncio.run(first_boot())
+    assert bench.node.reboot() == "B"
+    asyncio.run(second_boot())
+    assert bench.node.reboot() == "B"  # committed: stays
+    with bench.node.config.B.device.open("rb") as slot:
+        assert slot.read(len(image)) == image
+    seqs = [status.seq for status in bench.events]
+    assert seqs == sorted(seqs)
+
+
+def test_unhealthy_trial_rolls_back(bench: Bench) -> None:
+    request = bench.publish("v1.img", os.urandom(10_000), 1)
+    bench.healthy = False
+
+    async def first_boot() -> None:
+        engine = bench.engine()
+        await install_ready(bench, engine, request)
+        await engine.activate()
+        await asyncio.sleep(0.5)
+
+    async def trial_boot() -> None:
+        engine = bench.engine()
+        await engine.recover()
+        assert engine.state is S.ROLLING_BACK
+        assert engine.status().error is ResultCode.HEALTH_CHECK_FAILED
+
+    async def back_on_old() -> None:
+        engine = bench.engine()
+        await engine.recover()
+        status = engine.status()
+        assert (status.state, status.error) == (S.ROLLED_BACK, ResultCode.HEALTH_CHECK_FAILED)
+        assert "app crashed" in status.detail
+
+    asyncio.run(first_boot())
+    assert bench.node.reboot() == "B"
+    asyncio.run(trial_boot())
+    assert bench.node.reboot() == "A"
+    asyncio.run(back_on_old())
+
+
+def test_power_loss_before_the_switch_returns_to_ready(bench: Bench) -> None:
+    request = bench.publish("v1.img", os.urandom(10_000), 1)
+
+    async def install() -> None:
+        engine = bench.engine()
+        await install_ready(bench, engine, request)
+
+    asyncio.run(install())
+    journal = Journal(bench.root / "state" / "sub.json")
+    record = journal.load()
+    assert record is not None
+    journal.save({**record, "state": "ACTIVATING", "switched": False})
+
+    async def restart() -> None:
+        engine = bench.engine()
+        await engine.recover()
+        assert engine.state is S.READY
+
+    asyncio.run(restart())
+
+
+def test_corrupt_image_fails_and_leaves_the_running_slot(bench: Bench) -> None:
+    request = bench.publish("v1.img", b"a" * 10_000, 1)
+    Path(request.url).write_bytes(b"b" * 10_000)  # the cache serves other bytes
+
+    async def scenario() -> None:
+        engine = bench.engine()
+        await install_ready(bench, engine, request)
+        assert engine.state is S.FAILED
+        assert engine.status().error is ResultCode.INSTALL_FAILED
+
+    asyncio.run(scenario())
+    assert bench.node.reboot() == "A"
+
+
+def test_install_is_checked_against_the_verified_assignment(bench: Bench) -> None:
+    request = bench.publish("v1.img", os.urandom(1000), 1)
+
+    async def scenario() -> None:
+        engine = bench.engine()
+        await engine.recover()
+        with pytest.raises(NoMetadata):
+            await engine.install(request)
+        await engine.put_metadata(bench.sim.bundle().to_bytes())
+        forged = InstallRequest("v1.img", request.url, hashlib.sha256(b"evil").digest(), 1000)
+        with pytest.raises(VerificationFailed, match="sha256"):
+            await engine.install(forged)
+        with pytest.raises(VerificationFailed, match="metadata rejected"):
+            await engine.put_metadata(b'{"format": "redstone-uptane-bundle"}')
+        with pytest.raises(WrongState):
+            await engine.commit()
+        assert engine.state is S.IDLE
+
+    asyncio.run(scenario())
+
+
+def test_cancel_in_ready_discards_the_primed_slot(bench: Bench) -> None:
+    request = bench.publish("v1.img", os.urandom(10_000), 1)
+
+    async def scenario() -> None:
+        engine = bench.engine()
+        await install_ready(bench, engine, request)
+        await engine.cancel()
+        assert engine.state is S.IDLE
+
+    asyncio.run(scenario())
+    assert bench.node.reboot() == "A"
+
+
+def test_service_answers_every_request_with_a_result_code(bench: Bench) -> None:
+    async def scenario() -> None:
+        engine = bench.engine()
+        await engine.recover()
+        service = SubService(engine)
+        unknown = await service.handle(0x0777, b"")
+        assert Response.decode(unknown.payload).code is ResultCode.UNKNOWN_METHOD
+        wrong = await service.handle(MethodId.ACTIVATE, b"")
+        assert Response.decode(wrong.payload).code is ResultCode.WRONG_STATE
+        bad = await service.handle(MethodId.INSTALL, b"\x00")
+        assert Response.decode(bad.payload).code is ResultCode.MALFORMED
+        assert bad.return_code == 0x09
+        no_key = await service.handle(MethodId.GET_MANIFEST, Blob(b"n").encode())
+        assert Response.decode(no_key.payload).code is ResultCode.INTERNAL
+        ok = await service.handle(MethodId.GET_STATUS, b"")
+        response = Response.decode(ok.payload)
+        assert Status.decode(response.body).state is S.IDLE
+
+    asyncio.run(scenario())
+
+
+def test_sub_error_carries_its_code() -> None:
+    assert SubError("x", ResultCode.TRANSFER_FAILED).code is ResultCode.TRANSFER_FAILED
