@@ -26,7 +26,7 @@ from redstone_agent.delta.stream import Readable, read_source, stream_size
 
 log = logging.getLogger(__name__)
 
-_HASH_CHUNK = 1 << 20
+_HASH_CHUNK = 256 << 10
 
 
 class DeltaSink(Protocol):

@@ -40,7 +40,7 @@ _CHUNK = 4 << 20
 
 def density_bits(source_size: int) -> int:
     """One anchor per 2**bits bytes, so that the index stays within _MAX_ANCHORS entries."""
-    bits = max(1, -(-source_size // _MAX_ANCHORS)).bit_length()
+    bits = (max(1, -(-source_size // _MAX_ANCHORS)) - 1).bit_length()
     return min(_MAX_BITS, max(_MIN_BITS, bits))
 
 

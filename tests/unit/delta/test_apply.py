@@ -1,0 +1,260 @@
+"""Streaming apply: round trips through a trickling stream, and every hostile delta refused."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import tracemalloc
+
+import pytest
+
+from redstone_agent.delta import (
+    DeltaError,
+    DeltaFormatError,
+    DeltaTruncatedError,
+    DeltaVerificationError,
+    SourceMismatchError,
+    apply_delta,
+    read_header,
+)
+from redstone_agent.delta.format import (
+    HEADER_SIZE,
+    Codec,
+    DeltaHeader,
+    Extent,
+    OpHeader,
+    OpKind,
+    encode_header,
+    encode_op,
+)
+from redstone_agent.delta.reader import iter_operations
+
+from .conftest import BLOCK, MakeBytes, RecordingSink, TrickleStream, code_like, random_bytes, sha
+
+OLD = code_like(11, 40 * BLOCK + 123)
+NEW = (
+    OLD[: 5 * BLOCK]  # unchanged: COPY
+    + bytes(3 * BLOCK)  # ZERO
+    + OLD[9 * BLOCK : 15 * BLOCK - 7]  # moved by 7 bytes: BSDIFF
+    + b"patched" * 30
+    + OLD[15 * BLOCK : 25 * BLOCK]
+    + random_bytes(12, 4 * BLOCK)  # brand new: REPLACE
+    + OLD[30 * BLOCK :]
+)
+
+
+def _apply(delta: bytes, source: bytes, **kwargs: object) -> RecordingSink:
+    header = read_header(io.BytesIO(delta))
+    sink = RecordingSink(header.target_size)
+    apply_delta(TrickleStream(delta), io.BytesIO(source), sink, **kwargs)  # type: ignore[arg-type]
+    return sink
+
+
+def _ops(delta: bytes) -> list[tuple[OpHeader, bytes]]:
+    stream = io.BytesIO(delta)
+    header = read_header(stream)
+    return [(op.header, op.payload) for op in iter_operations(stream, header)]
+
+
+def _forge(header: DeltaHeader, ops: list[tuple[OpHeader, bytes]]) -> bytes:
+    return encode_header(header) + b"".join(encode_op(op) + payload for op, payload in ops)
+
+
+def test_round_trip_uses_every_kind(make_bytes: MakeBytes) -> None:
+    delta = make_bytes(OLD, NEW)
+    kinds = {op.kind for op, _ in _ops(delta)}
+    assert kinds == set(OpKind)
+    stream = TrickleStream(delta, step=777)
+    sink = RecordingSink(len(NEW))
+    report = apply_delta(stream, io.BytesIO(OLD), sink)
+    assert bytes(sink.data) == NEW
+    assert sink.largest_write <= BLOCK
+    assert stream.largest_request <= 1 << 20
+    assert report.delta_bytes == len(delta)
+    assert len(delta) < len(NEW) // 4
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (b"", b""),
+        (b"", b"brand new image"),
+        (b"old image", b""),
+        (OLD, OLD),
+        (OLD[:1000], OLD),
+        (OLD, OLD[:1000]),
+    ],
+)
+def test_edge_sizes(make_bytes: MakeBytes, old: bytes, new: bytes) -> None:
+    assert bytes(_apply(make_bytes(old, new), old).data) == new
+
+
+def test_parallel_make_is_deterministic(make_bytes: MakeBytes) -> None:
+    assert make_bytes(OLD, NEW, jobs=2) == make_bytes(OLD, NEW, jobs=1)
+
+
+def test_header_can_be_read_first_then_applied(make_bytes: MakeBytes) -> None:
+    stream = io.BytesIO(make_bytes(OLD, NEW))
+    header = read_header(stream)
+    assert (header.source_size, header.source_sha256) == (len(OLD), sha(OLD))
+    assert (header.target_size, header.target_sha256) == (len(NEW), sha(NEW))
+    sink = RecordingSink(len(NEW))
+    apply_delta(stream, io.BytesIO(OLD), sink, header=header, source_sha256=sha(OLD))
+    assert bytes(sink.data) == NEW
+
+
+@pytest.mark.parametrize(
+    ("source", "known", "message"),
+    [
+        (OLD + b"x", None, "-byte source"),
+        (OLD[:-1] + b"x", None, "source sha256"),
+        (OLD, b"\x00" * 32, "source sha256"),
+    ],
+)
+def test_wrong_source_refused_before_writing(
+    make_bytes: MakeBytes, source: bytes, known: bytes | None, message: str
+) -> None:
+    delta = make_bytes(OLD, NEW)
+    sink = RecordingSink(len(NEW))
+    with pytest.raises(SourceMismatchError, match=message):
+        apply_delta(io.BytesIO(delta), io.BytesIO(source), sink, source_sha256=known)
+    assert sink.data == b""
+
+
+def test_known_hash_skips_hashing_but_blocks_still_verify(make_bytes: MakeBytes) -> None:
+    delta = make_bytes(OLD, NEW)
+    damaged = bytearray(OLD)
+    damaged[BLOCK] ^= 0xFF  # inside the first COPY extent
+    sink = RecordingSink(len(NEW))
+    with pytest.raises(DeltaVerificationError, match="operation 1"):
+        apply_delta(io.BytesIO(delta), io.BytesIO(bytes(damaged)), sink, source_sha256=sha(OLD))
+    assert bytes(sink.data) == NEW[:BLOCK]
+
+
+def test_lying_operation_hash_stops_before_that_block(make_bytes: MakeBytes) -> None:
+    ops = _ops(make_bytes(OLD, NEW))
+    header = read_header(io.BytesIO(make_bytes(OLD, NEW)))
+    victim = 9
+    op, payload = ops[victim]
+    ops[victim] = (dataclasses.replace(op, sha256=sha(b"lie")), payload)
+    sink = RecordingSink(len(NEW))
+    with pytest.raises(DeltaVerificationError, match=f"operation {victim} "):
+        apply_delta(io.BytesIO(_forge(header, ops)), io.BytesIO(OLD), sink)
+    assert bytes(sink.data) == NEW[: victim * BLOCK]
+
+
+def test_lying_target_hash_fails_at_the_end(make_bytes: MakeBytes) -> None:
+    delta = make_bytes(OLD, NEW)
+    header = dataclasses.replace(read_header(io.BytesIO(delta)), target_sha256=sha(b"other"))
+    forged = encode_header(header) + delta[HEADER_SIZE:]
+    with pytest.raises(DeltaVerificationError, match="target sha256"):
+        _apply(forged, OLD)
+
+
+@pytest.mark.parametrize("kind", [OpKind.REPLACE, OpKind.BSDIFF])
+def test_corrupt_payload_is_refused(make_bytes: MakeBytes, kind: OpKind) -> None:
+    delta = bytearray(make_bytes(OLD, NEW))
+    stream = io.BytesIO(bytes(delta))
+    header = read_header(stream)
+    position = HEADER_SIZE
+    for operation in iter_operations(stream, header):
+        if operation.header.kind is kind:
+            delta[
+                position + operation.header.encoded_size + operation.header.payload_length // 2
+            ] ^= 1
+            break
+        position += operation.encoded_size
+    with pytest.raises(DeltaError):
+        _apply(bytes(delta), OLD)
+
+
+def test_every_truncation_is_detected(make_bytes: MakeBytes) -> None:
+    delta = make_bytes(OLD, NEW)
+    cuts = sorted({*range(0, 200), *range(200, len(delta), 97), len(delta) - 1})
+    for cut in cuts:
+        with pytest.raises(DeltaTruncatedError):
+            _apply(delta[:cut], OLD)
+
+
+def test_trailing_data_is_refused(make_bytes: MakeBytes) -> None:
+    with pytest.raises(DeltaFormatError, match="trailing data"):
+        _apply(make_bytes(OLD, NEW) + b"\x00", OLD)
+
+
+HEADER = DeltaHeader(BLOCK, len(OLD), sha(OLD), 2 * BLOCK, sha(OLD[: 2 * BLOCK]))
+GOOD_FIRST = (
+    OpHeader(OpKind.COPY, Codec.NONE, BLOCK, 0, sha(OLD[:BLOCK]), (Extent(0, BLOCK),)),
+    b"",
+)
+
+
+@pytest.mark.parametrize(
+    ("op", "message"),
+    [
+        (OpHeader(OpKind.REPLACE, Codec.ZSTD, BLOCK, 0xFFFFFFFF, b"h" * 32), "payload of"),
+        (OpHeader(OpKind.ZERO, Codec.NONE, 0xFFFFFFFF, 0, b"h" * 32), "produces 4294967295"),
+        (
+            OpHeader(OpKind.COPY, Codec.NONE, BLOCK, 0, b"h" * 32, (Extent(len(OLD), BLOCK),)),
+            "outside",
+        ),
+        (
+            OpHeader(OpKind.COPY, Codec.NONE, BLOCK, 0, b"h" * 32, (Extent((1 << 64) - 1, BLOCK),)),
+            "outside",
+        ),
+        (
+            OpHeader(OpKind.BSDIFF, Codec.ZSTD, BLOCK, 10, b"h" * 32, (Extent(0, len(OLD)),)),
+            "source bytes",
+        ),
+    ],
+)
+def test_hostile_operation_rejected_before_reading_its_payload(op: OpHeader, message: str) -> None:
+    forged = _forge(HEADER, [GOOD_FIRST, (op, b"")])
+    stream = TrickleStream(forged)
+    sink = RecordingSink(HEADER.target_size)
+    with pytest.raises(DeltaFormatError, match=message):
+        apply_delta(stream, io.BytesIO(OLD), sink)
+    assert bytes(sink.data) == OLD[:BLOCK]
+    assert stream.largest_request <= 1 << 20
+
+
+def test_huge_extent_count_rejected_before_reading_extents() -> None:
+    fixed = encode_op(OpHeader(OpKind.COPY, Codec.NONE, BLOCK, 0, b"h" * 32))
+    fixed = fixed[:2] + (0xFFFF).to_bytes(2, "little") + fixed[4:]
+    stream = TrickleStream(encode_header(HEADER) + fixed)
+    with pytest.raises(DeltaFormatError, match="65535 extents"):
+        apply_delta(stream, io.BytesIO(OLD), RecordingSink(HEADER.target_size))
+
+
+def test_huge_claimed_target_is_refused_early() -> None:
+    header = DeltaHeader(BLOCK, len(OLD), sha(OLD), 1 << 50, b"t" * 32)
+    with pytest.raises(DeltaFormatError, match="target size"):
+        apply_delta(io.BytesIO(encode_header(header)), io.BytesIO(OLD), RecordingSink(0))
+
+
+def test_memory_is_bounded_by_block_size_not_image_size(make_bytes: MakeBytes) -> None:
+    block = 64 << 10
+    old = code_like(21, 8 << 20)
+    new = bytearray(old)
+    for at in range(0, len(new), 300_000):
+        new[at : at + 50] = random_bytes(at, 50)
+    delta = make_bytes(old, bytes(new), block_size=block)
+    counting = _CountingSink(len(new))
+    tracemalloc.start()
+    try:
+        apply_delta(TrickleStream(delta, 65536), io.BytesIO(old), counting)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert counting.received == len(new)
+    # a few blocks in flight plus fixed 256 KiB read buffers, whatever the image size
+    assert peak < 16 * block + (512 << 10), f"peak {peak} bytes for {block}-byte blocks"
+
+
+class _CountingSink:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.received = 0
+
+    def write(self, data: bytes | memoryview, /) -> None:
+        self.received += len(data)
+        assert self.received <= self.limit
