@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+import urllib3
 from tuf.api import exceptions as tuf_errors
 from tuf.ngclient.fetcher import FetcherInterface
 
@@ -35,6 +36,22 @@ class FetchLimits:
 
     file_deadline: float = 300.0
     """Seconds one file may take in total, however steadily the bytes trickle."""
+
+
+def stream_body(response: requests.Response, deadline_s: float, url: str) -> Iterator[bytes]:
+    """Yield the body as it arrives, checking a whole-file deadline after every read.
+
+    ``read1`` returns after one socket read, so a server that trickles bytes
+    cannot keep us waiting for a 64 KiB chunk to fill up.
+    """
+    deadline = time.monotonic() + deadline_s
+    try:
+        while chunk := response.raw.read1(CHUNK, decode_content=True):
+            if time.monotonic() > deadline:
+                raise tuf_errors.SlowRetrievalError(f"{url}: not complete within {deadline_s:g} s")
+            yield chunk
+    except urllib3.exceptions.HTTPError as exc:
+        raise requests.ConnectionError(str(exc)) from exc
 
 
 def _transient(exc: BaseException) -> bool:
@@ -74,15 +91,9 @@ class RequestsFetcher(FetcherInterface):
         return self._chunks(url, response)
 
     def _chunks(self, url: str, response: requests.Response) -> Iterator[bytes]:
-        deadline = time.monotonic() + self.limits.file_deadline
         try:
-            for chunk in response.iter_content(CHUNK):
-                if time.monotonic() > deadline:
-                    raise tuf_errors.SlowRetrievalError(
-                        f"{url}: not complete within {self.limits.file_deadline:g} s"
-                    )
-                yield chunk
-        except (requests.ConnectionError, requests.Timeout) as exc:
+            yield from stream_body(response, self.limits.file_deadline, url)
+        except requests.ConnectionError as exc:
             raise tuf_errors.SlowRetrievalError(f"{url}: {exc}") from exc
         finally:
             response.close()
@@ -172,7 +183,6 @@ def _download_once(
     if have == length:
         return
     headers = {"Range": f"bytes={have}-"} if have else {}
-    deadline = time.monotonic() + fetcher.limits.file_deadline
     with fetcher.session.get(url, headers=headers, stream=True, timeout=fetcher.retry.timeout) as r:
         if r.status_code == 200:
             have = 0  # server ignored Range: start over
@@ -181,11 +191,9 @@ def _download_once(
         with part.open("r+b" if have else "wb") as out:
             out.seek(have)
             out.truncate()
-            for chunk in r.iter_content(CHUNK):
+            for chunk in stream_body(r, fetcher.limits.file_deadline, url):
                 if have + len(chunk) > length:
                     raise _Overflow(f"server sent more than the verified {length} bytes")
-                if time.monotonic() > deadline:
-                    raise tuf_errors.SlowRetrievalError("not complete within the deadline")
                 out.write(chunk)
                 have += len(chunk)
                 if progress is not None:

@@ -133,26 +133,22 @@ class VerifiedRepository:
         return loaded
 
 
-def _load_previous(trusted: TrustedMetadataSet, previous: RepositoryMetadata | None) -> None:
-    """Seed rollback protection with the previously accepted timestamp and snapshot.
+def _load_previous(
+    trusted: TrustedMetadataSet, role: str, previous: RepositoryMetadata | None
+) -> None:
+    """Seed rollback protection with the previously accepted ``role`` (timestamp/snapshot).
 
-    As in the ngclient Updater, these load as *intermediate* metadata: they may
-    have expired since, they only bound the versions the new metadata may have.
+    As in the ngclient Updater these load as *intermediate* metadata: they may
+    have expired since; they only bound the versions the new metadata may have.
     """
-    if previous is None:
+    data = previous.roles.get(role) if previous else None
+    if data is None:
         return
-    for role in ("timestamp", "snapshot"):
-        data = previous.roles.get(role)
-        if data is None:
-            return
-        try:
-            if role == "timestamp":
-                trusted.update_timestamp(data)
-            else:
-                trusted.update_snapshot(data, trusted=True)
-        except tuf_errors.RepositoryError:
-            if role not in trusted:
-                return  # unusable previous state: verify as a first run
+    with suppress(tuf_errors.RepositoryError):
+        if role == "timestamp":
+            trusted.update_timestamp(data)
+        else:
+            trusted.update_snapshot(data, trusted=True)
 
 
 def verify_repository(
@@ -165,14 +161,16 @@ def verify_repository(
     """Full TUF verification of root chain, timestamp, snapshot and top-level targets."""
     trusted = _new_set(name, trusted_root, now)
     new_root = _apply_root_chain(name, trusted, metadata.roots)
-    _load_previous(trusted, previous)
     for role in ("timestamp", "snapshot", "targets"):
         if role not in metadata.roles:
             raise MetadataError(name, f"{role} metadata is missing")
+    _load_previous(trusted, "timestamp", previous)
     with _as_metadata_error(name):
         # An equal version is the timestamp trusted last time: keep that one.
         with suppress(tuf_errors.EqualVersionNumberError):
             trusted.update_timestamp(metadata.roles["timestamp"])
+    _load_previous(trusted, "snapshot", previous)
+    with _as_metadata_error(name):
         trusted.update_snapshot(metadata.roles["snapshot"])
         trusted.update_targets(metadata.roles["targets"])
     return VerifiedRepository(name, trusted, metadata, new_root)
