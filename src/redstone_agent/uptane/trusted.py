@@ -165,10 +165,9 @@ def verify_repository(
         if role not in metadata.roles:
             raise MetadataError(name, f"{role} metadata is missing")
     _load_previous(trusted, "timestamp", previous)
-    with _as_metadata_error(name):
-        # An equal version is the timestamp trusted last time: keep that one.
-        with suppress(tuf_errors.EqualVersionNumberError):
-            trusted.update_timestamp(metadata.roles["timestamp"])
+    # An equal version is the timestamp trusted last time: keep that one.
+    with _as_metadata_error(name), suppress(tuf_errors.EqualVersionNumberError):
+        trusted.update_timestamp(metadata.roles["timestamp"])
     _load_previous(trusted, "snapshot", previous)
     with _as_metadata_error(name):
         trusted.update_snapshot(metadata.roles["snapshot"])

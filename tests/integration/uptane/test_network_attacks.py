@@ -15,7 +15,7 @@ def test_endless_data_oversized_metadata_rejected(published: Published, tmp_path
     published.server.faults["/director/metadata/timestamp.json"] = "endless"
     with pytest.raises(
         DownloadError,
-        match=r"director repository: Downloaded \d+ bytes exceeding the maximum allowed length of 16384",
+        match=r"director repository: Downloaded \d+ bytes exceeding .* length of 16384",
     ):
         published.verifier(tmp_path / "cache").refresh()
 
@@ -33,5 +33,5 @@ def test_endless_data_oversized_target_rejected(published: Published, tmp_path: 
 def test_slow_retrieval_rejected(published: Published, tmp_path: Path) -> None:
     """Each byte arrives within the read timeout, but the file never finishes in time."""
     published.server.faults["/director/metadata/timestamp.json"] = "slow"
-    with pytest.raises(DownloadError, match="director repository: .*not complete within 0.3 s"):
+    with pytest.raises(DownloadError, match=r"director repository: .*not complete within 0\.3 s"):
         published.verifier(tmp_path / "cache", file_deadline=0.3).refresh()
