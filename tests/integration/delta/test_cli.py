@@ -1,0 +1,90 @@
+"""redstone-delta as a process: make/info/apply, stdin streaming, honest errors."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from .conftest import RunCli, round_trip
+
+
+def _images(tmp_path: Path) -> tuple[Path, Path]:
+    rng = random.Random(5)
+    old_data = rng.randbytes(3 << 20)
+    new_data = old_data[:100_000] + b"new code" + old_data[100_000:] + bytes(300_000)
+    old, new = tmp_path / "old.img", tmp_path / "new.img"
+    old.write_bytes(old_data)
+    new.write_bytes(new_data)
+    return old, new
+
+
+def test_make_info_apply(tmp_path: Path, run_cli: RunCli) -> None:
+    old, new = _images(tmp_path)
+    delta = round_trip(run_cli, old, new, tmp_path, "--block-size", "256K")
+    assert delta.stat().st_size < 50_000
+    info = run_cli("info", delta, "--ops", "--json")
+    assert info.returncode == 0
+    summary = json.loads(info.stdout)
+    assert summary["block_size"] == 256 << 10
+    assert summary["target_size"] == new.stat().st_size
+    assert sum(summary["ops"].values()) == summary["operations"]
+    assert "ZERO" in summary["ops"]
+
+
+def test_apply_from_stdin_with_known_source_hash(tmp_path: Path, run_cli: RunCli) -> None:
+    old, new = _images(tmp_path)
+    delta = tmp_path / "d.rsdelta"
+    made = run_cli("make", old, new, delta, "--json")
+    source_sha = json.loads(made.stdout)["source_sha256"]
+    out = tmp_path / "out.img"
+    applied = run_cli(
+        "apply", "-", old, out, "--source-sha256", source_sha, "--json", stdin=delta.read_bytes()
+    )
+    assert applied.returncode == 0, applied.stderr
+    assert out.read_bytes() == new.read_bytes()
+    assert json.loads(applied.stdout)["target_sha256"] == json.loads(made.stdout)["target_sha256"]
+
+
+def test_wrong_source_is_one_line_error_and_no_output(tmp_path: Path, run_cli: RunCli) -> None:
+    old, new = _images(tmp_path)
+    delta = tmp_path / "d.rsdelta"
+    assert run_cli("make", old, new, delta).returncode == 0
+    out = tmp_path / "out.img"
+    result = run_cli("apply", delta, new, out)
+    assert result.returncode == 1
+    lines = result.stderr.decode().strip().splitlines()
+    assert lines == [lines[0]] and "error: delta is for a" in lines[0]
+    assert not out.exists()
+    assert not (tmp_path / "out.img.part").exists()
+
+
+def test_truncated_delta_leaves_no_output(tmp_path: Path, run_cli: RunCli) -> None:
+    old, new = _images(tmp_path)
+    delta = tmp_path / "d.rsdelta"
+    assert run_cli("make", old, new, delta).returncode == 0
+    cut = tmp_path / "cut.rsdelta"
+    cut.write_bytes(delta.read_bytes()[:-10])
+    result = run_cli("apply", cut, old, tmp_path / "out.img")
+    assert result.returncode == 1
+    assert b"truncated" in result.stderr
+    assert b"Traceback" not in result.stderr
+    assert not (tmp_path / "out.img").exists()
+
+
+def test_user_errors_are_one_line(tmp_path: Path, run_cli: RunCli) -> None:
+    for args in (
+        ("info", tmp_path / "missing.rsdelta"),
+        ("make", tmp_path / "nope", tmp_path / "nope2", tmp_path / "out"),
+        ("info", Path(__file__)),
+    ):
+        result = run_cli(*args)
+        assert result.returncode == 1
+        assert len(result.stderr.decode().strip().splitlines()) == 1, result.stderr
+
+
+def test_help_teaches() -> None:
+    from redstone_agent.cli.delta import build_parser
+
+    text = build_parser().format_help()
+    assert "make" in text and "apply" in text and "info" in text and "docs/delta.md" in text
