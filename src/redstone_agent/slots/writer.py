@@ -27,9 +27,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from redstone_agent.slots.errors import SlotError
 from redstone_agent.transfer.errors import TransferCancelled
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +42,13 @@ ALIGNMENT = 4096
 
 Progress = Callable[[int, int | None], None]
 """``progress(bytes_written, expected_size)``, called from the writing thread's caller."""
+
+
+@runtime_checkable
+class ReadsInto(Protocol):
+    """A source that can fill a caller's buffer (ByteSource, ChunkStream, raw files)."""
+
+    def readinto(self, buffer: WriteableBuffer, /) -> int | None: ...
 
 
 class SlotWriteError(SlotError):
@@ -245,22 +256,57 @@ class SlotWriter:
         self._check_usable()
         view = memoryview(data).cast("B")
         if self.expected_size is not None and self.received + len(view) > self.expected_size:
-            raise ImageMismatch(
-                f"image for {self.target} is longer than the expected {self.expected_size} bytes"
-            )
+            raise self._too_long()
         while view:
-            block = self._current
-            if block is None:
-                block = self._current = self._free.get()
-                block.offset = self.received
+            block = self._block()
             take = min(self._chunk_size - block.length, len(view))
             block.buffer[block.length : block.length + take] = view[:take]
-            block.length += take
-            self.received += take
+            self._filled(block, take)
             view = view[take:]
-            if block.length == self._chunk_size:
-                self._dispatch()
         self._report()
+
+    def write_from(self, source: ReadsInto) -> int:
+        """Read ``source`` to its end straight into the aligned blocks (no extra copy).
+
+        Never reads more than ``expected_size`` into the slot: one probe byte
+        beyond it decides between "exact" and "too long".
+        """
+        start = self.received
+        while True:
+            self._check_usable()
+            room = self._chunk_size
+            if self.expected_size is not None:
+                room = self.expected_size - self.received
+                if room == 0:
+                    if source.readinto(bytearray(1)):
+                        raise self._too_long()
+                    break
+            block = self._block()
+            room = min(room, self._chunk_size - block.length)
+            count = source.readinto(block.view[block.length : block.length + room]) or 0
+            if count == 0:
+                break
+            self._filled(block, count)
+            self._report()
+        return self.received - start
+
+    def _block(self) -> _Block:
+        """The partly filled block, or a free one (waiting for the workers if need be)."""
+        if self._current is None:
+            self._current = self._free.get()
+            self._current.offset = self.received
+        return self._current
+
+    def _filled(self, block: _Block, count: int) -> None:
+        block.length += count
+        self.received += count
+        if block.length == self._chunk_size:
+            self._dispatch()
+
+    def _too_long(self) -> ImageMismatch:
+        return ImageMismatch(
+            f"image for {self.target} is longer than the expected {self.expected_size} bytes"
+        )
 
     def _dispatch(self) -> None:
         block, self._current = self._current, None
@@ -379,7 +425,7 @@ def read_back(target: Path, fd: int, size: int, expected: str, chunk_size: int) 
 
 
 def write_image(
-    chunks: Iterable[bytes],
+    chunks: Iterable[bytes] | ReadsInto,
     target: Path,
     *,
     expected_size: int | None,
@@ -389,7 +435,11 @@ def write_image(
     verify_readback: bool = False,
     chunk_size: int = 4 << 20,
 ) -> WriteResult:
-    """Stream ``chunks`` into ``target`` and verify them; the one-call form of SlotWriter."""
+    """Stream ``chunks`` into ``target`` and verify them; the one-call form of SlotWriter.
+
+    Sources that offer ``readinto`` (every ByteSource) are read straight into
+    the writer's blocks.
+    """
     with SlotWriter(
         target,
         expected_size=expected_size,
@@ -399,6 +449,9 @@ def write_image(
         verify_readback=verify_readback,
         chunk_size=chunk_size,
     ) as writer:
-        for chunk in chunks:
-            writer.write(chunk)
+        if isinstance(chunks, ReadsInto):
+            writer.write_from(chunks)
+        else:
+            for chunk in chunks:
+                writer.write(chunk)
         return writer.finish()

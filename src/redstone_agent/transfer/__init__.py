@@ -16,7 +16,7 @@ from urllib.request import url2pathname
 import requests
 
 from redstone_agent.retry import RetryPolicy
-from redstone_agent.transfer.decompress import decompressing, detect
+from redstone_agent.transfer.decompress import Decompressed, decompressing, detect
 from redstone_agent.transfer.errors import (
     CorruptSource,
     SourceChanged,
@@ -32,6 +32,7 @@ __all__ = [
     "ByteSource",
     "ChunkStream",
     "CorruptSource",
+    "Decompressed",
     "FileSource",
     "HttpSource",
     "SourceChanged",

@@ -15,9 +15,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from redstone_agent.transfer.errors import SourceTooLarge, TransferCancelled, TransferError
 from redstone_agent.transfer.stream import ChunkStream
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 
 class ByteSource(ABC):
@@ -44,28 +48,46 @@ class ByteSource(ABC):
         self._max_bytes = max_bytes
         self._chunk_size = chunk_size
         self._consumed = False
+        self._stream: ChunkStream | None = None
         self.closed = False
 
     def __iter__(self) -> Iterator[bytes]:
+        self._claim()
+        return self._guarded()
+
+    def _claim(self) -> None:
+        """Bytes come out once, through one access path (iteration or readinto)."""
         if self._consumed:
             raise RuntimeError(f"{self.location} is a one-shot source and was already read")
         self._consumed = True
-        return self._guarded()
 
     def _guarded(self) -> Iterator[bytes]:
         self.check_cancel()
         for chunk in self._chunks():
             self.check_cancel()
-            self.received += len(chunk)
-            if self._max_bytes is not None and self.received > self._max_bytes:
-                raise SourceTooLarge(
-                    f"{self.location} sent more than the allowed {self._max_bytes} bytes"
-                )
+            self._count(len(chunk))
             yield chunk
+
+    def _count(self, received: int) -> None:
+        self.received += received
+        if self._max_bytes is not None and self.received > self._max_bytes:
+            raise SourceTooLarge(
+                f"{self.location} sent more than the allowed {self._max_bytes} bytes"
+            )
 
     def as_stream(self) -> ChunkStream:
         """A forward-only file-like ``read(n)`` view (for the delta applier)."""
         return ChunkStream(self)
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        """Fill ``buffer`` with the next bytes (fewer only at the end, 0 after it).
+
+        The slot writer reads this way straight into its aligned blocks;
+        sources that can (local files) do it without an intermediate copy.
+        """
+        if self._stream is None:
+            self._stream = self.as_stream()
+        return self._stream.readinto(buffer)
 
     def check_cancel(self) -> None:
         """Raise TransferCancelled if the caller asked to stop."""
@@ -120,6 +142,7 @@ class FileSource(ByteSource):
     ) -> None:
         super().__init__(str(path), cancel=cancel, max_bytes=max_bytes, chunk_size=chunk_size)
         self._fd = -1
+        self._reading_into = False
         try:
             self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as error:
@@ -143,6 +166,26 @@ class FileSource(ByteSource):
             if not chunk:
                 return
             yield chunk
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        if not self._reading_into:
+            self._claim()
+            self._reading_into = True
+        view = memoryview(buffer).cast("B")
+        filled = 0
+        while filled < len(view):
+            self.check_cancel()
+            try:
+                count = os.readv(self._fd, [view[filled:]])
+            except OSError as error:
+                raise TransferError(
+                    f"reading {self.location} at byte {self.received} failed: {error.strerror}"
+                ) from error
+            if count == 0:
+                break
+            filled += count
+            self._count(count)
+        return filled
 
     def close(self) -> None:
         super().close()

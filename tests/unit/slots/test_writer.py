@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import threading
 from collections.abc import Iterator
@@ -172,3 +173,46 @@ def test_read_back_catches_storage_that_changed(tmp_path: Path) -> None:
             read_back(target, fd, len(IMAGE) + 100, SHA, CHUNK)
     finally:
         os.close(fd)
+
+
+@pytest.mark.parametrize("expected_size", [len(IMAGE), None])
+def test_write_from_a_reader_goes_straight_into_blocks(
+    tmp_path: Path, expected_size: int | None
+) -> None:
+    target = tmp_path / "slot"
+    with SlotWriter(
+        target, expected_size=expected_size, expected_sha256=SHA, chunk_size=CHUNK
+    ) as writer:
+        assert writer.write_from(io.BytesIO(IMAGE)) == len(IMAGE)
+        assert writer.finish().size == len(IMAGE)
+    assert target.read_bytes() == IMAGE
+
+
+def test_write_from_refuses_a_longer_source_without_writing_past_the_size(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "slot"
+    with pytest.raises(ImageMismatch, match="longer than the expected"):
+        write_image(
+            io.BytesIO(IMAGE + b"!"), target, expected_size=len(IMAGE), expected_sha256=SHA,
+            chunk_size=CHUNK,
+        )  # fmt: skip
+    assert target.stat().st_size <= len(IMAGE)
+
+
+def test_write_from_a_short_source_is_a_mismatch(tmp_path: Path) -> None:
+    with pytest.raises(ImageMismatch, match="ended after 1000 bytes"):
+        write_image(
+            io.BytesIO(IMAGE[:1000]), tmp_path / "slot", expected_size=len(IMAGE),
+            expected_sha256=SHA,
+        )  # fmt: skip
+
+
+def test_write_from_honours_cancel(tmp_path: Path) -> None:
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(WriteCancelled):
+        write_image(
+            io.BytesIO(IMAGE), tmp_path / "slot", expected_size=len(IMAGE), expected_sha256=SHA,
+            cancel=cancel,
+        )  # fmt: skip

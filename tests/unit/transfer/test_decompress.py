@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import lzma
 import os
 from collections.abc import Callable, Iterator
@@ -9,7 +10,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import zstandard
 
-from redstone_agent.transfer import CorruptSource, decompressing, detect
+from redstone_agent.transfer import CorruptSource, Decompressed, decompressing, detect
 
 DATA = os.urandom(200_000) + bytes(300_000) + b"tail"
 
@@ -80,3 +81,31 @@ def test_output_is_bounded_even_for_a_decompression_bomb() -> None:
 def test_corrupt_input_is_a_clear_error(packed: bytes, message: str) -> None:
     with pytest.raises(CorruptSource, match=message):
         b"".join(decompressing(pieces(packed, 1000)))
+
+
+def drain_readinto(reader: Decompressed, size: int) -> bytes:
+    out = bytearray()
+    buffer = bytearray(size)
+    while count := reader.readinto(buffer):
+        out += buffer[:count]
+    return bytes(out)
+
+
+@pytest.mark.parametrize("compress", [xz, zstd, lambda data: data], ids=["xz", "zstd", "plain"])
+@pytest.mark.parametrize("source_kind", ["readinto", "chunks"])
+def test_readinto_path_matches(compress: Callable[[bytes], bytes], source_kind: str) -> None:
+    packed = compress(DATA)
+    source: object = io.BytesIO(packed) if source_kind == "readinto" else pieces(packed, 5000)
+    reader = decompressing(source)  # type: ignore[arg-type]
+    assert drain_readinto(reader, 70_000) == DATA
+    assert reader.kind == ("none" if packed is DATA else "xz" if packed[:1] == b"\xfd" else "zstd")
+
+
+def test_readinto_reports_corruption() -> None:
+    with pytest.raises(CorruptSource, match="xz data is corrupt"):
+        drain_readinto(decompressing(io.BytesIO(xz(DATA)[:-100])), 65536)
+
+
+def test_tiny_plain_input_through_readinto() -> None:
+    assert drain_readinto(decompressing(io.BytesIO(b"abc")), 2) == b"abc"
+    assert drain_readinto(decompressing(io.BytesIO(b"")), 2) == b""
