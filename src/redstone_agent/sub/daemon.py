@@ -29,7 +29,7 @@ from redstone_agent.sub.sdnotify import Notifier, watchdog_interval
 from redstone_agent.sub.service import SubService
 from redstone_agent.sub.slots_adapter import ManagedSlots
 from redstone_agent.sub.slots_port import Slots
-from redstone_agent.sub.trust import SubTrust, sign_manifest
+from redstone_agent.sub.trust import ManifestSigner, SubTrust
 
 log = logging.getLogger("redstone.sub")
 
@@ -54,17 +54,15 @@ class SubDaemon:
         self._dbus: Any = None
         self._dbus_iface: Any = None
         config.state_dir.mkdir(parents=True, exist_ok=True)
-        signer = None
-        if config.trust.ecu_key is not None:
-            from redstone_agent.uptane.keys import load_signer
-
-            signer = load_signer(config.trust.ecu_key)
+        key = config.trust.ecu_key
+        if key is not None and not key.is_file():
+            raise RedstoneError(f"trust.ecu-key {key}: no such file")
         hooks = Hooks(
             publish=self._publish,
             progress=self._progress,
             reboot=self._reboot,
             health=lambda: check_health(config.health),
-            sign_manifest=(lambda doc: sign_manifest(signer, doc)) if signer else None,
+            sign_manifest=ManifestSigner(key) if key else None,
             auto_commit=config.health.auto_commit,
         )
         self.engine = Engine(

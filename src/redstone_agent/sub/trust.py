@@ -13,20 +13,18 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redstone_agent.someip.messages import InstallRequest
 from redstone_agent.sub.config import TrustConfig
 from redstone_agent.sub.errors import NoMetadata, VerificationFailed
-from redstone_agent.uptane.bundle import DIRECTOR, IMAGE, MetadataBundle
-from redstone_agent.uptane.errors import UptaneError
-from redstone_agent.uptane.verifier import (
-    EcuState,
-    TrustedRoots,
-    VerificationResult,
-    verify_full,
-    verify_partial,
-)
+
+if TYPE_CHECKING:
+    from redstone_agent.uptane.bundle import MetadataBundle
+    from redstone_agent.uptane.verifier import EcuState, VerificationResult
+
+# python-tuf is imported on the first PutMetadata, not at start: an idle Sub
+# then stays within its memory budget (tools/bench/someip.py, rss_idle_mib).
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +66,10 @@ class SubTrust:
 
     def verify(self, bundle_bytes: bytes, installed_release_counter: int) -> Assignment:
         """Verify a forwarded bundle; return our assignment or raise VerificationFailed."""
+        from redstone_agent.uptane.bundle import MetadataBundle
+        from redstone_agent.uptane.errors import UptaneError
+        from redstone_agent.uptane.verifier import EcuState
+
         state = EcuState(self._hardware_id, installed_release_counter)
         try:
             bundle = MetadataBundle.from_bytes(bundle_bytes)
@@ -87,6 +89,9 @@ class SubTrust:
         )
 
     def _run(self, bundle: MetadataBundle, state: EcuState) -> VerificationResult:
+        from redstone_agent.uptane.bundle import DIRECTOR, IMAGE
+        from redstone_agent.uptane.verifier import TrustedRoots, verify_full, verify_partial
+
         director = self._root(DIRECTOR, self._config.director_root)
         if self._config.verification == "partial":
             return verify_partial(bundle, director, self._serial, ecu=state)
@@ -124,9 +129,20 @@ def check_install(assignment: Assignment | None, request: InstallRequest) -> Non
         raise VerificationFailed("install refused: " + "; ".join(problems))
 
 
-def sign_manifest(signer: Any, document: dict[str, Any]) -> bytes:
-    """An ECU version manifest: canonical ``signed`` JSON plus one signature."""
-    canonical = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
-    signature = signer.sign(canonical)
-    envelope = {"signed": document, "signatures": [signature.to_dict()]}
-    return json.dumps(envelope, sort_keys=True, separators=(",", ":")).encode()
+class ManifestSigner:
+    """Signs ECU version manifests with the ECU key, loaded on first use (keeps start lean)."""
+
+    def __init__(self, key_path: Path) -> None:
+        self._key_path = key_path
+        self._signer: Any = None
+
+    def __call__(self, document: dict[str, Any]) -> bytes:
+        """Canonical ``signed`` JSON plus one signature, as an Uptane ECU manifest."""
+        if self._signer is None:
+            from redstone_agent.uptane.keys import load_signer
+
+            self._signer = load_signer(self._key_path)
+        canonical = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+        signature = self._signer.sign(canonical)
+        envelope = {"signed": document, "signatures": [signature.to_dict()]}
+        return json.dumps(envelope, sort_keys=True, separators=(",", ":")).encode()

@@ -1,0 +1,233 @@
+"""Benchmark the Master↔Sub SOME/IP path and the Sub daemon's footprint.
+
+Builds a two-namespace vehicle (Master node, one Sub node, one someipyd
+each), starts the real ``redstone-sub`` daemon and measures:
+
+* ``rtt_p50_ms`` / ``rtt_p99_ms`` — GetStatus round trips Master → Sub
+  (through both someipyds), against ``udp_echo_p50_ms``, a bare UDP echo
+  between the same namespaces measured in the same run (the machine's floor);
+* ``events_per_s`` — STATUS events a Sub-side sender pushes through the stack
+  to a subscribed Master client;
+* ``start_to_ready_s`` — ``redstone-sub run`` process start to sd_notify READY;
+* ``rss_idle_mib`` — the idle daemon's resident memory.
+
+Usage: ``python tools/bench/someip.py [--quick]`` (root: network namespaces).
+The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(REPO), str(REPO / "src")]
+
+from redstone_agent.someip.client import open_sub_client  # noqa: E402
+from redstone_agent.someip.interface import EventId, ResultCode, SubState  # noqa: E402
+from redstone_agent.someip.messages import Response, Status  # noqa: E402
+from redstone_agent.someip.someipy_binding import SomeipyStack  # noqa: E402
+from tests.integration.sub.fleet import Fleet  # noqa: E402
+
+TARGETS = {"rtt_p99_ms": 10.0, "start_to_ready_s": 1.5, "rss_idle_mib": 40.0}
+EVENT_INSTANCE = 0x7F
+EVENT_PORT = 30800
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def wait_ready(notify: socket.socket, started: float, timeout: float = 20.0) -> float:
+    notify.settimeout(timeout)
+    while True:
+        message = notify.recv(4096).decode()
+        if "READY=1" in message.split("\n"):
+            return time.monotonic() - started
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+async def measure_rtt(fleet: Fleet, calls: int) -> list[float]:
+    sub = fleet.subs[0]
+    stack = SomeipyStack(str(fleet.master.socket_path))
+    await stack.connect()
+    try:
+        client = open_sub_client(stack, sub.name, sub.instance_id, fleet.master.ip)
+        await client.wait_available(30)
+        for _ in range(10):  # warm up ARP and caches
+            await client.get_status()
+        samples = []
+        for _ in range(calls):
+            start = time.perf_counter()
+            await client.get_status()
+            samples.append((time.perf_counter() - start) * 1000)
+        return samples
+    finally:
+        await stack.close()
+
+
+async def serve_events(socket_path: str, address: str, count: int) -> None:
+    """Sub-side sender (runs inside the Sub namespace): a burst per GetStatus call."""
+    from redstone_agent.someip.binding import Reply
+
+    stack = SomeipyStack(socket_path)
+    await stack.connect()
+    server = stack.server(EVENT_INSTANCE, address, EVENT_PORT)
+    payload = Status(SubState.TRANSFERRING, 0, "bench", 0, 0, ResultCode.OK, "").encode()
+
+    async def burst() -> None:
+        for index in range(count):
+            server.send_event(EventId.STATUS, payload)
+            if index % 50 == 49:
+                await asyncio.sleep(0)
+
+    async def handler(_method: int, _payload: bytes) -> Reply:
+        asyncio.get_running_loop().create_task(burst())
+        return Reply(Response(ResultCode.OK, body=payload).encode())
+
+    await server.offer(handler)
+    await asyncio.Event().wait()
+
+
+async def measure_events(fleet: Fleet, count: int) -> float:
+    stack = SomeipyStack(str(fleet.master.socket_path))
+    await stack.connect()
+    try:
+        client = open_sub_client(stack, "bench", EVENT_INSTANCE, fleet.master.ip)
+        received: list[float] = []
+        client.on_status(lambda _status: received.append(time.perf_counter()))
+        await client.wait_available(30)
+        await asyncio.sleep(1.5)  # let the subscription be acknowledged
+        await client.get_status()  # first burst: warm-up, also proves subscription
+        await asyncio.sleep(1.0)
+        received.clear()
+        start = time.perf_counter()
+        await client.get_status()
+        idle_since = time.perf_counter()
+        while time.perf_counter() - idle_since < 0.5:
+            seen = len(received)
+            await asyncio.sleep(0.1)
+            if len(received) != seen:
+                idle_since = time.perf_counter()
+        if not received:
+            return 0.0
+        return len(received) / max(received[-1] - start, 1e-6)
+    finally:
+        await stack.close()
+
+
+def udp_echo_rtt(fleet: Fleet, calls: int) -> list[float]:
+    sub = fleet.subs[0].net
+    port = 30900
+    echo = (
+        "import socket\n"
+        f"s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('{sub.ip}', {port}))\n"
+        "while True:\n    d, a = s.recvfrom(2048); s.sendto(d, a)\n"
+    )
+    proc = sub.spawn([sys.executable, "-c", echo])
+    try:
+        time.sleep(0.3)
+        master_cmd = (
+            "import socket, time, json\n"
+            "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)\n"
+            f"out = []\nfor i in range({calls + 10}):\n"
+            "    t = time.perf_counter()\n"
+            f"    s.sendto(b'x' * 64, ('{sub.ip}', {port})); s.recvfrom(2048)\n"
+            "    out.append((time.perf_counter() - t) * 1000)\n"
+            "print(json.dumps(out[10:]))\n"
+        )
+        result = subprocess.run(
+            fleet.master.command([sys.executable, "-c", master_cmd]),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        samples: list[float] = json.loads(result.stdout)
+        return samples
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer samples (CI, development)")
+    parser.add_argument("--serve-events", nargs=3, metavar=("SOCKET", "ADDRESS", "COUNT"))
+    args = parser.parse_args()
+    if args.serve_events:
+        socket_path, address, count = args.serve_events
+        asyncio.run(serve_events(socket_path, address, int(count)))
+        return
+    if os.geteuid() != 0:
+        sys.exit("someip bench: needs root (network namespaces)")
+    calls = 200 if args.quick else 2000
+    events = 2000 if args.quick else 10000
+    with tempfile.TemporaryDirectory() as tmp, Fleet(Path(tmp), sub_count=1) as fleet:
+        sub = fleet.subs[0]
+        notify_path = Path(tmp) / "notify.sock"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+            notify.bind(str(notify_path))
+            sub.env["NOTIFY_SOCKET"] = str(notify_path)
+            started = time.monotonic()
+            sub.start()
+            start_to_ready = wait_ready(notify, started)
+        print(f"start to READY: {start_to_ready:.3f} s", file=sys.stderr)
+        time.sleep(2.0)
+        assert sub.proc is not None
+        rss = rss_mib(sub.proc.pid)
+        print(f"idle RSS: {rss:.1f} MiB", file=sys.stderr)
+        rtt = asyncio.run(measure_rtt(fleet, calls))
+        echo = udp_echo_rtt(fleet, calls)
+        print(f"GetStatus RTT p50 {statistics.median(rtt):.2f} ms", file=sys.stderr)
+        sender = sub.net.spawn(
+            [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--serve-events",
+                str(sub.net.socket_path),
+                sub.net.ip,
+                str(events),
+            ]
+        )
+        try:
+            events_per_s = asyncio.run(measure_events(fleet, events))
+        finally:
+            sender.kill()
+            sender.wait()
+    figures = {
+        "rtt_p50_ms": round(statistics.median(rtt), 3),
+        "rtt_p99_ms": round(percentile(rtt, 0.99), 3),
+        "udp_echo_p50_ms": round(statistics.median(echo), 3),
+        "rtt_p50_vs_udp_echo": round(statistics.median(rtt) / statistics.median(echo), 1),
+        "events_per_s": round(events_per_s),
+        "start_to_ready_s": round(start_to_ready, 3),
+        "rss_idle_mib": round(rss, 1),
+        "calls": calls,
+        "events_sent": events,
+    }
+    figures["targets_met"] = {
+        "rtt_p99_ms": figures["rtt_p99_ms"] < TARGETS["rtt_p99_ms"],
+        "start_to_ready_s": figures["start_to_ready_s"] < TARGETS["start_to_ready_s"],
+        "rss_idle_mib": figures["rss_idle_mib"] <= TARGETS["rss_idle_mib"],
+    }
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
