@@ -78,7 +78,7 @@ def apply_overrides(config: SimConfig, args: argparse.Namespace) -> SimConfig:
             )
             if v is not None
         }
-        doip = dataclasses.replace(doip, **changes)  # type: ignore[arg-type]
+        doip = dataclasses.replace(doip, **changes)
     if docan is not None and args.channel:
         docan = dataclasses.replace(docan, channel=args.channel)
     faults = config.faults

@@ -1,8 +1,8 @@
 """The simulated ECU as a DoIP entity: TCP data channel and UDP vehicle identification.
 
-Message layouts come from doipclient's message classes; framing (the 8-byte
-generic header) and the entity's rules (routing activation before diagnostics,
-target address check, size cap) are here.
+Payload layouts come from :mod:`redstone_agent.uds.doip_wire`; framing (the
+8-byte generic header) and the entity's rules (routing activation before
+diagnostics, source and target address checks, size cap) are here.
 """
 
 from __future__ import annotations
@@ -10,38 +10,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-
-from doipclient.messages import (
-    AliveCheckResponse,
-    DiagnosticMessage,
-    DiagnosticMessageNegativeAcknowledgement,
-    DiagnosticMessagePositiveAcknowledgement,
-    GenericDoIPNegativeAcknowledge,
-    RoutingActivationRequest,
-    RoutingActivationResponse,
-    VehicleIdentificationResponse,
-)
+from typing import cast
 
 from redstone_agent.ecusim.config import SimDoIp
 from redstone_agent.ecusim.ecu import SimulatedEcu
-from redstone_agent.uds.doip import HEADER, pack_doip
+from redstone_agent.uds import doip_wire as wire
 
 log = logging.getLogger(__name__)
 
-GENERIC_NACK, VEHICLE_ID_REQUEST, VEHICLE_ID_REQUEST_EID, VEHICLE_ID_REQUEST_VIN = (
-    0x0000,
-    0x0001,
-    0x0002,
-    0x0003,
-)
-VEHICLE_ID_RESPONSE, ROUTING_REQUEST, ROUTING_RESPONSE = 0x0004, 0x0005, 0x0006
-ALIVE_REQUEST, ALIVE_RESPONSE = 0x0007, 0x0008
-DIAGNOSTIC, DIAG_ACK, DIAG_NACK = 0x8001, 0x8002, 0x8003
 NACK_PATTERN, NACK_TYPE, NACK_TOO_LARGE, NACK_LENGTH = 0x00, 0x01, 0x02, 0x04
 DIAG_NACK_SOURCE, DIAG_NACK_TARGET = 0x02, 0x03
 ROUTING_SUCCESS = 0x10
 VERSIONS = (0x02, 0x03)
 MAX_PAYLOAD = 0x40000
+"""Largest message accepted (a 256 KiB TransferData plus headers); more is an attack."""
 
 
 def parse_header(header: bytes) -> tuple[int, int, int] | int:
@@ -53,17 +35,6 @@ def parse_header(header: bytes) -> tuple[int, int, int] | int:
     if length > MAX_PAYLOAD:
         return NACK_TOO_LARGE
     return version, int.from_bytes(header[2:4], "big"), length
-
-
-def identification(ecu: SimulatedEcu, settings: SimDoIp) -> bytes:
-    """Vehicle identification response / announcement payload."""
-    return VehicleIdentificationResponse(
-        settings.vin,
-        settings.logical_address,
-        bytes.fromhex(settings.eid),
-        bytes.fromhex(settings.gid),
-        0,
-    ).pack()  # type: ignore[no-any-return]
 
 
 class DoIpEntity:
@@ -98,6 +69,13 @@ class DoIpEntity:
         )
         return server, transport
 
+    def identification(self) -> bytes:
+        """Vehicle identification response payload."""
+        s = self.settings
+        return wire.vehicle_identification(
+            s.vin, s.logical_address, bytes.fromhex(s.eid), bytes.fromhex(s.gid)
+        )
+
     def drop_all(self) -> None:
         """Close every tester connection (reset, power loss)."""
         for writer in list(self.writers):
@@ -105,18 +83,15 @@ class DoIpEntity:
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if time.monotonic() < self.ecu.silent_until:
-            writer.close()
+            writer.close()  # powered off or rebooting
             return
         self.writers.add(writer)
         tester: int | None = None
         try:
             while True:
-                header = await reader.readexactly(HEADER)
-                parsed = parse_header(header)
+                parsed = parse_header(await reader.readexactly(wire.HEADER))
                 if isinstance(parsed, int):  # garbage or an oversized message: hang up
-                    await self._send(
-                        writer, GENERIC_NACK, GenericDoIPNegativeAcknowledge(parsed).pack()
-                    )
+                    await self._send(writer, wire.GENERIC_NACK, wire.generic_nack(parsed))
                     break
                 _version, payload_type, length = parsed
                 payload = await reader.readexactly(length)
@@ -130,65 +105,53 @@ class DoIpEntity:
     async def _message(
         self, writer: asyncio.StreamWriter, payload_type: int, payload: bytes, tester: int | None
     ) -> int | None:
-        la = self.settings.logical_address
-        if payload_type == ROUTING_REQUEST:
+        """Handle one message; returns the tester address routed on this socket."""
+        entity = self.settings.logical_address
+        if payload_type == wire.ROUTING_REQUEST:
             if len(payload) not in (7, 11):
-                await self._send(
-                    writer, GENERIC_NACK, GenericDoIPNegativeAcknowledge(NACK_LENGTH).pack()
-                )
+                await self._send(writer, wire.GENERIC_NACK, wire.generic_nack(NACK_LENGTH))
                 return tester
-            request = RoutingActivationRequest.unpack(payload, len(payload))
-            source = request.source_address
-            await self._send(
-                writer,
-                ROUTING_RESPONSE,
-                RoutingActivationResponse(source, la, ROUTING_SUCCESS).pack(),
-            )
-            return int(source)
-        if payload_type == ALIVE_REQUEST:
-            await self._send(writer, ALIVE_RESPONSE, AliveCheckResponse(la).pack())
-            return tester
-        if payload_type == DIAGNOSTIC:
+            source = wire.routing_request_source(payload)
+            response = wire.routing_response(source, entity, ROUTING_SUCCESS)
+            await self._send(writer, wire.ROUTING_RESPONSE, response)
+            return source
+        if payload_type == wire.ALIVE_REQUEST:
+            await self._send(writer, wire.ALIVE_RESPONSE, wire.alive_response(entity))
+        elif payload_type == wire.DIAGNOSTIC:
             await self._diagnostic(writer, payload, tester)
-            return tester
-        await self._send(writer, GENERIC_NACK, GenericDoIPNegativeAcknowledge(NACK_TYPE).pack())
+        else:
+            await self._send(writer, wire.GENERIC_NACK, wire.generic_nack(NACK_TYPE))
         return tester
 
     async def _diagnostic(
         self, writer: asyncio.StreamWriter, payload: bytes, tester: int | None
     ) -> None:
-        la = self.settings.logical_address
+        entity = self.settings.logical_address
         if len(payload) < 5:
-            await self._send(
-                writer, GENERIC_NACK, GenericDoIPNegativeAcknowledge(NACK_LENGTH).pack()
-            )
+            await self._send(writer, wire.GENERIC_NACK, wire.generic_nack(NACK_LENGTH))
             return
         source, target = int.from_bytes(payload[0:2], "big"), int.from_bytes(payload[2:4], "big")
-        if tester is None or source != tester:
-            nack = DiagnosticMessageNegativeAcknowledgement(la, source, DIAG_NACK_SOURCE)
-            await self._send(writer, DIAG_NACK, nack.pack())
-            return
-        if target != la:
-            nack = DiagnosticMessageNegativeAcknowledgement(la, source, DIAG_NACK_TARGET)
-            await self._send(writer, DIAG_NACK, nack.pack())
-            return
-        await self._send(
-            writer, DIAG_ACK, DiagnosticMessagePositiveAcknowledgement(la, source, 0).pack()
+        refusal = (
+            DIAG_NACK_SOURCE if source != tester else DIAG_NACK_TARGET if target != entity else 0
         )
+        if refusal:
+            await self._send(writer, wire.DIAG_NACK, wire.diagnostic_nack(entity, source, refusal))
+            return
+        await self._send(writer, wire.DIAG_ACK, wire.diagnostic_ack(entity, source))
         reply = self.ecu.handle(
             payload[4:], time.monotonic(), max_block_length=self.settings.max_block_length
         )
         for delay, response in reply.responses:
             if delay:
                 await asyncio.sleep(delay)
-            await self._send(writer, DIAGNOSTIC, DiagnosticMessage(la, source, response).pack())
+            await self._send(writer, wire.DIAGNOSTIC, wire.diagnostic(entity, source, response))
         if reply.reset:
             self.ecu.reset(time.monotonic())
         if reply.reset or reply.power_loss:
             self.drop_all()
 
     async def _send(self, writer: asyncio.StreamWriter, payload_type: int, payload: bytes) -> None:
-        writer.write(pack_doip(payload_type, payload))
+        writer.write(wire.pack_doip(payload_type, payload))
         await writer.drain()
 
 
@@ -200,25 +163,22 @@ class _Discovery(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        if len(data) < HEADER or self.transport is None:
+        if len(data) < wire.HEADER or self.transport is None:
             return
         if time.monotonic() < self.entity.ecu.silent_until:
             return
-        parsed = parse_header(data[:HEADER])
+        parsed = parse_header(data[: wire.HEADER])
         if isinstance(parsed, int):
             return
-        _version, payload_type, _length = parsed
-        settings = self.entity.settings
-        body = data[HEADER:]
+        payload_type, body, settings = parsed[1], data[wire.HEADER :], self.entity.settings
         wanted = (
-            payload_type == VEHICLE_ID_REQUEST
-            or (payload_type == VEHICLE_ID_REQUEST_EID and body == bytes.fromhex(settings.eid))
-            or (payload_type == VEHICLE_ID_REQUEST_VIN and body == settings.vin.encode("ascii"))
+            payload_type == wire.VEHICLE_ID_REQUEST
+            or (payload_type == wire.VEHICLE_ID_REQUEST_EID and body == bytes.fromhex(settings.eid))
+            or (payload_type == wire.VEHICLE_ID_REQUEST_VIN and body == settings.vin.encode())
         )
         if wanted:
-            self.transport.sendto(
-                pack_doip(VEHICLE_ID_RESPONSE, identification(self.entity.ecu, settings)), addr
-            )
+            response = wire.pack_doip(wire.VEHICLE_ID_RESPONSE, self.entity.identification())
+            self.transport.sendto(response, addr)

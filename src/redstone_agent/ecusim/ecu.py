@@ -480,7 +480,11 @@ class SimulatedEcu:
             timed = timed[:-1] + storm + timed[-1:]
         if faults.delay and timed:
             timed[0] = (timed[0][0] + faults.delay, timed[0][1])
-        if faults.drop_every and timed and (not faults.drop_services or sid in faults.drop_services):
+        if (
+            faults.drop_every
+            and timed
+            and (not faults.drop_services or sid in faults.drop_services)
+        ):
             self.responses_sent += 1
             if self.responses_sent % faults.drop_every == 0:
                 log.info("%s: injected drop of the response to 0x%02X", self.config.name, sid)

@@ -2,68 +2,47 @@
 
 from __future__ import annotations
 
+import importlib
 import socket
 import time
 from typing import Any
 
-from doipclient import DoIPClient
-from doipclient.client import Parser
-from doipclient.connectors import DoIPClientUDSConnector
-from doipclient.messages import (
-    RoutingActivationRequest,
-    VehicleIdentificationRequest,
-    VehicleIdentificationResponse,
-)
-
+from redstone_agent.uds import doip_wire
 from redstone_agent.uds.config import DoIpSettings
 from redstone_agent.uds.errors import TransportError
 
-DOIP_VERSION = 0x02
-HEADER = 8
+_doipclient: Any = importlib.import_module("doipclient")
+_connectors: Any = importlib.import_module("doipclient.connectors")
 
 
-def pack_doip(payload_type: int, payload: bytes, version: int = DOIP_VERSION) -> bytes:
-    """Generic DoIP header (version, inverse, type, length) followed by the payload."""
-    return (
-        bytes([version, version ^ 0xFF])
-        + payload_type.to_bytes(2, "big")
-        + len(payload).to_bytes(4, "big")
-        + payload
-    )
-
-
-def discover(
-    settings: DoIpSettings, timeout: float = 2.0
-) -> tuple[str, VehicleIdentificationResponse]:
+def discover(settings: DoIpSettings, timeout: float = 2.0) -> str:
     """Find the entity with ``settings.logical_address`` by vehicle-identification request.
 
     doipclient's own ``get_entity`` always targets UDP 13400; this one honours
     the configured discovery port so simulators can run side by side.
     """
-    request = pack_doip(0x0001, VehicleIdentificationRequest().pack())
     deadline = time.monotonic() + timeout
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-        sock.sendto(request, (settings.discovery_address, settings.udp_port))
+        sock.sendto(
+            doip_wire.vehicle_identification_request(),
+            (settings.discovery_address, settings.udp_port),
+        )
         while (remaining := deadline - time.monotonic()) > 0:
             sock.settimeout(remaining)
             try:
                 data, (host, _port) = sock.recvfrom(4096)
             except TimeoutError:
                 break
-            message = Parser().read_message(data)
-            if (
-                isinstance(message, VehicleIdentificationResponse)
-                and message.logical_address == settings.logical_address
-            ):
-                return host, message
+            if doip_wire.identified_address(data) == settings.logical_address:
+                return str(host)
     raise TransportError(
         f"no DoIP entity with logical address 0x{settings.logical_address:04X} answered "
         f"vehicle identification on {settings.discovery_address}:{settings.udp_port}"
     )
 
 
-class QuietDoIPClient(DoIPClient):  # type: ignore[misc]
+class QuietDoIPClient(_doipclient.DoIPClient):  # type: ignore[misc]
     """doipclient's client without its eager hex dump of every payload.
 
     ``send_doip`` formats each payload byte into a debug string even when debug
@@ -77,17 +56,19 @@ class QuietDoIPClient(DoIPClient):  # type: ignore[misc]
         transport: Any = None,
         disable_retry: bool = False,
     ) -> None:
-        if transport not in (None, DoIPClient.TransportType.TRANSPORT_TCP):
+        if transport not in (None, _doipclient.DoIPClient.TransportType.TRANSPORT_TCP):
             super().send_doip(payload_type, payload_data, transport, disable_retry)
             return
-        self._tcp_sock.sendall(pack_doip(payload_type, payload_data, self._protocol_version))
+        self._tcp_sock.sendall(
+            doip_wire.pack_doip(payload_type, payload_data, self._protocol_version)
+        )
 
 
 class DoIpLink:
     """An activated DoIP channel to one entity, wrapped for udsoncan."""
 
     def __init__(self, settings: DoIpSettings) -> None:
-        host = settings.host or discover(settings)[0]
+        host = settings.host or discover(settings)
         try:
             self.client = QuietDoIPClient(
                 host,
@@ -95,7 +76,7 @@ class DoIpLink:
                 tcp_port=settings.tcp_port,
                 udp_port=settings.udp_port,
                 client_logical_address=settings.tester_address,
-                activation_type=RoutingActivationRequest.ActivationType(settings.activation_type),
+                activation_type=settings.activation_type,
             )
         except (OSError, TimeoutError) as exc:
             raise TransportError(
@@ -107,7 +88,7 @@ class DoIpLink:
         except (OSError, TimeoutError) as exc:
             self.client.close()
             raise TransportError(f"DoIP entity {host} failed the alive check: {exc}") from exc
-        self.connection = DoIPClientUDSConnector(self.client, close_connection=True)
+        self.connection = _connectors.DoIPClientUDSConnector(self.client, close_connection=True)
         self.connection.open()
 
     def close(self) -> None:

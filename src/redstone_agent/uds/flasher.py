@@ -74,6 +74,17 @@ class FlashReport:
 
 
 ProgressCallback = Callable[[Progress], None]
+Notify = Callable[[str, int, int], None]
+
+
+@dataclass
+class _Run:
+    """State of one :meth:`Flasher.install` call, shared by its steps."""
+
+    channel: Channel
+    notify: Notify
+    stats: TransferStats = field(default_factory=TransferStats)
+    steps: list[str] = field(default_factory=list)
 
 
 class Flasher:
@@ -120,30 +131,26 @@ class Flasher:
         if previous is not None:
             self._check_image(previous)
         started = time.monotonic()
-        stats = TransferStats()
-        cancel = cancel or threading.Event()
-        notify = self._notifier(progress)
-        channel = Channel(self.ecu, self.link_factory)
-        steps: list[str] = []
+        run = _Run(Channel(self.ecu, self.link_factory), self._notifier(progress))
+        after: str | None
         try:
-            version_before = self._try_read_version(channel)
+            version_before = self._try_read_version(run.channel)
             try:
-                self._flash_and_verify(channel, image, notify, cancel, stats)
+                self._flash_and_verify(run, image, cancel or threading.Event())
                 outcome, error, after = Outcome.INSTALLED, None, image.version
-                steps.append(f"installed {image.version}")
+                run.steps.append(f"installed {image.version}")
             except FlashCancelledError as exc:
-                self._leave_in_bootloader(channel)
+                self._leave_in_bootloader(run)
                 outcome, error = Outcome.CANCELLED, str(exc)
-                after = self._try_read_version(channel)
+                after = self._try_read_version(run.channel)
             except UdsError as exc:
                 log.error("%s: %s", self.ecu.name, exc)
-                steps.append(f"failed: {exc}")
-                outcome, after = self._roll_back(
-                    channel, previous, version_before, notify, stats, steps
-                )
+                run.steps.append(f"failed: {exc}")
+                outcome, after = self._roll_back(run, previous, version_before)
                 error = str(exc)
         finally:
-            channel.drop()
+            run.channel.drop()
+        stats = run.stats
         return FlashReport(
             ecu=self.ecu.name,
             outcome=outcome,
@@ -154,7 +161,7 @@ class Flasher:
             restarts=stats.restarts,
             payload_bytes=stats.payload_bytes,
             seconds=time.monotonic() - started,
-            steps=steps,
+            steps=run.steps,
         )
 
     def _check_image(self, image: FlashImage) -> None:
@@ -174,45 +181,38 @@ class Flasher:
 
         return notify
 
-    def _flash_and_verify(
-        self,
-        channel: Channel,
-        image: FlashImage,
-        notify: Callable[[str, int, int], None],
-        cancel: threading.Event,
-        stats: TransferStats,
-    ) -> None:
-        sequence = ProgrammingSequence(channel, self.fingerprint, notify, cancel, stats)
-        sequence.run(image.data, self.ecu.region(image.region))
-        self._reset(channel, notify)
-        self._verify(channel, image.version, notify)
+    def _flash_and_verify(self, run: _Run, image: FlashImage, cancel: threading.Event) -> None:
+        self._sequence(run, cancel).run(image.data, self.ecu.region(image.region))
+        self._reset(run)
+        self._verify(run, image.version)
 
-    def _reset(self, channel: Channel, notify: Callable[[str, int, int], None]) -> None:
-        notify("reset", 0, 1)
+    def _sequence(self, run: _Run, cancel: threading.Event | None = None) -> ProgrammingSequence:
+        return ProgrammingSequence(
+            run.channel, self.fingerprint, run.notify, cancel or threading.Event(), run.stats
+        )
+
+    def _reset(self, run: _Run) -> None:
+        """ECUReset, then wait for the restart; a lost answer is fine, the ECU resets anyway."""
+        run.notify("reset", 0, 1)
         reset_type = self.ecu.programming.reset_type
         try:
-            channel.call("ECU reset", lambda c: c.ecu_reset(reset_type), retry=False)
-        except TransportError as exc:  # the ECU may reset before its answer gets out
+            run.channel.call("ECU reset", lambda c: c.ecu_reset(reset_type), retry=False)
+        except TransportError as exc:
             log.warning("%s; assuming the ECU reset", exc)
-        channel.drop()  # the ECU restarts; DoIP closes its sockets
+        run.channel.drop()  # the ECU restarts; DoIP closes its sockets
         time.sleep(self.ecu.programming.reset_settle)
 
-    def _verify(
-        self, channel: Channel, expected: str, notify: Callable[[str, int, int], None]
-    ) -> None:
+    def _verify(self, run: _Run, expected: str) -> None:
         """Read back the version DID and run the ECU's check routine in the application."""
-        notify("verify", 0, 1)
-        channel.reconnect(0.0)
-        running = self._read_version(channel)
+        run.notify("verify", 0, 1)
+        run.channel.reconnect(0.0)
+        running = self._read_version(run.channel)
         if running != expected:
             raise VerificationError(
                 f"ECU {self.ecu.name}: runs version {running!r} after reset, expected {expected!r}"
             )
-        channel.call("extended session", lambda c: c.change_session(EXTENDED_SESSION))
-        sequence = ProgrammingSequence(
-            channel, self.fingerprint, notify, threading.Event(), TransferStats()
-        )
-        sequence.routine("post-reset check", self.ecu.routines.check_dependencies)
+        run.channel.call("extended session", lambda c: c.change_session(EXTENDED_SESSION))
+        self._sequence(run).routine("post-reset check", self.ecu.routines.check_dependencies)
 
     def _read_version(self, channel: Channel) -> str:
         raw = channel.call("read version", lambda c: read_raw(c, self.ecu.dids.version))
@@ -226,56 +226,47 @@ class Flasher:
             channel.drop()
             return None
 
-    def _leave_in_bootloader(self, channel: Channel) -> None:
+    def _leave_in_bootloader(self, run: _Run) -> None:
         """After a cancel: reset so the ECU boots into its bootloader, ready for a new flash."""
         try:
-            channel.call("ECU reset", lambda c: c.ecu_reset(self.ecu.programming.reset_type))
+            self._reset(run)
         except UdsError as exc:
             log.warning("%s: reset after cancel failed: %s", self.ecu.name, exc)
-        channel.drop()
-        time.sleep(self.ecu.programming.reset_settle)
 
     def _roll_back(
-        self,
-        channel: Channel,
-        previous: FlashImage | None,
-        version_before: str | None,
-        notify: Callable[[str, int, int], None],
-        stats: TransferStats,
-        steps: list[str],
+        self, run: _Run, previous: FlashImage | None, version_before: str | None
     ) -> tuple[Outcome, str | None]:
-        notify("rollback", 0, 1)
+        """Reset out of the programming session, then apply :func:`plan_rollback`'s choice."""
+        run.notify("rollback", 0, 1)
+        channel = run.channel
         try:
             channel.reconnect(self.ecu.timing.reconnect_delay)
-            self._reset(channel, notify)  # leave the programming session: boot what is valid
+            self._reset(run)  # leave the programming session: the ECU boots what is valid
             channel.reconnect(0.0)
-            running = self._try_read_version(channel)
             action = plan_rollback(
                 dual_bank=self.ecu.programming.dual_bank,
                 has_previous_image=previous is not None,
-                running_version=running,
+                running_version=self._try_read_version(channel),
                 version_before=version_before,
             )
-            steps.append(f"rollback: {action}")
+            run.steps.append(f"rollback: {action}")
             if action is RollbackAction.SWITCH_BANK:
-                self._switch_bank(channel, notify)
+                self._switch_bank(run)
             elif action is RollbackAction.REFLASH_PREVIOUS:
                 assert previous is not None
-                self._flash_and_verify(channel, previous, notify, threading.Event(), stats)
+                self._flash_and_verify(run, previous, threading.Event())
             after = self._try_read_version(channel)
             if action is RollbackAction.SWITCH_BANK and version_before and after != version_before:
                 raise VerificationError(f"ECU {self.ecu.name}: other bank runs {after!r}")
             return outcome_of(action), after
         except UdsError as exc:
             log.error("%s: rollback failed: %s", self.ecu.name, exc)
-            steps.append(f"rollback failed: {exc}")
+            run.steps.append(f"rollback failed: {exc}")
             return Outcome.FAILED, self._try_read_version(channel)
 
-    def _switch_bank(self, channel: Channel, notify: Callable[[str, int, int], None]) -> None:
-        sequence = ProgrammingSequence(
-            channel, self.fingerprint, notify, threading.Event(), TransferStats()
-        )
+    def _switch_bank(self, run: _Run) -> None:
+        sequence = self._sequence(run)
         sequence.enter_programming()
         sequence.routine("switch bank", self.ecu.routines.switch_bank)
-        self._reset(channel, notify)
-        channel.reconnect(0.0)
+        self._reset(run)
+        run.channel.reconnect(0.0)

@@ -13,7 +13,9 @@ from redstone_agent.uds.config import EcuConfig
 class Link(Protocol):
     """An open channel to one ECU that udsoncan can talk through."""
 
-    connection: BaseConnection
+    @property
+    def connection(self) -> BaseConnection:
+        """The udsoncan connection over this link."""
 
     def close(self) -> None:
         """Release sockets, threads and buses."""

@@ -8,6 +8,7 @@ caller resets the ECU afterwards.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -43,7 +44,7 @@ REQUEST_OUT_OF_RANGE = 0x31
 ROUTINE_OK = 0x00
 
 
-class RawCodec(DidCodec):  # type: ignore[misc]
+class RawCodec(DidCodec):
     """DID values as raw bytes: fingerprints and versions are opaque to the tester."""
 
     def encode(self, *values: Any) -> bytes:
@@ -133,9 +134,7 @@ class ProgrammingSequence:
             return  # an all-zero seed means already unlocked
         key = compute_key(sec.algorithm, sec.level, bytes(seed), sec.params)
         try:
-            self.channel.call(
-                "security key", lambda c: c.send_key(sec.level + 1, key), retry=False
-            )
+            self.channel.call("security key", lambda c: c.send_key(sec.level + 1, key), retry=False)
         except NegativeResponseError as exc:
             raise SecurityAccessError(
                 f"ECU {self.ecu.name}: security access denied ({exc}); check the "
@@ -148,7 +147,8 @@ class ProgrammingSequence:
         status = response.service_data.routine_status_record
         if status and status[0] != ROUTINE_OK:
             raise VerificationError(
-                f"ECU {self.ecu.name}: {step} routine 0x{routine_id:04X} failed (status 0x{status[0]:02X})"
+                f"ECU {self.ecu.name}: {step} routine 0x{routine_id:04X} failed "
+                f"(status 0x{status[0]:02X})"
             )
 
     def _program(self, image: bytes, region: Region) -> None:
@@ -189,15 +189,15 @@ class ProgrammingSequence:
             payload = blocks.encode_payload(image, method)
             dfi = DataFormatIdentifier.from_byte(payload.data_format)
             try:
-                response = self.channel.call(
-                    "request download", lambda c, dfi=dfi: c.request_download(location, dfi=dfi)
+                max_length = self.channel.call(
+                    "request download", functools.partial(_request_download, location, dfi)
                 )
             except NegativeResponseError as exc:
                 if exc.code == REQUEST_OUT_OF_RANGE and method != "none":
                     log.info("%s: refuses %s compression, sending plain", self.ecu.name, method)
                     continue
                 raise
-            return payload, int(response.service_data.max_length)
+            return payload, max_length
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _transfer(self, data: bytes, block_data: int) -> None:
@@ -230,6 +230,14 @@ class ProgrammingSequence:
                 log.warning("%s: %s; resending block %d", self.ecu.name, exc, counter)
                 self.channel.reconnect(timing.reconnect_delay)
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _request_download(
+    location: MemoryLocation, dfi: DataFormatIdentifier, client: Client
+) -> int | None:
+    """RequestDownload; the ECU's maxNumberOfBlockLength."""
+    response = client.request_download(location, dfi=dfi)
+    return None if response is None else int(response.service_data.max_length)
 
 
 def _write_raw(client: Client, did: int, value: bytes) -> Any:

@@ -66,14 +66,14 @@ class UdsSession:
         except Exception as exc:  # closing a dead link must not mask the real error
             log.debug("closing link to %s: %s", self.ecu.name, exc)
 
-    def call(self, step: str, request: Callable[[Client], T]) -> T:
+    def call(self, step: str, request: Callable[[Client], T | None]) -> T:
         """Run ``request``; repeat on NRC 0x21, translate every failure."""
         timing = self.ecu.timing
         for attempt in range(timing.busy_retries + 1):
             try:
-                return request(self.client)
+                result = request(self.client)
             except uds_exc.NegativeResponseException as exc:
-                code = int(exc.response.code)
+                code = exc.response.code or 0
                 if code == BUSY_REPEAT and attempt < timing.busy_retries:
                     log.info("%s: %s busy (NRC 0x21), repeating", self.ecu.name, step)
                     time.sleep(timing.busy_delay)
@@ -87,6 +87,9 @@ class UdsSession:
                 ) from exc
             except (OSError, isotp.IsoTpError, TimeoutError) as exc:
                 raise TransportError(f"ECU {self.ecu.name}: {step} link failed ({exc})") from exc
+            if result is None:  # only with suppressed responses, which we never request
+                raise UdsError(f"ECU {self.ecu.name}: {step} got no response")
+            return result
         raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -110,7 +113,7 @@ class Channel:
                 raise TransportError(f"ECU {self.ecu.name}: cannot connect ({exc})") from exc
         return self._session
 
-    def call(self, step: str, request: Callable[[Client], T], *, retry: bool = True) -> T:
+    def call(self, step: str, request: Callable[[Client], T | None], *, retry: bool = True) -> T:
         """:meth:`UdsSession.call` on the current session.
 
         With ``retry`` a lost link or response is retried on a fresh link; pass

@@ -6,7 +6,7 @@ import dataclasses
 import itertools
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -35,7 +35,8 @@ def image(version: str, size: int = 20_000) -> bytes:
 
 def fast_timing(**changes: Any) -> Timing:
     return dataclasses.replace(
-        Timing(p2=0.3, p2_star=2.0, max_pending=5.0, reconnect_delay=0.1, busy_delay=0.01), **changes
+        Timing(p2=0.3, p2_star=2.0, max_pending=5.0, reconnect_delay=0.1, busy_delay=0.01),
+        **changes,
     )
 
 
@@ -47,21 +48,36 @@ def doip_pair() -> Any:
     """``make(faults=..., dual_bank=..., **ecu_changes)`` → running simulator + tester config."""
     started: list[BackgroundSimulator] = []
 
-    def make(faults: Faults | None = None, dual_bank: bool = False, compression: str = "none",
-             sim_changes: dict[str, Any] | None = None, **ecu_changes: Any) -> tuple[BackgroundSimulator, EcuConfig]:
+    def make(
+        faults: Faults | None = None,
+        dual_bank: bool = False,
+        compression: Literal["none", "zlib"] = "none",
+        sim_changes: dict[str, Any] | None = None,
+        **ecu_changes: Any,
+    ) -> tuple[BackgroundSimulator, EcuConfig]:
         sim = SimConfig(
-            "ecu", doip=SimDoIp(tcp_port=0, udp_port=0, max_block_length=0x2002),
-            memory=SimMemory(regions=[REGION], dual_bank=dual_bank), faults=faults or Faults(),
-            erase_time=0.02, reset_time=0.02, **(sim_changes or {}),
+            "ecu",
+            doip=SimDoIp(tcp_port=0, udp_port=0, max_block_length=0x2002),
+            memory=SimMemory(regions=[REGION], dual_bank=dual_bank),
+            faults=faults or Faults(),
+            erase_time=0.02,
+            reset_time=0.02,
+            **(sim_changes or {}),
         )
         background = BackgroundSimulator(sim).__enter__()
         started.append(background)
         ecu = EcuConfig(
-            "ecu", "doip", [REGION],
-            doip=DoIpSettings(host="127.0.0.1", tcp_port=background.doip_port,
-                              udp_port=background.udp_port),
-            security=SecuritySettings(params=MASK), timing=fast_timing(),
-            programming=Programming(dual_bank=dual_bank, compression=compression, reset_settle=0.05),  # type: ignore[arg-type]
+            "ecu",
+            "doip",
+            [REGION],
+            doip=DoIpSettings(
+                host="127.0.0.1", tcp_port=background.doip_port, udp_port=background.udp_port
+            ),
+            security=SecuritySettings(params=MASK),
+            timing=fast_timing(),
+            programming=Programming(
+                dual_bank=dual_bank, compression=compression, reset_settle=0.05
+            ),
         )
         return background, dataclasses.replace(ecu, **ecu_changes)
 
@@ -75,19 +91,34 @@ def docan_pair() -> Any:
     """Simulator and tester on a private python-can ``virtual`` channel."""
     started: list[BackgroundSimulator] = []
 
-    def make(faults: Faults | None = None, fd: bool = False, **ecu_changes: Any) -> tuple[BackgroundSimulator, EcuConfig]:
+    def make(
+        faults: Faults | None = None, fd: bool = False, **ecu_changes: Any
+    ) -> tuple[BackgroundSimulator, EcuConfig]:
         channel = f"uds-test-{os.getpid()}-{next(_channels)}"
-        can = dict(interface="virtual", channel=channel, block_size=0, fd=fd, frame_length=64 if fd else 8)
+        can: dict[str, Any] = {
+            "interface": "virtual",
+            "channel": channel,
+            "block_size": 0,
+            "fd": fd,
+            "frame_length": 64 if fd else 8,
+        }
         sim = SimConfig(
-            "ecu", docan=SimDoCan(**can),  # type: ignore[arg-type]
-            memory=SimMemory(regions=[REGION]), faults=faults or Faults(),
-            erase_time=0.02, reset_time=0.02,
+            "ecu",
+            docan=SimDoCan(**can),
+            memory=SimMemory(regions=[REGION]),
+            faults=faults or Faults(),
+            erase_time=0.02,
+            reset_time=0.02,
         )
         background = BackgroundSimulator(sim).__enter__()
         started.append(background)
         ecu = EcuConfig(
-            "ecu", "docan", [REGION], docan=DoCanSettings(**can),  # type: ignore[arg-type]
-            security=SecuritySettings(params=MASK), timing=fast_timing(),
+            "ecu",
+            "docan",
+            [REGION],
+            docan=DoCanSettings(**can),
+            security=SecuritySettings(params=MASK),
+            timing=fast_timing(),
             programming=Programming(reset_settle=0.05),
         )
         return background, dataclasses.replace(ecu, **ecu_changes)

@@ -9,7 +9,7 @@ import pytest
 
 from redstone_agent.ecusim.config import SimConfig, SimDoIp
 from redstone_agent.ecusim.runner import BackgroundSimulator
-from redstone_agent.uds.doip import pack_doip
+from redstone_agent.uds.doip_wire import pack_doip
 
 
 @pytest.fixture
@@ -55,7 +55,9 @@ def test_diagnostic_before_routing_activation_is_refused(entity: BackgroundSimul
 
 
 def test_unknown_target_address_is_refused(entity: BackgroundSimulator) -> None:
-    messages = exchange(entity.doip_port, ACTIVATE + pack_doip(0x8001, bytes.fromhex("0E00 0099 3E00")), 2)
+    messages = exchange(
+        entity.doip_port, ACTIVATE + pack_doip(0x8001, bytes.fromhex("0E00 0099 3E00")), 2
+    )
     assert messages[1] == (0x8003, bytes.fromhex("0010 0E00 03"))
 
 
@@ -66,11 +68,15 @@ def test_unknown_target_address_is_refused(entity: BackgroundSimulator) -> None:
         (bytes.fromhex("02 FD 8001 7FFFFFFF"), 0x02),  # endless-data attack
     ],
 )
-def test_garbage_gets_a_generic_nack_and_a_hang_up(entity: BackgroundSimulator, data: bytes, nack: int) -> None:
+def test_garbage_gets_a_generic_nack_and_a_hang_up(
+    entity: BackgroundSimulator, data: bytes, nack: int
+) -> None:
     assert exchange(entity.doip_port, data, expect=2) == [(0x0000, bytes([nack]))]
 
 
-def test_unknown_payload_type_gets_nack_and_connection_survives(entity: BackgroundSimulator) -> None:
+def test_unknown_payload_type_gets_nack_and_connection_survives(
+    entity: BackgroundSimulator,
+) -> None:
     request = pack_doip(0x4242, b"") + pack_doip(0x0007, b"")
     assert exchange(entity.doip_port, request, expect=2) == [
         (0x0000, b"\x01"),

@@ -33,7 +33,9 @@ def test_doip_flash_installs_and_reports_progress(doip_pair: Any) -> None:
 
 def test_doip_discovery_finds_the_entity(doip_pair: Any) -> None:
     _sim, ecu = doip_pair()
-    ecu = dataclasses.replace(ecu, doip=dataclasses.replace(ecu.doip, host="", discovery_address="127.0.0.1"))
+    ecu = dataclasses.replace(
+        ecu, doip=dataclasses.replace(ecu.doip, host="", discovery_address="127.0.0.1")
+    )
     assert Flasher(ecu).install(FlashImage(image("2.1.0"), "2.1.0")).outcome is Outcome.INSTALLED
 
 
@@ -46,7 +48,9 @@ def test_docan_flash_over_virtual_bus(docan_pair: Any) -> None:
 
 def test_docan_fd_flash(docan_pair: Any) -> None:
     _sim, ecu = docan_pair(fd=True)
-    assert Flasher(ecu).install(FlashImage(image("3.1.0", 9000), "3.1.0")).outcome is Outcome.INSTALLED
+    assert (
+        Flasher(ecu).install(FlashImage(image("3.1.0", 9000), "3.1.0")).outcome is Outcome.INSTALLED
+    )
 
 
 def test_compression_sends_fewer_bytes(doip_pair: Any) -> None:
@@ -70,14 +74,25 @@ def test_compression_falls_back_when_the_ecu_lacks_it(doip_pair: Any) -> None:
     ("faults", "check"),
     [
         (Faults(drop_every=10), lambda r: True),
-        (Faults(drop_every=3, drop_services=[0x36]), lambda r: r.blocks_resent >= 1 and r.restarts == 0),
+        (
+            Faults(drop_every=3, drop_services=[0x36]),
+            lambda r: r.blocks_resent >= 1 and r.restarts == 0,
+        ),
         (Faults(delay=0.05), lambda r: True),
         (Faults(pending_storm=4, pending_interval=0.02), lambda r: True),
         (Faults(busy_repeat=3), lambda r: True),
         (Faults(reset_after_blocks=2), lambda r: r.restarts >= 1),
         (Faults(power_loss_after_blocks=2, power_loss_time=0.3), lambda r: r.restarts >= 1),
     ],
-    ids=["dropped", "dropped-block-ack", "delayed", "nrc78-storm", "nrc21-busy", "reset-mid-transfer", "power-loss"],
+    ids=[
+        "dropped",
+        "dropped-block-ack",
+        "delayed",
+        "nrc78-storm",
+        "nrc21-busy",
+        "reset-mid-transfer",
+        "power-loss",
+    ],
 )
 def test_transient_faults_are_survived(doip_pair: Any, faults: Faults, check: Any) -> None:
     sim, ecu = doip_pair(faults=faults)
@@ -89,8 +104,15 @@ def test_transient_faults_are_survived(doip_pair: Any, faults: Faults, check: An
 
 
 def test_pending_storm_longer_than_allowed_fails_clearly(doip_pair: Any) -> None:
-    sim, ecu = doip_pair(faults=Faults(pending_storm=40, pending_interval=0.05, pending_services=[0x31]))
-    ecu = dataclasses.replace(ecu, timing=dataclasses.replace(ecu.timing, max_pending=0.5, transfer_retries=0, restart_attempts=0))
+    _sim, ecu = doip_pair(
+        faults=Faults(pending_storm=40, pending_interval=0.05, pending_services=[0x31])
+    )
+    ecu = dataclasses.replace(
+        ecu,
+        timing=dataclasses.replace(
+            ecu.timing, max_pending=0.5, transfer_retries=0, restart_attempts=0
+        ),
+    )
     report = Flasher(ecu).install(FlashImage(image("5.1.0"), "5.1.0"))
     assert report.outcome is not Outcome.INSTALLED
     assert report.error and "timed out" in report.error
@@ -141,7 +163,11 @@ def test_wrong_security_key_is_a_clear_error_and_harmless(doip_pair: Any) -> Non
     ecu = dataclasses.replace(ecu, security=SecuritySettings(params={"mask": "00000000"}))
     report = Flasher(ecu).install(FlashImage(image("9.0.0"), "9.0.0"))
     assert report.outcome is Outcome.UNCHANGED
-    assert report.error and "security access denied" in report.error and "0x35 invalidKey" in report.error
+    assert (
+        report.error
+        and "security access denied" in report.error
+        and "0x35 invalidKey" in report.error
+    )
     assert sim.ecu.memory.read_active("app", 0, 5) == b"1.0.0"
 
 
@@ -166,7 +192,9 @@ def test_cancel_leaves_a_reflashable_ecu(doip_pair: Any) -> None:
         if step.phase == "download" and step.done > 10_000:
             cancel.set()
 
-    report = Flasher(ecu).install(FlashImage(image("10.0.0", 60_000), "10.0.0"), progress=progress, cancel=cancel)
+    report = Flasher(ecu).install(
+        FlashImage(image("10.0.0", 60_000), "10.0.0"), progress=progress, cancel=cancel
+    )
     assert report.outcome is Outcome.CANCELLED
     assert sim.ecu.mode == "bootloader"
     again = Flasher(ecu).install(FlashImage(image("10.0.0", 60_000), "10.0.0"))

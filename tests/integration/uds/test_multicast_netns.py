@@ -89,7 +89,10 @@ def namespaces() -> Iterator[tuple[str, str]]:
         ip("link", "add", veth_e, "type", "veth", "peer", "name", veth_t)
         ip("link", "set", veth_e, "netns", ecu_ns)
         ip("link", "set", veth_t, "netns", tester_ns)
-        for ns, dev, addr in ((ecu_ns, veth_e, "10.77.0.1/24"), (tester_ns, veth_t, "10.77.0.2/24")):
+        for ns, dev, addr in (
+            (ecu_ns, veth_e, "10.77.0.1/24"),
+            (tester_ns, veth_t, "10.77.0.2/24"),
+        ):
             ip("-n", ns, "link", "set", "lo", "up")
             ip("-n", ns, "addr", "add", addr, "dev", dev)
             ip("-n", ns, "link", "set", dev, "up")
@@ -97,7 +100,7 @@ def namespaces() -> Iterator[tuple[str, str]]:
         yield ecu_ns, tester_ns
     finally:
         for ns in (ecu_ns, tester_ns):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
 
 
 def test_flash_across_namespaces(namespaces: tuple[str, str], tmp_path: Path) -> None:
@@ -109,20 +112,37 @@ def test_flash_across_namespaces(namespaces: tuple[str, str], tmp_path: Path) ->
     (tmp_path / "flash.py").write_text(textwrap.dedent(FLASH))
     sim = subprocess.Popen(
         ["ip", "netns", "exec", ecu_ns, ecusim, str(tmp_path / "sim.toml"), "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert sim.stdout is not None
         ready = json.loads(sim.stdout.readline())
         assert ready["name"] == "bcm" and ready["mode"] == "application"
         flash = subprocess.run(
-            ["ip", "netns", "exec", tester_ns, sys.executable, str(tmp_path / "flash.py"),
-             str(tmp_path / "ecu.toml")],
-            capture_output=True, text=True, timeout=120,
+            [
+                "ip",
+                "netns",
+                "exec",
+                tester_ns,
+                sys.executable,
+                str(tmp_path / "flash.py"),
+                str(tmp_path / "ecu.toml"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
         assert flash.returncode == 0, flash.stderr
         result = json.loads(flash.stdout.strip().splitlines()[-1])
-        assert result == {"outcome": "installed", "error": None, "before": "1.0.0", "after": "2.0.0"}
+        assert result == {
+            "outcome": "installed",
+            "error": None,
+            "before": "1.0.0",
+            "after": "2.0.0",
+        }
     finally:
         sim.terminate()
         try:

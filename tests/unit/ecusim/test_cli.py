@@ -21,13 +21,17 @@ def test_help_explains_modes_and_faults(capsys: pytest.CaptureFixture[str]) -> N
         assert phrase in out
 
 
-def test_missing_config_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_config_is_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main([str(tmp_path / "nope.toml")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("redstone-ecusim: error:") and "file not found" in err[-1]
 
 
-def test_config_without_transport_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_config_without_transport_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "sim.toml"
     path.write_text('name = "x"\n')
     assert main([str(path)]) == 1
@@ -35,10 +39,17 @@ def test_config_without_transport_is_refused(tmp_path: Path, capsys: pytest.Capt
 
 
 def test_overrides_replace_ports_channel_and_faults() -> None:
-    args = build_parser().parse_args([
-        str(EXAMPLES / "sim-gateway.toml"), "--tcp-port", "0", "--fault", "pending_storm=5",
-        "--fault", "wrong_checksum",
-    ])
+    args = build_parser().parse_args(
+        [
+            str(EXAMPLES / "sim-gateway.toml"),
+            "--tcp-port",
+            "0",
+            "--fault",
+            "pending_storm=5",
+            "--fault",
+            "wrong_checksum",
+        ]
+    )
     config = apply_overrides(load_sim(args.config), args)
     assert config.doip is not None and config.doip.tcp_port == 0
     assert config.faults.pending_storm == 5 and config.faults.wrong_checksum is True

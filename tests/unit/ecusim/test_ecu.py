@@ -17,8 +17,11 @@ KEY = bytes(a ^ b for a, b in zip(SEED, bytes.fromhex("5a3c9ee1"), strict=True))
 
 def make(**changes: object) -> SimulatedEcu:
     config = SimConfig(
-        "t", doip=SimDoIp(), memory=SimMemory(regions=[REGION], dual_bank=bool(changes.pop("dual", False))),
-        security=SimSecurity(params={"mask": "5a3c9ee1"}, lockout=10.0), erase_time=0.5,
+        "t",
+        doip=SimDoIp(),
+        memory=SimMemory(regions=[REGION], dual_bank=bool(changes.pop("dual", False))),
+        security=SimSecurity(params={"mask": "5a3c9ee1"}, lockout=10.0),
+        erase_time=0.5,
         **changes,  # type: ignore[arg-type]
     )
     return SimulatedEcu(config, random_bytes=lambda n: SEED[:n])

@@ -26,8 +26,8 @@ def test_iter_blocks_covers_the_data_and_can_start_late() -> None:
 
 
 def test_address_and_length_format() -> None:
-    assert blocks.address_and_length(0x10000, 0x800, 4, 4).hex() == "44" "00010000" "00000800"
-    assert blocks.address_and_length(0x1234, 0x56, 2, 1).hex() == "12" "1234" "56"
+    assert blocks.address_and_length(0x10000, 0x800, 4, 4).hex() == "440001000000000800"
+    assert blocks.address_and_length(0x1234, 0x56, 2, 1).hex() == "12123456"
 
 
 def test_payload_encoding() -> None:

@@ -25,7 +25,7 @@ def test_shipped_examples_load() -> None:
 
 def test_find_ecu_by_name_and_unknown_ecu(tmp_path: Path) -> None:
     assert find_ecu(EXAMPLES, "gateway").transport == "doip"
-    with pytest.raises(UnknownEcuError, match="unknown ECU 'abs'.*known: bcm, gateway"):
+    with pytest.raises(UnknownEcuError, match=r"unknown ECU 'abs'.*known: bcm, gateway"):
         find_ecu(EXAMPLES, "abs")
 
 
@@ -34,9 +34,15 @@ def test_find_ecu_by_name_and_unknown_ecu(tmp_path: Path) -> None:
     [
         ('name = "x"\ntransport = "lin"\n[[regions]]\nname="a"\naddress=0\nsize=1\n', "transport"),
         ('name = "x"\ntransport = "docan"\nregions = []\n', "at least one"),
-        ('name = "x"\ntransport = "docan"\n[docan]\nframe_length = 64\n[[regions]]\nname="a"\naddress=0\nsize=1\n',
-         "frame_length"),
-        ('name = "x"\ntransport = "docan"\n[[regions]]\nname="a"\naddress="0"\nsize=1\n', "regions"),
+        (
+            'name = "x"\ntransport = "docan"\n[docan]\nframe_length = 64\n'
+            '[[regions]]\nname="a"\naddress=0\nsize=1\n',
+            "frame_length",
+        ),
+        (
+            'name = "x"\ntransport = "docan"\n[[regions]]\nname="a"\naddress="0"\nsize=1\n',
+            "regions",
+        ),
     ],
 )
 def test_bad_config_names_the_key(tmp_path: Path, text: str, message: str) -> None:

@@ -20,9 +20,18 @@ from redstone_agent.uds.rollback import Outcome, RollbackAction, outcome_of, pla
         (False, False, None, None, RollbackAction.GIVE_UP),
     ],
 )
-def test_plan(dual: bool, previous: bool, running: str | None, before: str | None, action: RollbackAction) -> None:
-    assert plan_rollback(dual_bank=dual, has_previous_image=previous, running_version=running,
-                         version_before=before) is action
+def test_plan(
+    dual: bool, previous: bool, running: str | None, before: str | None, action: RollbackAction
+) -> None:
+    assert (
+        plan_rollback(
+            dual_bank=dual,
+            has_previous_image=previous,
+            running_version=running,
+            version_before=before,
+        )
+        is action
+    )
 
 
 def test_outcomes() -> None:

@@ -43,6 +43,8 @@ def test_third_party_plugin_by_module_and_function() -> None:
         (f"{PLUGIN}:broken_key", {}, "failed: supplier bug"),
     ],
 )
-def test_bad_algorithms_are_one_line_errors(name: str, params: dict[str, str], message: str) -> None:
+def test_bad_algorithms_are_one_line_errors(
+    name: str, params: dict[str, str], message: str
+) -> None:
     with pytest.raises(SecurityAccessError, match=message):
         compute_key(name, 1, b"\x01\x02\x03\x04", params)
