@@ -44,11 +44,11 @@ def parse_range(header: str | None, length: int) -> ByteRange | None:
             raise RangeNotSatisfiable(f"range {header!r} selects nothing of {length} bytes", length)
         return ByteRange(max(0, length - suffix), length - 1, length)
     start = int(first)
-    end = int(last) if last else length - 1
-    if end < start:
-        return None
     if start >= length:
         raise RangeNotSatisfiable(
             f"range {header!r} starts beyond the {length}-byte object", length
         )
+    end = int(last) if last else length - 1
+    if end < start:
+        return None
     return ByteRange(start, min(end, length - 1), length)

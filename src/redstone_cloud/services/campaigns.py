@@ -188,7 +188,7 @@ def _targeted_vehicles(session: Session, targeting: Targeting) -> list[Vehicle]:
 
 
 def _release_counters(session: Session) -> dict[str, int]:
-    return dict(session.execute(select(Package.target, Package.release_counter)).tuples().all())
+    return dict(session.execute(select(Package.target, Package.release_counter)).all())
 
 
 def plan_for(session: Session, campaign: Campaign, vehicle: Vehicle) -> dict[str, Package]:
@@ -364,9 +364,7 @@ def group_counts(session: Session, campaign_id: int, position: int) -> rollout.G
                 select(Assignment.state, func.count())
                 .where(Assignment.campaign_id == campaign_id, Assignment.group_position == position)
                 .group_by(Assignment.state)
-            )
-            .tuples()
-            .all()
+            ).all()
         )
     )
     return rollout.GroupCounts(
@@ -422,7 +420,7 @@ def status(session: Session, name: str) -> dict[str, Any]:
         select(Assignment.group_position, Assignment.state, func.count())
         .where(Assignment.campaign_id == campaign.id)
         .group_by(Assignment.group_position, Assignment.state)
-    ).tuples()
+    )
     per_group: dict[int, Counter[str]] = {g.position: Counter() for g in campaign.groups}
     for position, state, count in rows:
         per_group[position][state] = count
@@ -475,5 +473,5 @@ def vehicle_states(
             "detail": a.detail,
             "updated_at": a.updated_at.isoformat(),
         }
-        for a, vin in session.execute(stmt).tuples()
+        for a, vin in session.execute(stmt)
     ]

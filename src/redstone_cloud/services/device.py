@@ -96,14 +96,20 @@ class PollView:
     without_update: bytes
 
     def answer(self, now: dt.datetime) -> tuple[bytes, bool]:
-        """(body, needs_offer): needs_offer means the slow path must publish first."""
-        if self.assignment_state is None or not self.campaign_running:
-            return self.without_update, False
-        if self.assignment_state in ("waiting",):
+        """(body, needs_offer): needs_offer means the slow path must publish first.
+
+        A vehicle that already began keeps seeing its update (pause and window
+        only hold back offers); a new offer needs a running campaign, its start
+        time reached and its maintenance window open.
+        """
+        state = self.assignment_state
+        if state in campaigns.PROGRESS:
+            return self.with_update, False
+        if state not in ("pending", "offered") or not self.campaign_running:
             return self.without_update, False
         if not schedule.may_offer(self.start_at, self.window, now):
             return self.without_update, False
-        return self.with_update, self.assignment_state == "pending"
+        return self.with_update, state == "pending"
 
 
 def etag_of(body: bytes) -> str:
@@ -368,5 +374,5 @@ def search_logs(
             "at": log.at.isoformat(),
             "text": log.text,
         }
-        for log, log_vin in session.execute(stmt.limit(max(1, min(limit, 1000)))).tuples()
+        for log, log_vin in session.execute(stmt.limit(max(1, min(limit, 1000))))
     ]

@@ -69,5 +69,5 @@ def listing(session: Session) -> list[dict[str, object]]:
             RepoMetadata.version,
             func.length(RepoMetadata.body),
         ).order_by(RepoMetadata.id)
-    ).tuples()
+    )
     return [{"name": n, "role": r, "version": v, "length": size} for n, r, v, size in rows]

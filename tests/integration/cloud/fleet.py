@@ -47,7 +47,7 @@ def make_csr(common_name: str = "device") -> tuple[ec.EllipticCurvePrivateKey, b
 
 
 @dataclass
-class TestVehicle:
+class SimVehicle:
     vin: str
     signers: dict[str, Signer]
     """ECU serial -> its key; the first is the primary."""
@@ -71,7 +71,7 @@ class Fleet:
 
     def __init__(self, client: TestClient) -> None:
         self.client = client
-        self.vehicles: dict[str, TestVehicle] = {}
+        self.vehicles: dict[str, SimVehicle] = {}
         self._ca = False
 
     def admin(self, method: str, path: str, **kwargs: Any) -> Response:
@@ -102,7 +102,7 @@ class Fleet:
             content=data,
         )
 
-    def vehicle(self, n: int, baseline: str | None = None) -> TestVehicle:
+    def vehicle(self, n: int, baseline: str | None = None) -> SimVehicle:
         self.setup_pki()
         vin = vin_of(n)
         hardware = {f"{vin}-tbox": "tbox-hw", f"{vin}-adas": "adas-hw", f"{vin}-bcm": "bcm-hw"}
@@ -126,23 +126,23 @@ class Fleet:
         cert = self.ok(
             "POST", f"/api/v1/vehicles/{vin}/certificates", json={"csr_pem": csr.decode()}
         )
-        vehicle = TestVehicle(vin, signers, hardware, cert["cert_pem"], cert["serial"], key)
+        vehicle = SimVehicle(vin, signers, hardware, cert["cert_pem"], cert["serial"], key)
         self.vehicles[vin] = vehicle
         return vehicle
 
     # --- device side ------------------------------------------------------------------------
 
-    def device(self, vehicle: TestVehicle, method: str, path: str, **kwargs: Any) -> Response:
+    def device(self, vehicle: SimVehicle, method: str, path: str, **kwargs: Any) -> Response:
         headers = {**vehicle.device_headers(), **kwargs.pop("headers", {})}
         return self.client.request(method, path, headers=headers, **kwargs)
 
-    def nonce(self, vehicle: TestVehicle) -> str:
+    def nonce(self, vehicle: SimVehicle) -> str:
         response = self.device(vehicle, "POST", "/api/v1/device/nonce")
         assert response.status_code == 200, response.text
         return str(response.json()["nonce"])
 
     def manifest_bytes(
-        self, vehicle: TestVehicle, nonce: str, signer_override: Signer | None = None
+        self, vehicle: SimVehicle, nonce: str, signer_override: Signer | None = None
     ) -> bytes:
         envelopes = {}
         for serial, signer in vehicle.signers.items():
@@ -154,11 +154,11 @@ class Fleet:
         primary_signer = signer_override or vehicle.signers[vehicle.primary]
         return sign_vehicle_manifest(vehicle.vin, vehicle.primary, nonce, envelopes, primary_signer)
 
-    def send_manifest(self, vehicle: TestVehicle) -> Response:
+    def send_manifest(self, vehicle: SimVehicle) -> Response:
         data = self.manifest_bytes(vehicle, self.nonce(vehicle))
         return self.device(vehicle, "POST", "/api/v1/device/manifest", content=data)
 
-    def install(self, vehicle: TestVehicle, update: dict[str, Any]) -> None:
+    def install(self, vehicle: SimVehicle, update: dict[str, Any]) -> None:
         """Pretend the vehicle installed what the poll offered."""
         for serial, item in update["ecus"].items():
             vehicle.installed[serial] = (
@@ -168,10 +168,10 @@ class Fleet:
                 item["release_counter"],
             )
 
-    def poll(self, vehicle: TestVehicle) -> dict[str, Any]:
+    def poll(self, vehicle: SimVehicle) -> dict[str, Any]:
         response = self.device(vehicle, "GET", "/api/v1/device/poll")
         assert response.status_code == 200, response.text
         return dict(response.json())
 
-    def event(self, vehicle: TestVehicle, kind: str, **extra: Any) -> Response:
+    def event(self, vehicle: SimVehicle, kind: str, **extra: Any) -> Response:
         return self.device(vehicle, "POST", "/api/v1/device/events", json={"kind": kind, **extra})
