@@ -234,7 +234,7 @@ class Engine:
             if self._cancel.is_set():
                 self._move(S.IDLE, error=ResultCode.CANCELLED, detail="install cancelled")
             else:
-                code = getattr(exc, "code", None) or ResultCode.INSTALL_FAILED
+                code = _failure_code(exc)
                 log.warning("install failed: %s", exc)
                 self._move(S.FAILED, error=code, detail=str(exc))
             return
@@ -369,6 +369,20 @@ class Engine:
         if self._task is not None and not self._task.done():
             self._cancel.set()
             self._task.cancel()
+
+
+def _failure_code(exc: BaseException) -> ResultCode:
+    """TRANSFER_FAILED when the download gave up, the error's own code, else INSTALL_FAILED."""
+    from redstone_agent.transfer import TransferError
+
+    if isinstance(exc, SubError):
+        return exc.code
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, TransferError):
+            return ResultCode.TRANSFER_FAILED
+        cause = cause.__cause__
+    return ResultCode.INSTALL_FAILED
 
 
 def _other(slot: str) -> str:

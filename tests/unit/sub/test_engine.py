@@ -250,3 +250,96 @@ def test_service_answers_every_request_with_a_result_code(bench: Bench) -> None:
 
 def test_sub_error_carries_its_code() -> None:
     assert SubError("x", ResultCode.TRANSFER_FAILED).code is ResultCode.TRANSFER_FAILED
+
+
+def test_delta_install_rebuilds_from_the_booted_slot(bench: Bench) -> None:
+    from redstone_agent.delta.make import make_delta
+    from redstone_agent.someip.messages import DeltaInfo
+
+    v1 = os.urandom(200_000)
+    v2 = bytearray(v1)
+    v2[1000:1100] = os.urandom(100)
+    v2 += os.urandom(5000)
+    (bench.root / "old.img").write_bytes(v1)
+    (bench.root / "new.img").write_bytes(bytes(v2))
+    delta_path = bench.root / "v1-v2.delta"
+    with delta_path.open("wb") as out:
+        make_delta(bench.root / "old.img", bench.root / "new.img", out, jobs=1)
+    delta = delta_path.read_bytes()
+    assert len(delta) < len(v2) // 4
+
+    async def update(request: InstallRequest) -> None:
+        engine = bench.engine()
+        await install_ready(bench, engine, request)
+        assert engine.state is S.READY, engine.status()
+        await engine.activate()
+        await asyncio.sleep(0.5)
+
+    async def commit() -> None:
+        engine = bench.engine()
+        await engine.recover()
+        await engine.commit()
+
+    asyncio.run(update(bench.publish("v1.img", v1, 1)))
+    bench.node.reboot()
+    asyncio.run(commit())  # v1 committed in slot B
+    full = bench.publish("v2.img", bytes(v2), 2)
+    request = InstallRequest(
+        full.target,
+        full.url,
+        full.sha256,
+        full.length,
+        DeltaInfo(
+            str(delta_path),
+            hashlib.sha256(delta).digest(),
+            len(delta),
+            hashlib.sha256(v1).digest(),
+        ),
+    )
+    asyncio.run(update(request))
+    assert bench.node.reboot() == "A"
+    with bench.node.config.A.device.open("rb") as slot:
+        assert slot.read(len(v2)) == bytes(v2)
+
+
+def test_delta_for_another_source_is_refused(bench: Bench) -> None:
+    from redstone_agent.delta.make import make_delta
+    from redstone_agent.someip.messages import DeltaInfo
+
+    (bench.root / "other.img").write_bytes(os.urandom(50_000))
+    new = os.urandom(50_000)
+    (bench.root / "new.img").write_bytes(new)
+    delta_path = bench.root / "bad.delta"
+    with delta_path.open("wb") as out:
+        make_delta(bench.root / "other.img", bench.root / "new.img", out, jobs=1)
+    full = bench.publish("v2.img", new, 1)
+    request = InstallRequest(
+        full.target,
+        full.url,
+        full.sha256,
+        full.length,
+        DeltaInfo(str(delta_path), bytes(32), delta_path.stat().st_size, bytes(32)),
+    )
+
+    async def scenario() -> None:
+        engine = bench.engine()
+        await install_ready(bench, engine, request)
+        status = engine.status()
+        assert (status.state, status.error) == (S.FAILED, ResultCode.INSTALL_FAILED)
+        assert "another source image" in status.detail
+
+    asyncio.run(scenario())
+    assert bench.node.reboot() == "A"
+
+
+def test_unreachable_cache_is_a_transfer_failure(bench: Bench) -> None:
+    request = bench.publish("v1.img", os.urandom(1000), 1)
+    Path(request.url).unlink()
+
+    async def scenario() -> None:
+        engine = bench.engine()
+        await install_ready(bench, engine, request)
+        status = engine.status()
+        assert (status.state, status.error) == (S.FAILED, ResultCode.TRANSFER_FAILED), status
+
+    asyncio.run(scenario())
