@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import mmap
 import os
 import threading
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from redstone_agent.slots.writer import (
+    BlockSink,
     ImageMismatch,
     ReadbackMismatch,
     SlotWriteError,
@@ -216,3 +218,38 @@ def test_write_from_honours_cancel(tmp_path: Path) -> None:
             io.BytesIO(IMAGE), tmp_path / "slot", expected_size=len(IMAGE), expected_sha256=SHA,
             cancel=cancel,
         )  # fmt: skip
+
+
+def test_block_sink_writes_buffered_when_o_direct_is_refused(tmp_path: Path) -> None:
+    target = tmp_path / "slot"
+    target.write_bytes(b"")
+    backing = mmap.mmap(-1, 3 * 4096)
+    misaligned = memoryview(backing)[1 : 1 + 2 * 4096]  # O_DIRECT needs an aligned address
+    misaligned[:] = IMAGE[: 2 * 4096]
+    fd = os.open(target, os.O_WRONLY)
+    sink = BlockSink(fd, target)
+    try:
+        assert sink.direct  # ext4/tmpfs accept O_DIRECT at open time
+        sink.write(misaligned, 0)
+        assert not sink.direct
+        sink.write(memoryview(IMAGE)[2 * 4096 : 3 * 4096 + 5], 2 * 4096)
+        sink.sync()
+    finally:
+        sink.close()
+        os.close(fd)
+    assert target.read_bytes() == IMAGE[: 3 * 4096 + 5]
+
+
+def test_block_sink_buffered_by_choice(tmp_path: Path) -> None:
+    target = tmp_path / "slot"
+    target.write_bytes(b"")
+    fd = os.open(target, os.O_WRONLY)
+    sink = BlockSink(fd, target, direct=False, lag=1)
+    try:
+        for offset in range(0, len(IMAGE), CHUNK):
+            sink.write(memoryview(IMAGE)[offset : offset + CHUNK], offset)
+        sink.sync()
+    finally:
+        sink.close()
+        os.close(fd)
+    assert target.read_bytes() == IMAGE
