@@ -11,6 +11,7 @@ import argparse
 import getpass
 import json
 import secrets
+import socket
 import ssl
 import sys
 from collections.abc import Callable, Sequence
@@ -109,7 +110,8 @@ def cmd_serve(backend: Backend, args: argparse.Namespace) -> Any:
         access_log=args.access_log,
         **options,
     )
-    uvicorn.Server(config).run()
+    sockets = [socket.socket(fileno=args.fd)] if args.fd is not None else None
+    uvicorn.Server(config).run(sockets=sockets)
     return None
 
 
@@ -288,6 +290,9 @@ def _add_serve(sub: Any) -> None:
     serve = sub.add_parser("serve", help="run the HTTPS API (mTLS for devices)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8443)
+    serve.add_argument(
+        "--fd", type=int, help="serve on an inherited listening socket (socket activation, tests)"
+    )
     serve.add_argument("--no-tls", action="store_true", help="plain HTTP (behind a TLS proxy)")
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--access-log", action="store_true", help="log every request")

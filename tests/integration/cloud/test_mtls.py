@@ -1,0 +1,115 @@
+"""The real server process with TLS: client certificate -> vehicle, revocation, foreign CAs."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from redstone_agent.uptane.keys import generate_signer, public_key_to_dict
+from redstone_cloud import pki as certs
+from redstone_cloud.backend import open_backend
+from redstone_cloud.db.engine import transaction
+from redstone_cloud.services import inventory, pki
+from redstone_cloud.settings import load_settings
+from tests.integration.cloud.fleet import MODEL, make_csr, vin_of
+from tests.integration.cloud.server import serving, write_config
+
+pytestmark = pytest.mark.slow
+
+
+def _write_key(path: Path, key: certs.CaKey) -> Path:
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return path
+
+
+def test_mtls_maps_certificates_to_vehicles(database_url: str, tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "cloud.toml",
+        database_url,
+        tmp_path / "data",
+        cert=tmp_path / "server.pem",
+        key=tmp_path / "server.key",
+    )
+    settings = load_settings(config)
+    backend = open_backend(settings)
+    key_dir = settings.key_dir
+    with transaction(backend.sessions) as session:
+        pki.create_ca(session, key_dir, "test", "root")
+        pki.create_ca(session, key_dir, "test", "devices", parent="root")
+        slots = [inventory.EcuSlot(**e) for e in MODEL["ecus"]]  # type: ignore[arg-type]
+        inventory.create_model(session, "test", "sedan", "", slots)
+        cert, key = pki.server_certificate(session, key_dir, ["127.0.0.1"])
+        (tmp_path / "server.pem").write_text(certs.cert_pem(cert))
+        _write_key(tmp_path / "server.key", key)
+        clients = {}
+        for n in (1, 2):
+            ecus = [
+                inventory.EcuSpec(
+                    f"{n}-{e['role']}",
+                    e["hardware_id"],
+                    public_key_to_dict(generate_signer().public_key),
+                    e["kind"] == "primary",
+                )
+                for e in MODEL["ecus"]
+            ]
+            inventory.register_vehicle(session, "test", vin_of(n), "sedan", ecus)
+            device_key, csr = make_csr()
+            row = pki.issue(session, key_dir, "test", vin_of(n), csr)
+            (tmp_path / f"v{n}.pem").write_text(row.cert_pem)
+            _write_key(tmp_path / f"v{n}.key", device_key)
+            clients[n] = row.serial
+        bundle = pki.ca_bundle(session)
+    backend.close()
+    (tmp_path / "ca.pem").write_text(bundle)
+    foreign_key = certs.new_ca_key()
+    foreign_ca = certs.create_root_ca("foreign", foreign_key)
+    foreign_device_key, csr = make_csr()
+    _write_key(tmp_path / "foreign.key", foreign_device_key)
+    foreign = certs.issue_device_certificate(
+        certs.load_csr(csr), vin_of(1), foreign_ca, foreign_key
+    )
+    (tmp_path / "foreign.pem").write_text(certs.cert_pem(foreign))
+
+    def context(name: str | None) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+        if name:
+            ctx.load_cert_chain(tmp_path / f"{name}.pem", tmp_path / f"{name}.key")
+        return ctx
+
+    with serving(config, tmp_path / "ca.pem") as url:
+        with httpx.Client(verify=context("v1")) as car:
+            first = car.get(f"{url}/api/v1/device/poll")
+            assert first.status_code == 200, first.text
+            assert first.json()["vin"] == vin_of(1)
+            cached = car.get(
+                f"{url}/api/v1/device/poll", headers={"If-None-Match": first.headers["etag"]}
+            )
+            assert cached.status_code == 304
+            own = car.get(f"{url}/uptane/director/{vin_of(1)}/root.json")
+            assert own.status_code == 200
+            assert car.get(f"{url}/uptane/director/{vin_of(2)}/root.json").status_code == 403
+        with httpx.Client(verify=context("v2")) as other:
+            assert other.get(f"{url}/api/v1/device/poll").json()["vin"] == vin_of(2)
+        with httpx.Client(verify=context(None)) as anonymous:
+            assert anonymous.get(f"{url}/api/v1/device/poll").status_code == 401
+            assert anonymous.get(f"{url}/healthz").status_code == 200
+        with pytest.raises(httpx.HTTPError), httpx.Client(verify=context("foreign")) as forged:
+            forged.get(f"{url}/api/v1/device/poll")
+        admin = open_backend(settings)
+        with transaction(admin.sessions) as session:
+            pki.revoke(session, "test", clients[1], "stolen")
+        admin.close()
+        with httpx.Client(verify=context("v1")) as car:
+            refused = car.get(f"{url}/api/v1/device/poll")
+            assert refused.status_code == 403
+            assert refused.json() == {"error": "client certificate has been revoked"}
