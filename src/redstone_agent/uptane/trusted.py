@@ -16,12 +16,13 @@ from datetime import datetime
 from typing import cast
 
 from tuf.api import exceptions as tuf_errors
+from tuf.api.serialization.json import CanonicalJSONSerializer
 from tuf.ngclient._internal.trusted_metadata_set import TrustedMetadataSet
 from tuf.ngclient.config import EnvelopeType
 
 from redstone_agent.uptane.bundle import RepositoryMetadata
 from redstone_agent.uptane.errors import MetadataError
-from redstone_agent.uptane.tufapi import Metadata, Root, TargetFile, Targets
+from redstone_agent.uptane.tufapi import Metadata, Root, Signature, Signed, T, TargetFile, Targets
 
 MAX_ROOT_ROTATIONS = 64
 MAX_DELEGATIONS = 32
@@ -47,10 +48,42 @@ def _as_metadata_error(repository: str) -> Iterator[None]:
         raise MetadataError(repository, f"{type(exc).__name__}: {reason}") from exc
 
 
+def canonical_bytes(signed: Signed) -> bytes:
+    """OLPC canonical JSON of ``signed``, byte-identical to python-tuf's, ~10x faster.
+
+    For JSON without backslashes (hence without escapes or control characters),
+    ``json.dumps`` with sorted keys and tight separators *is* the canonical
+    form; anything with a backslash takes securesystemslib's exact encoder.
+    """
+    data = signed.to_dict()
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    if "\\" in text:
+        return CanonicalJSONSerializer().serialize(signed)
+    return text.encode("utf-8")
+
+
+def _load_metadata(
+    role: type[T],
+    data: bytes,
+    delegator: Root | Targets | None = None,
+    role_name: str | None = None,
+) -> tuple[T, bytes, dict[str, Signature]]:
+    """python-tuf's loader, encoding the signed part once and with :func:`canonical_bytes`."""
+    md = Metadata[T].from_bytes(data)
+    if md.signed.type != role.type:
+        raise tuf_errors.RepositoryError(f"Expected '{role.type}', got '{md.signed.type}'")
+    signed_bytes = canonical_bytes(md.signed)
+    if delegator is not None:
+        delegator.verify_delegate(role_name or role.type, signed_bytes, md.signatures)
+    return md.signed, signed_bytes, md.signatures
+
+
 def _new_set(repository: str, trusted_root: bytes, now: datetime) -> TrustedMetadataSet:
     with _as_metadata_error(repository):
         trusted = TrustedMetadataSet(trusted_root, EnvelopeType.METADATA)
     trusted.reference_time = now
+    # Canonical encoding dominates verification time; same checks, faster encoder.
+    trusted._load_data = _load_metadata
     return trusted
 
 
