@@ -100,7 +100,8 @@ class Dids:
 
 @dataclass(frozen=True)
 class Timing:
-    """Client-side timing in seconds (the ECU's P2/P2* from session control win if larger)."""
+    """Client-side timing in seconds; P2/P2* announced by the ECU in its session-control
+    answer replace ``p2``/``p2_star`` when they are longer."""
 
     p2: float = 1.0
     p2_star: float = 5.0

@@ -211,8 +211,9 @@ class Flasher:
             raise VerificationError(
                 f"ECU {self.ecu.name}: runs version {running!r} after reset, expected {expected!r}"
             )
-        run.channel.call("extended session", lambda c: c.change_session(EXTENDED_SESSION))
-        self._sequence(run).routine("post-reset check", self.ecu.routines.check_dependencies)
+        sequence = self._sequence(run)
+        sequence.change_session("extended session", EXTENDED_SESSION)
+        sequence.routine("post-reset check", self.ecu.routines.check_dependencies)
 
     def _read_version(self, channel: Channel) -> str:
         raw = channel.call("read version", lambda c: read_raw(c, self.ecu.dids.version))

@@ -113,7 +113,7 @@ class ProgrammingSequence:
         """Sessions, DTC and communication control, then the programming session."""
         prog = self.ecu.programming
         self.progress("prepare", 0, 1)
-        self.channel.call("extended session", lambda c: c.change_session(EXTENDED_SESSION))
+        self.change_session("extended session", EXTENDED_SESSION)
         if prog.dtc_setting:
             self.channel.call("DTC setting off", lambda c: c.control_dtc_setting(DTC_OFF))
         if prog.communication_control:
@@ -121,8 +121,14 @@ class ProgrammingSequence:
                 "communication control",
                 lambda c: c.communication_control(DISABLE_RX_AND_TX, NORMAL_MESSAGES),
             )
-        self.channel.call("programming session", lambda c: c.change_session(PROGRAMMING_SESSION))
+        self.change_session("programming session", PROGRAMMING_SESSION)
         self.unlock()
+
+    def change_session(self, step: str, session: int) -> None:
+        """DiagnosticSessionControl, adopting the P2/P2* the ECU announces."""
+        response = self.channel.call(step, lambda c: c.change_session(session))
+        data = response.service_data
+        self.channel.session.adopt_timing(data.p2_server_max, data.p2_star_server_max)
 
     def unlock(self) -> None:
         """SecurityAccess with the configured seed→key plug-in."""

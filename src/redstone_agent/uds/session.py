@@ -59,6 +59,16 @@ class UdsSession:
         self.link = link
         self.client = Client(link.connection, config=cast(Any, client_config(ecu)))
 
+    def adopt_timing(self, p2_server: float | None, p2_star_server: float | None) -> None:
+        """Widen P2/P2* to what the ECU announced in its session-control answer.
+
+        The configured values are a floor: a slow bootloader that announces a
+        longer P2* (e.g. for erasing) gets it, a fast one never shortens ours.
+        """
+        timing = self.ecu.timing
+        self.client.set_config("p2_timeout", max(timing.p2, p2_server or 0.0))
+        self.client.set_config("p2_star_timeout", max(timing.p2_star, p2_star_server or 0.0))
+
     def close(self) -> None:
         """Close the link; never raises, the ECU may already be gone."""
         try:
