@@ -323,6 +323,7 @@ class Repository:
     def commit(self) -> list[str]:
         """Re-sign every changed role (new version), then snapshot and timestamp."""
         changed = sorted(self.dirty - {"root", "snapshot", "timestamp"})
+        self._require_signers([*changed, "snapshot", "timestamp"])
         if "root" in self.dirty:
             self._sign_new_root()
         for role in changed:
@@ -332,6 +333,18 @@ class Repository:
         committed = (["root"] if "root" in self.dirty else []) + changed
         self.dirty.clear()
         return committed
+
+    def _require_signers(self, roles: Iterable[str]) -> None:
+        """Refuse before changing anything if some role cannot reach its threshold."""
+        for role in roles:
+            delegated = self.delegator_of(role).get_delegated_role(role)
+            present = {s.public_key.keyid for s in self.signers.get(role, [])}
+            have = len(present & set(delegated.keyids))
+            if have < delegated.threshold:
+                raise RepositoryToolError(
+                    f"{self.name}: {role} needs {delegated.threshold} signing key(s), "
+                    f"{have} available; pass the missing key(s)"
+                )
 
     def refresh_timestamp(self) -> None:
         """Only re-sign the timestamp with a fresh expiry (the online heartbeat)."""
