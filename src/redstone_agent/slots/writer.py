@@ -263,13 +263,13 @@ class SlotWriter:
         self._written = 0
         self._reported = -1
         self._state = "open"
-        self._fd = open_target(self.target, expected_size)
-        self._sink = BlockSink(self._fd, self.target)
         self._lock = threading.Lock()
         self._free: queue.SimpleQueue[_Block] = queue.SimpleQueue()
         for _ in range(depth):
             self._free.put(_Block(chunk_size))
         self._current: _Block | None = None
+        self._fd = open_target(self.target, expected_size)
+        self._sink = BlockSink(self._fd, self.target)
         self._hasher = _Worker("slot-hash", self._hash_block, self._release)
         self._writer = _Worker("slot-write", self._write_block, self._release)
         self._hasher.start()
