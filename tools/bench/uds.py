@@ -30,26 +30,19 @@ import os
 import statistics
 import sys
 import time
+from dataclasses import replace
 from typing import Any
 
 import can
 
 from redstone_agent.ecusim.config import SimConfig, SimDoCan, SimDoIp, SimMemory
 from redstone_agent.ecusim.runner import BackgroundSimulator
-from redstone_agent.uds.config import (
-    DoCanSettings,
-    DoIpSettings,
-    EcuConfig,
-    Programming,
-    Region,
-    SecuritySettings,
-)
+from redstone_agent.uds.config import Region
 from redstone_agent.uds.flasher import Flasher, FlashImage, Progress
 from redstone_agent.uds.rollback import Outcome
 
 MIB = 1 << 20
 REGION = Region("app", 0x0010_0000, 4 * MIB)
-MASK = {"mask": "5a3c9ee1"}
 TARGETS = {
     "docan_frame_rate_ratio": 2.0,
     "docan_fd_frame_rate_ratio": 2.0,
@@ -99,44 +92,37 @@ class Timeline:
             self.end = now
 
 
+def bench_sim(**transport: Any) -> SimConfig:
+    return SimConfig(
+        "bench", memory=SimMemory(regions=[REGION]), erase_time=0.0, reset_time=0.01, **transport
+    )
+
+
+def flash(background: BackgroundSimulator, data: bytes, timeline: Timeline) -> None:
+    ecu = background.tester_config()
+    ecu = replace(ecu, programming=replace(ecu.programming, reset_settle=0.02))
+    report = Flasher(ecu).install(FlashImage(data, "2.0.0"), progress=timeline)
+    if report.outcome is not Outcome.INSTALLED:
+        raise SystemExit(f"bench flash failed: {report.error}")
+
+
 def flash_docan(size: int, fd: bool, run: int) -> dict[str, float]:
     """One flash over a virtual bus; frame rate in the download phase, bytes on the bus."""
     channel = f"bench-uds-{os.getpid()}-{run}"
-    can_kwargs: dict[str, Any] = {
-        "interface": "virtual",
-        "channel": channel,
-        "block_size": 0,
-        "fd": fd,
-        "frame_length": 64 if fd else 8,
-    }
-    sim = SimConfig(
-        "bench",
-        docan=SimDoCan(**can_kwargs),
-        memory=SimMemory(regions=[REGION]),
-        erase_time=0.0,
-        reset_time=0.01,
-    )
-    ecu = EcuConfig(
-        "bench",
-        "docan",
-        [REGION],
-        docan=DoCanSettings(**can_kwargs),
-        security=SecuritySettings(params=MASK),
-        programming=Programming(reset_settle=0.02),
+    docan = SimDoCan(
+        interface="virtual", channel=channel, block_size=0, fd=fd, frame_length=64 if fd else 8
     )
     data = make_image(size, "2.0.0")
     monitor = can.Bus(interface="virtual", channel=channel, receive_own_messages=False)
     timeline = Timeline()
     try:
-        with BackgroundSimulator(sim):
-            report = Flasher(ecu).install(FlashImage(data, "2.0.0"), progress=timeline)
+        with BackgroundSimulator(bench_sim(docan=docan)) as background:
+            flash(background, data, timeline)
         frames = []
         while (message := monitor.recv(0)) is not None:
             frames.append(message)
     finally:
         monitor.shutdown()
-    if report.outcome is not Outcome.INSTALLED:
-        raise SystemExit(f"bench flash failed: {report.error}")
     in_window = [m for m in frames if timeline.start <= m.timestamp <= timeline.end]
     seconds = timeline.end - timeline.start
     return {
@@ -149,31 +135,12 @@ def flash_docan(size: int, fd: bool, run: int) -> dict[str, float]:
 
 
 def flash_doip(size: int) -> dict[str, float]:
-    sim = SimConfig(
-        "bench",
-        doip=SimDoIp(tcp_port=0, udp_port=0),
-        memory=SimMemory(regions=[REGION]),
-        erase_time=0.0,
-        reset_time=0.01,
-    )
     data = make_image(size, "2.0.0")
     timeline = Timeline()
-    with BackgroundSimulator(sim) as background:
-        ecu = EcuConfig(
-            "bench",
-            "doip",
-            [REGION],
-            doip=DoIpSettings(
-                host="127.0.0.1", tcp_port=background.doip_port, udp_port=background.udp_port
-            ),
-            security=SecuritySettings(params=MASK),
-            programming=Programming(reset_settle=0.02),
-        )
+    with BackgroundSimulator(bench_sim(doip=SimDoIp(tcp_port=0, udp_port=0))) as background:
         started = time.monotonic()
-        report = Flasher(ecu).install(FlashImage(data, "2.0.0"), progress=timeline)
+        flash(background, data, timeline)
         total = time.monotonic() - started
-    if report.outcome is not Outcome.INSTALLED:
-        raise SystemExit(f"bench flash failed: {report.error}")
     return {"mb_s": size / (timeline.end - timeline.start) / 1e6, "total_s": total}
 
 

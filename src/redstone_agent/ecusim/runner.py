@@ -7,11 +7,14 @@ import contextlib
 import threading
 from collections.abc import Callable
 from types import TracebackType
+from typing import Any
 
 from redstone_agent.ecusim.config import SimConfig
 from redstone_agent.ecusim.doip_server import DoIpEntity
 from redstone_agent.ecusim.ecu import SimulatedEcu
 from redstone_agent.ecusim.isotp_server import serve_docan
+from redstone_agent.ecusim.tester import tester_config
+from redstone_agent.uds.config import EcuConfig
 
 
 class Simulator:
@@ -82,6 +85,12 @@ class BackgroundSimulator:
     def udp_port(self) -> int:
         assert self.simulator.doip is not None
         return self.simulator.doip.udp_port
+
+    def tester_config(self, **changes: Any) -> EcuConfig:
+        """The flasher's configuration for this running simulator (actual ports)."""
+        doip = self.simulator.doip
+        ports = {"tcp_port": doip.tcp_port, "udp_port": doip.udp_port} if doip else {}
+        return tester_config(self.simulator.config, **ports, **changes)
 
     def _main(self) -> None:
         try:

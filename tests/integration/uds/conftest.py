@@ -1,30 +1,22 @@
-"""Matching simulator and tester configurations for flashing tests."""
+"""Running simulators with the matching tester configuration for flashing tests."""
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 import pytest
 
 from redstone_agent.ecusim.config import Faults, SimConfig, SimDoCan, SimDoIp, SimMemory
 from redstone_agent.ecusim.runner import BackgroundSimulator
-from redstone_agent.uds.config import (
-    DoCanSettings,
-    DoIpSettings,
-    EcuConfig,
-    Programming,
-    Region,
-    SecuritySettings,
-    Timing,
-)
+from redstone_agent.uds.config import EcuConfig, Region, Timing
 
 REGION = Region("app", 0x0001_0000, 0x0002_0000)
-MASK = {"mask": "5a3c9ee1"}
 _channels = itertools.count()
+Make = Callable[..., tuple[BackgroundSimulator, EcuConfig]]
 
 
 def image(version: str, size: int = 20_000) -> bytes:
@@ -33,96 +25,69 @@ def image(version: str, size: int = 20_000) -> bytes:
     return version.encode().ljust(16, b"\0") + body
 
 
-def fast_timing(**changes: Any) -> Timing:
-    return dataclasses.replace(
-        Timing(p2=0.3, p2_star=2.0, max_pending=5.0, reconnect_delay=0.1, busy_delay=0.01),
-        **changes,
-    )
-
-
-Pair = Callable[..., tuple[BackgroundSimulator, EcuConfig]]
+FAST_TIMING = Timing(p2=0.3, p2_star=2.0, max_pending=5.0, reconnect_delay=0.1, busy_delay=0.01)
 
 
 @pytest.fixture
-def doip_pair() -> Any:
-    """``make(faults=..., dual_bank=..., **ecu_changes)`` → running simulator + tester config."""
+def simulated() -> Iterator[Callable[..., tuple[BackgroundSimulator, EcuConfig]]]:
+    """``start(sim_config, compression=...)`` → running simulator + fast tester config."""
     started: list[BackgroundSimulator] = []
 
-    def make(
-        faults: Faults | None = None,
-        dual_bank: bool = False,
-        compression: Literal["none", "zlib"] = "none",
-        sim_changes: dict[str, Any] | None = None,
-        **ecu_changes: Any,
+    def start(
+        sim: SimConfig, compression: Literal["none", "zlib"] = "none", **ecu_changes: Any
     ) -> tuple[BackgroundSimulator, EcuConfig]:
-        sim = SimConfig(
-            "ecu",
-            doip=SimDoIp(tcp_port=0, udp_port=0, max_block_length=0x2002),
-            memory=SimMemory(regions=[REGION], dual_bank=dual_bank),
-            faults=faults or Faults(),
-            erase_time=0.02,
-            reset_time=0.02,
-            **(sim_changes or {}),
-        )
         background = BackgroundSimulator(sim).__enter__()
         started.append(background)
-        ecu = EcuConfig(
-            "ecu",
-            "doip",
-            [REGION],
-            doip=DoIpSettings(
-                host="127.0.0.1", tcp_port=background.doip_port, udp_port=background.udp_port
-            ),
-            security=SecuritySettings(params=MASK),
-            timing=fast_timing(),
-            programming=Programming(
-                dual_bank=dual_bank, compression=compression, reset_settle=0.05
-            ),
+        ecu = background.tester_config(timing=FAST_TIMING)
+        programming = dataclasses.replace(
+            ecu.programming, compression=compression, reset_settle=0.05
         )
-        return background, dataclasses.replace(ecu, **ecu_changes)
+        return background, dataclasses.replace(ecu, programming=programming, **ecu_changes)
 
-    yield make
+    yield start
     for background in started:
         background.close()
 
 
+def sim_config(faults: Faults | None, dual_bank: bool = False, **transport: Any) -> SimConfig:
+    return SimConfig(
+        "ecu",
+        memory=SimMemory(regions=[REGION], dual_bank=dual_bank),
+        faults=faults or Faults(),
+        erase_time=0.02,
+        reset_time=0.02,
+        **transport,
+    )
+
+
 @pytest.fixture
-def docan_pair() -> Any:
+def doip_pair(simulated: Make) -> Make:
+    """``make(faults=..., dual_bank=..., compression=..., sim_changes=..., **ecu_changes)``."""
+
+    def make(
+        faults: Faults | None = None,
+        dual_bank: bool = False,
+        sim_changes: dict[str, Any] | None = None,
+        **ecu_changes: Any,
+    ) -> tuple[BackgroundSimulator, EcuConfig]:
+        doip = SimDoIp(tcp_port=0, udp_port=0, max_block_length=0x2002)
+        sim = sim_config(faults, dual_bank, doip=doip, **(sim_changes or {}))
+        return simulated(sim, **ecu_changes)
+
+    return make
+
+
+@pytest.fixture
+def docan_pair(simulated: Make) -> Make:
     """Simulator and tester on a private python-can ``virtual`` channel."""
-    started: list[BackgroundSimulator] = []
 
     def make(
         faults: Faults | None = None, fd: bool = False, **ecu_changes: Any
     ) -> tuple[BackgroundSimulator, EcuConfig]:
         channel = f"uds-test-{os.getpid()}-{next(_channels)}"
-        can: dict[str, Any] = {
-            "interface": "virtual",
-            "channel": channel,
-            "block_size": 0,
-            "fd": fd,
-            "frame_length": 64 if fd else 8,
-        }
-        sim = SimConfig(
-            "ecu",
-            docan=SimDoCan(**can),
-            memory=SimMemory(regions=[REGION]),
-            faults=faults or Faults(),
-            erase_time=0.02,
-            reset_time=0.02,
+        docan = SimDoCan(
+            interface="virtual", channel=channel, block_size=0, fd=fd, frame_length=64 if fd else 8
         )
-        background = BackgroundSimulator(sim).__enter__()
-        started.append(background)
-        ecu = EcuConfig(
-            "ecu",
-            "docan",
-            [REGION],
-            docan=DoCanSettings(**can),
-            security=SecuritySettings(params=MASK),
-            timing=fast_timing(),
-            programming=Programming(reset_settle=0.05),
-        )
-        return background, dataclasses.replace(ecu, **ecu_changes)
+        return simulated(sim_config(faults, docan=docan), **ecu_changes)
 
-    yield make
-    for background in started:
-        background.close()
+    return make
