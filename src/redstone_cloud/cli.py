@@ -96,7 +96,7 @@ def cmd_serve(backend: Backend, args: argparse.Namespace) -> Any:
     import uvicorn
 
     from redstone_cloud.api.app import create_app
-    from redstone_cloud.tls import ClientCertH11Protocol
+    from redstone_cloud.tls import http_protocol
 
     if migrate.current_revision(backend.engine) != migrate.head_revision():
         raise InvalidInput("database schema is not current: run 'redstone-cloud db upgrade'")
@@ -105,7 +105,7 @@ def cmd_serve(backend: Backend, args: argparse.Namespace) -> Any:
         create_app(backend),
         host=args.host,
         port=args.port,
-        http=ClientCertH11Protocol,
+        http=http_protocol(),
         log_level=args.log_level,
         access_log=args.access_log,
         **options,

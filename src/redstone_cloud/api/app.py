@@ -9,6 +9,7 @@ from redstone_agent.errors import RedstoneError
 from redstone_cloud import __doc__ as package_doc
 from redstone_cloud.api import admin, device
 from redstone_cloud.api.common import error_response
+from redstone_cloud.api.fastpoll import FastPoll
 from redstone_cloud.backend import Backend
 
 API_VERSION = "1.0.0"
@@ -34,6 +35,7 @@ def create_app(backend: Backend) -> FastAPI:
         """Liveness: the process answers (no database round trip)."""
         return {"status": "ok"}
 
+    app.add_middleware(FastPoll, backend=backend)
     app.include_router(admin.router)
     app.include_router(device.router)
     return app

@@ -55,7 +55,7 @@ async def poll(
     body = await run_in_threadpool(_poll, backend, identity)
     etag = device.etag_of(body)
     headers = {"ETag": etag, "Cache-Control": "private, no-cache"}
-    if if_none_match is not None and etag in (t.strip() for t in if_none_match.split(",")):
+    if device.etag_matches(etag, if_none_match):
         return Response(status_code=304, headers=headers)
     return Response(body, media_type="application/json", headers=headers)
 
@@ -116,7 +116,7 @@ async def logs(
 
 def _metadata_response(body: bytes, if_none_match: str | None) -> Response:
     etag = device.etag_of(body)
-    if if_none_match == etag:
+    if device.etag_matches(etag, if_none_match):
         return Response(status_code=304, headers={"ETag": etag})
     return Response(body, media_type="application/json", headers={"ETag": etag})
 
@@ -174,7 +174,7 @@ async def download(
     package = await in_transaction(backend, packages.get_package, target)
     etag = f'"{package.sha256}"'
     common = {"ETag": etag, "Accept-Ranges": "bytes"}
-    if if_none_match == etag:
+    if device.etag_matches(etag, if_none_match):
         return Response(status_code=304, headers=common)
     url = backend.store.download_url(package.storage_key, backend.settings.download_url_expiry_s)
     if url is not None:

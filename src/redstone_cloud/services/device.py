@@ -116,6 +116,14 @@ def etag_of(body: bytes) -> str:
     return '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
 
 
+def etag_matches(etag: str, if_none_match: str | None) -> bool:
+    """RFC 9110 If-None-Match: a list of entity tags, or ``*``."""
+    if if_none_match is None:
+        return False
+    tags = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
+    return etag in tags or "*" in tags
+
+
 def _body(identity: Identity, poll_interval_s: int, update: dict[str, Any] | None) -> bytes:
     doc = {
         "vin": identity.vin,
