@@ -46,6 +46,23 @@ def test_docan_flash_over_virtual_bus(docan_pair: Any) -> None:
     assert sim.ecu.memory.read_active("app", 0, 9000) == image("3.0.0", 9000)
 
 
+@pytest.mark.parametrize(
+    "faults",
+    [
+        Faults(drop_every=3, drop_services=[0x36]),
+        Faults(power_loss_after_blocks=2, power_loss_time=0.3),
+    ],
+    ids=["dropped-block-ack", "power-loss"],
+)
+def test_docan_survives_transient_faults(docan_pair: Any, faults: Faults) -> None:
+    sim, ecu = docan_pair(faults=faults)
+    data = image("3.2.0", 20_000)
+    report = Flasher(ecu).install(FlashImage(data, "3.2.0"))
+    assert report.outcome is Outcome.INSTALLED, report
+    assert report.blocks_resent + report.restarts >= 1
+    assert sim.ecu.memory.read_active("app", 0, len(data)) == data
+
+
 def test_docan_fd_flash(docan_pair: Any) -> None:
     _sim, ecu = docan_pair(fd=True)
     assert (
