@@ -81,11 +81,12 @@ class SubInterface(ServiceInterface):
         return status
 
 
-async def export(engine: Engine, bus_type: str) -> tuple[MessageBus, SubInterface]:
-    """Connect to the system or session bus, export the object, own the name."""
-    bus = await MessageBus(
-        bus_type=BusType.SYSTEM if bus_type == "system" else BusType.SESSION
-    ).connect()
+async def export(
+    engine: Engine, bus_type: str, address: str | None = None
+) -> tuple[MessageBus, SubInterface]:
+    """Connect to the system or session bus (or *address*), export the object, own the name."""
+    kind = BusType.SYSTEM if bus_type == "system" else BusType.SESSION
+    bus = await MessageBus(bus_address=address, bus_type=kind).connect()
     interface = SubInterface(engine)
     bus.export(OBJECT_PATH, interface)
     await bus.request_name(BUS_NAME)

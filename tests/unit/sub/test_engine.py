@@ -9,77 +9,24 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from redstone_agent.journal import Journal
-from redstone_agent.slots.virtual import VirtualNode
 from redstone_agent.someip.interface import MethodId, ResultCode, SubState
 from redstone_agent.someip.messages import Blob, InstallRequest, Response, Status
-from redstone_agent.sub.config import TrustConfig
-from redstone_agent.sub.engine import Engine, Hooks
+from redstone_agent.sub.engine import Engine
 from redstone_agent.sub.errors import NoMetadata, SubError, VerificationFailed, WrongState
 from redstone_agent.sub.service import SubService
-from redstone_agent.sub.slots_adapter import ManagedSlots
-from redstone_agent.sub.trust import SubTrust
-from redstone_agent.uptane.simulator import UptaneSimulator
-from tests.support import require_tool
+from tests.unit.sub.node_bench import Bench, make_bench
 
 S = SubState
-SERIAL, HW = "ECU-1", "hw-1"
-
-
-@dataclass
-class Bench:
-    """A virtual node, an Uptane simulator and the engine's outside world."""
-
-    root: Path
-    node: VirtualNode
-    sim: UptaneSimulator
-    healthy: bool = True
-    events: list[Status] = field(default_factory=list)
-    reboots: int = 0
-
-    def engine(self) -> Engine:
-        roots = self.sim.trusted_roots()
-        trust_dir = self.root / "trust"
-        trust_dir.mkdir(exist_ok=True)
-        (trust_dir / "director.json").write_bytes(roots.director)
-        assert roots.image is not None
-        (trust_dir / "image.json").write_bytes(roots.image)
-        config = TrustConfig(trust_dir / "director.json", trust_dir / "image.json")
-
-        async def reboot() -> None:
-            self.reboots += 1
-
-        async def health() -> tuple[bool, str]:
-            return self.healthy, "healthy" if self.healthy else "app crashed"
-
-        return Engine(
-            ecu_serial=SERIAL,
-            hardware_id=HW,
-            slots=ManagedSlots(self.node.config),
-            trust=SubTrust(config, SERIAL, HW, self.root / "state"),
-            journal=Journal(self.root / "state" / "sub.json"),
-            hooks=Hooks(publish=self.events.append, reboot=reboot, health=health),
-        )
-
-    def publish(self, name: str, data: bytes, counter: int) -> InstallRequest:
-        path = self.root / name
-        path.write_bytes(data)
-        self.sim.add_image(name, data, [HW], counter)
-        self.sim.assign(SERIAL, HW, name)
-        return InstallRequest(name, str(path), hashlib.sha256(data).digest(), len(data))
 
 
 @pytest.fixture
 def bench(tmp_path: Path) -> Bench:
-    require_tool("fw_setenv")
-    node = VirtualNode.create(tmp_path / "node", slot_size=1 << 20)
-    (tmp_path / "state").mkdir()
-    return Bench(tmp_path, node, UptaneSimulator.create())
+    return make_bench(tmp_path)
 
 
 async def until(engine: Engine, *states: SubState) -> None:
