@@ -16,8 +16,13 @@ log = logging.getLogger(__name__)
 POLL = 0.05
 
 
-async def serve_docan(ecu: SimulatedEcu, settings: SimDoCan, stop: asyncio.Event) -> None:
-    """Answer UDS requests arriving on ``settings``' CAN ids until ``stop`` is set."""
+async def serve_docan(
+    ecu: SimulatedEcu, settings: SimDoCan, stop: asyncio.Event, ready: asyncio.Event
+) -> None:
+    """Answer UDS requests arriving on ``settings``' CAN ids until ``stop`` is set.
+
+    ``ready`` is set once the bus is open and the ISO-TP stack listens.
+    """
     bus = open_bus(settings)
     stack = isotp.CanStack(
         bus,
@@ -26,6 +31,7 @@ async def serve_docan(ecu: SimulatedEcu, settings: SimDoCan, stop: asyncio.Event
         read_timeout=0.005,
     )
     stack.start()
+    ready.set()
     log.info(
         "%s: ISO-TP on %s:%s rx 0x%X tx 0x%X",
         ecu.config.name,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
@@ -36,13 +36,20 @@ class Simulator:
                 server, transport = await self.doip.start()
                 closers += [server.close, transport.close, self.doip.drop_all]
             if self.config.docan is not None:
-                tasks.append(
-                    asyncio.create_task(serve_docan(self.ecu, self.config.docan, self._stop))
+                listening = asyncio.Event()
+                serving = asyncio.create_task(
+                    serve_docan(self.ecu, self.config.docan, self._stop, listening)
                 )
-                await asyncio.sleep(0.05)  # let the ISO-TP stack start before announcing readiness
+                tasks.append(serving)
+                await _first_of(serving, listening.wait())
+                if serving.done():
+                    serving.result()  # the bus failed to open: raise that error
             if ready is not None:
                 ready(self)
-            await self._stop.wait()
+            await _first_of(self._stop.wait(), *tasks)
+            for task in tasks:
+                if task.done():
+                    task.result()  # a transport that died raises here
         finally:
             self._stop.set()
             for close in closers:
@@ -54,6 +61,15 @@ class Simulator:
     def stop(self) -> None:
         """Ask :meth:`run` to return (call from the loop's thread)."""
         self._stop.set()
+
+
+async def _first_of(*awaitables: Awaitable[object]) -> None:
+    """Wait until the first of ``awaitables`` finishes; cancel the helper tasks."""
+    tasks = [a if isinstance(a, asyncio.Task) else asyncio.ensure_future(a) for a in awaitables]
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task, original in zip(tasks, awaitables, strict=True):
+        if task is not original:
+            task.cancel()
 
 
 class BackgroundSimulator:

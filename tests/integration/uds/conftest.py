@@ -25,7 +25,7 @@ def image(version: str, size: int = 20_000) -> bytes:
     return version.encode().ljust(16, b"\0") + body
 
 
-FAST_TIMING = Timing(p2=0.3, p2_star=2.0, max_pending=5.0, reconnect_delay=0.1, busy_delay=0.01)
+FAST_TIMING = Timing(p2=0.5, p2_star=2.0, max_pending=5.0, reconnect_delay=0.1, busy_delay=0.01)
 
 
 @pytest.fixture

@@ -58,3 +58,13 @@ def test_overrides_replace_ports_channel_and_faults() -> None:
 def test_unknown_fault_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([str(EXAMPLES / "sim-gateway.toml"), "--fault", "meteor=1"]) == 1
     assert "meteor" in capsys.readouterr().err
+
+
+def test_unopenable_can_bus_is_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "sim.toml"
+    path.write_text('name = "x"\n[docan]\ninterface = "nosuchbus"\nchannel = "c"\n')
+    assert main([str(path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("redstone-ecusim: error: cannot open CAN bus nosuchbus:c")
