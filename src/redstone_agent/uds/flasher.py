@@ -151,6 +151,16 @@ class Flasher:
         finally:
             run.channel.drop()
         stats = run.stats
+        log.info(
+            "%s: %s (version %s -> %s) in %.1f s, %d blocks resent, %d restarts",
+            self.ecu.name,
+            outcome,
+            version_before,
+            after,
+            time.monotonic() - started,
+            stats.blocks_resent,
+            stats.restarts,
+        )
         return FlashReport(
             ecu=self.ecu.name,
             outcome=outcome,

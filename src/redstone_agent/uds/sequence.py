@@ -175,6 +175,14 @@ class ProgrammingSequence:
             ),
         )
         payload, max_length = self._request_download(image, region)
+        log.info(
+            "%s: downloading %d bytes (format 0x%02X) to %s in blocks of %d",
+            self.ecu.name,
+            len(payload.data),
+            payload.data_format,
+            region.name,
+            max_length - 2,
+        )
         self._transfer(payload.data, blocks.data_per_block(max_length))
         self.channel.call("transfer exit", lambda c: c.request_transfer_exit())
         self.progress("check", 0, 1)

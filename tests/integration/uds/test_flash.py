@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import threading
+import zlib
 from typing import Any
 
 import pytest
@@ -222,3 +223,45 @@ def test_install_async_runs_in_a_worker_thread(doip_pair: Any) -> None:
     _sim, ecu = doip_pair()
     report = asyncio.run(Flasher(ecu).install_async(FlashImage(image("11.0.0"), "11.0.0")))
     assert report.outcome is Outcome.INSTALLED
+
+
+def test_wire_sequence_matches_docs_table(doip_pair: Any) -> None:
+    """The requests the ECU sees, in order, are docs/uds.md §1 byte for byte."""
+    sim, ecu = doip_pair()
+    seen: list[str] = []
+    handle = sim.ecu.handle
+
+    def recording(request: bytes, now: float, **kwargs: Any) -> Any:
+        seen.append(request.hex().upper())
+        return handle(request, now, **kwargs)
+
+    sim.ecu.handle = recording  # type: ignore[method-assign]
+    data = image("2.0.0", 0x2000 + 0x2000 + 5)  # three blocks of 0x2000
+    report = Flasher(ecu).install(FlashImage(data, "2.0.0"))
+    assert report.outcome is Outcome.INSTALLED
+    crc = f"{zlib.crc32(data):08X}"
+    key = seen[6]
+    assert key.startswith("2702") and len(key) == 12
+    expected = [
+        "22F189",
+        "1003",
+        "8502",
+        "280301",
+        "1002",
+        "2701",
+        key,
+        "2EF15A" + b"REDSTONE".hex().upper(),
+        "3101FF00" + "44" + "00010000" + "00020000",
+        "34" + "00" + "44" + "00010000" + f"{len(data):08X}",
+        "3601" + data[:0x2000].hex().upper(),
+        "3602" + data[0x2000:0x4000].hex().upper(),
+        "3603" + data[0x4000:].hex().upper(),
+        "37",
+        "31010202" + crc,
+        "3101FF01",
+        "1101",
+        "22F189",
+        "1003",
+        "3101FF01",
+    ]
+    assert seen == expected
