@@ -153,6 +153,21 @@ def test_metadata_version_rollback_rejected(sim: UptaneSimulator) -> None:
         verify_full(old, sim.trusted_roots(), previous=newer)
 
 
+def test_timestamp_version_rollback_rejected(sim: UptaneSimulator) -> None:
+    """Only the last timestamp is remembered: an older (validly signed) one is refused."""
+    old = sim.bundle()
+    sim.add_image("tbox/tbox-2.1.img", b"tbox v2.1", ["hw-tbox"], 6)
+    newer = sim.bundle()
+    remembered = RepositoryMetadata(
+        newer.repository(IMAGE).roots, {"timestamp": newer.repository(IMAGE).roles["timestamp"]}
+    )
+    previous = MetadataBundle({**newer.repositories, IMAGE: remembered})
+    with pytest.raises(
+        MetadataError, match=r"image repository: .*New timestamp version \d+ must be >="
+    ):
+        verify_full(old, sim.trusted_roots(), previous=previous)
+
+
 def test_image_release_counter_rollback_rejected(sim: UptaneSimulator) -> None:
     """Director (and image repo) validly sign an old image; the ECU already runs counter 4."""
     with pytest.raises(CrossCheckError, match=r"ABS-1: release counter 3 .* below the installed 4"):
