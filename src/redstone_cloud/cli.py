@@ -27,7 +27,8 @@ from redstone_cloud.backend import Backend, open_backend
 from redstone_cloud.db import migrate
 from redstone_cloud.db.engine import transaction
 from redstone_cloud.errors import InvalidInput
-from redstone_cloud.services import audit, campaigns, device, inventory, packages, pki
+from redstone_cloud.services import audit, campaigns, deltas, device, inventory, packages, pki
+from redstone_cloud.services.deltas import DeltaWorker
 from redstone_cloud.settings import Settings, load_settings, token_digest
 
 EPILOG = """\
@@ -111,8 +112,23 @@ def cmd_serve(backend: Backend, args: argparse.Namespace) -> Any:
         **options,
     )
     sockets = [socket.socket(fileno=args.fd)] if args.fd is not None else None
-    uvicorn.Server(config).run(sockets=sockets)
+    worker = None
+    if backend.settings.delta_interval_s > 0:
+        worker = DeltaWorker(backend.sessions, backend.store, backend.settings.delta_interval_s)
+        worker.start()
+    try:
+        uvicorn.Server(config).run(sockets=sockets)
+    finally:
+        if worker is not None:
+            worker.stop()
     return None
+
+
+def cmd_deltas(backend: Backend, args: argparse.Namespace) -> Any:
+    return [
+        {"job": job, "state": state}
+        for job, state in deltas.run_pending(backend.sessions, backend.store)
+    ]
 
 
 # --- database, tokens, PKI -----------------------------------------------------------------------
@@ -392,6 +408,13 @@ def _add_campaign(sub: Any) -> None:
     campaign.set_defaults(func=cmd_campaign)
 
 
+def _add_deltas(sub: Any) -> None:
+    deltas_p = sub.add_parser("deltas", help="background delta generation")
+    deltas_sub = deltas_p.add_subparsers(dest="deltas_command", required=True)
+    deltas_sub.add_parser("run", help="make every queued delta now (serve also does this)")
+    deltas_p.set_defaults(func=cmd_deltas)
+
+
 def _add_audit(sub: Any) -> None:
     audit_p = sub.add_parser("audit", help="query or export the audit trail")
     audit_p.add_argument("--actor")
@@ -427,6 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pki(sub)
     _add_inventory(sub)
     _add_campaign(sub)
+    _add_deltas(sub)
     _add_audit(sub)
     return parser
 

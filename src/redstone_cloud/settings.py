@@ -72,6 +72,8 @@ class Settings:
     download_url_expiry_s: int = 3600
     director_online_key: Path | None = None
     """PEM key that signs director metadata; generated in ``data_dir`` when unset."""
+    delta_interval_s: float = 10.0
+    """How often ``serve`` looks for queued delta jobs; 0 leaves them to ``deltas run``."""
     client_cert_header: str = ""
     """Behind a TLS-terminating proxy: header carrying the URL-escaped client certificate
     PEM (nginx ``$ssl_client_escaped_cert``). Empty: only the server's own TLS counts."""

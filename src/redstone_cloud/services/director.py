@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 
 from redstone_cloud.db.models import Assignment, Campaign, DirectorMetadata, Package, Vehicle
 from redstone_cloud.errors import NotFound
-from redstone_cloud.services import campaigns
+from redstone_cloud.services import campaigns, imagerepo, packages
 from redstone_cloud.uptane_link import Assignment as DirectorAssignment
 from redstone_cloud.uptane_link import Director
 
@@ -39,18 +39,27 @@ def planned_images(session: Session, vehicle: Vehicle) -> dict[str, Package]:
 def sync(session: Session, director: Director, vehicle: Vehicle) -> None:
     """Re-sign the vehicle's director targets to match its current assignment."""
     plan = planned_images(session, vehicle)
-    hardware = {ecu.serial: ecu.hardware_id for ecu in vehicle.ecus}
-    items = [
-        DirectorAssignment(
-            ecu_serial=serial,
-            hardware_id=hardware[serial],
-            filename=package.target,
-            length=package.length,
-            sha256=package.sha256,
-            release_counter=package.release_counter,
+    ecus = {ecu.serial: ecu for ecu in vehicle.ecus}
+    signed = imagerepo.signed_target_names(session) if plan else set()
+    items = []
+    for serial, package in sorted(plan.items()):
+        source = ecus[serial].installed_sha256
+        delta = packages.delta_for(session, source, package) if source else None
+        if delta is not None and delta.target in signed:
+            file, base = delta, source
+        else:
+            file, base = package, None
+        items.append(
+            DirectorAssignment(
+                ecu_serial=serial,
+                hardware_id=ecus[serial].hardware_id,
+                filename=file.target,
+                length=file.length,
+                sha256=file.sha256,
+                release_counter=package.release_counter,
+                delta_source_sha256=base,
+            )
         )
-        for serial, package in sorted(plan.items())
-    ]
     rows = {
         row.name: row
         for row in session.scalars(

@@ -7,8 +7,11 @@ replace the repository's trust anchor.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from tuf.api.metadata import Metadata
 
 from redstone_cloud.db.models import RepoMetadata
 from redstone_cloud.errors import Conflict, NotFound
@@ -59,6 +62,25 @@ def read(session: Session, name: str) -> bytes:
     if body is None:
         raise NotFound(f"image repository has no {name}")
     return body
+
+
+def signed_target_names(session: Session) -> set[str]:
+    """Every target path the newest version of each targets role names (offline-signed)."""
+    latest: dict[str, bytes] = {}
+    versions: dict[str, int] = {}
+    rows = session.execute(
+        select(RepoMetadata.role, RepoMetadata.version, RepoMetadata.body).where(
+            RepoMetadata.role.not_in(("root", "snapshot", "timestamp"))
+        )
+    )
+    for role, version, body in rows:
+        if version > versions.get(role, 0):
+            versions[role], latest[role] = version, body
+    names: set[str] = set()
+    for body in latest.values():
+        signed = Metadata[Any].from_bytes(body).signed
+        names.update(getattr(signed, "targets", {}))
+    return names
 
 
 def listing(session: Session) -> list[dict[str, object]]:

@@ -1,0 +1,161 @@
+"""Background delta generation: queued jobs run ``redstone-delta make`` in a child process.
+
+A child process (not a thread) because making a delta is CPU- and memory-heavy
+and must not stall or crash the API; a job interrupted by a restart is simply
+claimed again (``running`` jobs older than the lease go back to the queue).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from redstone_agent.errors import RedstoneError
+from redstone_cloud.db.engine import transaction
+from redstone_cloud.db.models import DeltaJob, Package
+from redstone_cloud.db.types import utcnow
+from redstone_cloud.services import audit
+from redstone_cloud.storage.base import BlobStore
+
+log = logging.getLogger(__name__)
+
+LEASE = dt.timedelta(hours=2)
+DELTA_MAKE = [sys.executable, "-m", "redstone_agent.cli.delta", "make"]
+
+
+def claim(session: Session) -> DeltaJob | None:
+    """Take the oldest pending (or abandoned) job; safe with several workers."""
+    stale = utcnow() - LEASE
+    for job in session.scalars(
+        select(DeltaJob)
+        .where(
+            or_(
+                DeltaJob.state == "pending",
+                (DeltaJob.state == "running") & (DeltaJob.finished_at < stale),
+            )
+        )
+        .order_by(DeltaJob.id)
+        .limit(5)
+    ):
+        taken = session.execute(
+            update(DeltaJob)
+            .where(DeltaJob.id == job.id, DeltaJob.state == job.state)
+            .values(state="running", finished_at=utcnow())
+        )
+        if getattr(taken, "rowcount", 0) == 1:
+            return job
+    return None
+
+
+def _materialise(store: BlobStore, key: str, path: Path) -> None:
+    with path.open("wb") as out:
+        for chunk in store.read(key):
+            out.write(chunk)
+
+
+def _make(old: Path, new: Path, out: Path, timeout_s: float) -> None:
+    result = subprocess.run(
+        [*DELTA_MAKE, str(old), str(new), str(out), "--jobs", "1"],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(result.stderr.strip().splitlines()[-1] if result.stderr else "failed")
+
+
+def run_job(
+    sessions: sessionmaker[Session], store: BlobStore, job_id: int, timeout_s: float = 3600
+) -> str:
+    """Make one delta and store it as a package of kind ``delta``; returns the job's state."""
+    with sessions() as session:
+        job = session.get_one(DeltaJob, job_id)
+        old = session.get_one(Package, job.from_package_id)
+        new = session.get_one(Package, job.to_package_id)
+    work = Path(tempfile.mkdtemp(prefix="rs-delta-"))
+    try:
+        _materialise(store, old.storage_key, work / "old")
+        _materialise(store, new.storage_key, work / "new")
+        _make(work / "old", work / "new", work / "out", timeout_s)
+        version = f"{new.version}-from-{old.version}"
+        with (work / "out").open("rb") as source:
+            blob = store.put(
+                f"deltas/{new.name}/{version}", source, max_bytes=new.length * 2 + 2**20
+            )
+        with transaction(sessions) as session:
+            delta = Package(
+                name=new.name,
+                version=version,
+                kind="delta",
+                target=f"{new.target}.from-{old.sha256[:16]}.rsdelta",
+                hardware_ids=new.hardware_ids,
+                release_counter=new.release_counter,
+                supplier=new.supplier,
+                length=blob.length,
+                sha256=blob.sha256,
+                storage_key=blob.key,
+                base_package_id=old.id,
+            )
+            session.add(delta)
+            session.flush()
+            row = session.get_one(DeltaJob, job_id)
+            row.state, row.delta_package_id, row.finished_at = "done", delta.id, utcnow()
+            audit.record(
+                session, "delta-worker", "delta.made", "package", delta.target, length=blob.length
+            )
+        return "done"
+    except (OSError, RuntimeError, RedstoneError, subprocess.TimeoutExpired) as exc:
+        log.warning("delta job %d failed: %s", job_id, exc)
+        with transaction(sessions) as session:
+            row = session.get_one(DeltaJob, job_id)
+            row.state, row.error, row.finished_at = "failed", str(exc)[:2000], utcnow()
+        return "failed"
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run_pending(sessions: sessionmaker[Session], store: BlobStore) -> list[tuple[int, str]]:
+    """Work the queue until it is empty; returns (job id, final state) pairs."""
+    results: list[tuple[int, str]] = []
+    while True:
+        with transaction(sessions) as session:
+            job = claim(session)
+            job_id = job.id if job else None
+        if job_id is None:
+            return results
+        results.append((job_id, run_job(sessions, store, job_id)))
+
+
+class DeltaWorker:
+    """A daemon thread of ``serve`` that works the queue every ``interval_s`` seconds."""
+
+    def __init__(
+        self, sessions: sessionmaker[Session], store: BlobStore, interval_s: float
+    ) -> None:
+        self._sessions, self._store, self._interval = sessions, store, interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="delta-worker", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                run_pending(self._sessions, self._store)
+            except Exception:  # keep the worker alive; the job row records what failed
+                log.exception("delta worker iteration failed")

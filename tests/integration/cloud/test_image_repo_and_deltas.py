@@ -1,0 +1,126 @@
+"""Image repository uploads (offline-signed) and background deltas offered by the director."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import random
+
+import pytest
+from fastapi.testclient import TestClient
+from tuf.api.metadata import Metadata
+
+from redstone_agent.delta import apply_delta
+from redstone_agent.uptane.keys import generate_signer
+from redstone_agent.uptane.repository import Repository, RoleKeys
+from redstone_agent.uptane.targetinfo import ImageFields
+from redstone_cloud.backend import Backend
+from redstone_cloud.services import deltas
+from tests.integration.cloud.fleet import Fleet
+from tests.integration.cloud.test_api_campaigns import director_targets
+
+ROLES = ("root", "targets", "snapshot", "timestamp")
+
+
+def publish(fleet: Fleet, files: dict[str, bytes], skip: set[str] = frozenset()) -> None:
+    order = sorted(files, key=lambda n: (not n.endswith("root.json"), "timestamp" in n, n))
+    for name in order:
+        if name in skip or name == "root.json":
+            continue
+        response = fleet.admin("PUT", f"/api/v1/image-repo/{name}", content=files[name])
+        assert response.status_code in (201, 409), (name, response.text)
+
+
+def new_repo() -> Repository:
+    return Repository.create("image", {role: RoleKeys([generate_signer()]) for role in ROLES})
+
+
+def test_image_repo_upload_checks_signatures_and_order(fleet: Fleet, client: TestClient) -> None:
+    repo = new_repo()
+    files = repo.files()
+    early = fleet.admin("PUT", "/api/v1/image-repo/1.targets.json", content=files["1.targets.json"])
+    assert early.status_code == 422 and "1.root.json" in early.json()["error"]
+    forged = json.loads(files["1.root.json"])
+    forged["signed"]["expires"] = "2099-01-01T00:00:00Z"
+    response = fleet.admin(
+        "PUT", "/api/v1/image-repo/1.root.json", content=json.dumps(forged).encode()
+    )
+    assert response.status_code == 422
+    misnamed = fleet.admin("PUT", "/api/v1/image-repo/2.root.json", content=files["1.root.json"])
+    assert misnamed.status_code == 422
+    assert fleet.admin("PUT", "/api/v1/image-repo/1.root.json", content=b"{}").status_code == 422
+    publish(fleet, files)
+    stranger = new_repo().files()
+    assert (
+        fleet.admin(
+            "PUT", "/api/v1/image-repo/timestamp.json", content=stranger["timestamp.json"]
+        ).status_code
+        == 422
+    )
+    again = fleet.admin("PUT", "/api/v1/image-repo/1.targets.json", content=files["1.targets.json"])
+    assert again.status_code == 409
+    repo.add_image("tbox-1.0", b"t", ImageFields(("tbox-hw",), 1))
+    repo.commit()
+    publish(fleet, repo.files())
+    listed = {row["name"]: row["version"] for row in fleet.ok("GET", "/api/v1/image-repo")}
+    assert listed["2.targets.json"] == 2 and listed["timestamp.json"] == 2
+    fleet.model()
+    car = fleet.vehicle(1)
+    served = fleet.device(car, "GET", "/uptane/image/2.targets.json")
+    assert "tbox-1.0" in Metadata.from_bytes(served.content).signed.targets
+    assert fleet.device(car, "GET", "/uptane/image/root.json").content == files["1.root.json"]
+    assert fleet.device(car, "GET", "/uptane/image/9.targets.json").status_code == 404
+    assert client.get("/uptane/image/root.json").status_code == 401
+
+
+@pytest.mark.slow
+def test_background_delta_is_offered_once_signed(fleet: Fleet, backend: Backend) -> None:
+    rng = random.Random(7)
+    old = rng.randbytes(300_000)
+    new = bytearray(old)
+    new[1000:1010] = b"0123456789"
+    new += rng.randbytes(5000)
+    fleet.model()
+    fleet.package("tbox", "1.0", "tbox-hw", old, release_counter=1)
+    fleet.package("tbox", "2.0", "tbox-hw", bytes(new), release_counter=2)
+    assert deltas.run_pending(backend.sessions, backend.store) == [(1, "done")]
+    delta = next(p for p in fleet.ok("GET", "/api/v1/packages") if p["kind"] == "delta")
+    assert delta["base_target"] == "tbox-1.0"
+    assert delta["length"] < len(new) // 4
+    car = fleet.vehicle(1)
+    car.installed[car.primary] = ("tbox-1.0", len(old), hashlib.sha256(old).hexdigest(), 1)
+    assert fleet.send_manifest(car).status_code == 200
+    repo = new_repo()
+    publish(fleet, repo.files())
+    campaign = {"name": "c", "targeting": {"vins": [car.vin]}, "packages": ["tbox-2.0"]}
+    fleet.ok("POST", "/api/v1/campaigns", json=campaign)
+    fleet.ok("POST", "/api/v1/campaigns/c/start")
+    fleet.poll(car)
+    assert set(director_targets(fleet, car)) == {"tbox-2.0"}, "unsigned delta must not be offered"
+    fleet.ok("POST", "/api/v1/campaigns/c/pause", json={})
+    fields = ImageFields(("tbox-hw",), 2, delta_source_sha256=hashlib.sha256(old).hexdigest())
+    repo.add_target(
+        delta["target"], length=delta["length"], sha256=delta["sha256"], custom=fields.to_custom()
+    )
+    repo.commit()
+    publish(fleet, repo.files())
+    fleet.ok("POST", "/api/v1/campaigns/c/resume")
+    fleet.poll(car)
+    targets = director_targets(fleet, car)
+    assert list(targets) == [delta["target"]]
+    assert targets[delta["target"]]["delta_source_sha256"] == hashlib.sha256(old).hexdigest()
+    data = fleet.device(car, "GET", f"/api/v1/device/targets/{delta['target']}").content
+    rebuilt = io.BytesIO()
+    apply_delta(io.BytesIO(data), io.BytesIO(old), rebuilt)
+    assert rebuilt.getvalue() == bytes(new)
+
+
+@pytest.mark.slow
+def test_failed_delta_job_is_recorded(fleet: Fleet, backend: Backend) -> None:
+    fleet.package("bcm", "1.0", "bcm-hw", b"a" * 5000)
+    fleet.package("bcm", "2.0", "bcm-hw", b"b" * 5000)
+    (backend.settings.blob_dir / "packages" / "bcm" / "1.0").unlink()
+    assert deltas.run_pending(backend.sessions, backend.store) == [(1, "failed")]
+    jobs = fleet.ok("GET", "/api/v1/deltas")
+    assert jobs[0]["state"] == "failed" and "missing" in jobs[0]["error"]
