@@ -42,12 +42,37 @@ from redstone_agent.someip.interface import (
 log = logging.getLogger(__name__)
 
 
+_SOMEIPY_LOGGERS = (
+    "someipyd_client",
+    "client_service_instance",
+    "server_service_instance",
+    "tcp_connection",
+)
+
+
+class _Propagate(logging.StreamHandler):  # type: ignore[type-arg]
+    """Occupies someipy's "has a console handler" check; records reach ours via the root."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        return
+
+
 def _someipy() -> Any:
-    """Import someipy lazily and quieten it (its DEBUG default logs every payload)."""
+    """Import someipy lazily and tame its logging.
+
+    someipy defaults to DEBUG (every payload, base64) and attaches its own
+    stdout handler to each logger; we raise the level to WARNING and give its
+    loggers a silent handler so its records go only through the application's
+    handlers (text or JSON).
+    """
     import someipy
     from someipy.someipy_logging import set_someipy_log_level
 
     set_someipy_log_level(logging.WARNING)
+    for name in _SOMEIPY_LOGGERS:
+        logger = logging.getLogger(f"someipy.{name}")
+        if not any(isinstance(h, _Propagate) for h in logger.handlers):
+            logger.handlers = [_Propagate()]
     return someipy
 
 

@@ -57,5 +57,5 @@ class SubConfig:
     health: HealthConfig = field(default_factory=HealthConfig)
     reboot_command: list[str] = field(default_factory=lambda: ["systemctl", "reboot"])
     dbus: Literal["system", "session", "none"] = "system"
-    download_timeout: float = 30.0
-    max_image_bytes: int = 8 * 1024 * 1024 * 1024
+    log_format: Literal["text", "json"] = "text"
+    """``json``: one JSON object per line with state/seq/error/target fields."""

@@ -180,7 +180,17 @@ class Engine:
         r.state, r.error, r.detail = state, error, detail
         r.seq += 1
         self._journal.save(r.to_dict())
-        log.info("state %s%s", state.name, f" ({error.name}: {detail})" if detail else "")
+        log.info(
+            "state %s%s",
+            state.name,
+            f" ({error.name}: {detail})" if detail else "",
+            extra={
+                "state": state.name,
+                "seq": r.seq,
+                "error": error.name,
+                "target": (r.request or {}).get("target", r.current),
+            },
+        )
         self._hooks.publish(self.status())
 
     async def put_metadata(self, bundle: bytes) -> None:

@@ -38,7 +38,9 @@ def _exe(name: str) -> str:
     return str(Path(sys.executable).with_name(name))
 
 
-def sub_toml(node: SubNode, *, health_command: list[str], dbus: str) -> str:
+def sub_toml(
+    node: SubNode, *, health_command: list[str], dbus: str, log_format: str = "text"
+) -> str:
     trust = node.workdir / "trust"
     return (
         "[sub]\n"
@@ -47,6 +49,7 @@ def sub_toml(node: SubNode, *, health_command: list[str], dbus: str) -> str:
         f'state-dir = "{node.workdir / "sub-state"}"\n'
         f"reboot-command = {_toml_list(['touch', str(node.reboot_marker)])}\n"
         f'dbus = "{dbus}"\n'
+        f'log-format = "{log_format}"\n'
         "[sub.someip]\n"
         f"instance-id = {node.instance_id}\n"
         f'address = "{node.net.ip}"\n'
@@ -200,7 +203,12 @@ class Fleet:
             )
             sub.health_flag.touch()
             sub.config.write_text(
-                sub_toml(sub, health_command=["test", "-e", str(sub.health_flag)], dbus="session")
+                sub_toml(
+                    sub,
+                    health_command=["test", "-e", str(sub.health_flag)],
+                    dbus="session",
+                    log_format="json" if index % 2 == 0 else "text",
+                )
             )
             self.subs.append(sub)
 

@@ -76,9 +76,12 @@ def test_two_subs_update_reboot_and_commit(fleet: Fleet) -> None:
     for sub in fleet.subs:
         fleet.publish(sub, f"{sub.name}-1.0.img", images[sub.name], release_counter=1)
 
+    seen: dict[str, list[SubState]] = {sub.name: [] for sub in fleet.subs}
+
     async def scenario() -> None:
         async with master(fleet) as clients:
             for sub in fleet.subs:
+                clients[sub.name].on_status(lambda st, n=sub.name: seen[n].append(st.state))
                 info = await clients[sub.name].get_info()
                 assert (info.ecu_serial, info.booted_slot, info.state) == (sub.serial, "A", S.IDLE)
             await asyncio.gather(
@@ -103,6 +106,8 @@ def test_two_subs_update_reboot_and_commit(fleet: Fleet) -> None:
 
     asyncio.run(scenario())
     for sub in fleet.subs:
+        # STATUS events reached the Master, also across the reboot.
+        assert {S.TRANSFERRING, S.READY, S.VERIFYING, S.COMMITTED} <= set(seen[sub.name])
         image = images[sub.name]
         assert sub.booted() == "B"
         assert sub.slot_bytes("B", len(image)) == image
@@ -201,10 +206,20 @@ def test_sub_killed_mid_install_resumes(fleet: Fleet) -> None:
     image = os.urandom(1_500_000)
     fleet.publish(sub, "slow-sub2-3.0.img", image, release_counter=3)
 
+    progress: list[int] = []
+
     async def scenario() -> None:
         async with master(fleet) as clients:
             client = clients[sub.name]
+            client.on_progress(lambda p: progress.append(p.bytes_done))
             await client.put_metadata(fleet.bundle())
+            # Cancel mid-transfer: back to IDLE, nothing switched.
+            await client.install(fleet.install_request("slow-sub2-3.0.img"))
+            await client.wait_for_state({S.TRANSFERRING}, WAIT)
+            await client.cancel()
+            status = await client.wait_for_state({S.IDLE}, WAIT)
+            assert status.error is ResultCode.CANCELLED
+            # Power cut mid-transfer: the journal resumes the install.
             await client.install(fleet.install_request("slow-sub2-3.0.img"))
             await client.wait_for_state({S.TRANSFERRING}, WAIT)
             await asyncio.sleep(0.5)
@@ -219,6 +234,7 @@ def test_sub_killed_mid_install_resumes(fleet: Fleet) -> None:
     asyncio.run(scenario())
     assert sub.slot_bytes("A", len(image)) == image
     assert sub.booted() == "B"
+    assert len(image) in progress  # PROGRESS events, the last one at the full length
 
 
 def test_malformed_payloads_do_not_hurt_the_daemon(fleet: Fleet) -> None:
@@ -281,3 +297,10 @@ def test_logs_name_the_steps(fleet: Fleet) -> None:
     text = Path(fleet.subs[0].log).read_text()
     for needle in ("state TRANSFERRING", "state READY", "state COMMITTED", "rebooting"):
         assert needle in text
+
+
+def test_json_logs_are_one_object_per_line(fleet: Fleet) -> None:
+    lines = Path(fleet.subs[1].log).read_text().splitlines()
+    entries = [json.loads(line) for line in lines]
+    states = {entry.get("state") for entry in entries}
+    assert {"TRANSFERRING", "READY", "VERIFYING", "COMMITTED", "ROLLED_BACK"} <= states

@@ -1,0 +1,39 @@
+"""Log lines as JSON objects, one per line, for journald/fleet log shipping.
+
+The engine attaches ``state``, ``seq``, ``error`` and ``target`` to every
+transition record (``extra=``); they become top-level keys here so a log
+pipeline can filter on them without parsing prose.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+FIELDS = ("state", "seq", "error", "target", "method")
+
+
+class JsonFormatter(logging.Formatter):
+    """``{"ts", "level", "logger", "msg", <fields>, "exc"}`` per record."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for name in FIELDS:
+            if hasattr(record, name):
+                entry[name] = getattr(record, name)
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def use_json_logs() -> None:
+    """Switch every root handler to JSON lines."""
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(JsonFormatter())
