@@ -64,6 +64,14 @@ def test_docan_survives_transient_faults(docan_pair: Any, faults: Faults) -> Non
     assert sim.ecu.memory.read_active("app", 0, len(data)) == data
 
 
+def test_docan_boot_failure_restores_previous_image(docan_pair: Any) -> None:
+    sim, ecu = docan_pair(faults=Faults(boot_failure=1))
+    previous = FlashImage(image("1.0.0", 8000), "1.0.0")
+    report = Flasher(ecu).install(FlashImage(image("3.3.0", 8000), "3.3.0"), previous=previous)
+    assert report.outcome is Outcome.RESTORED, report
+    assert (report.version_after, sim.ecu.mode) == ("1.0.0", "application")
+
+
 def test_docan_fd_flash(docan_pair: Any) -> None:
     _sim, ecu = docan_pair(fd=True)
     assert (
