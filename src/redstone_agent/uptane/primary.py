@@ -10,12 +10,11 @@ configured clock and cross-checks every ECU, and those same bytes become the
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 import requests
 from tuf.api import exceptions as tuf_errors
@@ -24,6 +23,7 @@ from redstone_agent.retry import RetryPolicy
 from redstone_agent.uptane.bundle import DIRECTOR, IMAGE, MetadataBundle, RepositoryMetadata
 from redstone_agent.uptane.errors import DownloadError, MetadataError
 from redstone_agent.uptane.fetcher import FetchLimits, Progress, RequestsFetcher, download_target
+from redstone_agent.uptane.storage import role_files, root_chain
 from redstone_agent.uptane.tufapi import Metadata, Targets, Updater, UpdaterConfig
 from redstone_agent.uptane.verifier import (
     Clock,
@@ -36,7 +36,6 @@ from redstone_agent.uptane.verifier import (
 )
 
 log = logging.getLogger(__name__)
-_ROOT_FILE = re.compile(r"^(\d+)\.root\.json$")
 
 
 @dataclass(frozen=True)
@@ -167,17 +166,9 @@ def _target_paths(director: RepositoryMetadata) -> list[str]:
 
 def _cached(directory: Path) -> RepositoryMetadata:
     """The metadata the Updater just verified and cached, as a bundle entry."""
-    history = directory / "root_history"
-    roots = sorted(
-        (int(m.group(1)), p.read_bytes())
-        for p in history.iterdir()
-        if (m := _ROOT_FILE.match(p.name))
-    )
-    roles = {}
-    for path in directory.glob("*.json"):
-        if path.name != "root.json":
-            roles[unquote(path.name[: -len(".json")])] = path.read_bytes()
-    return RepositoryMetadata(tuple(data for _, data in roots), roles)
+    roles = role_files(directory)
+    roles.pop("root", None)  # a symlink to the newest root_history entry
+    return RepositoryMetadata(root_chain(directory / "root_history"), roles)
 
 
 def _trim(bundle: MetadataBundle, result: VerificationResult) -> MetadataBundle:

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 from tuf.api import exceptions as tuf_errors
 
@@ -32,10 +31,10 @@ from redstone_agent.uptane.bundle import RepositoryMetadata
 from redstone_agent.uptane.errors import RepositoryToolError
 from redstone_agent.uptane.keys import load_signer, save_signer
 from redstone_agent.uptane.repository import Repository
+from redstone_agent.uptane.storage import role_files, root_chain
 from redstone_agent.uptane.tufapi import Metadata, Signer, Snapshot, Targets, Timestamp
 
 FORMAT = 1
-_ROOT_FILE = re.compile(r"^(\d+)\.root\.json$")
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -85,15 +84,9 @@ class Workspace:
         if info.get("format") != FORMAT:
             raise RepositoryToolError(f"{path}: unsupported workspace format {info.get('format')}")
         meta = path / "metadata"
-        roots = sorted(
-            (int(m.group(1)), p.read_bytes())
-            for p in (meta / "root_history").iterdir()
-            if (m := _ROOT_FILE.match(p.name))
-        )
-        roles = {"root": roots[-1][1]}
-        for file in meta.glob("*.json"):
-            roles[unquote(file.name[: -len(".json")])] = file.read_bytes()
-        repo = Repository.load(str(info["name"]), roles, [data for _, data in roots])
+        roots = root_chain(meta / "root_history")
+        roles = {"root": roots[-1], **role_files(meta)}
+        repo = Repository.load(str(info["name"]), roles, roots)
         for role, days in info.get("expiry_days", {}).items():
             repo.expiry[role] = timedelta(days=days)
         repo.dirty.update(info.get("pending", []))
@@ -172,11 +165,7 @@ def read_published(metadata_dir: Path) -> RepositoryMetadata:
     verifier then checks every byte.
     """
     try:
-        roots = sorted(
-            (int(m.group(1)), p.read_bytes())
-            for p in metadata_dir.iterdir()
-            if (m := _ROOT_FILE.match(p.name))
-        )
+        roots = root_chain(metadata_dir)
         timestamp = (metadata_dir / "timestamp.json").read_bytes()
         ts = Metadata[Timestamp].from_bytes(timestamp).signed
         snap_name = f"{ts.snapshot_meta.version}.snapshot.json"
@@ -188,4 +177,4 @@ def read_published(metadata_dir: Path) -> RepositoryMetadata:
             roles[role] = (metadata_dir / f"{meta.version}.{quote(role, '')}.json").read_bytes()
     except (OSError, ValueError, tuf_errors.RepositoryError) as exc:
         raise RepositoryToolError(f"{metadata_dir}: not a published repository ({exc})") from exc
-    return RepositoryMetadata(tuple(data for _, data in roots), roles)
+    return RepositoryMetadata(roots, roles)

@@ -48,14 +48,18 @@ def pair(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
 def publish_and_verify(capsys: pytest.CaptureFixture[str], base: Path) -> dict:  # type: ignore[type-arg]
     repo(capsys, "publish", base / "img", base / "pub" / "image")
     repo(capsys, "publish", base / "dir", base / "pub" / "director")
-    return repo(
-        capsys,
+    return repo(capsys, *verify_args(base))
+
+
+def verify_args(base: Path) -> list[str | Path]:
+    """``verify`` of the published pair, trusting the version-1 roots."""
+    return [
         "verify",
         "--director", base / "pub" / "director",
         "--image", base / "pub" / "image",
         "--director-root", base / "dir" / "metadata" / "root_history" / "1.root.json",
         "--image-root", base / "img" / "metadata" / "root_history" / "1.root.json",
-    )  # fmt: skip
+    ]  # fmt: skip
 
 
 def test_root_key_rotation_via_cli_is_followed_from_the_old_root(
@@ -132,14 +136,7 @@ def test_tampered_published_metadata_fails_verify(
     publish_and_verify(capsys, pair)
     targets = next((pair / "pub" / "director" / "metadata").glob("2.targets.json"))
     targets.write_bytes(targets.read_bytes().replace(b'"E1"', b'"E2"'))
-    err = fails(
-        capsys,
-        "verify",
-        "--director", pair / "pub" / "director",
-        "--image", pair / "pub" / "image",
-        "--director-root", pair / "dir" / "metadata" / "root_history" / "1.root.json",
-        "--image-root", pair / "img" / "metadata" / "root_history" / "1.root.json",
-    )  # fmt: skip
+    err = fails(capsys, *verify_args(pair))
     assert "director repository" in err
 
 
