@@ -130,7 +130,7 @@ def cmd_assign(args: argparse.Namespace) -> dict[str, Any]:
         hardware_id, sep2, path = rest.partition(":")
         if not (sep and sep2 and serial and hardware_id and path):
             raise RepositoryToolError(f"--ecu must look like SERIAL=HWID:PATH, got {item!r}")
-        target = _find_image(image.repository, path)
+        target = image.repository.find_target(path)
         fields = ImageFields.from_target(target)
         assignments.append(
             Assignment(
@@ -146,14 +146,6 @@ def cmd_assign(args: argparse.Namespace) -> dict[str, Any]:
     ws.repository.assign(assignments)
     ws.save()
     return {"assigned": {a.ecu_serial: a.filename for a in assignments}}
-
-
-def _find_image(repo: Repository, path: str) -> Any:
-    for meta in repo.roles.values():
-        found = getattr(meta.signed, "targets", None)
-        if isinstance(found, dict) and path in found:
-            return found[path]
-    raise RepositoryToolError(f"image repository has no target {path!r}")
 
 
 def cmd_sign(args: argparse.Namespace) -> dict[str, Any]:

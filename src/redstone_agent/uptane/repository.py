@@ -170,6 +170,13 @@ class Repository:
             raise RepositoryToolError(f"{self.name}: {role!r} is not a targets role")
         return signed
 
+    def find_target(self, path: str) -> TargetFile:
+        """The target named ``path`` in whichever targets role lists it (unverified)."""
+        for meta in self.roles.values():
+            if isinstance(meta.signed, Targets) and path in meta.signed.targets:
+                return meta.signed.targets[path]
+        raise RepositoryToolError(f"{self.name} repository has no target {path!r}")
+
     def to_bytes(self, role: str) -> bytes:
         return self.roles[role].to_bytes(_SERIALIZER)
 

@@ -98,7 +98,7 @@ class UptaneSimulator:
         blob = data if data is not None else self.blobs[path]
         counter = release_counter
         if counter is None:
-            counter = self._image_counter(path)
+            counter = ImageFields.from_target(self.image.find_target(path)).release_counter
         item = Assignment(
             ecu_serial,
             hardware_id,
@@ -116,13 +116,6 @@ class UptaneSimulator:
     def commit_director(self) -> None:
         self.director.assign(self.assignments.values())
         self.director.commit()
-
-    def _image_counter(self, path: str) -> int:
-        for meta in self.image.roles.values():
-            found = getattr(meta.signed, "targets", {}).get(path)
-            if found is not None:
-                return ImageFields.from_target(found).release_counter
-        return 0
 
     def bundle(self) -> MetadataBundle:
         return MetadataBundle(
