@@ -41,7 +41,9 @@ def build_vehicle() -> tuple[UptaneSimulator, dict[str, EcuState]]:
         sim.delegate(role, [f"{role}/*"])
         for i in range(IMAGES_PER_SUPPLIER):
             data = f"{role} image {i}".encode()
-            sim.add_image(f"{role}/img-{i}.bin", data, [f"hw-{s}-{i % 20}"], i, role=role, commit=False)
+            sim.add_image(
+                f"{role}/img-{i}.bin", data, [f"hw-{s}-{i % 20}"], i, role=role, commit=False
+            )
     sim.image.commit()
     ecus = {}
     for n in range(ECUS):

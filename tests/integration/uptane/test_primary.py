@@ -9,6 +9,7 @@ import pytest
 
 from redstone_agent.uptane.bundle import MetadataBundle
 from redstone_agent.uptane.errors import CrossCheckError, DownloadError
+from redstone_agent.uptane.keys import generate_signer
 from redstone_agent.uptane.verifier import EcuState, verify_full, verify_partial
 from tests.integration.uptane.conftest import IMAGE, Published
 
@@ -102,3 +103,23 @@ def test_unreachable_repository_is_a_download_error(published: Published, tmp_pa
     published.server.faults["/image/metadata/timestamp.json"] = "status:404"
     with pytest.raises(DownloadError, match="image repository"):
         verifier.refresh()
+
+
+def test_target_download_retries_a_transient_server_error(
+    published: Published, tmp_path: Path
+) -> None:
+    verifier = published.verifier(tmp_path / "cache")
+    target = verifier.refresh().targets["ABS-1"]
+    published.server.faults[f"/image/targets/brakes/{target.sha256}.abs-1.4.bin"] = "status:503"
+    assert verifier.download(target, tmp_path / "abs.bin").read_bytes() == IMAGE
+
+
+def test_primary_follows_director_root_rotation(published: Published, tmp_path: Path) -> None:
+    director = published.sim.director
+    old = director.signers["root"][0].public_key.keyid
+    director.rotate_key("root", old, generate_signer())
+    director.commit()
+    published.publish()
+    result = published.verifier(tmp_path / "cache").refresh()
+    assert result.verification.new_roots["director"] == director.roots[1]
+    assert len(result.bundle.repository("director").roots) == 2  # Subs can follow too
