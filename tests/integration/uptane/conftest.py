@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +30,6 @@ class Published:
             for file, data in repo.files().items():
                 atomic_write(self.root / name / "metadata" / file, data)
         for path, data in self.sim.blobs.items():
-            import hashlib
-
             dirname, sep, base = path.rpartition("/")
             name = f"{dirname}{sep}{hashlib.sha256(data).hexdigest()}.{base}"
             atomic_write(self.root / "image" / "targets" / name, data)
