@@ -38,6 +38,5 @@ def write_slot(
             verify_readback=verify_readback,
         ) as sink,
     ):
-        for chunk in decompressing(raw):
-            sink.write(chunk)
+        sink.write_from(decompressing(raw))
         return sink.finish()
