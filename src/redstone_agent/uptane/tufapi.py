@@ -1,18 +1,18 @@
 """The python-tuf and securesystemslib names we use, imported once.
 
-Both libraries re-export these names from private modules without ``__all__``,
-which mypy's strict mode (no implicit re-export) rejects; importing them here,
-once, keeps that wrinkle out of every other module.
+Both libraries re-export these names from private modules without ``__all__``
+(pyproject lets mypy accept that for them); importing them here, once, keeps
+the rest of the code independent of where the libraries put them.
 """
 
-from securesystemslib.signer import (  # type: ignore[attr-defined]
+from securesystemslib.signer import (
     CryptoSigner,
     Key,
     Signature,
     Signer,
     SSlibKey,
 )
-from tuf.api.metadata import (  # type: ignore[attr-defined]
+from tuf.api.metadata import (
     DelegatedRole,
     Delegations,
     Metadata,
@@ -25,7 +25,7 @@ from tuf.api.metadata import (  # type: ignore[attr-defined]
     Targets,
     Timestamp,
 )
-from tuf.ngclient import Updater, UpdaterConfig  # type: ignore[attr-defined]
+from tuf.ngclient import Updater, UpdaterConfig
 
 __all__ = [
     "CryptoSigner",
