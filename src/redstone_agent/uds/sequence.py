@@ -131,21 +131,32 @@ class ProgrammingSequence:
         self.channel.session.adopt_timing(data.p2_server_max, data.p2_star_server_max)
 
     def unlock(self) -> None:
-        """SecurityAccess with the configured seed→key plug-in."""
+        """SecurityAccess with the configured seed→key plug-in.
+
+        A lost answer to the key is not repeated blindly (the ECU has dropped
+        the seed): a fresh seed request tells, all zeros meaning "unlocked".
+        """
         sec = self.ecu.security
-        seed = self.channel.call(
-            "security seed", lambda c: c.request_seed(sec.level)
-        ).service_data.seed
-        if not any(seed):
-            return  # an all-zero seed means already unlocked
-        key = compute_key(sec.algorithm, sec.level, bytes(seed), sec.params)
-        try:
-            self.channel.call("security key", lambda c: c.send_key(sec.level + 1, key), retry=False)
-        except NegativeResponseError as exc:
-            raise SecurityAccessError(
-                f"ECU {self.ecu.name}: security access denied ({exc}); check the "
-                f"algorithm {sec.algorithm!r} and its parameters"
-            ) from None
+        for attempt in range(self.ecu.timing.transfer_retries + 1):
+            seed = self.channel.call(
+                "security seed", lambda c: c.request_seed(sec.level)
+            ).service_data.seed
+            if not any(seed):
+                return
+            key = compute_key(sec.algorithm, sec.level, bytes(seed), sec.params)
+            try:
+                send_key = functools.partial(Client.send_key, level=sec.level + 1, key=key)
+                self.channel.call("security key", send_key, retry=False)
+                return
+            except NegativeResponseError as exc:
+                raise SecurityAccessError(
+                    f"ECU {self.ecu.name}: security access denied ({exc}); check the "
+                    f"algorithm {sec.algorithm!r} and its parameters"
+                ) from None
+            except TransportError:
+                if attempt == self.ecu.timing.transfer_retries:
+                    raise
+                self.channel.reconnect(self.ecu.timing.reconnect_delay)
 
     def routine(self, step: str, routine_id: int, data: bytes | None = None) -> None:
         """Start a routine and insist on status 0x00 in its status record."""
@@ -184,7 +195,9 @@ class ProgrammingSequence:
             max_length - 2,
         )
         self._transfer(payload.data, blocks.data_per_block(max_length))
-        self.channel.call("transfer exit", lambda c: c.request_transfer_exit())
+        # a repeated exit or download request would meet a changed ECU state (0x24):
+        # a lost answer to either restarts the sequence instead
+        self.channel.call("transfer exit", lambda c: c.request_transfer_exit(), retry=False)
         self.progress("check", 0, 1)
         self.routine("check memory", self.ecu.routines.check_memory, blocks.crc32(image))
         self.routine("check dependencies", self.ecu.routines.check_dependencies)
@@ -204,7 +217,9 @@ class ProgrammingSequence:
             dfi = DataFormatIdentifier.from_byte(payload.data_format)
             try:
                 max_length = self.channel.call(
-                    "request download", functools.partial(_request_download, location, dfi)
+                    "request download",
+                    functools.partial(_request_download, location, dfi),
+                    retry=False,
                 )
             except NegativeResponseError as exc:
                 if exc.code == REQUEST_OUT_OF_RANGE and method != "none":
