@@ -408,6 +408,18 @@ def _add_campaign(sub: Any) -> None:
     campaign.set_defaults(func=cmd_campaign)
 
 
+def cmd_openapi(_backend: Backend | None, args: argparse.Namespace) -> Any:
+    from redstone_cloud.api.app import openapi_document
+
+    sys.stdout.write(openapi_document())
+    return None
+
+
+def _add_openapi(sub: Any) -> None:
+    openapi = sub.add_parser("openapi", help="print the API's OpenAPI document (JSON)")
+    openapi.set_defaults(func=cmd_openapi, no_backend=True)
+
+
 def _add_deltas(sub: Any) -> None:
     deltas_p = sub.add_parser("deltas", help="background delta generation")
     deltas_sub = deltas_p.add_subparsers(dest="deltas_command", required=True)
@@ -451,6 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inventory(sub)
     _add_campaign(sub)
     _add_deltas(sub)
+    _add_openapi(sub)
     _add_audit(sub)
     return parser
 

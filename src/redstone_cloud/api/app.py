@@ -39,3 +39,21 @@ def create_app(backend: Backend) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(device.router)
     return app
+
+
+def openapi_document() -> str:
+    """The OpenAPI document as committed in docs/openapi.json (stable key order)."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from redstone_cloud.backend import open_backend
+    from redstone_cloud.settings import Settings
+
+    with tempfile.TemporaryDirectory() as tmp:
+        backend = open_backend(Settings(database_url="sqlite://", data_dir=Path(tmp)))
+        try:
+            document = create_app(backend).openapi()
+        finally:
+            backend.close()
+    return json.dumps(document, indent=2, sort_keys=True) + "\n"

@@ -1,0 +1,44 @@
+"""The filesystem blob store: measured writes, caps, ranges, hostile keys."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import pytest
+
+from redstone_cloud.errors import InvalidInput, NotFound, TooLarge
+from redstone_cloud.storage import FilesystemStore
+
+
+def test_put_measures_and_reads_ranges(tmp_path: Path) -> None:
+    store = FilesystemStore(tmp_path)
+    data = bytes(range(256)) * 3000
+    info = store.put("packages/a/1.0", io.BytesIO(data), max_bytes=len(data))
+    assert (info.length, info.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+    assert store.size("packages/a/1.0") == len(data)
+    assert b"".join(store.read("packages/a/1.0")) == data
+    assert b"".join(store.read("packages/a/1.0", 10, 19)) == data[10:20]
+    assert b"".join(store.read("packages/a/1.0", len(data) - 1)) == data[-1:]
+    assert store.download_url("packages/a/1.0", 60) is None
+    store.delete("packages/a/1.0")
+    with pytest.raises(NotFound):
+        store.size("packages/a/1.0")
+    with pytest.raises(NotFound):
+        list(store.read("packages/a/1.0"))
+
+
+def test_oversized_upload_leaves_nothing(tmp_path: Path) -> None:
+    store = FilesystemStore(tmp_path)
+    with pytest.raises(TooLarge):
+        store.put("big", io.BytesIO(b"x" * 1001), max_bytes=1000)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "key", ["../etc/passwd", "/abs", "a/../../b", "a//b", "", "a/./b", "sp ace"]
+)
+def test_hostile_keys_are_refused(tmp_path: Path, key: str) -> None:
+    with pytest.raises(InvalidInput):
+        FilesystemStore(tmp_path).put(key, io.BytesIO(b"x"), max_bytes=10)
