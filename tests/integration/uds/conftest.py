@@ -82,12 +82,14 @@ def docan_pair(simulated: Make) -> Make:
     """Simulator and tester on a private python-can ``virtual`` channel."""
 
     def make(
-        faults: Faults | None = None, fd: bool = False, **ecu_changes: Any
+        faults: Faults | None = None,
+        fd: bool = False,
+        can: dict[str, Any] | None = None,
+        **ecu_changes: Any,
     ) -> tuple[BackgroundSimulator, EcuConfig]:
         channel = f"uds-test-{os.getpid()}-{next(_channels)}"
-        docan = SimDoCan(
-            interface="virtual", channel=channel, block_size=0, fd=fd, frame_length=64 if fd else 8
-        )
+        settings: dict[str, Any] = {"block_size": 0, "frame_length": 64 if fd else 8}
+        docan = SimDoCan(interface="virtual", channel=channel, fd=fd, **(settings | (can or {})))
         return simulated(sim_config(faults, docan=docan), **ecu_changes)
 
     return make

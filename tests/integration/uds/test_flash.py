@@ -72,6 +72,21 @@ def test_docan_boot_failure_restores_previous_image(docan_pair: Any) -> None:
     assert (report.version_after, sim.ecu.mode) == ("1.0.0", "application")
 
 
+def test_docan_extended_ids_unpadded_with_flow_control(docan_pair: Any) -> None:
+    can = {
+        "extended_id": True,
+        "tx_id": 0x18DA10F1,
+        "rx_id": 0x18DAF110,
+        "padding": False,
+        "block_size": 4,
+        "st_min_ms": 1,
+    }
+    sim, ecu = docan_pair(can=can)
+    data = image("3.4.0", 3000)
+    assert Flasher(ecu).install(FlashImage(data, "3.4.0")).outcome is Outcome.INSTALLED
+    assert sim.ecu.memory.read_active("app", 0, len(data)) == data
+
+
 def test_docan_fd_flash(docan_pair: Any) -> None:
     _sim, ecu = docan_pair(fd=True)
     assert (
