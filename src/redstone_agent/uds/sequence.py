@@ -13,11 +13,9 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from udsoncan import DataFormatIdentifier, MemoryLocation
 from udsoncan.client import Client
-from udsoncan.common.DidCodec import DidCodec
 
 from redstone_agent.uds import blocks
 from redstone_agent.uds.config import EcuConfig, Region
@@ -42,19 +40,6 @@ SESSION_LOST_NRCS = {0x24, 0x33, 0x7E, 0x7F, 0x22}
 """NRCs to a resent block that mean the ECU forgot our download: restart the sequence."""
 REQUEST_OUT_OF_RANGE = 0x31
 ROUTINE_OK = 0x00
-
-
-class RawCodec(DidCodec):
-    """DID values as raw bytes: fingerprints and versions are opaque to the tester."""
-
-    def encode(self, *values: Any) -> bytes:
-        return bytes(values[0])
-
-    def decode(self, payload: bytes) -> bytes:
-        return bytes(payload)
-
-    def __len__(self) -> int:
-        raise DidCodec.ReadAllRemainingData
 
 
 class SessionLostError(TransportError):
@@ -175,7 +160,7 @@ class ProgrammingSequence:
         self.check_cancel()
         self.channel.call(
             "write fingerprint",
-            lambda c: _write_raw(c, self.ecu.dids.fingerprint, self.fingerprint),
+            lambda c: c.write_data_by_identifier(self.ecu.dids.fingerprint, self.fingerprint),
         )
         self.progress("erase", 0, 1)
         self.routine(
@@ -269,13 +254,7 @@ def _request_download(
     return None if response is None else int(response.service_data.max_length)
 
 
-def _write_raw(client: Client, did: int, value: bytes) -> Any:
-    client.config["data_identifiers"] = {**client.config["data_identifiers"], did: RawCodec}
-    return client.write_data_by_identifier(did, value)
-
-
 def read_raw(client: Client, did: int) -> bytes:
-    """ReadDataByIdentifier as raw bytes."""
-    client.config["data_identifiers"] = {**client.config["data_identifiers"], did: RawCodec}
+    """ReadDataByIdentifier of a DID the session decodes as raw bytes."""
     response = client.read_data_by_identifier(did)
-    return bytes(response.service_data.values[did])
+    return b"" if response is None else bytes(response.service_data.values[did])

@@ -15,6 +15,7 @@ from typing import Any, TypeVar, cast
 import isotp
 from udsoncan import exceptions as uds_exc
 from udsoncan.client import Client
+from udsoncan.common.DidCodec import DidCodec
 
 from redstone_agent.uds.config import EcuConfig
 from redstone_agent.uds.errors import NegativeResponseError, TransportError, UdsError
@@ -23,6 +24,19 @@ from redstone_agent.uds.link import Link
 T = TypeVar("T")
 BUSY_REPEAT = 0x21
 log = logging.getLogger(__name__)
+
+
+class RawCodec(DidCodec):
+    """DID values as raw bytes: fingerprints and versions are opaque to the tester."""
+
+    def encode(self, *values: Any) -> bytes:
+        return bytes(values[0])
+
+    def decode(self, payload: bytes) -> bytes:
+        return bytes(payload)
+
+    def __len__(self) -> int:
+        raise DidCodec.ReadAllRemainingData
 
 
 def client_config(ecu: EcuConfig) -> dict[str, Any]:
@@ -39,7 +53,7 @@ def client_config(ecu: EcuConfig) -> dict[str, Any]:
         "dtc_snapshot_did_size": 2,
         "server_address_format": prog.address_bytes * 8,
         "server_memorysize_format": prog.size_bytes * 8,
-        "data_identifiers": {"default": "s"},
+        "data_identifiers": {ecu.dids.version: RawCodec, ecu.dids.fingerprint: RawCodec},
         "input_output": {},
         "request_timeout": ecu.timing.max_pending,
         "p2_timeout": ecu.timing.p2,
