@@ -33,7 +33,13 @@ class Backend:
 def make_store(settings: Settings) -> BlobStore:
     if settings.storage == "filesystem":
         return FilesystemStore(settings.blob_dir)
-    raise ConfigError(f"storage {settings.storage!r} is not available in this build")
+    if not settings.s3.bucket:
+        raise ConfigError(
+            "storage = 's3' needs [cloud.s3] bucket (and endpoint for non-AWS stores)"
+        )
+    from redstone_cloud.storage.s3 import S3Store
+
+    return S3Store(settings.s3)
 
 
 def open_backend(settings: Settings) -> Backend:
