@@ -129,4 +129,6 @@ def _run(operation: Operation, source: BinaryIO) -> bytes:
     old = b"".join(read_source(source, e.offset, e.length) for e in op.extents)
     if op.kind is OpKind.COPY:
         return old
+    if op.kind is OpKind.ZSTD_PATCH:
+        return decompress(op.codec, payload, op.target_length, where, dictionary=old)
     return apply_payload(old, payload, op.codec, op.target_length, where)

@@ -24,15 +24,31 @@ _READ_CHUNK = 1 << 20
 def compress(codec: Codec, data: bytes) -> bytes:
     """Compress ``data`` for a payload; the dictionary never exceeds the data's size."""
     if codec is Codec.ZSTD:
-        params = zstandard.ZstdCompressionParameters.from_level(
-            ZSTD_LEVEL, source_size=len(data), write_content_size=True
-        )
-        return zstandard.ZstdCompressor(compression_params=params).compress(data)
+        return compress_zstd(data)
     if codec is Codec.XZ:
         dict_size = max(_MIN_DICT, 1 << max(len(data) - 1, 1).bit_length())
         filters = [{"id": lzma.FILTER_LZMA2, "preset": _XZ_PRESET, "dict_size": dict_size}]
         return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_NONE, filters=filters)
     return data
+
+
+def compress_zstd(data: bytes, dictionary: bytes = b"") -> bytes:
+    """zstd at level 19; with ``dictionary``, matches may point into it (like --patch-from)."""
+    window_log = max(10, (len(dictionary) + len(data) - 1).bit_length())
+    params = zstandard.ZstdCompressionParameters.from_level(
+        ZSTD_LEVEL,
+        source_size=len(data),
+        window_log=window_log if dictionary else 0,
+        write_content_size=True,
+    )
+    prefix = _raw_dictionary(dictionary)
+    return zstandard.ZstdCompressor(dict_data=prefix, compression_params=params).compress(data)
+
+
+def _raw_dictionary(content: bytes) -> zstandard.ZstdCompressionDict | None:
+    if not content:
+        return None
+    return zstandard.ZstdCompressionDict(content, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
 
 
 def smallest(
@@ -47,12 +63,17 @@ def smallest(
     return best
 
 
-def decompress(codec: Codec, payload: bytes, size: int, where: str) -> bytes:
-    """Decompress ``payload`` to exactly ``size`` bytes, reading no more than ``size + 1``."""
+def decompress(
+    codec: Codec, payload: bytes, size: int, where: str, dictionary: bytes = b""
+) -> bytes:
+    """Decompress ``payload`` to exactly ``size`` bytes, reading no more than ``size + 1``.
+
+    ``dictionary`` (zstd only) is the source data a ZSTD_PATCH payload refers to.
+    """
     if codec is Codec.NONE:
         data = payload
     elif codec is Codec.ZSTD:
-        data = _zstd_bounded(payload, size, where)
+        data = _zstd_bounded(payload, size, where, dictionary)
     else:
         data = _xz_bounded(payload, size, where)
     if len(data) != size:
@@ -64,8 +85,11 @@ def _window_limit(size: int) -> int:
     return max(_MIN_DICT, 1 << max(size - 1, 1).bit_length())
 
 
-def _zstd_bounded(payload: bytes, size: int, where: str) -> bytes:
-    decompressor = zstandard.ZstdDecompressor(max_window_size=_window_limit(size))
+def _zstd_bounded(payload: bytes, size: int, where: str, dictionary: bytes) -> bytes:
+    decompressor = zstandard.ZstdDecompressor(
+        dict_data=_raw_dictionary(dictionary),
+        max_window_size=_window_limit(size + len(dictionary)),
+    )
     out = bytearray()
     try:
         with decompressor.stream_reader(io.BytesIO(payload)) as reader:

@@ -1,7 +1,9 @@
 """Turn one block of the new image into the cheapest verified operation.
 
-Order of preference: ZERO, an exact COPY, then the smaller of BSDIFF
-(against the source regions the anchor index points at) and REPLACE. Every
+Order of preference: ZERO, an exact COPY, then the smallest of BSDIFF
+(against the source regions the anchor index points at), REPLACE, and,
+when bsdiff did poorly (a rebuilt rather than patched block), ZSTD_PATCH:
+zstd with the same source regions as its dictionary. Every
 BSDIFF payload is decoded again with the apply-side code before it is
 accepted, so make never emits an operation apply would refuse.
 """
@@ -13,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from redstone_agent.delta.bsdiff_payload import apply_payload, make_payload
-from redstone_agent.delta.codecs import smallest
+from redstone_agent.delta.codecs import compress_zstd, smallest
 from redstone_agent.delta.errors import DeltaError
 from redstone_agent.delta.format import (
     MAX_EXTENTS,
@@ -29,6 +31,8 @@ ReadSource = Callable[[int, int], bytes]
 
 #: Skip REPLACE when bsdiff already shrank the block below this fraction.
 _GOOD_BSDIFF = 1 / 16
+#: Try ZSTD_PATCH only when the best so far is above this fraction of the block.
+_POOR_DIFF = 1 / 8
 
 
 @dataclass(frozen=True)
@@ -53,8 +57,8 @@ def encode_block(
     best: OpHeader | None = None
     payload = b""
     extents = choose_extents(regions, source_budget, MAX_EXTENTS)
-    if extents:
-        old = b"".join(read_source(e.offset, e.length) for e in extents)
+    old = b"".join(read_source(e.offset, e.length) for e in extents)
+    if old:
         bsdiff = make_payload(old, block)
         if len(bsdiff.data) < len(block) and _decodes(old, bsdiff.data, bsdiff.codec, block):
             best = OpHeader(
@@ -66,6 +70,13 @@ def encode_block(
         if best is None or len(packed) < len(payload):
             best = OpHeader(OpKind.REPLACE, codec, len(block), len(packed), digest)
             payload = packed
+    if old and len(payload) > len(block) * _POOR_DIFF:
+        patched = compress_zstd(block, dictionary=old)
+        if len(patched) < len(payload):
+            best = OpHeader(
+                OpKind.ZSTD_PATCH, Codec.ZSTD, len(block), len(patched), digest, tuple(extents)
+            )
+            payload = patched
     return _record(best, payload)
 
 

@@ -23,7 +23,7 @@ MAX_BLOCK_SIZE = 16 << 20
 DEFAULT_BLOCK_SIZE = 1 << 20
 MAX_TARGET_SIZE = 1 << 44
 MAX_EXTENTS = 16
-#: A BSDIFF operation may read at most this many block sizes of source.
+#: A BSDIFF or ZSTD_PATCH operation may read at most this many block sizes of source.
 SOURCE_FACTOR = 4
 
 _HEADER = struct.Struct("<8sHHIQ32sQ32sQ")
@@ -42,6 +42,7 @@ class OpKind(enum.IntEnum):
     BSDIFF = 2
     REPLACE = 3
     ZERO = 4
+    ZSTD_PATCH = 5
 
 
 class Codec(enum.IntEnum):
@@ -235,6 +236,8 @@ def _validate_kind_rules(op: OpHeader, where: str) -> None:
         ok = not has_extents and (
             op.codec is not Codec.NONE or op.payload_length == op.target_length
         )
+    elif op.kind is OpKind.ZSTD_PATCH:
+        ok = has_extents and op.payload_length > 0 and op.codec is Codec.ZSTD
     else:
         ok = has_extents and op.payload_length > 0
     if op.kind in (OpKind.COPY, OpKind.ZERO) and op.codec is not Codec.NONE:

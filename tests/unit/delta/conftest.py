@@ -59,6 +59,13 @@ def code_like(seed: int, size: int) -> bytes:
     return bytes(out[:size])
 
 
+def shuffled(data: bytes, piece: int) -> bytes:
+    """The same bytes cut into pieces and reordered: what a relinked object looks like."""
+    pieces = [data[i : i + piece] for i in range(0, len(data), piece)]
+    random.Random(len(data)).shuffle(pieces)
+    return b"".join(pieces)
+
+
 @pytest.fixture
 def make_bytes(tmp_path: Path) -> MakeBytes:
     """Run the real make on two byte strings and return the delta."""

@@ -29,9 +29,18 @@ from redstone_agent.delta.format import (
 )
 from redstone_agent.delta.reader import iter_operations
 
-from .conftest import BLOCK, MakeBytes, RecordingSink, TrickleStream, code_like, random_bytes, sha
+from .conftest import (
+    BLOCK,
+    MakeBytes,
+    RecordingSink,
+    TrickleStream,
+    code_like,
+    random_bytes,
+    sha,
+    shuffled,
+)
 
-OLD = code_like(11, 40 * BLOCK + 123)
+OLD = random_bytes(11, 40 * BLOCK + 123)
 NEW = (
     OLD[: 5 * BLOCK]  # unchanged: COPY
     + bytes(3 * BLOCK)  # ZERO
@@ -39,7 +48,9 @@ NEW = (
     + b"patched" * 30
     + OLD[15 * BLOCK : 25 * BLOCK]
     + random_bytes(12, 4 * BLOCK)  # brand new: REPLACE
-    + OLD[30 * BLOCK :]
+    + OLD[30 * BLOCK : 33 * BLOCK]
+    + shuffled(OLD[33 * BLOCK : 36 * BLOCK], 48)  # rebuilt from old pieces: ZSTD_PATCH
+    + OLD[36 * BLOCK :]
 )
 
 

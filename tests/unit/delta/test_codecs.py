@@ -9,7 +9,7 @@ import tracemalloc
 import pytest
 import zstandard
 
-from redstone_agent.delta.codecs import compress, decompress, smallest
+from redstone_agent.delta.codecs import compress, compress_zstd, decompress, smallest
 from redstone_agent.delta.errors import DeltaFormatError
 from redstone_agent.delta.format import Codec
 
@@ -71,3 +71,14 @@ def test_zstd_frame_demanding_a_huge_window_is_refused() -> None:
 def test_garbage_is_a_format_error(codec: Codec) -> None:
     with pytest.raises(DeltaFormatError):
         decompress(codec, b"\x00garbage" * 10, 1000, "t")
+
+
+def test_source_dictionary_round_trip_and_mismatch() -> None:
+    source = code_like(4, 200_000)
+    block = source[50_000:120_000] + b"edit" + source[130_000:180_000]
+    packed = compress_zstd(block, dictionary=source)
+    assert len(packed) < len(compress(Codec.ZSTD, block)) // 10
+    assert decompress(Codec.ZSTD, packed, len(block), "t", dictionary=source) == block
+    # another source decodes to other bytes; the operation hash is what catches it
+    other = bytes(a ^ 1 for a in source)
+    assert decompress(Codec.ZSTD, packed, len(block), "t", dictionary=other) != block

@@ -92,6 +92,7 @@ VALID = {
     "replace": OpHeader(OpKind.REPLACE, Codec.ZSTD, 4096, 10, HASH),
     "raw": OpHeader(OpKind.REPLACE, Codec.NONE, 4096, 4096, HASH),
     "bsdiff": OpHeader(OpKind.BSDIFF, Codec.ZSTD, 4096, 30, HASH, (Extent(0, 10_000),)),
+    "zstd_patch": OpHeader(OpKind.ZSTD_PATCH, Codec.ZSTD, 4096, 30, HASH, (Extent(0, 10_000),)),
 }
 
 
@@ -115,6 +116,8 @@ def test_valid_ops_pass(name: str) -> None:
         (dataclasses.replace(VALID["replace"], extents=(Extent(0, 1),)), "inconsistent"),
         (dataclasses.replace(VALID["bsdiff"], extents=()), "inconsistent"),
         (dataclasses.replace(VALID["bsdiff"], payload_length=0), "inconsistent"),
+        (dataclasses.replace(VALID["zstd_patch"], codec=Codec.XZ), "inconsistent"),
+        (dataclasses.replace(VALID["zstd_patch"], extents=()), "inconsistent"),
         (
             dataclasses.replace(VALID["bsdiff"], extents=(Extent(0, 9000), Extent(0, 9000))),
             "reads 18000 source bytes, at most 16384",
