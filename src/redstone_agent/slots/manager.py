@@ -25,7 +25,7 @@ from redstone_agent.slots.booted import booted_slot
 from redstone_agent.slots.bootloader import BootEnv, open_bootenv
 from redstone_agent.slots.config import SlotsConfig
 from redstone_agent.slots.errors import BootloaderError, InstallFailed, InstallRefused
-from redstone_agent.slots.imaging import write_slot
+from redstone_agent.slots.imaging import ActiveImage, write_slot
 from redstone_agent.slots.safety import check_writable_slot
 from redstone_agent.slots.scheme import SLOTS, BootState, other_slot
 from redstone_agent.slots.status import NodeState, NodeStatus, SlotView
@@ -54,6 +54,8 @@ class SlotManager:
         self.config = config
         self.bootenv = bootenv or open_bootenv(config.bootloader)
         self.journal = Journal(config.state_dir / "slots.json")
+        self.images = Journal(config.state_dir / "images.json")
+        """Which verified image each slot holds (sha256, size): the source of a delta."""
         self._lock_path = config.state_dir / "slots.lock"
 
     # -- queries ---------------------------------------------------------------------------
@@ -84,8 +86,9 @@ class SlotManager:
     ) -> NodeStatus:
         """Write ``source`` into the inactive slot and make it primary for a trial boot.
 
-        ``source`` is a path or URL of a full image (plain, xz or zstd); ``sha256``
-        and ``size`` describe the uncompressed image. On any failure the running
+        ``source`` is a path or URL of a full image (plain, xz or zstd) or of a
+        block delta against the running slot's image; ``sha256`` and ``size``
+        describe the resulting image. On any failure the running
         slot stays primary and the target slot stays marked bad.
         """
         sha256 = _check_sha256(sha256)
@@ -116,12 +119,16 @@ class SlotManager:
             self.journal.save({**intent, "phase": WRITING})
             boot = boot.mark_bad(target)
             self.bootenv.save_state(boot)
+            images = self.images.load() or {}
+            images.pop(target, None)
+            self.images.save(images)
             try:
                 result = write_slot(
                     source,
                     device,
                     sha256=sha256,
                     size=size,
+                    active=ActiveImage(self.config.device(booted), **images.get(booted, {})),
                     progress=progress,
                     cancel=cancel,
                     verify_readback=self.config.verify_readback,
@@ -132,6 +139,7 @@ class SlotManager:
                 self.journal.save({"phase": FAILED, "slot": target, "reason": reason, "at": _now()})
                 raise InstallFailed(f"{exc} (slot {booted} stays active)") from exc
             intent["size"] = result.size
+            self.images.save({**images, target: {"sha256": sha256, "size": result.size}})
             self.journal.save({**intent, "phase": SWITCHING})
             boot = boot.try_slot(target, self.config.tries)
             self.bootenv.save_state(boot)

@@ -16,7 +16,13 @@ from urllib.request import url2pathname
 import requests
 
 from redstone_agent.retry import RetryPolicy
-from redstone_agent.transfer.decompress import Decompressed, decompressing, detect
+from redstone_agent.transfer.decompress import (
+    Decompressed,
+    HeadThen,
+    decompressing,
+    detect,
+    peek_into,
+)
 from redstone_agent.transfer.errors import (
     CorruptSource,
     SourceChanged,
@@ -34,6 +40,7 @@ __all__ = [
     "CorruptSource",
     "Decompressed",
     "FileSource",
+    "HeadThen",
     "HttpSource",
     "SourceChanged",
     "SourceTooLarge",
@@ -43,6 +50,7 @@ __all__ = [
     "detect",
     "local_path",
     "open_source",
+    "peek_into",
 ]
 
 

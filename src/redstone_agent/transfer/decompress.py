@@ -50,7 +50,7 @@ def detect(head: bytes) -> Compression:
     return "none"
 
 
-class _HeadThen:
+class HeadThen:
     """``readinto`` that serves already-peeked bytes, then the source's own readinto."""
 
     def __init__(self, head: bytes, source: _FillsBuffers) -> None:
@@ -81,11 +81,12 @@ def _peek_chunks(chunks: Iterator[bytes]) -> bytes:
     return head
 
 
-def _peek_readinto(source: _FillsBuffers) -> bytes:
-    head = bytearray(MAGIC_BYTES)
+def peek_into(source: _FillsBuffers, size: int = MAGIC_BYTES) -> bytes:
+    """Read the first ``size`` bytes (fewer only at the end); serve them again with HeadThen."""
+    head = bytearray(size)
     view = memoryview(head)
     filled = 0
-    while filled < MAGIC_BYTES:
+    while filled < size:
         count = source.readinto(view[filled:]) or 0
         if count == 0:
             break
@@ -115,7 +116,7 @@ class Decompressed:
     The compression is detected on first use; use one access path only.
     """
 
-    def __init__(self, source: Iterable[bytes], out_size: int) -> None:
+    def __init__(self, source: Iterable[bytes] | _FillsBuffers, out_size: int) -> None:
         self._source = source
         self._out_size = out_size
         self._reader: _Reader | None = None
@@ -126,8 +127,8 @@ class Decompressed:
     def _open_for_readinto(self) -> _Reader:
         if self._reader is None:
             if isinstance(self._source, _FillsBuffers):
-                head = _peek_readinto(self._source)
-                raw: _Reader = _HeadThen(head, self._source)
+                head = peek_into(self._source)
+                raw: _Reader = HeadThen(head, self._source)
             else:
                 rest = iter(self._source)
                 head = _peek_chunks(rest)
@@ -137,8 +138,10 @@ class Decompressed:
         return self._reader
 
     def _generate(self) -> Iterator[bytes]:
+        if self._reader is None and not isinstance(self._source, Iterable):
+            self._open_for_readinto()  # a reader, not chunks: decode through read()
         if self._reader is None:
-            rest = iter(self._source)
+            rest = iter(cast(Iterable[bytes], self._source))
             head = _peek_chunks(rest)
             self.kind = detect(head)
             if self.kind == "none":
@@ -169,6 +172,8 @@ class Decompressed:
         return self._decode(lambda reader: reader.readinto(buffer) or 0)
 
 
-def decompressing(chunks: Iterable[bytes], *, out_size: int = 1 << 20) -> Decompressed:
+def decompressing(
+    chunks: Iterable[bytes] | _FillsBuffers, *, out_size: int = 1 << 20
+) -> Decompressed:
     """The decompressed bytes of ``chunks`` (xz or zstd), or the bytes unchanged."""
     return Decompressed(chunks, out_size)
