@@ -13,7 +13,7 @@ from redstone_cloud.services.device import PollView
 from redstone_cloud.settings import Settings
 from redstone_cloud.storage.base import BlobStore
 from redstone_cloud.storage.filesystem import FilesystemStore
-from redstone_cloud.uptane_link import Director
+from redstone_cloud.uptane_link import OnlineRepository
 
 
 @dataclass
@@ -22,7 +22,9 @@ class Backend:
     engine: Engine
     sessions: sessionmaker[Session]
     store: BlobStore
-    director: Director
+    director: OnlineRepository
+    image_signer: OnlineRepository | None
+    """Development only (``image_online_key``); None: the image repository is uploaded."""
     poll_cache: dict[int, PollView] = field(default_factory=dict)
     """vehicle id -> last poll view; valid while the vehicle's poll_rev matches."""
 
@@ -50,5 +52,10 @@ def open_backend(settings: Settings) -> Backend:
         engine=engine,
         sessions=make_sessionmaker(engine),
         store=make_store(settings),
-        director=Director.from_key_file(key),
+        director=OnlineRepository.from_key_file(key),
+        image_signer=(
+            OnlineRepository.from_key_file(settings.image_online_key)
+            if settings.image_online_key
+            else None
+        ),
     )

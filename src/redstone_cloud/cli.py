@@ -27,7 +27,16 @@ from redstone_cloud.backend import Backend, open_backend
 from redstone_cloud.db import migrate
 from redstone_cloud.db.engine import transaction
 from redstone_cloud.errors import InvalidInput
-from redstone_cloud.services import audit, campaigns, deltas, device, inventory, packages, pki
+from redstone_cloud.services import (
+    audit,
+    campaigns,
+    deltas,
+    device,
+    imagerepo,
+    inventory,
+    packages,
+    pki,
+)
 from redstone_cloud.services.deltas import DeltaWorker
 from redstone_cloud.settings import Settings, load_settings, token_digest
 
@@ -243,6 +252,8 @@ def cmd_package(backend: Backend, args: argparse.Namespace) -> Any:
                     source,
                     max_bytes=backend.settings.max_upload_bytes,
                 )
+                if backend.image_signer is not None:
+                    imagerepo.publish_online(session, backend.image_signer, package)
             return {"target": package.target, "sha256": package.sha256, "length": package.length}
         return [
             {"target": p.target, "kind": p.kind, "length": p.length, "sha256": p.sha256}

@@ -72,6 +72,9 @@ class Settings:
     download_url_expiry_s: int = 3600
     director_online_key: Path | None = None
     """PEM key that signs director metadata; generated in ``data_dir`` when unset."""
+    image_online_key: Path | None = None
+    """Development only: sign uploaded packages into the image repository with this
+    online key (created on first use). Production signs offline and uploads."""
     delta_interval_s: float = 10.0
     """How often ``serve`` looks for queued delta jobs; 0 leaves them to ``deltas run``."""
     client_cert_header: str = ""

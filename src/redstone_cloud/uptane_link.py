@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +27,13 @@ from redstone_agent.uptane.keys import (
 )
 from redstone_agent.uptane.manifests import VehicleManifest, new_nonce, verify_vehicle_manifest
 from redstone_agent.uptane.repository import TOP_LEVEL, Assignment, Repository, RoleKeys
+from redstone_agent.uptane.targetinfo import ImageFields
 from redstone_cloud.errors import BadSignature, InvalidInput
 
 __all__ = [
     "Assignment",
-    "Director",
+    "ImageFields",
+    "OnlineRepository",
     "VehicleManifest",
     "check_public_key",
     "ecu_key",
@@ -89,14 +91,15 @@ def verify_manifest(
         raise BadSignature(str(exc)) from exc
 
 
-class Director:
-    """Per-vehicle director repositories signed with the backend's online key."""
+class OnlineRepository:
+    """Repositories signed with one online key held by the backend: every vehicle's
+    director, and (development only) the image repository."""
 
     def __init__(self, signer: Signer) -> None:
         self.signer = signer
 
     @classmethod
-    def from_key_file(cls, path: Path) -> Director:
+    def from_key_file(cls, path: Path) -> OnlineRepository:
         """Load the online key, creating it (0600) on first use."""
         try:
             if not path.exists():
@@ -104,28 +107,50 @@ class Director:
                 save_signer(generate_signer("ed25519"), path)
             return cls(load_signer(path))
         except UptaneError as exc:
-            raise InvalidInput(f"director key {path}: {exc}") from exc
+            raise InvalidInput(f"online key {path}: {exc}") from exc
 
-    def publish(
-        self, vin: str, stored: Mapping[str, bytes], assignments: Sequence[Assignment]
+    def edit(
+        self, name: str, stored: Mapping[str, bytes], change: Callable[[Repository], None]
     ) -> dict[str, bytes]:
-        """New metadata files for ``vin`` naming exactly ``assignments`` (empty: nothing)."""
+        """Apply ``change`` to the repository stored as ``{filename: bytes}``, re-sign,
+        and return the new published file set."""
         try:
-            repo = self._open(vin, stored)
-            repo.assign(assignments)
+            repo = self._open(name, stored)
+            change(repo)
             repo.commit()
             return repo.files()
         except UptaneError as exc:
-            raise InvalidInput(f"director metadata for {vin}: {exc}") from exc
+            raise InvalidInput(f"{name} metadata: {exc}") from exc
 
-    def _open(self, vin: str, stored: Mapping[str, bytes]) -> Repository:
+    def publish_director(
+        self, vin: str, stored: Mapping[str, bytes], assignments: Sequence[Assignment]
+    ) -> dict[str, bytes]:
+        """Director files for ``vin`` naming exactly ``assignments`` (empty: nothing)."""
+        return self.edit(f"director/{vin}", stored, lambda repo: repo.assign(assignments))
+
+    def publish_image(
+        self,
+        stored: Mapping[str, bytes],
+        target: str,
+        length: int,
+        sha256: str,
+        fields: ImageFields,
+    ) -> dict[str, bytes]:
+        """Development: add one target to the online-signed image repository."""
+
+        def add(repo: Repository) -> None:
+            repo.add_target(target, length=length, sha256=sha256, custom=fields.to_custom())
+
+        return self.edit("image", stored, add)
+
+    def _open(self, name: str, stored: Mapping[str, bytes]) -> Repository:
         keys = {role: RoleKeys([self.signer]) for role in TOP_LEVEL}
         if not stored:
-            return Repository.create(f"director/{vin}", keys)
+            return Repository.create(name, keys)
         latest: dict[str, tuple[int, bytes]] = {}
         roots: list[tuple[int, bytes]] = []
-        for name, body in stored.items():
-            match = _VERSIONED.match(name)
+        for filename, body in stored.items():
+            match = _VERSIONED.match(filename)
             if match is None:
                 continue
             version, role = int(match.group(1)), match.group(2)
@@ -134,9 +159,9 @@ class Director:
             elif version > latest.get(role, (0, b""))[0]:
                 latest[role] = (version, body)
         roles = {role: body for role, (_, body) in latest.items()}
-        roles["root"] = stored["root.json"]
+        roles["root"] = max(roots)[1]
         roles["timestamp"] = stored["timestamp.json"]
-        repo = Repository.load(f"director/{vin}", roles, [body for _, body in sorted(roots)])
+        repo = Repository.load(name, roles, [body for _, body in sorted(roots)])
         for role in TOP_LEVEL:
             repo.signers[role] = [self.signer]
         return repo

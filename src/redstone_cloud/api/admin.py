@@ -247,6 +247,8 @@ async def upload_package(
                 spool,  # type: ignore[arg-type]
                 max_bytes=backend.settings.max_upload_bytes,
             )
+            if backend.image_signer is not None:
+                imagerepo.publish_online(session, backend.image_signer, package)
             return _package_out(session, package)
 
         return await in_transaction(backend, work)

@@ -28,7 +28,13 @@ from redstone_cloud.db.models import (
 from redstone_cloud.db.types import utcnow
 from redstone_cloud.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 from redstone_cloud.services import audit, campaigns, director
-from redstone_cloud.uptane_link import Director, ecu_key, new_nonce, peek_nonce, verify_manifest
+from redstone_cloud.uptane_link import (
+    OnlineRepository,
+    ecu_key,
+    new_nonce,
+    peek_nonce,
+    verify_manifest,
+)
 
 EVENT_TRANSITIONS = {
     "consent_given": "accepted",
@@ -168,7 +174,7 @@ def poll_view(session: Session, identity: Identity, poll_interval_s: int) -> Pol
     )
 
 
-def offer(session: Session, signer: Director, identity: Identity) -> None:
+def offer(session: Session, signer: OnlineRepository, identity: Identity) -> None:
     """First offer to this vehicle: publish its director metadata, mark it offered."""
     vehicle = session.get_one(Vehicle, identity.vehicle_id, options=[selectinload(Vehicle.ecus)])
     assignment = director.active_assignment(session, vehicle.id)
@@ -181,7 +187,7 @@ def offer(session: Session, signer: Director, identity: Identity) -> None:
     vehicle.poll_rev += 1
 
 
-def ensure_director(session: Session, signer: Director, identity: Identity) -> None:
+def ensure_director(session: Session, signer: OnlineRepository, identity: Identity) -> None:
     """Publish director metadata if the vehicle has none yet or an offer was withdrawn."""
     if not identity.director_dirty:
         exists = session.scalar(

@@ -9,7 +9,7 @@ from redstone_cloud.db.models import Assignment, Campaign, DirectorMetadata, Pac
 from redstone_cloud.errors import NotFound
 from redstone_cloud.services import campaigns, imagerepo, packages
 from redstone_cloud.uptane_link import Assignment as DirectorAssignment
-from redstone_cloud.uptane_link import Director
+from redstone_cloud.uptane_link import OnlineRepository
 
 OFFERED = ("offered", *campaigns.PROGRESS)
 
@@ -36,7 +36,7 @@ def planned_images(session: Session, vehicle: Vehicle) -> dict[str, Package]:
     return campaigns.plan_for(session, campaign, vehicle)
 
 
-def sync(session: Session, director: Director, vehicle: Vehicle) -> None:
+def sync(session: Session, director: OnlineRepository, vehicle: Vehicle) -> None:
     """Re-sign the vehicle's director targets to match its current assignment."""
     plan = planned_images(session, vehicle)
     ecus = {ecu.serial: ecu for ecu in vehicle.ecus}
@@ -66,7 +66,7 @@ def sync(session: Session, director: Director, vehicle: Vehicle) -> None:
             select(DirectorMetadata).where(DirectorMetadata.vehicle_id == vehicle.id)
         )
     }
-    files = director.publish(vehicle.vin, {n: r.body for n, r in rows.items()}, items)
+    files = director.publish_director(vehicle.vin, {n: r.body for n, r in rows.items()}, items)
     for name, body in files.items():
         if name in rows:
             if rows[name].body != body:

@@ -13,10 +13,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from tuf.api.metadata import Metadata
 
-from redstone_cloud.db.models import RepoMetadata
+from redstone_cloud.db.models import Package, RepoMetadata
 from redstone_cloud.errors import Conflict, NotFound
 from redstone_cloud.services import audit
-from redstone_cloud.uptane_link import parse_repo_file
+from redstone_cloud.uptane_link import ImageFields, OnlineRepository, parse_repo_file
 
 
 def _latest_root(session: Session) -> RepoMetadata | None:
@@ -49,6 +49,35 @@ def upload(session: Session, actor: str, name: str, body: bytes) -> RepoMetadata
     session.flush()
     audit.record(session, actor, "image_repo.publish", "metadata", name, role=role, version=version)
     return row
+
+
+def publish_online(session: Session, signer: OnlineRepository, package: Package) -> None:
+    """Development mode: sign ``package`` into the image repository with the online key."""
+    rows = {row.name: row for row in session.scalars(select(RepoMetadata))}
+    fields = ImageFields(tuple(package.hardware_ids), package.release_counter)
+    files = signer.publish_image(
+        {name: row.body for name, row in rows.items()},
+        package.target,
+        package.length,
+        package.sha256,
+        fields,
+    )
+    for name, body in files.items():
+        if name == "root.json":
+            continue
+        role, version = _role_and_version(name, body)
+        row = rows.get(name)
+        if row is None:
+            session.add(RepoMetadata(name=name, role=role, version=version, body=body))
+        elif row.body != body:
+            row.body, row.version = body, version
+    audit.record(session, "image-online-key", "image_repo.publish", "metadata", package.target)
+
+
+def _role_and_version(name: str, body: bytes) -> tuple[str, int]:
+    signed = Metadata[Any].from_bytes(body).signed
+    role = "timestamp" if name == "timestamp.json" else name.split(".", 1)[1].removesuffix(".json")
+    return role, signed.version
 
 
 def read(session: Session, name: str) -> bytes:

@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import random
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -15,8 +16,10 @@ from redstone_agent.delta import apply_delta
 from redstone_agent.uptane.keys import generate_signer
 from redstone_agent.uptane.repository import Repository, RoleKeys
 from redstone_agent.uptane.targetinfo import ImageFields
-from redstone_cloud.backend import Backend
+from redstone_cloud.api.app import create_app
+from redstone_cloud.backend import Backend, open_backend
 from redstone_cloud.services import deltas
+from tests.integration.cloud.conftest import make_settings
 from tests.integration.cloud.fleet import Fleet
 from tests.integration.cloud.test_api_campaigns import director_targets
 
@@ -124,3 +127,30 @@ def test_failed_delta_job_is_recorded(fleet: Fleet, backend: Backend) -> None:
     assert deltas.run_pending(backend.sessions, backend.store) == [(1, "failed")]
     jobs = fleet.ok("GET", "/api/v1/deltas")
     assert jobs[0]["state"] == "failed" and "missing" in jobs[0]["error"]
+
+
+def test_development_online_key_signs_uploads(database_url: str, tmp_path: Path) -> None:
+    settings = make_settings(database_url, tmp_path / "d", image_online_key=tmp_path / "image.pem")
+    backend = open_backend(settings)
+    try:
+        with TestClient(create_app(backend)) as client:
+            fleet = Fleet(client)
+            fleet.package("tbox", "1.0", "tbox-hw", b"one", release_counter=1)
+            fleet.package("adas", "1.0", "adas-hw", b"two", release_counter=4)
+            fleet.model()
+            car = fleet.vehicle(1)
+            root = Metadata.from_bytes(fleet.device(car, "GET", "/uptane/image/root.json").content)
+            timestamp = fleet.device(car, "GET", "/uptane/image/timestamp.json").content
+            snapshot_version = Metadata.from_bytes(timestamp).signed.snapshot_meta.version
+            snapshot = fleet.device(car, "GET", f"/uptane/image/{snapshot_version}.snapshot.json")
+            version = Metadata.from_bytes(snapshot.content).signed.meta["targets.json"].version
+            raw = fleet.device(car, "GET", f"/uptane/image/{version}.targets.json").content
+            targets = Metadata.from_bytes(raw)
+            root.signed.verify_delegate("targets", targets.signed_bytes, targets.signatures)
+            custom = {name: t.custom for name, t in targets.signed.targets.items()}
+            assert custom == {
+                "tbox-1.0": {"hardware_ids": ["tbox-hw"], "release_counter": 1},
+                "adas-1.0": {"hardware_ids": ["adas-hw"], "release_counter": 4},
+            }
+    finally:
+        backend.close()
