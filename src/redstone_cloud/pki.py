@@ -17,6 +17,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from redstone_cloud.errors import InvalidInput
@@ -50,18 +51,27 @@ def key_from_pem(data: bytes) -> CaKey:
     return key
 
 
-def _ca_builder(
-    subject: x509.Name, issuer: x509.Name, key: CaKey, days: int, path_len: int | None
+def _builder(
+    subject: x509.Name, issuer: x509.Name, public_key: CertificatePublicKeyTypes, days: int
 ) -> x509.CertificateBuilder:
+    """What every certificate we make shares: names, key, random serial, validity."""
     now = _now()
     return (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(issuer)
-        .public_key(key.public_key())
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=days))
+    )
+
+
+def _ca_builder(
+    subject: x509.Name, issuer: x509.Name, key: CaKey, days: int, path_len: int | None
+) -> x509.CertificateBuilder:
+    return (
+        _builder(subject, issuer, key.public_key(), days)
         .add_extension(x509.BasicConstraints(ca=True, path_length=path_len), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -135,17 +145,10 @@ def issue_device_certificate(
     days: int = 825,
 ) -> x509.Certificate:
     """A TLS client certificate for vehicle ``vin`` carrying the CSR's public key."""
-    now = _now()
     public_key = csr.public_key()
     assert isinstance(public_key, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey)
     return (
-        x509.CertificateBuilder()
-        .subject_name(_name(vin))
-        .issuer_name(issuer.subject)
-        .public_key(public_key)
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=days))
+        _builder(_name(vin), issuer.subject, public_key, days)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.SubjectAlternativeName(
@@ -172,15 +175,8 @@ def issue_server_certificate(
             names.append(x509.IPAddress(ipaddress.ip_address(host)))
         except ValueError:
             names.append(x509.DNSName(host))
-    now = _now()
     return (
-        x509.CertificateBuilder()
-        .subject_name(_name(hostnames[0]))
-        .issuer_name(issuer.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=days))
+        _builder(_name(hostnames[0]), issuer.subject, key.public_key(), days)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)

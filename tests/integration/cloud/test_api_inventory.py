@@ -134,3 +134,24 @@ def test_pki_issues_from_csr_and_revokes(fleet: Fleet, client: TestClient) -> No
     cas = fleet.ok("GET", "/api/v1/pki/cas")
     assert [(c["name"], c["issuing"]) for c in cas] == [("oem-root", False), ("oem-devices", True)]
     assert client.get("/api/v1/pki/cas", headers=ADMIN).status_code == 200
+
+
+def test_listings_page_and_filter(fleet: Fleet) -> None:
+    fleet.model()
+    for n in range(5):
+        fleet.vehicle(n)
+    first = fleet.ok("GET", "/api/v1/vehicles", params={"limit": 2})
+    assert [v["vin"] for v in first] == [vin_of(0), vin_of(1)]
+    rest = fleet.ok("GET", "/api/v1/vehicles", params={"after_id": 2, "model": "sedan"})
+    assert [v["vin"] for v in rest] == [vin_of(n) for n in (2, 3, 4)]
+    assert fleet.ok("GET", "/api/v1/vehicles", params={"model": "truck"}) == []
+    assert fleet.admin("GET", "/api/v1/vehicles", params={"limit": 0}).status_code == 422
+    fleet.package("tbox", "1.0", "tbox-hw", b"t")
+    fleet.ok("POST", "/api/v1/models/sedan/baselines", json={"name": "b1", "targets": ["tbox-1.0"]})
+    assert [b["name"] for b in fleet.ok("GET", "/api/v1/models/sedan/baselines")] == ["b1"]
+    assert fleet.admin("GET", "/api/v1/models/truck/baselines").status_code == 404
+    body = {"name": "c", "targeting": {"model": "sedan"}, "packages": ["tbox-1.0"]}
+    fleet.ok("POST", "/api/v1/campaigns", json=body)
+    assert fleet.ok("GET", "/api/v1/campaigns") == [{"name": "c", "state": "draft"}]
+    assert fleet.admin("GET", "/api/v1/campaigns/nope").status_code == 404
+    assert fleet.admin("GET", "/api/v1/ecus/nope/history").status_code == 404
