@@ -61,6 +61,11 @@ class _Job:
     def open(self) -> None:
         self.files = (self.old_path.open("rb"), self.new_path.open("rb"))
 
+    def close(self) -> None:
+        for file in self.files or ():
+            file.close()
+        self.files = None
+
     def encode(self, block_no: int) -> EncodedOp:
         if self.files is None:
             self.open()
@@ -145,8 +150,11 @@ def make_delta(
             progress(sum(report.ops.values()), header.op_count)
 
     if jobs == 1 or header.op_count < 2:
-        for block_no in range(header.op_count):
-            emit(job.encode(block_no))
+        try:
+            for block_no in range(header.op_count):
+                emit(job.encode(block_no))
+        finally:
+            job.close()
         return report
     _CURRENT["job"] = job
     try:
