@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from redstone_cloud.db.engine import make_engine, make_sessionmaker
 from redstone_cloud.errors import ConfigError
+from redstone_cloud.pollcache import BoundedCache
 from redstone_cloud.services.device import PollView
 from redstone_cloud.settings import Settings
 from redstone_cloud.storage.base import BlobStore
@@ -25,7 +26,7 @@ class Backend:
     director: OnlineRepository
     image_signer: OnlineRepository | None
     """Development only (``image_online_key``); None: the image repository is uploaded."""
-    poll_cache: dict[int, PollView] = field(default_factory=dict)
+    poll_cache: BoundedCache[PollView] = field(default_factory=lambda: BoundedCache(200_000))
     """vehicle id -> last poll view; valid while the vehicle's poll_rev matches."""
 
     def close(self) -> None:

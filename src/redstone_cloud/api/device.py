@@ -31,17 +31,17 @@ def _poll(backend: Backend, identity: device.Identity) -> bytes:
     if view is None or view.poll_rev != identity.poll_rev:
         with backend.sessions() as session:
             view = device.poll_view(session, identity, backend.settings.poll_interval_s)
-        backend.poll_cache[identity.vehicle_id] = view
+        backend.poll_cache.put(identity.vehicle_id, view)
     body, needs_offer = view.answer(now)
     if not needs_offer:
         return body
     with transaction(backend.sessions) as session:
         device.offer(session, backend.director, identity)
-    backend.poll_cache.pop(identity.vehicle_id, None)
+    backend.poll_cache.discard(identity.vehicle_id)
     with backend.sessions() as session:
         fresh = device.identify_by_id(session, identity.vehicle_id)
         view = device.poll_view(session, fresh, backend.settings.poll_interval_s)
-    backend.poll_cache[identity.vehicle_id] = view
+    backend.poll_cache.put(identity.vehicle_id, view)
     return view.answer(now)[0]
 
 

@@ -191,9 +191,17 @@ def _release_counters(session: Session) -> dict[str, int]:
     return dict(session.execute(select(Package.target, Package.release_counter)).all())
 
 
-def plan_for(session: Session, campaign: Campaign, vehicle: Vehicle) -> dict[str, Package]:
-    """ECU serial -> package for this vehicle, or InvalidInput saying why not."""
-    counters = _release_counters(session)
+def plan_for(
+    session: Session,
+    campaign: Campaign,
+    vehicle: Vehicle,
+    counters: dict[str, int] | None = None,
+) -> dict[str, Package]:
+    """ECU serial -> package for this vehicle, or InvalidInput saying why not.
+
+    ``counters`` (target -> release counter) can be passed in when planning many vehicles.
+    """
+    counters = _release_counters(session) if counters is None else counters
     by_target = {cp.package.target: cp.package for cp in campaign.packages}
     plan = plan_assignment(
         [
@@ -235,12 +243,13 @@ def start(session: Session, actor: str, name: str) -> dict[str, Any]:
     )
     eligible: dict[str, Vehicle] = {}
     skipped: dict[str, str] = {}
+    counters = _release_counters(session)
     for vehicle in _targeted_vehicles(session, Targeting.from_dict(campaign.targeting)):
         if vehicle.id in busy:
             skipped[vehicle.vin] = "busy in another campaign"
             continue
         try:
-            plan_for(session, campaign, vehicle)
+            plan_for(session, campaign, vehicle, counters)
         except InvalidInput as exc:
             skipped[vehicle.vin] = str(exc)
             continue

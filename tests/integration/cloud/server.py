@@ -9,13 +9,18 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
 
-def write_config(path: Path, database_url: str, data_dir: Path, **tls: Path) -> Path:
+def write_config(
+    path: Path, database_url: str, data_dir: Path, admin_sha256: str = "", **tls: Path
+) -> Path:
     lines = ["[cloud]", f'database_url = "{database_url}"', f'data_dir = "{data_dir}"']
+    if admin_sha256:
+        lines += ["[[cloud.admins]]", 'name = "alice"', f'token_sha256 = "{admin_sha256}"']
     if tls:
         lines.append("[cloud.tls]")
         lines += [f'{key} = "{value}"' for key, value in tls.items()]
@@ -23,9 +28,15 @@ def write_config(path: Path, database_url: str, data_dir: Path, **tls: Path) -> 
     return path
 
 
+@dataclass(frozen=True)
+class RunningServer:
+    url: str
+    pid: int
+
+
 @contextmanager
-def serving(config: Path, ca_file: Path, *extra: str) -> Iterator[str]:
-    """Yield the base URL of a running server; stop it (and check it stopped) afterwards."""
+def serving(config: Path, ca_file: Path, *extra: str) -> Iterator[RunningServer]:
+    """Yield a running server (URL, pid); stop it afterwards."""
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
     listener.listen(512)
@@ -49,7 +60,7 @@ def serving(config: Path, ca_file: Path, *extra: str) -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise RuntimeError("server did not come up within 30 s")
             time.sleep(0.1)
-        yield url
+        yield RunningServer(url, proc.pid)
     finally:
         proc.terminate()
         try:

@@ -86,7 +86,8 @@ def test_mtls_maps_certificates_to_vehicles(database_url: str, tmp_path: Path) -
             ctx.load_cert_chain(tmp_path / f"{name}.pem", tmp_path / f"{name}.key")
         return ctx
 
-    with serving(config, tmp_path / "ca.pem") as url:
+    with serving(config, tmp_path / "ca.pem") as server:
+        url = server.url
         with httpx.Client(verify=context("v1")) as car:
             first = car.get(f"{url}/api/v1/device/poll")
             assert first.status_code == 200, first.text
