@@ -1,0 +1,61 @@
+"""The board files agree with the disk layout (U-Boot gets the env's place as literals)."""
+
+from __future__ import annotations
+
+import re
+
+from tools.qemu.disk import BOARD_BOOT_CMD, BOARD_ENV
+from tools.qemu.kernel import load_order
+from tools.qemu.layout import ENV, ENV_SECTORS, ENV_SIZE, PARTITIONS, SLOTS, sfdisk_script
+
+READ = re.compile(r"virtio (read|write) (0x[0-9a-f]+) (0x[0-9a-f]+) (0x[0-9a-f]+)")
+
+
+def test_env_block_place_is_the_same_in_layout_board_env_and_board_script() -> None:
+    for path in (BOARD_ENV, BOARD_BOOT_CMD):
+        accesses = READ.findall(path.read_text())
+        assert accesses, path
+        for _, _addr, lba, count in accesses:
+            assert int(lba, 16) == ENV.start and int(count, 16) == ENV_SECTORS, path
+        assert f"{ENV_SIZE:#x}" in path.read_text(), path
+
+
+def test_board_env_defines_every_hook_boot_cmd_needs() -> None:
+    keys = {
+        line.split("=", 1)[0]
+        for line in BOARD_ENV.read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    }
+    assert {"redstone_boot_A", "redstone_boot_B", "redstone_bootargs", "redstone_save_env"} <= keys
+    for slot, part in SLOTS.items():
+        assert f"root={part.guest_device}" in _value(f"redstone_boot_{slot}")
+
+
+def _value(key: str) -> str:
+    for line in BOARD_ENV.read_text().splitlines():
+        if line.startswith(f"{key}="):
+            return line.split("=", 1)[1]
+    raise AssertionError(key)
+
+
+def test_partitions_do_not_overlap_and_sfdisk_gets_all_of_them() -> None:
+    ends = [part.start + part.sectors for part in PARTITIONS]
+    assert all(end <= nxt.start for end, nxt in zip(ends, PARTITIONS[1:], strict=False))
+    script = sfdisk_script()
+    assert all(f"start={part.start}, size={part.sectors}" in script for part in PARTITIONS)
+
+
+def test_module_load_order_puts_dependencies_first() -> None:
+    modules_dep = (
+        "kernel/fs/ext4/ext4.ko: kernel/fs/jbd2/jbd2.ko kernel/fs/mbcache.ko kernel/lib/crc16.ko\n"
+        "kernel/fs/jbd2/jbd2.ko:\n"
+        "kernel/fs/mbcache.ko:\n"
+        "kernel/lib/crc16.ko:\n"
+        "kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio.ko "
+        "kernel/drivers/virtio/virtio_ring.ko\n"
+        "kernel/drivers/virtio/virtio_ring.ko: kernel/drivers/virtio/virtio.ko\n"
+        "kernel/drivers/virtio/virtio.ko:\n"
+    )
+    order = [p.rsplit("/", 1)[1] for p in load_order(modules_dep, ("virtio_blk", "ext4"))]
+    assert order.index("virtio.ko") < order.index("virtio_ring.ko") < order.index("virtio_blk.ko")
+    assert order[-1] == "ext4.ko" and len(order) == len(set(order)) == 7

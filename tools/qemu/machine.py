@@ -1,0 +1,90 @@
+"""One power cycle of the test board under QEMU (TCG), serial console to a file.
+
+QEMU runs with ``-no-reboot``: whatever ends the boot — the guest powering
+off, rebooting, a kernel panic with ``panic=1``, U-Boot's ``reset`` — ends the
+QEMU process, so each call is exactly one boot and the caller decides whether
+to power the board on again. The disk persists between calls, like flash.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+QEMU = "qemu-system-x86_64"
+FIRMWARE = Path("/usr/lib/u-boot/qemu-x86/u-boot.rom")
+"""Debian's 32-bit qemu-x86 U-Boot (the x86_64 build resets at zboot)."""
+MEMORY_MIB = 512
+
+
+@dataclass(frozen=True)
+class PowerCycle:
+    """How one QEMU run ended."""
+
+    exit_code: int | None
+    timed_out: bool
+    seconds: float
+
+
+def missing_requirements() -> str | None:
+    """Why QEMU boots cannot run on this machine, or None when they can."""
+    if shutil.which(QEMU) is None:
+        return f"{QEMU} not installed (Debian package qemu-system-x86)"
+    if not FIRMWARE.is_file():
+        return f"{FIRMWARE} missing (Debian package u-boot-qemu)"
+    for tool in ("mkimage", "fw_setenv", "busybox", "mcopy", "mkfs.vfat", "sfdisk", "mkfs.ext4"):
+        if shutil.which(tool) is None:
+            return f"{tool} not installed (see tools/debian-packages.txt)"
+    if shutil.which("apt-get") is None or shutil.which("dpkg") is None:
+        return "apt-get/dpkg missing: the guest kernel comes from Debian's archive"
+    return None
+
+
+def qemu_argv(disk: Path, console_log: Path) -> list[str]:
+    """The QEMU command line: TCG only (KVM hangs on these hosts), one virtio disk."""
+    return [
+        QEMU,
+        "-accel",
+        "tcg",
+        "-m",
+        str(MEMORY_MIB),
+        "-bios",
+        str(FIRMWARE),
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-serial",
+        f"file:{console_log}",
+        "-nic",
+        "none",
+        "-no-reboot",
+        "-drive",
+        f"file={disk},if=virtio,format=raw",
+    ]
+
+
+def power_cycle(disk: Path, console_log: Path, timeout_s: float) -> PowerCycle:
+    """Boot ``disk`` once; stop QEMU if the boot has not ended after ``timeout_s``."""
+    started = time.monotonic()
+    process = subprocess.Popen(
+        qemu_argv(disk, console_log),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        process.wait(timeout=timeout_s)
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        timed_out = True
+    finally:
+        if process.stderr is not None:
+            process.stderr.close()
+    code = None if timed_out else process.returncode
+    return PowerCycle(code, timed_out, time.monotonic() - started)
