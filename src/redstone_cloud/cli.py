@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import logging
 import secrets
 import socket
 import ssl
@@ -110,6 +111,9 @@ def cmd_serve(backend: Backend, args: argparse.Namespace) -> Any:
 
     if migrate.current_revision(backend.engine) != migrate.head_revision():
         raise InvalidInput("database schema is not current: run 'redstone-cloud db upgrade'")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     options = _ssl_options(backend, args)
     config = uvicorn.Config(
         create_app(backend),

@@ -14,6 +14,7 @@ campaign stops before the vehicle began.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +39,8 @@ from redstone_cloud.db.types import utcnow
 from redstone_cloud.errors import Conflict, InvalidInput, NotFound
 from redstone_cloud.schedule import validate_window
 from redstone_cloud.services import audit
+
+log = logging.getLogger(__name__)
 
 ACTIVE_CAMPAIGN = ("running", "paused")
 NOT_STARTED = ("waiting", "pending", "offered")
@@ -269,6 +272,7 @@ def start(session: Session, actor: str, name: str) -> dict[str, Any]:
     campaign.state = "running"
     session.flush()
     _start_group(session, campaign, 0)
+    log.info("campaign %s started: %d vehicles, %d skipped", name, len(eligible), len(skipped))
     audit.record(
         session,
         actor,
@@ -411,6 +415,7 @@ def advance(session: Session, campaign: Campaign, actor: str = "rollout") -> rol
     elif decision is rollout.Decision.ABORT:
         group.state = "aborted"
         _stop(session, campaign, "aborted")
+    log.info("campaign %s: group %d -> %s", campaign.name, group.position, decision.value)
     audit.record(
         session,
         actor,
