@@ -15,14 +15,14 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 from redstone_agent.delta.bsdiff_payload import apply_payload
 from redstone_agent.delta.codecs import decompress
 from redstone_agent.delta.errors import DeltaVerificationError, SourceMismatchError
 from redstone_agent.delta.format import HEADER_SIZE, DeltaHeader, OpKind
 from redstone_agent.delta.reader import Operation, iter_operations, read_header
-from redstone_agent.delta.stream import Readable, read_source, stream_size
+from redstone_agent.delta.stream import Readable, SourceImage, read_source, stream_size
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ _HASH_CHUNK = 256 << 10
 class DeltaSink(Protocol):
     """Receives the new image strictly in order from offset 0 (e.g. the slot writer)."""
 
-    def write(self, data: bytes | memoryview, /) -> None: ...
+    def write(self, data: bytes | memoryview, /) -> object: ...
 
 
 @dataclass
@@ -44,7 +44,7 @@ class ApplyReport:
     ops: Counter[str] = field(default_factory=Counter)
 
 
-def sha256_of(source: BinaryIO, size: int) -> bytes:
+def sha256_of(source: SourceImage, size: int) -> bytes:
     """Hash the first ``size`` bytes of a seekable stream in bounded reads."""
     digest = hashlib.sha256()
     source.seek(0)
@@ -58,7 +58,9 @@ def sha256_of(source: BinaryIO, size: int) -> bytes:
     return digest.digest()
 
 
-def check_source(header: DeltaHeader, source: BinaryIO, source_sha256: bytes | None = None) -> None:
+def check_source(
+    header: DeltaHeader, source: SourceImage, source_sha256: bytes | None = None
+) -> None:
     """Refuse a source image that is not the one the delta was made from.
 
     The size is always checked. The hash is either the caller's known hash of
@@ -81,7 +83,7 @@ def check_source(header: DeltaHeader, source: BinaryIO, source_sha256: bytes | N
 
 def apply_delta(
     delta_stream: Readable,
-    source: BinaryIO,
+    source: SourceImage,
     sink: DeltaSink,
     *,
     source_sha256: bytes | None = None,
@@ -120,7 +122,7 @@ def apply_delta(
     return report
 
 
-def _run(operation: Operation, source: BinaryIO) -> bytes:
+def _run(operation: Operation, source: SourceImage) -> bytes:
     op, payload, where = operation.header, operation.payload, operation.where
     if op.kind is OpKind.ZERO:
         return bytes(op.target_length)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 from redstone_agent.delta.errors import DeltaTruncatedError, SourceMismatchError
 
@@ -10,28 +10,42 @@ _CHUNK = 1 << 20
 
 
 class Readable(Protocol):
-    """The only thing apply needs from a delta stream."""
+    """The only thing apply needs from a delta stream (a file, HTTP body, raw or buffered IO)."""
 
-    def read(self, size: int = -1, /) -> bytes: ...
+    def read(self, size: int = -1, /) -> bytes | None: ...
 
 
-def read_exact(stream: Readable, size: int, what: str) -> bytes:
-    """Read exactly ``size`` bytes, in reads of at most 1 MiB, or fail naming ``what``."""
+class SourceImage(Readable, Protocol):
+    """The active image: readable at any offset (a file, a block device, a window onto one)."""
+
+    def seek(self, offset: int, whence: int = 0, /) -> int: ...
+
+
+def _read_up_to(stream: Readable, size: int) -> bytes:
+    """Up to ``size`` bytes, fewer only at end of stream; tolerates short reads."""
     parts: list[bytes] = []
     missing = size
     while missing > 0:
         chunk = stream.read(min(missing, _CHUNK))
         if not chunk:
-            raise DeltaTruncatedError(f"delta truncated: {what} ends {missing} bytes early")
+            break
         parts.append(chunk)
         missing -= len(chunk)
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-def read_source(source: BinaryIO, offset: int, length: int) -> bytes:
+def read_exact(stream: Readable, size: int, what: str) -> bytes:
+    """Read exactly ``size`` bytes, in reads of at most 1 MiB, or fail naming ``what``."""
+    data = _read_up_to(stream, size)
+    if len(data) != size:
+        raise DeltaTruncatedError(f"delta truncated: {what} ends {size - len(data)} bytes early")
+    return data
+
+
+def read_source(source: SourceImage, offset: int, length: int) -> bytes:
     """Read one extent of the source image."""
     source.seek(offset)
-    data = source.read(length)
+    data = _read_up_to(source, length)
     if len(data) != length:
         raise SourceMismatchError(
             f"source image ends before {offset + length} bytes: not the image the delta expects"
@@ -39,6 +53,6 @@ def read_source(source: BinaryIO, offset: int, length: int) -> bytes:
     return data
 
 
-def stream_size(source: BinaryIO) -> int:
+def stream_size(source: SourceImage) -> int:
     """Size of a seekable stream (file or block device) without reading it."""
     return source.seek(0, 2)
