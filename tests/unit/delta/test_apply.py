@@ -269,3 +269,34 @@ class _CountingSink:
     def write(self, data: bytes | memoryview, /) -> None:
         self.received += len(data)
         assert self.received <= self.limit
+
+
+class _ShortReadSource(io.RawIOBase):
+    """A raw device window that returns at most 1000 bytes per read, as raw IO may."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._position = offset if whence == io.SEEK_SET else len(self._data) + offset
+        return self._position
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        chunk = self._data[self._position : self._position + min(len(buffer), 1000)]
+        buffer[: len(chunk)] = chunk
+        self._position += len(chunk)
+        return len(chunk)
+
+
+def test_short_reads_from_a_raw_source_are_fine(make_bytes: MakeBytes) -> None:
+    delta = make_bytes(OLD, NEW)
+    sink = RecordingSink(len(NEW))
+    apply_delta(io.BytesIO(delta), _ShortReadSource(OLD), sink)
+    assert bytes(sink.data) == NEW
