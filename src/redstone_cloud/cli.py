@@ -106,7 +106,7 @@ def _ssl_options(backend: Backend, args: argparse.Namespace) -> dict[str, Any]:
 def cmd_serve(backend: Backend, args: argparse.Namespace) -> Any:
     import uvicorn
 
-    from redstone_cloud.api.app import create_app
+    from redstone_cloud.api.app import create_asgi
     from redstone_cloud.tls import http_protocol
 
     if migrate.current_revision(backend.engine) != migrate.head_revision():
@@ -116,7 +116,7 @@ def cmd_serve(backend: Backend, args: argparse.Namespace) -> Any:
     )
     options = _ssl_options(backend, args)
     config = uvicorn.Config(
-        create_app(backend),
+        create_asgi(backend),
         host=args.host,
         port=args.port,
         http=http_protocol(),

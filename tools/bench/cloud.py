@@ -156,10 +156,11 @@ class Connection:
         lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", f"Content-Length: {len(body)}"]
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
         self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
-        status = int((await self.reader.readline()).split()[1])
+        head = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        status = int(head[0].split()[1])
         received: dict[str, str] = {}
-        while (line := await self.reader.readline()) not in (b"\r\n", b""):
-            key, _, value = line.decode().partition(":")
+        for line in head[1:]:
+            key, _, value = line.partition(":")
             received[key.strip().lower()] = value.strip()
         size = int(received.get("content-length", "0"))
         return status, received, await self.reader.readexactly(size) if size else b""
@@ -279,6 +280,16 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def _event_loop_policy() -> str:
+    """uvloop for the load generator when installed: it must not be the bottleneck."""
+    try:
+        import uvloop
+    except ImportError:
+        return "asyncio"
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return "uvloop"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small fleet, short runs")
@@ -287,6 +298,7 @@ def main() -> int:
     parser.add_argument("--servers", type=int, default=2, help="server processes")
     parser.add_argument("--rate", type=float, default=TARGET_POLLS_PER_S)
     args = parser.parse_args()
+    loop_kind = _event_loop_policy()
     vehicles = args.vehicles or (100 if args.quick else 1000)
     seconds = args.seconds or (3.0 if args.quick else 10.0)
     with tempfile.TemporaryDirectory(prefix="rs-bench-cloud-") as tmp:
@@ -312,6 +324,7 @@ def main() -> int:
     result = {
         "vehicles": vehicles,
         "servers": args.servers,
+        "client_loop": loop_kind,
         "cpus": os.cpu_count(),
         "offered_polls_per_s": args.rate,
         "polls_per_s": round(rate, 1),

@@ -35,10 +35,15 @@ def create_app(backend: Backend) -> FastAPI:
         """Liveness: the process answers (no database round trip)."""
         return {"status": "ok"}
 
-    app.add_middleware(FastPoll, backend=backend)
     app.include_router(admin.router)
     app.include_router(device.router)
     return app
+
+
+def create_asgi(backend: Backend) -> FastPoll:
+    """What ``serve`` runs: the cached-poll fast path wrapped around the app, outermost
+    so that a 304 costs no middleware at all."""
+    return FastPoll(create_app(backend), backend)
 
 
 def openapi_document() -> str:
