@@ -96,6 +96,9 @@ def test_mtls_maps_certificates_to_vehicles(database_url: str, tmp_path: Path) -
                 f"{url}/api/v1/device/poll", headers={"If-None-Match": first.headers["etag"]}
             )
             assert cached.status_code == 304
+            fast = car.get(f"{url}/api/v1/device/poll")
+            assert (fast.status_code, fast.content) == (200, first.content)
+            assert fast.headers["etag"] == first.headers["etag"]
             own = car.get(f"{url}/uptane/director/{vin_of(1)}/root.json")
             assert own.status_code == 200
             assert car.get(f"{url}/uptane/director/{vin_of(2)}/root.json").status_code == 403
