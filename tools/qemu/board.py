@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tools.qemu.console import BootRecord
-from tools.qemu.disk import BOARD_ENV, build_disk_template, copy_disk, write_into
+from tools.qemu.disk import BOARD_ENV, FILE_NAME, build_disk_template, copy_disk, write_into
 from tools.qemu.errors import HarnessError
 from tools.qemu.initramfs import build_initramfs
 from tools.qemu.kernel import fetch_kernel
@@ -56,6 +56,14 @@ class Board:
         board = cls(workdir, disk)
         board.fw_env_config.write_text(f"{disk} {ENV.offset:#x} {ENV_SIZE:#x}\n")
         return board
+
+    @classmethod
+    def open(cls, workdir: Path) -> Board:
+        """The board :meth:`create` made in ``workdir``; boot logs continue their numbering."""
+        disk = workdir / FILE_NAME
+        if not disk.is_file():
+            raise HarnessError(f"{workdir} holds no board (no disk.img)")
+        return cls(workdir, disk, boots=len(list(workdir.glob("boot-*.log"))))
 
     @property
     def fw_env_config(self) -> Path:
