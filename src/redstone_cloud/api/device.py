@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -79,15 +80,23 @@ async def manifest(identity: DeviceDep, backend: BackendDep, request: Request) -
     return await in_transaction(backend, device.ingest_manifest, identity, data, limit)
 
 
-@router.post("/api/v1/device/events")
-async def events(
-    body: schemas.EventIn, identity: DeviceDep, backend: BackendDep, request: Request
-) -> dict[str, Any]:
+@router.post(
+    "/api/v1/device/events",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": schemas.EventIn.model_json_schema()}},
+        }
+    },
+)
+async def events(identity: DeviceDep, backend: BackendDep, request: Request) -> dict[str, Any]:
     """Report an event (download_started, install_failed, rolled_back, consent_given...)."""
-    declared = request.headers.get("content-length", "0")
-    if declared.isdigit() and int(declared) > backend.settings.max_event_bytes:
-        raise InvalidInput(f"event larger than {backend.settings.max_event_bytes} bytes")
-    return await in_transaction(backend, device.record_event, identity, body.model_dump())
+    data = await read_capped(request, backend.settings.max_event_bytes)
+    try:
+        event = schemas.EventIn.model_validate_json(data)
+    except ValidationError as exc:
+        raise InvalidInput(f"event: {exc.errors()[0]['msg']} at {exc.errors()[0]['loc']}") from exc
+    return await in_transaction(backend, device.record_event, identity, event.model_dump())
 
 
 @router.post(

@@ -335,7 +335,13 @@ def record_event(session: Session, identity: Identity, event: dict[str, Any]) ->
         update(Vehicle).where(Vehicle.id == identity.vehicle_id).values(last_seen_at=utcnow())
     )
     audit.record(
-        session, f"vehicle:{identity.vin}", f"device.{kind}", "vehicle", identity.vin, **detail
+        session,
+        f"vehicle:{identity.vin}",
+        f"device.{kind}",
+        "vehicle",
+        identity.vin,
+        event=detail,
+        ecu_serial=serial,
     )
     new_state = EVENT_TRANSITIONS.get(kind)
     assignment = director.active_assignment(session, identity.vehicle_id)

@@ -107,7 +107,14 @@ def test_events_and_logs_are_recorded_and_searchable(fleet: Fleet, car: SimVehic
     assert fleet.ok("GET", "/api/v1/logs", params={"q": "100%_"}) == []
     trail = fleet.ok("GET", "/api/v1/audit", params={"actor": f"vehicle:{car.vin}"})
     assert [t["action"] for t in trail] == ["device.boot"]
-    assert trail[0]["detail"] == {"slot": "B"}
+    assert trail[0]["detail"] == {"event": {"slot": "B"}, "ecu_serial": ""}
+    hostile = fleet.event(car, "odd", detail={"actor": "admin", "session": 1, "object_id": 2})
+    assert hostile.status_code == 200
+    last = fleet.ok("GET", "/api/v1/audit", params={"action": "device.odd"})[0]
+    assert last["actor"] == f"vehicle:{car.vin}" and last["detail"]["event"]["actor"] == "admin"
+    big = fleet.event(car, "x", detail={"blob": "y" * 70_000})
+    assert big.status_code == 413
+    assert fleet.device(car, "POST", "/api/v1/device/events", content=b"{").status_code == 422
 
 
 def test_download_with_ranges(fleet: Fleet, car: SimVehicle) -> None:
