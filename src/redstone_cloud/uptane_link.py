@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -95,8 +96,10 @@ class OnlineRepository:
     """Repositories signed with one online key held by the backend: every vehicle's
     director, and (development only) the image repository."""
 
-    def __init__(self, signer: Signer) -> None:
+    def __init__(self, signer: Signer, expiry: Mapping[str, timedelta] | None = None) -> None:
         self.signer = signer
+        self.expiry = dict(expiry or {})
+        """Role lifetimes overriding the uptane package's defaults (tests shorten them)."""
 
     @classmethod
     def from_key_file(cls, path: Path) -> OnlineRepository:
@@ -146,7 +149,7 @@ class OnlineRepository:
     def _open(self, name: str, stored: Mapping[str, bytes]) -> Repository:
         keys = {role: RoleKeys([self.signer]) for role in TOP_LEVEL}
         if not stored:
-            return Repository.create(name, keys)
+            return Repository.create(name, keys, expiry=self.expiry)
         latest: dict[str, tuple[int, bytes]] = {}
         roots: list[tuple[int, bytes]] = []
         for filename, body in stored.items():
@@ -162,9 +165,19 @@ class OnlineRepository:
         roles["root"] = max(roots)[1]
         roles["timestamp"] = stored["timestamp.json"]
         repo = Repository.load(name, roles, [body for _, body in sorted(roots)])
+        repo.expiry.update(self.expiry)
         for role in TOP_LEVEL:
             repo.signers[role] = [self.signer]
         return repo
+
+
+def expires_soon(timestamp: bytes, now: datetime, margin: timedelta) -> bool:
+    """Whether a published timestamp expires within ``margin`` (time to re-sign)."""
+    try:
+        expires = Metadata[Any].from_bytes(timestamp).signed.expires
+    except Exception:
+        return True
+    return bool(expires - now < margin)
 
 
 def parse_repo_file(name: str, body: bytes, current_root: bytes | None) -> tuple[str, int]:

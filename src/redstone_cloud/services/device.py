@@ -31,6 +31,7 @@ from redstone_cloud.services import audit, campaigns, director
 from redstone_cloud.uptane_link import (
     OnlineRepository,
     ecu_key,
+    expires_soon,
     new_nonce,
     peek_nonce,
     verify_manifest,
@@ -187,15 +188,21 @@ def offer(session: Session, signer: OnlineRepository, identity: Identity) -> Non
     vehicle.poll_rev += 1
 
 
+REFRESH_MARGIN = dt.timedelta(hours=12)
+"""Re-sign a vehicle's director metadata when its timestamp expires sooner than this."""
+
+
 def ensure_director(session: Session, signer: OnlineRepository, identity: Identity) -> None:
-    """Publish director metadata if the vehicle has none yet or an offer was withdrawn."""
+    """Publish director metadata if the vehicle has none, an offer was withdrawn, or the
+    signed timestamp is about to expire (the online heartbeat Uptane expects)."""
     if not identity.director_dirty:
-        exists = session.scalar(
-            select(DirectorMetadata.id)
-            .where(DirectorMetadata.vehicle_id == identity.vehicle_id)
-            .limit(1)
+        timestamp = session.scalar(
+            select(DirectorMetadata.body).where(
+                DirectorMetadata.vehicle_id == identity.vehicle_id,
+                DirectorMetadata.name == "timestamp.json",
+            )
         )
-        if exists is not None:
+        if timestamp is not None and not expires_soon(timestamp, utcnow(), REFRESH_MARGIN):
             return
     vehicle = session.get_one(Vehicle, identity.vehicle_id, options=[selectinload(Vehicle.ecus)])
     director.sync(session, signer, vehicle)

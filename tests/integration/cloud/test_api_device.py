@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 from urllib.parse import quote
@@ -11,6 +12,8 @@ from fastapi.testclient import TestClient
 from tuf.api.metadata import Metadata
 
 from redstone_agent.uptane.keys import generate_signer
+from redstone_cloud.backend import Backend
+from redstone_cloud.uptane_link import OnlineRepository
 from tests.integration.cloud.fleet import CERT_HEADER, Fleet, SimVehicle
 
 
@@ -169,3 +172,19 @@ def test_director_metadata_is_per_vehicle_and_signed(fleet: Fleet, car: SimVehic
         404,
         422,
     )
+
+
+def test_director_timestamp_is_resigned_before_it_expires(
+    fleet: Fleet, car: SimVehicle, backend: Backend
+) -> None:
+    def timestamp_version(vehicle: SimVehicle) -> int:
+        answer = fleet.device(vehicle, "GET", f"/uptane/director/{vehicle.vin}/timestamp.json")
+        return int(Metadata.from_bytes(answer.content).signed.version)
+
+    steady = timestamp_version(car)
+    assert timestamp_version(car) == steady, "a day-long timestamp is not re-signed"
+    short_lived = {"timestamp": dt.timedelta(hours=1)}
+    backend.director = OnlineRepository(backend.director.signer, short_lived)
+    other = fleet.vehicle(2)
+    first = timestamp_version(other)
+    assert timestamp_version(other) > first, "an expiring timestamp is re-signed"
