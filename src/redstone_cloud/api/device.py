@@ -17,8 +17,9 @@ from redstone_cloud.api import schemas
 from redstone_cloud.api.common import BackendDep, DeviceDep, in_transaction, read_capped
 from redstone_cloud.backend import Backend
 from redstone_cloud.db.engine import transaction
+from redstone_cloud.db.models import Package
 from redstone_cloud.db.types import utcnow
-from redstone_cloud.errors import Forbidden, InvalidInput
+from redstone_cloud.errors import Forbidden, InvalidInput, NotFound
 from redstone_cloud.services import device, director, imagerepo, packages
 
 router = APIRouter(tags=["device"])
@@ -166,6 +167,21 @@ async def image_metadata(
     return _metadata_response(body, if_none_match)
 
 
+_HASHED = re.compile(r"^(?P<dir>(?:.*/)?)(?P<sha256>[0-9a-f]{64})\.(?P<name>[^/]+)$")
+
+
+def _target_package(session: Session, target: str) -> Package:
+    """A package by target name, or by its TUF consistent-snapshot name
+    ``<dir>/<sha256>.<name>`` (what tuf.ngclient-based Primaries request)."""
+    hashed = _HASHED.match(target)
+    if hashed is None:
+        return packages.get_package(session, target)
+    package = packages.get_package(session, hashed["dir"] + hashed["name"])
+    if package.sha256 != hashed["sha256"]:
+        raise NotFound(f"{target}: no such version of {package.target}")
+    return package
+
+
 @router.get(
     "/api/v1/device/targets/{target:path}",
     responses={206: {"description": "partial content"}, 307: {"description": "object store"}},
@@ -180,7 +196,7 @@ async def download(
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """A target's bytes; honours Range/If-Range, or redirects to a signed object-store URL."""
-    package = await in_transaction(backend, packages.get_package, target)
+    package = await in_transaction(backend, _target_package, target)
     etag = f'"{package.sha256}"'
     common = {"ETag": etag, "Accept-Ranges": "bytes"}
     if device.etag_matches(etag, if_none_match):

@@ -155,6 +155,11 @@ def test_download_with_ranges(fleet: Fleet, car: SimVehicle) -> None:
     cached = fleet.device(car, "GET", url, headers={"If-None-Match": etag})
     assert cached.status_code == 304
     assert fleet.device(car, "GET", "/api/v1/device/targets/nope").status_code == 404
+    sha = hashlib.sha256(data).hexdigest()
+    hashed = fleet.device(car, "GET", f"/api/v1/device/targets/{sha}.adas-1.0")
+    assert hashed.status_code == 200 and hashed.content == data
+    wrong = fleet.device(car, "GET", f"/api/v1/device/targets/{'0' * 64}.adas-1.0")
+    assert wrong.status_code == 404
 
 
 def test_director_metadata_is_per_vehicle_and_signed(fleet: Fleet, car: SimVehicle) -> None:
