@@ -15,6 +15,11 @@
 #                                      without saveenv use env export + a write)
 # Only hush features present in minimal builds are used: no setexpr, no
 # bootcount; the counter is decremented with an if/elif chain.
+# U-Boot's hush looks a name up in the env before its local variables, and an
+# empty assignment (x= or x="") leaves an existing local unchanged: so every
+# local here is redstone_-prefixed and assigned a non-empty value before it is
+# read (tests/system/test_boot_script_conformance.py runs the script on real
+# U-Boot for every state).
 
 if test -z "${redstone_order}"; then
     echo "redstone: no A/B environment, booting slot A"
@@ -25,40 +30,42 @@ if test -z "${redstone_save_env}"; then
     setenv redstone_save_env saveenv
 fi
 
-redstone_slot=
+redstone_slot=none
 redstone_dirty=0
-for s in ${redstone_order}; do
-    if test -z "${redstone_slot}"; then
-        if test "${s}" = "A"; then
-            ok="${redstone_A_ok}"; tries="${redstone_A_tries}"
+for redstone_s in ${redstone_order}; do
+    if test "${redstone_slot}" = "none"; then
+        redstone_ok=0
+        redstone_tries=0
+        if test "${redstone_s}" = "A"; then
+            redstone_ok="${redstone_A_ok}"; redstone_tries="${redstone_A_tries}"
         else
-            ok="${redstone_B_ok}"; tries="${redstone_B_tries}"
+            redstone_ok="${redstone_B_ok}"; redstone_tries="${redstone_B_tries}"
         fi
-        if test "${ok}" = "1"; then
-            redstone_slot="${s}"
-        elif test -n "${tries}" && test "${tries}" -gt 0; then
-            if test "${tries}" = "9"; then tries=8
-            elif test "${tries}" = "8"; then tries=7
-            elif test "${tries}" = "7"; then tries=6
-            elif test "${tries}" = "6"; then tries=5
-            elif test "${tries}" = "5"; then tries=4
-            elif test "${tries}" = "4"; then tries=3
-            elif test "${tries}" = "3"; then tries=2
-            elif test "${tries}" = "2"; then tries=1
-            else tries=0
+        if test "${redstone_ok}" = "1"; then
+            redstone_slot="${redstone_s}"
+        elif test -n "${redstone_tries}" && test "${redstone_tries}" -gt 0; then
+            if test "${redstone_tries}" = "9"; then redstone_tries=8
+            elif test "${redstone_tries}" = "8"; then redstone_tries=7
+            elif test "${redstone_tries}" = "7"; then redstone_tries=6
+            elif test "${redstone_tries}" = "6"; then redstone_tries=5
+            elif test "${redstone_tries}" = "5"; then redstone_tries=4
+            elif test "${redstone_tries}" = "4"; then redstone_tries=3
+            elif test "${redstone_tries}" = "3"; then redstone_tries=2
+            elif test "${redstone_tries}" = "2"; then redstone_tries=1
+            else redstone_tries=0
             fi
-            setenv redstone_${s}_tries "${tries}"
+            setenv redstone_${redstone_s}_tries "${redstone_tries}"
             redstone_dirty=1
-            redstone_slot="${s}"
-            echo "redstone: trying slot ${s}, ${tries} tries left after this one"
+            redstone_slot="${redstone_s}"
+            echo "redstone: trying slot ${redstone_s}, ${redstone_tries} tries left after this one"
         else
-            echo "redstone: skipping slot ${s} (not committed, no tries left)"
+            echo "redstone: skipping slot ${redstone_s} (not committed, no tries left)"
         fi
     fi
 done
-if test -z "${redstone_slot}"; then
-    for s in ${redstone_order}; do
-        if test -z "${redstone_slot}"; then redstone_slot="${s}"; fi
+if test "${redstone_slot}" = "none"; then
+    for redstone_s in ${redstone_order}; do
+        if test "${redstone_slot}" = "none"; then redstone_slot="${redstone_s}"; fi
     done
     echo "redstone: no bootable slot, trying primary ${redstone_slot}"
 fi
