@@ -118,7 +118,7 @@ def _apply(stream: HeadThen, active: ActiveImage, sink: SlotWriter) -> None:
         window = SlotWindow(handle, header.source_size)
         apply_delta(
             stream,
-            window,  # type: ignore[arg-type]
+            window,
             sink,
             header=header,
             source_sha256=active.known_digest(header.source_size),
