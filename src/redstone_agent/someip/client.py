@@ -48,6 +48,7 @@ class SubClient:
         self._status_listeners: list[StatusListener] = []
         self._progress_listeners: list[ProgressListener] = []
         self._changed = asyncio.Event()
+        self._event_seen = asyncio.Event()
         self.last_status: Status | None = None
         binding.subscribe(self._on_event)
 
@@ -60,6 +61,7 @@ class SubClient:
         self._progress_listeners.append(listener)
 
     def _on_event(self, event_id: int, payload: bytes) -> None:
+        self._event_seen.set()
         try:
             if event_id == EventId.STATUS:
                 status = Status.decode(payload)
@@ -125,6 +127,13 @@ class SubClient:
             if time.monotonic() > deadline:
                 raise ServiceUnavailable(f"{self.name} not offered within {timeout:g}s")
             await asyncio.sleep(0.05)
+
+    async def wait_subscribed(self, timeout: float) -> None:
+        """Wait for the first event: proof the subscription is acknowledged (heartbeat)."""
+        try:
+            await asyncio.wait_for(self._event_seen.wait(), timeout)
+        except TimeoutError:
+            raise ServiceUnavailable(f"{self.name}: no status event within {timeout:g}s") from None
 
     async def wait_for_state(
         self,

@@ -24,6 +24,8 @@ SD_TTL_S = 3
 """Offer TTL: a Sub that vanished is forgotten after this many seconds."""
 OFFER_PERIOD_MS = 1000
 SUBSCRIPTION_TTL_S = 5
+STATUS_HEARTBEAT_S = 2.0
+"""A Sub repeats its STATUS event this often even without a change."""
 
 MAX_PAYLOAD = 60_000
 """Method payloads travel as single UDP datagrams: keep them under 64 KiB."""

@@ -9,6 +9,7 @@ on a service with both methods and events. someipy's own per-call timeout is
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any
 
@@ -198,6 +199,33 @@ class _SomeipyServer(ServerBinding):
         self._control = self._status = None
 
 
+@functools.cache
+def _status_client_class() -> Any:
+    """someipy's client instance, but events are accepted only from *its* Sub.
+
+    someipy 2.1.2 hands every event of a service id to every client instance
+    of that service, whatever instance sent it: with two Subs, Sub 1's READY
+    would reach the Master's handle on Sub 2. We take the endpoint SD announced
+    for our instance's control service (status = its port + 1, by the interface
+    definition) and drop events from anywhere else.
+    """
+    sp = _someipy()
+
+    class StatusClient(sp.ClientServiceInstance):  # type: ignore[misc,name-defined]
+        source: tuple[str, int] | None = None
+
+        def _event_data_received(self, message: Any) -> None:
+            sender = (message["src_endpoint_ip"], message["src_endpoint_port"])
+            if sender == self.source:
+                super()._event_data_received(message)
+
+        def expect_from(self, control_endpoint: tuple[Any, int]) -> None:
+            """The status service listens on the control port + 1 (docs/someip.md §1)."""
+            self.source = (str(control_endpoint[0]), int(control_endpoint[1]) + 1)
+
+    return StatusClient
+
+
 class _SomeipyClient(ClientBinding):
     def __init__(self, daemon: Any, instance_id: int, address: str, port: int) -> None:
         sp = _someipy()
@@ -206,13 +234,15 @@ class _SomeipyClient(ClientBinding):
         self._control = sp.ClientServiceInstance(
             daemon, control, instance_id, address, port, client_id=instance_id
         )
-        self._status = sp.ClientServiceInstance(
+        self._status = _status_client_class()(
             daemon, status, instance_id, address, port + 1, client_id=instance_id
         )
         self._instance_id = instance_id
         self._subscribed = False
 
     async def call(self, method_id: int, payload: bytes, timeout: float) -> bytes:
+        if self._status.source is None:
+            await self.available()  # learn where this instance's events come from
         try:
             result = await asyncio.wait_for(self._control.call_method(method_id, payload), timeout)
         except TimeoutError:
@@ -232,8 +262,17 @@ class _SomeipyClient(ClientBinding):
         return payload_out
 
     async def available(self) -> bool:
-        found: bool = await self._control.is_available()
-        return found
+        control = self._control
+        found = await control._daemon._find_service(
+            control.service.id,
+            self._instance_id,
+            control.service.major_version,
+            control.service.minor_version,
+        )
+        if found is None:
+            return False
+        self._status.expect_from(found.endpoint)
+        return True
 
     def subscribe(self, handler: EventHandler) -> None:
         self._status.register_callback(handler)

@@ -20,7 +20,7 @@ from redstone_agent.errors import RedstoneError
 from redstone_agent.journal import Journal
 from redstone_agent.slots import SlotsConfig
 from redstone_agent.someip.binding import ServerBinding, Stack
-from redstone_agent.someip.interface import EventId
+from redstone_agent.someip.interface import STATUS_HEARTBEAT_S, EventId
 from redstone_agent.someip.messages import Progress, Status
 from redstone_agent.sub.config import SubConfig
 from redstone_agent.sub.engine import Engine, Hooks
@@ -116,6 +116,13 @@ class SubDaemon:
             _describe(status),
         )
 
+    async def heartbeat(self) -> None:
+        """Repeat STATUS so a Master that just subscribed learns the state without asking."""
+        while True:
+            await asyncio.sleep(STATUS_HEARTBEAT_S)
+            if self._server is not None:
+                self._server.send_event(EventId.STATUS, self.engine.status().encode())
+
     async def watchdog(self) -> None:
         interval = watchdog_interval()
         if interval is None:
@@ -148,10 +155,11 @@ async def serve(daemon: SubDaemon) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await daemon.start()
-    watchdog = loop.create_task(daemon.watchdog())
+    background = [loop.create_task(daemon.watchdog()), loop.create_task(daemon.heartbeat())]
     await stop.wait()
     log.info("stopping")
-    watchdog.cancel()
+    for task in background:
+        task.cancel()
     await daemon.stop()
 
 

@@ -331,18 +331,22 @@ class Engine:
         r = self._record
         booted = self._slots.booted()
         log.info("recovering from %s (booted slot %s)", r.state.name, booted)
-        if r.state in (S.TRANSFERRING, S.PROCESSING):
+        pending = r.state in (S.TRANSFERRING, S.PROCESSING, S.READY, S.ACTIVATING)
+        if pending and booted == r.to_slot:
+            # The slot layer primes a slot only once it is written and verified,
+            # so booting it means a (premature) trial: check it like any trial.
+            await self._verify_new_slot()
+        elif r.state in (S.TRANSFERRING, S.PROCESSING):
             self._move(S.TRANSFERRING, detail="resuming interrupted install", bytes_done=0)
             self._start_install()
-        elif r.state is S.READY and booted == r.to_slot:
-            await self._verify_new_slot()  # power loss booted the primed slot early
         elif r.state is S.ACTIVATING:
-            if booted == r.to_slot:
-                await self._verify_new_slot()
-            elif r.switched:
-                self._fallback_detected("the new slot did not boot; bootloader fell back")
-            else:
+            if not r.switched:
                 self._move(S.READY, detail="activation interrupted before the switch")
+            elif self._slots.trial_pending():
+                self._move(S.ACTIVATING, detail="the reboot did not happen; rebooting again")
+                self._reboot_soon()
+            else:
+                self._fallback_detected("the new slot did not boot; bootloader fell back")
         elif r.state is S.VERIFYING:
             if booted == r.to_slot:
                 await self._verify_new_slot()

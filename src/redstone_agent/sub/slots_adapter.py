@@ -72,6 +72,9 @@ class ManagedSlots:
                 f"slot layer is {status.state.value}, not installed", ResultCode.WRONG_STATE
             )
 
+    def trial_pending(self) -> bool:
+        return self._manager.status().state is NodeState.INSTALLED
+
     def mark_good(self) -> None:
         self._manager.mark_good()
 

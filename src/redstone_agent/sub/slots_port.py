@@ -42,6 +42,9 @@ class Slots(Protocol):
     def activate(self) -> None:
         """Make the freshly installed inactive slot primary with its try counter."""
 
+    def trial_pending(self) -> bool:
+        """Whether the other slot is primed and the bootloader will still try it."""
+
     def mark_good(self) -> None:
         """Commit the booted slot."""
 

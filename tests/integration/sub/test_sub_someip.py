@@ -43,7 +43,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
 
 
 @contextlib.asynccontextmanager
-async def master(fleet: Fleet) -> AsyncIterator[dict[str, SubClient]]:
+async def master(fleet: Fleet, *, events: bool = False) -> AsyncIterator[dict[str, SubClient]]:
+    """Master-side clients for every Sub; with *events*, wait until STATUS events flow."""
     stack = SomeipyStack(str(fleet.master.socket_path))
     await stack.connect()
     clients = {
@@ -53,6 +54,8 @@ async def master(fleet: Fleet) -> AsyncIterator[dict[str, SubClient]]:
     try:
         for client in clients.values():
             await client.wait_available(WAIT)
+            if events:
+                await client.wait_subscribed(WAIT)
         yield clients
     finally:
         await stack.close()
@@ -79,7 +82,7 @@ def test_two_subs_update_reboot_and_commit(fleet: Fleet) -> None:
     seen: dict[str, list[SubState]] = {sub.name: [] for sub in fleet.subs}
 
     async def scenario() -> None:
-        async with master(fleet) as clients:
+        async with master(fleet, events=True) as clients:
             for sub in fleet.subs:
                 clients[sub.name].on_status(lambda st, n=sub.name: seen[n].append(st.state))
                 info = await clients[sub.name].get_info()
@@ -209,7 +212,7 @@ def test_sub_killed_mid_install_resumes(fleet: Fleet) -> None:
     progress: list[int] = []
 
     async def scenario() -> None:
-        async with master(fleet) as clients:
+        async with master(fleet, events=True) as clients:
             client = clients[sub.name]
             client.on_progress(lambda p: progress.append(p.bytes_done))
             await client.put_metadata(fleet.bundle())

@@ -32,7 +32,7 @@ class Bench:
     events: list[Status] = field(default_factory=list)
     reboots: int = 0
 
-    def engine(self) -> Engine:
+    def engine(self, journal: Journal | None = None) -> Engine:
         roots = self.sim.trusted_roots()
         trust_dir = self.root / "trust"
         trust_dir.mkdir(exist_ok=True)
@@ -52,9 +52,13 @@ class Bench:
             hardware_id=HW,
             slots=ManagedSlots(self.node.config),
             trust=SubTrust(config, SERIAL, HW, self.root / "state"),
-            journal=Journal(self.root / "state" / "sub.json"),
+            journal=journal or Journal(self.journal_path),
             hooks=Hooks(publish=self.events.append, reboot=reboot, health=health),
         )
+
+    @property
+    def journal_path(self) -> Path:
+        return self.root / "state" / "sub.json"
 
     def publish(self, name: str, data: bytes, counter: int) -> InstallRequest:
         path = self.root / name
