@@ -78,8 +78,8 @@ def rebuild_from_delta(
             with SlotWindow(booted_device, header.source_size) as source, output.open("wb") as out:
                 apply_delta(
                     stream,
-                    source,  # type: ignore[arg-type]
-                    out,  # type: ignore[arg-type]
+                    source,
+                    out,
                     header=header,
                     progress=lambda done, _total: progress(done),
                 )
