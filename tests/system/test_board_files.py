@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from tools.qemu.disk import BOARD_BOOT_CMD, BOARD_ENV
+from tools.qemu.initramfs import GUEST_FW_ENV_CONFIG
 from tools.qemu.kernel import load_order
 from tools.qemu.layout import ENV, ENV_SECTORS, ENV_SIZE, PARTITIONS, SLOTS, sfdisk_script
 
@@ -18,6 +19,15 @@ def test_env_block_place_is_the_same_in_layout_board_env_and_board_script() -> N
         for _, _addr, lba, count in accesses:
             assert int(lba, 16) == ENV.start and int(count, 16) == ENV_SECTORS, path
         assert f"{ENV_SIZE:#x}" in path.read_text(), path
+
+
+def test_guest_fw_env_config_names_the_env_partition() -> None:
+    lines = [
+        line.split()
+        for line in GUEST_FW_ENV_CONFIG.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert lines == [[ENV.guest_device, "0x0", f"{ENV_SIZE:#x}"]]
 
 
 def test_board_env_defines_every_hook_boot_cmd_needs() -> None:

@@ -16,11 +16,11 @@ from pathlib import Path
 from tools.qemu.cache import cached, input_key
 from tools.qemu.errors import HarnessError
 from tools.qemu.kernel import Kernel
-from tools.qemu.layout import ENV, ENV_SIZE
 from tools.qemu.run import run, run_bytes
 
 HERE = Path(__file__).resolve().parent
 GUEST_INIT = HERE / "guest-init.sh"
+GUEST_FW_ENV_CONFIG = HERE.parent.parent / "etc" / "u-boot" / "fw_env.config.qemu"
 ENV_TOOLS = ("fw_printenv", "fw_setenv")
 FILE_NAME = "initrd.img"
 
@@ -62,7 +62,7 @@ def _populate(tree: Path, kernel: Kernel, busybox: Path, tools: list[Path]) -> N
         _install(tool, tree, Path("/usr/bin") / tool.name)
         for library in shared_libraries(tool):
             _install(library, tree, library)
-    (tree / "etc" / "fw_env.config").write_text(f"{ENV.guest_device} 0x0 {ENV_SIZE:#x}\n")
+    shutil.copy(GUEST_FW_ENV_CONFIG, tree / "etc" / "fw_env.config")
     shutil.copy(GUEST_INIT, tree / "init")
     (tree / "init").chmod(0o755)
 
@@ -77,7 +77,7 @@ def build_initramfs(kernel: Kernel) -> Path:
             GUEST_INIT,
             busybox,
             kernel.directory.name,
-            f"{ENV.guest_device} {ENV_SIZE}",
+            GUEST_FW_ENV_CONFIG,
             *(path.resolve() for path in tools + libraries),
         ]
     )
