@@ -122,6 +122,7 @@ def cmd_serve(backend: Backend, args: argparse.Namespace) -> Any:
         http=http_protocol(),
         log_level=args.log_level,
         access_log=args.access_log,
+        timeout_graceful_shutdown=args.graceful_timeout,
         **options,
     )
     sockets = [socket.socket(fileno=args.fd)] if args.fd is not None else None
@@ -325,6 +326,12 @@ def _add_serve(sub: Any) -> None:
         "--fd", type=int, help="serve on an inherited listening socket (socket activation, tests)"
     )
     serve.add_argument("--no-tls", action="store_true", help="plain HTTP (behind a TLS proxy)")
+    serve.add_argument(
+        "--graceful-timeout",
+        type=float,
+        default=10.0,
+        help="seconds to let open requests finish on SIGTERM before closing them (default 10)",
+    )
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--access-log", action="store_true", help="log every request")
     serve.set_defaults(func=cmd_serve)

@@ -128,7 +128,7 @@ def start_servers(config: Path, count: int) -> tuple[int, list[subprocess.Popen[
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "redstone_cloud", "--config", str(config), "serve"]
-            + ["--fd", str(listener.fileno()), "--log-level", "warning"],
+            + ["--fd", str(listener.fileno()), "--log-level", "warning", "--graceful-timeout", "1"],
             pass_fds=[listener.fileno()],
         )
         for _ in range(count)

@@ -42,7 +42,8 @@ def serving(config: Path, ca_file: Path, *extra: str) -> Iterator[RunningServer]
     listener.listen(512)
     port = listener.getsockname()[1]
     argv = [sys.executable, "-m", "redstone_cloud", "--config", str(config), "serve"]
-    argv += ["--fd", str(listener.fileno()), "--log-level", "warning", *extra]
+    argv += ["--fd", str(listener.fileno()), "--log-level", "warning", "--graceful-timeout", "1"]
+    argv += extra
     proc = subprocess.Popen(argv, pass_fds=[listener.fileno()], stderr=subprocess.PIPE)
     listener.close()
     url = f"https://127.0.0.1:{port}"
