@@ -37,20 +37,12 @@ class BootRecord:
         return [line[len(GUEST) :] for line in self.lines if line.startswith(GUEST)]
 
     def _guest_value(self, pattern: str) -> str | None:
-        for line in self.guest_lines:
-            match = re.fullmatch(pattern, line)
-            if match:
-                return match.group(1)
-        return None
+        return _first_match(self.guest_lines, pattern)
 
     @property
     def uboot_slot(self) -> str | None:
         """The slot boot.cmd chose (``redstone: booting slot X``)."""
-        for line in self.script_lines:
-            match = re.fullmatch(r"redstone: booting slot (\S+)", line)
-            if match:
-                return match.group(1)
-        return None
+        return _first_match(self.script_lines, r"redstone: booting slot (\S+)")
 
     @property
     def cmdline(self) -> str | None:
@@ -101,3 +93,12 @@ class BootRecord:
         if any(line.startswith("reboot") for line in guest):
             return "reboot"
         return "unknown"
+
+
+def _first_match(lines: list[str], pattern: str) -> str | None:
+    """Group 1 of the first line that ``pattern`` matches entirely."""
+    for line in lines:
+        match = re.fullmatch(pattern, line)
+        if match:
+            return match.group(1)
+    return None
