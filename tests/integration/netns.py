@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 SD_ADDRESS = "224.224.224.245"
 SD_PORT = 30490
@@ -129,18 +130,17 @@ def stop_process(proc: subprocess.Popen[bytes], grace: float = 3.0) -> None:
             proc.wait()
 
 
-class SomeIpLab:
-    """Nodes on one private bridge; use as a context manager."""
+class Scaffold:
+    """A context manager that builds in ``_build`` and tears down in ``close``,
+    also when building failed half-way."""
 
-    def __init__(self, workdir: Path, names: Sequence[str]) -> None:
-        self.workdir = workdir
-        self.tag = f"rs{os.getpid()}x{id(self) % 10000}"
-        self.hub = f"{self.tag}-hub"
-        self.nodes: dict[str, Node] = {}
-        self._names = list(names)
-        self._namespaces: list[str] = []
+    def _build(self) -> None:
+        raise NotImplementedError
 
-    def __enter__(self) -> SomeIpLab:
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
         try:
             self._build()
         except BaseException:
@@ -150,6 +150,18 @@ class SomeIpLab:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class SomeIpLab(Scaffold):
+    """Nodes on one private bridge; use as a context manager."""
+
+    def __init__(self, workdir: Path, names: Sequence[str]) -> None:
+        self.workdir = workdir
+        self.tag = f"rs{os.getpid()}x{id(self) % 10000}"
+        self.hub = f"{self.tag}-hub"
+        self.nodes: dict[str, Node] = {}
+        self._names = list(names)
+        self._namespaces: list[str] = []
 
     def _add_netns(self, name: str) -> None:
         _ip("netns", "add", name)

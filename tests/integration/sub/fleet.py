@@ -26,7 +26,7 @@ from pathlib import Path
 from redstone_agent.slots.virtual import VirtualNode
 from redstone_agent.someip.messages import InstallRequest
 from redstone_agent.uptane.simulator import UptaneSimulator
-from tests.integration.netns import Node, SomeIpLab, stop_process
+from tests.integration.netns import Node, Scaffold, SomeIpLab, stop_process
 
 CACHE_PORT = 8765
 SUB_PORT = 30510
@@ -144,7 +144,7 @@ class SubNode:
             return handle.read(length)
 
 
-class Fleet:
+class Fleet(Scaffold):
     """The Master node, an image cache, Sub nodes and one Uptane simulator."""
 
     def __init__(self, workdir: Path, sub_count: int) -> None:
@@ -160,19 +160,8 @@ class Fleet:
     def master(self) -> Node:
         return self.lab.nodes["master"]
 
-    def __enter__(self) -> Fleet:
-        self.lab.__enter__()
-        try:
-            self._build()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def _build(self) -> None:
+        self.lab.__enter__()
         self.lab.start_daemons()
         self.cache_dir.mkdir()
         server = Path(__file__).with_name("cache_server.py")
