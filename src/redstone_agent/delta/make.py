@@ -121,7 +121,7 @@ def make_delta(
     """Write a delta turning image ``old`` into image ``new`` to ``out`` (written forward only).
 
     ``jobs`` worker processes encode blocks (default: all cores).
-    ``progress(done, total)`` is called with operations written so far.
+    ``progress(done, total)`` is called with the target bytes encoded so far.
     """
     _check_inputs(old, new, block_size)
     jobs = max(1, jobs or os.cpu_count() or 1)
@@ -147,7 +147,8 @@ def make_delta(
         report.delta_size += len(op.data)
         report.ops[op.kind.name] += 1
         if progress is not None:
-            progress(sum(report.ops.values()), header.op_count)
+            done = sum(report.ops.values())
+            progress(min(done * block_size, header.target_size), header.target_size)
 
     if jobs == 1 or header.op_count < 2:
         try:
@@ -155,12 +156,19 @@ def make_delta(
                 emit(job.encode(block_no))
         finally:
             job.close()
-        return report
+    else:
+        _encode_in_pool(job, jobs, emit)
+    log.info("delta of %d bytes, operations %s", report.delta_size, dict(report.ops))
+    return report
+
+
+def _encode_in_pool(job: _Job, jobs: int, emit: Callable[[EncodedOp], None]) -> None:
+    """Encode on ``jobs`` forked workers, emitting in block order, 2 blocks per worker in flight."""
     _CURRENT["job"] = job
     try:
         with multiprocessing.get_context("fork").Pool(jobs) as pool:
             pending: deque[AsyncResult[EncodedOp]] = deque()
-            for block_no in range(header.op_count):
+            for block_no in range(job.header.op_count):
                 pending.append(pool.apply_async(_encode_in_worker, (block_no,)))
                 if len(pending) >= 2 * jobs:
                     emit(pending.popleft().get())
@@ -168,4 +176,3 @@ def make_delta(
                 emit(pending.popleft().get())
     finally:
         _CURRENT.clear()
-    return report
