@@ -7,8 +7,11 @@ shell, a test or a unit.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+
+log = logging.getLogger(__name__)
 
 
 class Notifier:
@@ -19,16 +22,23 @@ class Notifier:
         if address.startswith("@"):
             address = "\0" + address[1:]  # abstract namespace socket
         self._address = address
+        self._warned = False
 
     @property
     def enabled(self) -> bool:
         return bool(self._address)
 
     def send(self, *lines: str) -> None:
+        """Best effort: a vanished manager socket must never break a state transition."""
         if not self._address:
             return
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-            sock.sendto("\n".join(lines).encode(), self._address)
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                sock.sendto("\n".join(lines).encode(), self._address)
+        except OSError as exc:
+            if not self._warned:
+                log.warning("sd_notify to %s failed: %s", self._address, exc)
+                self._warned = True
 
     def ready(self, status: str) -> None:
         self.send("READY=1", f"STATUS={status}")

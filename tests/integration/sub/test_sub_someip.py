@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -294,6 +295,61 @@ def test_dbus_status_and_refused_mark_good(fleet: Fleet) -> None:
 
     assert BusType.SESSION  # the private bus is a session-type bus
     asyncio.run(scenario())
+
+
+def test_dbus_local_install_and_cancel(fleet: Fleet) -> None:
+    """A technician's install over D-Bus passes the same Uptane checks as the Master's."""
+    from dbus_fast import DBusError
+    from dbus_fast.aio import MessageBus
+
+    sub = fleet.subs[0]
+    fleet.publish(sub, "sub1-4.0.img", os.urandom(70_000), release_counter=4)
+    request = fleet.install_request("sub1-4.0.img")
+
+    async def scenario() -> None:
+        bus = await MessageBus(bus_address=sub.env["DBUS_SESSION_BUS_ADDRESS"]).connect()
+        try:
+            introspection = await bus.introspect("org.redstone.Sub", "/org/redstone/Sub")
+            proxy = bus.get_proxy_object("org.redstone.Sub", "/org/redstone/Sub", introspection)
+            iface = proxy.get_interface("org.redstone.Sub1")
+            with pytest.raises(DBusError) as forged:
+                await iface.call_install(request.target, request.url, "00" * 32, request.length)
+            assert forged.value.type == "org.redstone.Sub1.Error.VERIFICATION_FAILED"
+            await iface.call_put_metadata(fleet.bundle())
+            await iface.call_install(
+                request.target, request.url, request.sha256.hex(), request.length
+            )
+            for _ in range(200):
+                if json.loads(await iface.call_status())["state"] == "READY":
+                    break
+                await asyncio.sleep(0.05)
+            await iface.call_cancel()
+            status = json.loads(await iface.call_status())
+            assert (status["state"], status["error"]) == ("IDLE", "CANCELLED")
+        finally:
+            bus.disconnect()
+
+    asyncio.run(scenario())
+
+
+def test_sd_notify_ready_status_and_watchdog(fleet: Fleet, tmp_path: Path) -> None:
+    sub = fleet.subs[0]
+    path = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(str(path))
+        notify.settimeout(20)
+        sub.kill(signal.SIGTERM)
+        sub.env.update(NOTIFY_SOCKET=str(path), WATCHDOG_USEC="200000")
+        try:
+            sub.start()
+            messages = [notify.recv(4096).decode() for _ in range(4)]
+        finally:
+            del sub.env["NOTIFY_SOCKET"], sub.env["WATCHDOG_USEC"]
+            sub.kill(signal.SIGTERM)
+            sub.start()
+    ready = next(m for m in messages if "READY=1" in m)
+    assert "STATUS=IDLE" in ready
+    assert "WATCHDOG=1" in messages
 
 
 def test_logs_name_the_steps(fleet: Fleet) -> None:

@@ -32,7 +32,7 @@ class Bench:
     events: list[Status] = field(default_factory=list)
     reboots: int = 0
 
-    def engine(self, journal: Journal | None = None) -> Engine:
+    def engine(self, journal: Journal | None = None, *, partial: bool = False) -> Engine:
         roots = self.sim.trusted_roots()
         trust_dir = self.root / "trust"
         trust_dir.mkdir(exist_ok=True)
@@ -40,6 +40,8 @@ class Bench:
         assert roots.image is not None
         (trust_dir / "image.json").write_bytes(roots.image)
         config = TrustConfig(trust_dir / "director.json", trust_dir / "image.json")
+        if partial:
+            config = TrustConfig(trust_dir / "director.json", None, "partial")
 
         async def reboot() -> None:
             self.reboots += 1

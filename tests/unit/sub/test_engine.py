@@ -290,3 +290,31 @@ def test_unreachable_cache_is_a_transfer_failure(bench: Bench) -> None:
         assert (status.state, status.error) == (S.FAILED, ResultCode.TRANSFER_FAILED), status
 
     asyncio.run(scenario())
+
+
+def test_partial_verification_needs_only_the_director(bench: Bench) -> None:
+    request = bench.publish("v1.img", os.urandom(5000), 1)
+    partial_bundle = bench.sim.bundle().for_partial_verification().to_bytes()
+
+    async def scenario() -> None:
+        engine = bench.engine(partial=True)
+        await engine.recover()
+        await engine.put_metadata(partial_bundle)
+        await engine.install(request)
+        await until(engine, S.READY, S.FAILED)
+        assert engine.state is S.READY
+
+    asyncio.run(scenario())
+
+
+def test_full_verification_refuses_a_director_only_bundle(bench: Bench) -> None:
+    bench.publish("v1.img", os.urandom(5000), 1)
+    partial_bundle = bench.sim.bundle().for_partial_verification().to_bytes()
+
+    async def scenario() -> None:
+        engine = bench.engine()
+        await engine.recover()
+        with pytest.raises(VerificationFailed, match="metadata rejected"):
+            await engine.put_metadata(partial_bundle)
+
+    asyncio.run(scenario())

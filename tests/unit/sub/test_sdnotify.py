@@ -38,3 +38,9 @@ def test_watchdog_interval_is_half_of_watchdog_usec(monkeypatch: pytest.MonkeyPa
     assert watchdog_interval() is None
     monkeypatch.delenv("WATCHDOG_USEC")
     assert watchdog_interval() is None
+
+
+def test_a_vanished_socket_is_logged_not_raised(tmp_path: Path) -> None:
+    notifier = Notifier(str(tmp_path / "gone"))
+    notifier.status("READY")  # must not raise: a transition is never lost to systemd
+    notifier.watchdog()
