@@ -261,7 +261,12 @@ class Engine:
     async def activate(self) -> None:
         require(Command.ACTIVATE, self.state)
         self._move(S.ACTIVATING, detail=f"switching to slot {self._record.to_slot}")
-        await asyncio.to_thread(self._slots.activate)
+        try:
+            await asyncio.to_thread(self._slots.activate)
+        except Exception as exc:
+            # Nothing was switched (the slot layer refused): stay installed, say why.
+            self._move(S.READY, error=_failure_code(exc), detail=f"activation refused: {exc}")
+            raise
         self._move(S.ACTIVATING, switched=True, detail="rebooting into the new slot")
         self._reboot_soon()
 

@@ -318,3 +318,22 @@ def test_full_verification_refuses_a_director_only_bundle(bench: Bench) -> None:
             await engine.put_metadata(partial_bundle)
 
     asyncio.run(scenario())
+
+
+def test_activation_refused_by_the_slot_layer_stays_ready(bench: Bench) -> None:
+    request = bench.publish("v1.img", os.urandom(5000), 1)
+
+    async def scenario() -> None:
+        engine = bench.engine()
+        await install_ready(bench, engine, request)
+        # Someone reverted the bootloader behind our back: the slot is no longer primed.
+        env = bench.node.bootenv
+        env.save_state(env.load_state().mark_bad("B"))
+        with pytest.raises(SubError, match="not installed"):
+            await engine.activate()
+        status = engine.status()
+        assert status.state is S.READY
+        assert "activation refused" in status.detail
+        assert bench.reboots == 0
+
+    asyncio.run(scenario())
