@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
+import pytest
+from tools.qemu import cache
 from tools.qemu.disk import BOARD_BOOT_CMD, BOARD_ENV
+from tools.qemu.errors import HarnessError
 from tools.qemu.initramfs import GUEST_FW_ENV_CONFIG
 from tools.qemu.kernel import load_order
 from tools.qemu.layout import ENV, ENV_SECTORS, ENV_SIZE, PARTITIONS, SLOTS, sfdisk_script
@@ -69,3 +73,43 @@ def test_module_load_order_puts_dependencies_first() -> None:
     order = [p.rsplit("/", 1)[1] for p in load_order(modules_dep, ("virtio_blk", "ext4"))]
     assert order.index("virtio.ko") < order.index("virtio_ring.ko") < order.index("virtio_blk.ko")
     assert order[-1] == "ext4.ko" and len(order) == len(set(order)) == 7
+
+
+def test_cache_builds_once_reuses_and_prunes_old_entries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(cache.ENV_VAR, str(tmp_path))
+    builds: list[str] = []
+
+    def build(out: Path) -> None:
+        builds.append(out.name)
+        (out / "artifact").write_text("made")
+
+    first = cache.cached("thing", "k1", build)
+    assert cache.cached("thing", "k1", build) == first and len(builds) == 1
+    assert (first / "artifact").read_text() == "made"
+    for n in range(2, 6):
+        cache.cached("thing", f"k{n}", build)
+    assert len(list(tmp_path.glob("thing-*"))) == cache.KEEP_PER_KIND
+    assert not list(tmp_path.glob(".thing-*"))  # no staging left behind
+
+
+def test_a_failed_build_leaves_no_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(cache.ENV_VAR, str(tmp_path))
+
+    def broken(out: Path) -> None:
+        (out / "half").write_text("x")
+        raise HarnessError("mkfs failed")
+
+    with pytest.raises(HarnessError):
+        cache.cached("thing", "k", broken)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_input_key_depends_on_file_contents(tmp_path: Path) -> None:
+    source = tmp_path / "init"
+    source.write_text("v1")
+    before = cache.input_key(["x", source])
+    source.write_text("v2")
+    assert cache.input_key(["x", source]) != before
+    assert cache.input_key(["ab", "c"]) != cache.input_key(["a", "bc"])

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 ENV_VAR = "REDSTONE_SYSTEM_CACHE"
+KEEP_PER_KIND = 3
+"""Entries of one kind kept after a build (most recently used first); inputs move on."""
 
 
 def cache_root() -> Path:
@@ -46,6 +48,7 @@ def cached(kind: str, key: str, build: Callable[[Path], None]) -> Path:
     root = cache_root()
     entry = root / f"{kind}-{key}"
     if entry.is_dir():
+        os.utime(entry)
         return entry
     staging = Path(tempfile.mkdtemp(prefix=f".{kind}-", dir=root))
     try:
@@ -57,4 +60,11 @@ def cached(kind: str, key: str, build: Callable[[Path], None]) -> Path:
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    _prune(root, kind)
     return entry
+
+
+def _prune(root: Path, kind: str) -> None:
+    entries = sorted(root.glob(f"{kind}-*"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for stale in entries[KEEP_PER_KIND:]:
+        shutil.rmtree(stale, ignore_errors=True)
