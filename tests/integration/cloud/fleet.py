@@ -32,6 +32,13 @@ MODEL = {
 }
 
 
+def publication_order(files: dict[str, bytes]) -> list[str]:
+    """Image-repository files in the order the backend accepts them: roots first,
+    timestamp last (``root.json`` is an alias the backend derives itself)."""
+    names = [n for n in files if n != "root.json"]
+    return sorted(names, key=lambda n: (not n.endswith("root.json"), "timestamp" in n, n))
+
+
 def vin_of(n: int) -> str:
     return f"RSTEST{n:011d}"
 

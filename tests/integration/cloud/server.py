@@ -14,6 +14,12 @@ from pathlib import Path
 
 import httpx
 
+from redstone_cloud import pki as certs
+from redstone_cloud.backend import open_backend
+from redstone_cloud.db.engine import transaction
+from redstone_cloud.services import pki
+from redstone_cloud.settings import Settings, load_settings
+
 
 def write_config(
     path: Path, database_url: str, data_dir: Path, admin_sha256: str = "", **tls: Path
@@ -26,6 +32,36 @@ def write_config(
         lines += [f'{key} = "{value}"' for key, value in tls.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+@dataclass(frozen=True)
+class ServerFiles:
+    config: Path
+    settings: Settings
+    ca_file: Path
+    """The root CA certificate clients verify the server with."""
+
+
+def prepare_tls_server(tmp_path: Path, database_url: str, admin_sha256: str = "") -> ServerFiles:
+    """Config, root CA and server certificate for ``serving`` (database already migrated)."""
+    config = write_config(
+        tmp_path / "cloud.toml",
+        database_url,
+        tmp_path / "data",
+        admin_sha256,
+        cert=tmp_path / "server.pem",
+        key=tmp_path / "server.key",
+    )
+    settings = load_settings(config)
+    backend = open_backend(settings)
+    with transaction(backend.sessions) as session:
+        root = pki.create_ca(session, settings.key_dir, "test", "root")
+        cert, key = pki.server_certificate(session, settings.key_dir, ["127.0.0.1"])
+    backend.close()
+    (tmp_path / "server.pem").write_text(certs.cert_pem(cert))
+    (tmp_path / "server.key").write_bytes(certs.key_to_pem(key))
+    (tmp_path / "ca.pem").write_text(root.cert_pem)
+    return ServerFiles(config, settings, tmp_path / "ca.pem")
 
 
 @dataclass(frozen=True)

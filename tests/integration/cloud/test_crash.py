@@ -13,35 +13,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from redstone_cloud import pki as certs
-from redstone_cloud.backend import Backend, open_backend
+from redstone_cloud.backend import Backend
 from redstone_cloud.db.engine import transaction
 from redstone_cloud.db.models import DeltaJob
-from redstone_cloud.services import deltas, pki
-from redstone_cloud.settings import load_settings, token_digest
+from redstone_cloud.services import deltas
+from redstone_cloud.settings import token_digest
 from tests.integration.cloud.fleet import ADMIN, ADMIN_TOKEN, Fleet
-from tests.integration.cloud.server import serving, write_config
+from tests.integration.cloud.server import prepare_tls_server, serving
 
 
 @pytest.mark.slow
 def test_kill_during_upload_leaves_nothing(database_url: str, tmp_path: Path) -> None:
-    config = write_config(
-        tmp_path / "cloud.toml",
-        database_url,
-        tmp_path / "data",
-        admin_sha256=token_digest(ADMIN_TOKEN),
-        cert=tmp_path / "server.pem",
-        key=tmp_path / "server.key",
-    )
-    settings = load_settings(config)
-    backend = open_backend(settings)
-    with transaction(backend.sessions) as session:
-        pki.create_ca(session, settings.key_dir, "test", "root")
-        cert, key = pki.server_certificate(session, settings.key_dir, ["127.0.0.1"])
-        (tmp_path / "ca.pem").write_text(pki.ca_bundle(session))
-    backend.close()
-    (tmp_path / "server.pem").write_text(certs.cert_pem(cert))
-    (tmp_path / "server.key").write_bytes(certs.key_to_pem(key))
+    config = prepare_tls_server(tmp_path, database_url, token_digest(ADMIN_TOKEN)).config
     context = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
     with serving(config, tmp_path / "ca.pem") as server:
         port = int(server.url.rsplit(":", 1)[1])

@@ -20,16 +20,15 @@ from redstone_cloud.api.app import create_app
 from redstone_cloud.backend import Backend, open_backend
 from redstone_cloud.services import deltas
 from tests.integration.cloud.conftest import make_settings
-from tests.integration.cloud.fleet import Fleet
+from tests.integration.cloud.fleet import Fleet, publication_order
 from tests.integration.cloud.test_api_campaigns import director_targets
 
 ROLES = ("root", "targets", "snapshot", "timestamp")
 
 
 def publish(fleet: Fleet, files: dict[str, bytes], skip: set[str] = frozenset()) -> None:
-    order = sorted(files, key=lambda n: (not n.endswith("root.json"), "timestamp" in n, n))
-    for name in order:
-        if name in skip or name == "root.json":
+    for name in publication_order(files):
+        if name in skip:
             continue
         response = fleet.admin("PUT", f"/api/v1/image-repo/{name}", content=files[name])
         assert response.status_code in (201, 409), (name, response.text)

@@ -7,50 +7,27 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives import serialization
 
 from redstone_agent.uptane.keys import generate_signer, public_key_to_dict
 from redstone_cloud import pki as certs
 from redstone_cloud.backend import open_backend
 from redstone_cloud.db.engine import transaction
 from redstone_cloud.services import inventory, pki
-from redstone_cloud.settings import load_settings
 from tests.integration.cloud.fleet import MODEL, make_csr, vin_of
-from tests.integration.cloud.server import serving, write_config
+from tests.integration.cloud.server import prepare_tls_server, serving
 
 pytestmark = pytest.mark.slow
 
 
-def _write_key(path: Path, key: certs.CaKey) -> Path:
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return path
-
-
 def test_mtls_maps_certificates_to_vehicles(database_url: str, tmp_path: Path) -> None:
-    config = write_config(
-        tmp_path / "cloud.toml",
-        database_url,
-        tmp_path / "data",
-        cert=tmp_path / "server.pem",
-        key=tmp_path / "server.key",
-    )
-    settings = load_settings(config)
+    files = prepare_tls_server(tmp_path, database_url)
+    config, settings = files.config, files.settings
     backend = open_backend(settings)
     key_dir = settings.key_dir
     with transaction(backend.sessions) as session:
-        pki.create_ca(session, key_dir, "test", "root")
         pki.create_ca(session, key_dir, "test", "devices", parent="root")
         slots = [inventory.EcuSlot(**e) for e in MODEL["ecus"]]  # type: ignore[arg-type]
         inventory.create_model(session, "test", "sedan", "", slots)
-        cert, key = pki.server_certificate(session, key_dir, ["127.0.0.1"])
-        (tmp_path / "server.pem").write_text(certs.cert_pem(cert))
-        _write_key(tmp_path / "server.key", key)
         clients = {}
         for n in (1, 2):
             ecus = [
@@ -66,15 +43,13 @@ def test_mtls_maps_certificates_to_vehicles(database_url: str, tmp_path: Path) -
             device_key, csr = make_csr()
             row = pki.issue(session, key_dir, "test", vin_of(n), csr)
             (tmp_path / f"v{n}.pem").write_text(row.cert_pem)
-            _write_key(tmp_path / f"v{n}.key", device_key)
+            (tmp_path / f"v{n}.key").write_bytes(certs.key_to_pem(device_key))
             clients[n] = row.serial
-        bundle = pki.ca_bundle(session)
     backend.close()
-    (tmp_path / "ca.pem").write_text(bundle)
     foreign_key = certs.new_ca_key()
     foreign_ca = certs.create_root_ca("foreign", foreign_key)
     foreign_device_key, csr = make_csr()
-    _write_key(tmp_path / "foreign.key", foreign_device_key)
+    (tmp_path / "foreign.key").write_bytes(certs.key_to_pem(foreign_device_key))
     foreign = certs.issue_device_certificate(
         certs.load_csr(csr), vin_of(1), foreign_ca, foreign_key
     )

@@ -9,6 +9,7 @@ manifest closing the campaign.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
@@ -24,9 +25,8 @@ from redstone_cloud import pki as certs
 from redstone_cloud.backend import open_backend
 from redstone_cloud.db.engine import transaction
 from redstone_cloud.services import campaigns, imagerepo, inventory, packages, pki
-from redstone_cloud.settings import load_settings
-from tests.integration.cloud.fleet import MODEL, make_csr, vin_of
-from tests.integration.cloud.server import serving, write_config
+from tests.integration.cloud.fleet import MODEL, make_csr, publication_order, vin_of
+from tests.integration.cloud.server import prepare_tls_server, serving
 
 pytestmark = pytest.mark.slow
 
@@ -34,14 +34,8 @@ IMAGES = {"tbox-2.0": ("tbox-hw", b"tbox image " * 5000), "adas-2.0": ("adas-hw"
 
 
 def test_primary_verifies_and_downloads_from_the_backend(database_url: str, tmp_path: Path) -> None:
-    config = write_config(
-        tmp_path / "cloud.toml",
-        database_url,
-        tmp_path / "data",
-        cert=tmp_path / "server.pem",
-        key=tmp_path / "server.key",
-    )
-    settings = load_settings(config)
+    files = prepare_tls_server(tmp_path, database_url)
+    config, settings = files.config, files.settings
     image_repo = Repository.create(
         "image",
         {
@@ -52,24 +46,16 @@ def test_primary_verifies_and_downloads_from_the_backend(database_url: str, tmp_
     for target, (hardware_id, data) in IMAGES.items():
         image_repo.add_image(target, data, ImageFields((hardware_id,), 2))
     image_repo.commit()
-    files = image_repo.files()
+    signed = image_repo.files()
     vin = vin_of(1)
     ecu_keys = {f"{vin}-{e['role']}": generate_signer() for e in MODEL["ecus"]}
     backend = open_backend(settings)
     with transaction(backend.sessions) as session:
-        pki.create_ca(session, settings.key_dir, "t", "root")
-        cert, key = pki.server_certificate(session, settings.key_dir, ["127.0.0.1"])
-        (tmp_path / "server.pem").write_text(certs.cert_pem(cert))
-        (tmp_path / "server.key").write_bytes(certs.key_to_pem(key))
-        (tmp_path / "ca.pem").write_text(pki.ca_bundle(session))
-        for name in sorted(files, key=lambda n: (not n.endswith("root.json"), "timestamp" in n, n)):
-            if name != "root.json":
-                imagerepo.upload(session, "t", name, files[name])
+        for name in publication_order(signed):
+            imagerepo.upload(session, "t", name, signed[name])
         for target, (hardware_id, data) in IMAGES.items():
             name, version = target.split("-")
             spec = packages.PackageSpec(name, version, (hardware_id,), release_counter=2)
-            import io
-
             packages.upload(session, backend.store, "t", spec, io.BytesIO(data), max_bytes=2**20)
         slots = [inventory.EcuSlot(**e) for e in MODEL["ecus"]]  # type: ignore[arg-type]
         inventory.create_model(session, "t", "sedan", "", slots)
@@ -107,7 +93,7 @@ def test_primary_verifies_and_downloads_from_the_backend(database_url: str, tmp_
                 image_targets_url=f"{server.url}/api/v1/device/targets/",
                 cache_dir=tmp_path / "cache",
             ),
-            TrustedRoots(director_root, files["1.root.json"]),
+            TrustedRoots(director_root, signed["1.root.json"]),
             session=http,
         )
         hardware = {f"{vin}-{e['role']}": e["hardware_id"] for e in MODEL["ecus"]}
