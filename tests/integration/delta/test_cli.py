@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
 from pathlib import Path
+
+import pytest
+
+from tests.support import require_tool
 
 from .conftest import RunCli, round_trip
 
@@ -88,3 +93,24 @@ def test_help_teaches() -> None:
 
     text = build_parser().format_help()
     assert "make" in text and "apply" in text and "info" in text and "docs/delta.md" in text
+
+
+@pytest.mark.root
+def test_apply_writes_a_block_device_in_place(tmp_path: Path, run_cli: RunCli) -> None:
+    losetup = require_tool("losetup")
+    old, new = _images(tmp_path)
+    delta = tmp_path / "d.rsdelta"
+    assert run_cli("make", old, new, delta).returncode == 0
+    backing = tmp_path / "slot_b.img"
+    backing.write_bytes(b"\xff" * (new.stat().st_size + (1 << 20)))
+    device = subprocess.run(
+        [losetup, "--find", "--show", str(backing)], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    try:
+        result = run_cli("apply", delta, old, device)
+        assert result.returncode == 0, result.stderr
+    finally:
+        subprocess.run([losetup, "--detach", device], check=True)
+    written = backing.read_bytes()
+    assert written[: new.stat().st_size] == new.read_bytes()
+    assert written[new.stat().st_size :] == b"\xff" * (1 << 20)
