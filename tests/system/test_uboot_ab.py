@@ -121,6 +121,29 @@ def test_bad_update_spends_its_tries_then_falls_back_and_agent_reports_rollback(
     assert board.state() == BootState.factory("A").mark_bad("B")
 
 
+@pytest.mark.root
+def test_mark_bad_during_the_trial_returns_to_the_old_slot_on_the_next_boot(board: Board) -> None:
+    first = board.power_on()
+    assert first.cmdline is not None
+    install(board, first.cmdline, "2", Health.FAIL)
+    trial = board.power_on()
+    assert_booted(trial, "B", "2")
+    assert trial.cmdline is not None
+    with board.agent(trial.cmdline) as agent:
+        assert agent.status().state is NodeState.TRYING
+        assert agent.mark_bad("health check failed").state is NodeState.REVERTING
+
+    back = board.power_on()
+
+    assert_booted(back, "A", "1")
+    assert ENV_SAVED not in back.script_lines  # two tries were left, none spent
+    assert back.cmdline is not None
+    with board.agent(back.cmdline) as agent:
+        status = agent.status()
+    assert status.state is NodeState.ROLLED_BACK and status.rollback is not None
+    assert board.state() == BootState.factory("A").mark_bad("B")
+
+
 def test_kernel_panic_on_trial_boot_falls_back_to_the_committed_slot(board: Board) -> None:
     # The switch as the agent's transaction writes it (BootState through UBootEnv).
     board.install("B", "3", Health.PANIC, tries=2)
