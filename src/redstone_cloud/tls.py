@@ -9,12 +9,14 @@ DER bytes land in the ASGI scope's ``state`` (as ``tls_client_cert``), where
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ssl
 from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 CERT_STATE_KEY = "tls_client_cert"
+FINGERPRINT_STATE_KEY = "tls_client_fingerprint"
 
 
 def _with_peer_cert(app_state: dict[str, Any], transport: asyncio.BaseTransport) -> dict[str, Any]:
@@ -22,7 +24,8 @@ def _with_peer_cert(app_state: dict[str, Any], transport: asyncio.BaseTransport)
     der = (
         ssl_object.getpeercert(binary_form=True) if isinstance(ssl_object, ssl.SSLObject) else None
     )
-    return {**app_state, CERT_STATE_KEY: der}
+    fingerprint = hashlib.sha256(der).hexdigest() if der else None
+    return {**app_state, CERT_STATE_KEY: der, FINGERPRINT_STATE_KEY: fingerprint}
 
 
 class ClientCertH11Protocol(H11Protocol):

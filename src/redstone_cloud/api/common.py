@@ -26,7 +26,7 @@ from redstone_cloud.errors import (
 )
 from redstone_cloud.services import device
 from redstone_cloud.settings import token_digest
-from redstone_cloud.tls import CERT_STATE_KEY
+from redstone_cloud.tls import FINGERPRINT_STATE_KEY
 
 T = TypeVar("T")
 
@@ -80,9 +80,9 @@ AdminDep = Annotated[str, Depends(admin_actor)]
 
 def client_fingerprint(request: Request, backend: Backend) -> str:
     """SHA-256 of the client certificate from our TLS, or from a configured proxy header."""
-    der = request.scope.get("state", {}).get(CERT_STATE_KEY)
-    if isinstance(der, bytes | bytearray) and der:
-        return pki.fingerprint(bytes(der))
+    fingerprint = request.scope.get("state", {}).get(FINGERPRINT_STATE_KEY)
+    if isinstance(fingerprint, str) and fingerprint:
+        return fingerprint
     header = backend.settings.client_cert_header
     if header:
         escaped = request.headers.get(header)

@@ -13,12 +13,11 @@ from typing import Any
 
 from sqlalchemy import bindparam, select
 
-from redstone_cloud import pki
 from redstone_cloud.backend import Backend
 from redstone_cloud.db.models import DeviceCertificate, Vehicle
 from redstone_cloud.db.types import utcnow
 from redstone_cloud.services.device import etag_matches, etag_of
-from redstone_cloud.tls import CERT_STATE_KEY
+from redstone_cloud.tls import FINGERPRINT_STATE_KEY
 
 POLL_PATH = "/api/v1/device/poll"
 
@@ -52,11 +51,11 @@ class FastPoll:
         await self.app(scope, receive, send)
 
     def _answer(self, scope: dict[str, Any]) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
-        der = scope.get("state", {}).get(CERT_STATE_KEY)
-        if not der:
+        fingerprint = scope.get("state", {}).get(FINGERPRINT_STATE_KEY)
+        if not fingerprint:
             return None
         with self.backend.engine.connect() as conn:
-            row = conn.execute(_LOOKUP, {"fingerprint": pki.fingerprint(der)}).first()
+            row = conn.execute(_LOOKUP, {"fingerprint": fingerprint}).first()
         if row is None:
             return None
         vehicle_id, poll_rev, revoked_at, not_after = row
