@@ -26,6 +26,14 @@ def test_a_boot_that_overruns_its_timeout_is_stopped_and_reported(board: Board) 
     assert BootRecord(console.read_text(errors="replace"), timed_out=True).ending == "timeout"
 
 
+@pytest.mark.system
+def test_qemu_that_cannot_start_is_a_one_line_error_with_its_reason(board: Board) -> None:
+    board.disk.unlink()
+
+    with pytest.raises(HarnessError, match=r"no console output: .*disk\.img"):
+        board.power_on(timeout_s=30)
+
+
 def test_opening_a_directory_without_a_board_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(HarnessError, match="holds no board"):
         Board.open(tmp_path)

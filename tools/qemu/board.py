@@ -136,5 +136,7 @@ class Board:
             console,
         )
         if not text:
-            raise HarnessError(f"boot {self.boots}: QEMU wrote no console output ({console})")
+            complaint = console.with_name(console.name + ".stderr").read_text(errors="replace")
+            last = complaint.strip().splitlines()[-1:] or ["no message"]
+            raise HarnessError(f"boot {self.boots}: QEMU wrote no console output: {last[0]}")
         return record

@@ -68,23 +68,27 @@ def qemu_argv(disk: Path, console_log: Path) -> list[str]:
 
 
 def power_cycle(disk: Path, console_log: Path, timeout_s: float) -> PowerCycle:
-    """Boot ``disk`` once; stop QEMU if the boot has not ended after ``timeout_s``."""
+    """Boot ``disk`` once; stop QEMU if the boot has not ended after ``timeout_s``.
+
+    QEMU's own complaints go to ``<console_log>.stderr``. QEMU is killed on
+    any way out of this function (a timeout, pytest's timeout, Ctrl-C).
+    """
     started = time.monotonic()
-    process = subprocess.Popen(
-        qemu_argv(disk, console_log),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        process.wait(timeout=timeout_s)
-        timed_out = False
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-        timed_out = True
-    finally:
-        if process.stderr is not None:
-            process.stderr.close()
+    timed_out = False
+    with console_log.with_name(console_log.name + ".stderr").open("wb") as stderr:
+        process = subprocess.Popen(
+            qemu_argv(disk, console_log),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
     code = None if timed_out else process.returncode
     return PowerCycle(code, timed_out, time.monotonic() - started)
