@@ -199,6 +199,12 @@ class _SomeipyServer(ServerBinding):
         self._control = self._status = None
 
 
+def _consume_outcome(task: asyncio.Future[Any]) -> None:
+    """Retrieve an abandoned call's outcome so asyncio does not warn about it."""
+    if not task.cancelled():
+        task.exception()
+
+
 @functools.cache
 def _status_client_class() -> Any:
     """someipy's client instance, but events are accepted only from *its* Sub.
@@ -243,8 +249,13 @@ class _SomeipyClient(ClientBinding):
     async def call(self, method_id: int, payload: bytes, timeout: float) -> bytes:
         if self._status.source is None:
             await self.available()  # learn where this instance's events come from
+        # Shielded: someipy matches FindService answers to callers by queue order, so
+        # cancelling a call mid-find would hand its answer (another Sub's endpoint!)
+        # to the next caller. On our deadline we stop waiting; the call runs out alone.
+        inner = asyncio.ensure_future(self._control.call_method(method_id, payload))
+        inner.add_done_callback(_consume_outcome)
         try:
-            result = await asyncio.wait_for(self._control.call_method(method_id, payload), timeout)
+            result = await asyncio.wait_for(asyncio.shield(inner), timeout)
         except TimeoutError:
             raise CallTimeout(
                 f"no answer from sub instance {self._instance_id} to method "

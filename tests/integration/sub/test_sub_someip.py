@@ -20,7 +20,12 @@ from pathlib import Path
 import pytest
 
 from redstone_agent.someip.client import SubClient, open_sub_client
-from redstone_agent.someip.errors import MalformedPayload, RemoteError
+from redstone_agent.someip.errors import (
+    CallTimeout,
+    MalformedPayload,
+    RemoteError,
+    ServiceUnavailable,
+)
 from redstone_agent.someip.interface import MethodId, ResultCode, SubState
 from redstone_agent.someip.messages import Response, Status
 from redstone_agent.someip.someipy_binding import SomeipyStack
@@ -350,6 +355,23 @@ def test_sd_notify_ready_status_and_watchdog(fleet: Fleet, tmp_path: Path) -> No
     ready = next(m for m in messages if "READY=1" in m)
     assert "STATUS=IDLE" in ready
     assert "WATCHDOG=1" in messages
+
+
+def test_a_dead_sub_times_out_and_is_rediscovered_when_it_returns(fleet: Fleet) -> None:
+    sub = fleet.subs[1]
+
+    async def scenario() -> None:
+        async with master(fleet) as clients:
+            client = clients[sub.name]
+            sub.kill(signal.SIGKILL)
+            with pytest.raises((CallTimeout, ServiceUnavailable)):
+                await client.get_status()  # the offer may still be cached: a deadline, no hang
+            sub.start()
+            await client.wait_available(WAIT)
+            status = await client.wait_for_state(set(SubState), WAIT)
+            assert status.state is S.IDLE
+
+    asyncio.run(scenario())
 
 
 def test_logs_name_the_steps(fleet: Fleet) -> None:
