@@ -87,7 +87,10 @@ def fetch_kernel() -> Kernel:
     def build(out: Path) -> None:
         work = out / "work"
         work.mkdir()
-        run(["apt-get", "download", f"{package}={version}"], cwd=work)
+        try:
+            run(["apt-get", "download", f"{package}={version}"], cwd=work)
+        except HarnessError as exc:
+            raise HarnessError(f"{exc} (stale package lists? run 'apt-get update')") from None
         debs = list(work.glob("*.deb"))
         if len(debs) != 1:
             raise HarnessError(f"apt-get download {package} left {len(debs)} .deb files")
