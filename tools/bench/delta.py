@@ -89,7 +89,7 @@ def _tree_pss_kib(pid: int) -> int:
             rollup = Path(f"/proc/{current}/smaps_rollup").read_text()
             for task in Path(f"/proc/{current}/task").iterdir():
                 pending += [int(c) for c in (task / "children").read_text().split()]
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
+        except OSError:  # the process ended while we looked
             continue
         for line in rollup.splitlines():
             if line.startswith("Pss:"):
@@ -125,7 +125,7 @@ def measured(command: list[str]) -> Run:
 def _launcher_kib(pid: int) -> int:
     try:
         rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
-    except FileNotFoundError:
+    except OSError:  # the launcher ended while we looked
         return 0
     return sum(int(line.split()[1]) for line in rollup.splitlines() if line.startswith("Pss:"))
 
