@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from redstone_agent.journal import Journal
+from redstone_agent.journal import Journal, JournalCorrupt
 from redstone_agent.someip.interface import ResultCode, SubState
 from redstone_agent.someip.messages import Info, InstallRequest, Progress, Status
 from redstone_agent.sub.errors import SubError
@@ -328,11 +328,20 @@ class Engine:
 
     async def recover(self) -> None:
         """Resume or clean up whatever the journal says was under way."""
-        saved = self._journal.load()
-        if saved is None:
+        try:
+            saved = self._journal.load()
+            record = Record.from_dict(saved) if saved is not None else None
+        except (JournalCorrupt, KeyError, TypeError, ValueError) as exc:
+            # The slot layer keeps its own journal and never boots a torn slot;
+            # we only lost our bookkeeping: start over and say so.
+            log.error("journal %s unreadable (%s): starting from FAILED", self._journal.path, exc)
+            self._record = Record()
+            self._move(S.FAILED, error=ResultCode.INTERNAL, detail=f"journal unreadable: {exc}")
+            return
+        if record is None:
             self._move(S.IDLE)
             return
-        self._record = Record.from_dict(saved)
+        self._record = record
         r = self._record
         booted = self._slots.booted()
         log.info("recovering from %s (booted slot %s)", r.state.name, booted)

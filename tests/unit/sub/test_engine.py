@@ -337,3 +337,31 @@ def test_activation_refused_by_the_slot_layer_stays_ready(bench: Bench) -> None:
         assert bench.reboots == 0
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"garbage", b'{"version": 1, "sha256": "x", "state": {}}', b""],
+)
+def test_unreadable_journal_starts_failed_not_crashed(bench: Bench, content: bytes) -> None:
+    bench.journal_path.write_bytes(content)
+
+    async def scenario() -> None:
+        engine = bench.engine()
+        await engine.recover()
+        status = engine.status()
+        assert (status.state, status.error) == (S.FAILED, ResultCode.INTERNAL)
+        assert "journal unreadable" in status.detail
+
+    asyncio.run(scenario())
+
+
+def test_journal_from_a_newer_version_is_not_trusted(bench: Bench) -> None:
+    Journal(bench.journal_path).save({"state": "IDLE", "from_the_future": 1})
+
+    async def scenario() -> None:
+        engine = bench.engine()
+        await engine.recover()
+        assert engine.state is S.FAILED
+
+    asyncio.run(scenario())
