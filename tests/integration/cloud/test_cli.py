@@ -158,5 +158,7 @@ def test_bad_config_is_one_line(tmp_path: Path) -> None:
     assert "max_upload_bytes" in cli.run("db", "upgrade", ok=False).stderr
     cli.config.unlink()
     assert "not found" in cli.run("db", "upgrade", ok=False).stderr
-    cli.config.write_text(f'[cloud]\ndatabase_url = "sqlite:///{tmp_path}/x.db"\n')
+    cli.config.write_text(
+        f'[cloud]\ndatabase_url = "sqlite:///{tmp_path}/x.db"\ndata_dir = "{tmp_path}/d"\n'
+    )
     assert "not current" in cli.run("serve", ok=False).stderr
