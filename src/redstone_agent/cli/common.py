@@ -35,6 +35,18 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more detail")
 
 
+def new_parser(prog: str, description: str, epilog: str) -> argparse.ArgumentParser:
+    """A parser whose help keeps the layout of its description and examples, with ``-v``."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_common_arguments(parser)
+    return parser
+
+
 class ProgressLine:
     """A single updating progress line on a TTY; silent otherwise (logs say the outcome)."""
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from redstone_agent.cli.common import ProgressLine, add_common_arguments, run_main, setup_logging
+from redstone_agent.cli.common import ProgressLine, new_parser, run_main, setup_logging
 from redstone_agent.delta import (
     DEFAULT_BLOCK_SIZE,
     DeltaError,
@@ -65,13 +65,7 @@ def _sha256(text: str) -> bytes:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_common_arguments(parser)
+    parser = new_parser(PROG, DESCRIPTION, EPILOG)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     make = commands.add_parser("make", help="write a delta from OLD to NEW into OUT")

@@ -10,7 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
-from redstone_agent.cli.common import add_common_arguments, run_main, setup_logging
+from redstone_agent.cli.common import new_parser, run_main, setup_logging
 from redstone_agent.ecusim.config import SimConfig, load_sim
 from redstone_agent.ecusim.runner import Simulator
 
@@ -40,12 +40,7 @@ serves until SIGINT/SIGTERM. Config format and fault options: docs/uds.md.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = new_parser(PROG, DESCRIPTION, EPILOG)
     parser.add_argument("config", type=Path, help="simulator TOML file")
     parser.add_argument("--host", help="DoIP bind address (overrides [doip].host)")
     parser.add_argument("--tcp-port", type=int, help="DoIP TCP port, 0 = any free port")
@@ -59,7 +54,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="set one [faults] option, e.g. pending_storm=20 (repeatable)",
     )
     parser.add_argument("--json", action="store_true", help="print the ready line as JSON")
-    add_common_arguments(parser)
     return parser
 
 

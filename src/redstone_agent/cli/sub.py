@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from redstone_agent.cli.common import ProgressLine, add_common_arguments, run_main, setup_logging
+from redstone_agent.cli.common import ProgressLine, new_parser, run_main, setup_logging
 from redstone_agent.config import load
 from redstone_agent.slots import NodeStatus, SlotManager, SlotsConfig
 
@@ -40,16 +40,10 @@ config: --config or $REDSTONE_SUB_CONFIG, default /etc/redstone/sub.toml ([slots
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line, with help that explains the A/B cycle."""
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = new_parser(PROG, DESCRIPTION, EPILOG)
     parser.add_argument(
         "-c", "--config", type=Path, default=DEFAULT_CONFIG, help="node config (TOML)"
     )
-    add_common_arguments(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     status = commands.add_parser("status", help="show slots, state and any rollback")
