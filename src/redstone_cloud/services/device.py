@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, selectinload
 
 from redstone_cloud import schedule
@@ -211,9 +211,24 @@ def ensure_director(session: Session, signer: OnlineRepository, identity: Identi
 # --- manifests ------------------------------------------------------------------------------
 
 
+MAX_OPEN_NONCES = 16
+"""Unused nonces kept per vehicle; older ones are forgotten (a vehicle asking in a loop
+cannot grow the table)."""
+
+
 def issue_nonce(session: Session, identity: Identity) -> str:
     nonce = new_nonce()
     session.add(ManifestNonce(vehicle_id=identity.vehicle_id, nonce=nonce))
+    session.flush()
+    open_nonces = select(ManifestNonce.id).where(
+        ManifestNonce.vehicle_id == identity.vehicle_id, ManifestNonce.used_at.is_(None)
+    )
+    keep = open_nonces.order_by(ManifestNonce.id.desc()).limit(MAX_OPEN_NONCES)
+    session.execute(
+        delete(ManifestNonce).where(
+            ManifestNonce.id.in_(open_nonces), ManifestNonce.id.not_in(keep.scalar_subquery())
+        )
+    )
     return nonce
 
 

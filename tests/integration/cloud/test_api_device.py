@@ -89,6 +89,10 @@ def test_manifest_bad_input(fleet: Fleet, car: SimVehicle) -> None:
     assert post(stolen_nonce).status_code == 409
     wrong_vin = fleet.manifest_bytes(other, fleet.nonce(car))
     assert post(wrong_vin).status_code == 422
+    oldest = fleet.nonce(car)
+    newest = [fleet.nonce(car) for _ in range(16)][-1]
+    assert post(fleet.manifest_bytes(car, oldest)).status_code == 409, "forgotten nonce"
+    assert post(fleet.manifest_bytes(car, newest)).status_code == 200
 
 
 def test_events_and_logs_are_recorded_and_searchable(fleet: Fleet, car: SimVehicle) -> None:
