@@ -164,7 +164,16 @@ class ManifestRequest:
         nonce = Reader(payload).blob("nonce", MAX_NONCE)
         if not nonce:
             raise MalformedPayload("nonce must not be empty")
-        return cls(nonce)
+        request = cls(nonce)
+        request.nonce_text()
+        return request
+
+    def nonce_text(self) -> str:
+        """The nonce as the manifest carries it (the backend's nonces are ASCII hex)."""
+        try:
+            return self.nonce.decode("ascii")
+        except UnicodeDecodeError:
+            raise MalformedPayload("nonce must be ASCII text") from None
 
 
 @dataclass(frozen=True)

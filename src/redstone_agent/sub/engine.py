@@ -41,7 +41,9 @@ class Record:
     state: SubState = S.IDLE
     seq: int = 0
     current: str = ""
-    """Target name of the committed image."""
+    """Target name of the committed image ("" for the factory image)."""
+    current_length: int = 0
+    current_sha256: str = ""
     release_counter: int = 0
     assignment: dict[str, Any] | None = None
     request: dict[str, Any] | None = None
@@ -145,23 +147,28 @@ class Engine:
             pending if r.state not in (S.COMMITTED, S.IDLE) else "",
         )
 
-    def manifest(self, nonce: bytes) -> bytes:
-        """The signed ECU version manifest, carrying the Master's nonce."""
+    def manifest(self, nonce: str) -> bytes:
+        """The signed Uptane ECU version manifest, carrying the Master's nonce."""
         if self._hooks.sign_manifest is None:
             raise SubError("no ECU key configured: cannot sign a manifest")
         r = self._record
-        document = {
+        fields = {
             "ecu_serial": self.ecu_serial,
-            "hardware_id": self.hardware_id,
-            "installed_image": r.current,
+            "filename": r.current,
+            "length": r.current_length,
+            "sha256": r.current_sha256,
             "release_counter": r.release_counter,
-            "booted_slot": self._slots.booted(),
-            "state": r.state.name,
-            "last_error": r.error.name,
-            "report": r.detail,
-            "nonce": nonce.hex(),
+            "nonce": nonce,
+            "attacks_detected": r.detail if r.error is ResultCode.VERIFICATION_FAILED else "",
+            "report": {
+                "hardware_id": self.hardware_id,
+                "booted_slot": self._slots.booted(),
+                "state": r.state.name,
+                "result": r.error.name,
+                "detail": r.detail,
+            },
         }
-        return self._hooks.sign_manifest(document)
+        return self._hooks.sign_manifest(fields)
 
     # -- transitions ---------------------------------------------------------
 
@@ -283,6 +290,8 @@ class Engine:
         self._move(
             S.COMMITTED,
             current=(r.request or {}).get("target", r.current),
+            current_length=assignment.get("length", r.current_length),
+            current_sha256=assignment.get("sha256", r.current_sha256),
             release_counter=assignment.get("release_counter", r.release_counter),
             assignment=None,
             detail="committed",

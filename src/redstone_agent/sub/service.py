@@ -73,7 +73,7 @@ class SubService:
 
     async def _get_manifest(self, payload: bytes) -> bytes:
         request = ManifestRequest.decode(payload)
-        return Blob(self._engine.manifest(request.nonce)).encode()
+        return Blob(self._engine.manifest(request.nonce_text())).encode()
 
     async def _put_metadata(self, payload: bytes) -> bytes:
         await self._engine.put_metadata(Blob.decode(payload).data)

@@ -9,7 +9,6 @@ delta source).
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -130,19 +129,22 @@ def check_install(assignment: Assignment | None, request: InstallRequest) -> Non
 
 
 class ManifestSigner:
-    """Signs ECU version manifests with the ECU key, loaded on first use (keeps start lean)."""
+    """Signs ECU version manifests with the ECU key, loaded on first use (keeps start lean).
+
+    The document is ``redstone_agent.uptane.manifests.EcuManifest`` in its
+    signed envelope, so the Master and the backend verify it with
+    ``verify_ecu_manifest`` against the key registered for this ECU.
+    """
 
     def __init__(self, key_path: Path) -> None:
         self._key_path = key_path
         self._signer: Any = None
 
-    def __call__(self, document: dict[str, Any]) -> bytes:
-        """Canonical ``signed`` JSON plus one signature, as an Uptane ECU manifest."""
+    def __call__(self, fields: dict[str, Any]) -> bytes:
+        from redstone_agent.uptane.manifests import EcuManifest, canonical, sign_ecu_manifest
+
         if self._signer is None:
             from redstone_agent.uptane.keys import load_signer
 
             self._signer = load_signer(self._key_path)
-        canonical = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
-        signature = self._signer.sign(canonical)
-        envelope = {"signed": document, "signatures": [signature.to_dict()]}
-        return json.dumps(envelope, sort_keys=True, separators=(",", ":")).encode()
+        return canonical(sign_ecu_manifest(EcuManifest(**fields), self._signer))

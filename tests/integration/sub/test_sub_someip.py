@@ -29,6 +29,8 @@ from redstone_agent.someip.errors import (
 from redstone_agent.someip.interface import MethodId, ResultCode, SubState
 from redstone_agent.someip.messages import Response, Status
 from redstone_agent.someip.someipy_binding import SomeipyStack
+from redstone_agent.uptane.keys import load_signer
+from redstone_agent.uptane.manifests import new_nonce, verify_ecu_manifest
 from tests.integration.sub.fleet import Fleet, SubNode
 from tests.support import require_tool
 
@@ -108,10 +110,15 @@ def test_two_subs_update_reboot_and_commit(fleet: Fleet) -> None:
                 assert status.target == f"{sub.name}-1.0.img"
                 info = await client.get_info()
                 assert (info.booted_slot, info.current_target) == ("B", f"{sub.name}-1.0.img")
-                manifest = json.loads(await client.get_manifest(b"nonce-42"))
-                assert manifest["signed"]["nonce"] == b"nonce-42".hex()
-                assert manifest["signed"]["installed_image"] == f"{sub.name}-1.0.img"
-                assert manifest["signatures"][0]["sig"]
+                nonce = new_nonce()
+                envelope = json.loads(await client.get_manifest(nonce.encode()))
+                ecu_key = load_signer(sub.workdir / "trust" / "ecu.pem").public_key
+                manifest = verify_ecu_manifest(
+                    envelope, ecu_key, expected_serial=sub.serial, expected_nonce=nonce
+                )
+                assert manifest.filename == f"{sub.name}-1.0.img"
+                assert manifest.sha256 == hashlib.sha256(images[sub.name]).hexdigest()
+                assert manifest.report["state"] == "COMMITTED"
 
     asyncio.run(scenario())
     for sub in fleet.subs:

@@ -63,7 +63,7 @@ def test_status_layout() -> None:
         Info("ECU-1", "hw-a", "A", SubState.IDLE, "v1", ""),
         Status(SubState.ROLLED_BACK, 1, "ü-target", 0, 0, ResultCode.BOOT_FALLBACK, "fell back"),
         Progress(3, 1 << 33, 1 << 34),
-        ManifestRequest(b"\x00" * 64),
+        ManifestRequest(b"a" * 64),
         Blob(b"x" * 1000),
         InstallRequest(
             "t", "https://m/t", SHA, 99, DeltaInfo("http://m/d", SHA, 5, hashlib.sha256().digest())
@@ -92,6 +92,7 @@ HOSTILE = [
     (InstallRequest, b"\x00\x00\x00\x0bhttp://m/tt" + SHA + b"\x00" * 9, "must not be empty"),
     (ManifestRequest, b"\x00\x00\x00\x00", "must not be empty"),
     (ManifestRequest, b"\x00\x00\x00\x41" + b"n" * 65, "longer than 64"),
+    (ManifestRequest, b"\x00\x00\x00\x02\xff\xfe", "ASCII"),
     (Blob, b"\xff\xff\xff\xff", "longer than"),
     (Blob, b"\x00\x00\x00\x10abc", "truncated in data"),
     (Response, b"\x0c\x00\x00", "unknown result code 12"),
