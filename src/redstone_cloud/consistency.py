@@ -2,7 +2,8 @@
 
 An assignment maps each ECU to the package it gets. It is consistent when
 every package fits some ECU of the vehicle, no ECU gets two packages, and no
-ECU would go back to a lower release counter than the one it runs (the
+ECU would go back to a lower release counter than the one it runs — or, when
+no manifest told us yet, than its vehicle's baseline prescribes (the
 anti-rollback rule the vehicle enforces too, so refusing early saves a failed
 rollout).
 """
@@ -18,7 +19,9 @@ class EcuState:
     serial: str
     hardware_id: str
     release_counter: int | None
-    """Of the installed image, when the backend knows it."""
+    """Of the installed image when a manifest said so, else of the vehicle's baseline."""
+    counter_source: str = "runs"
+    """How the counter is known, for the message ("runs", "is on baseline 2027.1 at")."""
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,7 @@ def plan_assignment(ecus: Sequence[EcuState], packages: Sequence[PackageRef]) ->
                 continue
             if ecu.release_counter is not None and package.release_counter < ecu.release_counter:
                 problems.append(
-                    f"ECU {ecu.serial} runs release {ecu.release_counter}; "
+                    f"ECU {ecu.serial} {ecu.counter_source} release {ecu.release_counter}; "
                     f"{package.target} (release {package.release_counter}) would roll it back"
                 )
                 continue

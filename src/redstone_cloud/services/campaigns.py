@@ -194,6 +194,19 @@ def _release_counters(session: Session) -> dict[str, int]:
     return dict(session.execute(select(Package.target, Package.release_counter)).all())
 
 
+def _ecu_state(ecu: Ecu, baseline: Baseline | None, counters: dict[str, int]) -> EcuState:
+    """What the anti-rollback rule compares with: the reported image, else the baseline."""
+    if ecu.installed_target and ecu.installed_target in counters:
+        return EcuState(ecu.serial, ecu.hardware_id, counters[ecu.installed_target])
+    prescribed = [
+        i for i in (baseline.items if baseline else []) if i.hardware_id == ecu.hardware_id
+    ]
+    if baseline is not None and prescribed:
+        source = f"is on baseline {baseline.name} at"
+        return EcuState(ecu.serial, ecu.hardware_id, prescribed[0].package.release_counter, source)
+    return EcuState(ecu.serial, ecu.hardware_id, None)
+
+
 def plan_for(
     session: Session,
     campaign: Campaign,
@@ -207,14 +220,7 @@ def plan_for(
     counters = _release_counters(session) if counters is None else counters
     by_target = {cp.package.target: cp.package for cp in campaign.packages}
     plan = plan_assignment(
-        [
-            EcuState(
-                e.serial,
-                e.hardware_id,
-                counters.get(e.installed_target) if e.installed_target else None,
-            )
-            for e in vehicle.ecus
-        ],
+        [_ecu_state(e, vehicle.baseline, counters) for e in vehicle.ecus],
         [
             PackageRef(p.target, tuple(p.hardware_ids), p.release_counter)
             for p in by_target.values()

@@ -220,3 +220,19 @@ def test_campaign_definition_and_consistency_errors(fleet10: Fleet) -> None:
     by_version["name"] = "by-version-2"
     fleet.ok("POST", "/api/v1/campaigns", json=by_version)
     assert fleet.ok("POST", "/api/v1/campaigns/by-version-2/start")["vehicles"] == 1
+
+
+def test_baseline_sets_the_rollback_floor_until_a_manifest_reports(fleet: Fleet) -> None:
+    fleet.model()
+    fleet.package("tbox", "3.0", "tbox-hw", b"three", release_counter=3)
+    fleet.package("tbox", "2.0", "tbox-hw", b"two", release_counter=2)
+    fleet.ok("POST", "/api/v1/models/sedan/baselines", json={"name": "b3", "targets": ["tbox-3.0"]})
+    on_baseline = fleet.vehicle(1, baseline="b3")
+    plain = fleet.vehicle(2)
+    body = campaign("down", packages=["tbox-2.0"], groups=[{"percent": 100}])
+    body["targeting"] = {"model": "sedan"}
+    fleet.ok("POST", "/api/v1/campaigns", json=body)
+    started = fleet.ok("POST", "/api/v1/campaigns/down/start")
+    assert started["vehicles"] == 1
+    assert "is on baseline b3 at release 3" in started["skipped"][on_baseline.vin]
+    assert plain.vin not in started["skipped"]

@@ -27,3 +27,11 @@ def test_plan_problems() -> None:
         assert any(words in problem for problem in plan.problems), plan.problems
     assert not plan_assignment(ECUS, []).ok
     assert plan_assignment(ECUS, [PackageRef("tbox-3", ("tbox",), 3)]).ok
+
+
+def test_baseline_floor_is_named_in_the_problem() -> None:
+    ecus = [EcuState("t1", "tbox", 5, "is on baseline 2027.1 at")]
+    plan = plan_assignment(ecus, [PackageRef("tbox-4", ("tbox",), 4)])
+    assert plan.problems == (
+        "ECU t1 is on baseline 2027.1 at release 5; tbox-4 (release 4) would roll it back",
+    )
