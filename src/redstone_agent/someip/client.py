@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Collection
@@ -27,6 +28,7 @@ from redstone_agent.someip.messages import (
     Info,
     InstallRequest,
     ManifestRequest,
+    MetadataLocation,
     Progress,
     Response,
     Status,
@@ -102,6 +104,11 @@ class SubClient:
 
     async def put_metadata(self, bundle: bytes) -> None:
         await self._call(MethodId.PUT_METADATA, Blob(bundle).encode())
+
+    async def put_metadata_from(self, url: str, bundle: bytes) -> None:
+        """PutMetadata for a bundle the Sub must fetch from ``url`` (the Master's cache)."""
+        location = MetadataLocation(url, hashlib.sha256(bundle).digest(), len(bundle))
+        await self._call(MethodId.PUT_METADATA_FROM, location.encode())
 
     async def install(self, request: InstallRequest) -> None:
         await self._call(MethodId.INSTALL, request.encode())

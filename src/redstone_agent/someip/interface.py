@@ -32,6 +32,8 @@ MAX_PAYLOAD = 60_000
 MAX_TEXT = 1024
 """Longest string field in bytes (URLs, target names, error details)."""
 MAX_NONCE = 64
+MAX_BUNDLE = 16 * 1024 * 1024
+"""Largest metadata bundle PutMetadataFrom accepts (matches the uptane bundle cap)."""
 SHA256_LEN = 32
 
 
@@ -47,6 +49,8 @@ class MethodId(IntEnum):
     COMMIT = 0x0007
     ROLLBACK = 0x0008
     CANCEL = 0x0009
+    PUT_METADATA_FROM = 0x000A
+    """PutMetadata for bundles over MAX_PAYLOAD: the Sub fetches them from the cache."""
 
 
 class EventId(IntEnum):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from redstone_agent.someip.codec import Reader, Writer
 from redstone_agent.someip.errors import MalformedPayload
 from redstone_agent.someip.interface import (
+    MAX_BUNDLE,
     MAX_NONCE,
     MAX_PAYLOAD,
     SHA256_LEN,
@@ -238,3 +239,25 @@ class InstallRequest:
         if not url.startswith(("http://", "https://")):
             raise MalformedPayload("url must be http(s)")
         return cls(target, url, sha256, length, delta)
+
+
+@dataclass(frozen=True)
+class MetadataLocation:
+    """PutMetadataFrom: where the Master's cache serves a bundle too big for one datagram."""
+
+    url: str
+    sha256: bytes
+    length: int
+
+    def encode(self) -> bytes:
+        return Writer().text(self.url).fixed(self.sha256, SHA256_LEN).u64(self.length).done()
+
+    @classmethod
+    def decode(cls, payload: bytes) -> MetadataLocation:
+        r = Reader(payload)
+        location = cls(r.text("url"), r.fixed(SHA256_LEN, "sha256"), r.u64("length"))
+        if not location.url.startswith(("http://", "https://")):
+            raise MalformedPayload("url must be http(s)")
+        if not 0 < location.length <= MAX_BUNDLE:
+            raise MalformedPayload(f"bundle length must be 1..{MAX_BUNDLE}")
+        return location

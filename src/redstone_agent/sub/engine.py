@@ -209,6 +209,12 @@ class Engine:
         self._journal.save(self._record.to_dict())
         log.info("metadata verified: assigned %s", assignment.filename)
 
+    async def put_metadata_from(self, url: str, sha256: bytes, length: int) -> None:
+        """PutMetadata for a bundle fetched from the Master's cache (size-capped, hashed)."""
+        require(Command.PUT_METADATA, self.state)
+        bundle = await asyncio.to_thread(fetch_exact, url, sha256, length)
+        await self.put_metadata(bundle)
+
     async def install(self, request: InstallRequest) -> None:
         require(Command.INSTALL, self.state)
         raw = self._record.assignment
@@ -406,6 +412,26 @@ class Engine:
         if self._task is not None and not self._task.done():
             self._cancel.set()
             self._task.cancel()
+
+
+def fetch_exact(url: str, sha256: bytes, length: int) -> bytes:
+    """Download exactly ``length`` bytes whose sha256 is ``sha256``, or raise SubError."""
+    import hashlib
+    import hmac
+
+    from redstone_agent.transfer import TransferError, open_source
+
+    try:
+        with open_source(url, max_bytes=length) as source:
+            data = b"".join(source)
+    except TransferError as exc:
+        raise SubError(f"metadata download failed: {exc}", ResultCode.TRANSFER_FAILED) from exc
+    if len(data) != length or not hmac.compare_digest(hashlib.sha256(data).digest(), sha256):
+        raise SubError(
+            f"metadata from {url} does not match the announced length/sha256",
+            ResultCode.VERIFICATION_FAILED,
+        )
+    return data
 
 
 def _failure_code(exc: BaseException) -> ResultCode:

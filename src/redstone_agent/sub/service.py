@@ -13,7 +13,13 @@ from collections.abc import Awaitable, Callable
 from redstone_agent.someip.binding import RETURN_MALFORMED, Reply
 from redstone_agent.someip.errors import MalformedPayload
 from redstone_agent.someip.interface import MethodId, ResultCode
-from redstone_agent.someip.messages import Blob, InstallRequest, ManifestRequest, Response
+from redstone_agent.someip.messages import (
+    Blob,
+    InstallRequest,
+    ManifestRequest,
+    MetadataLocation,
+    Response,
+)
 from redstone_agent.sub.engine import Engine
 from redstone_agent.sub.errors import SubError
 
@@ -30,6 +36,7 @@ class SubService:
             MethodId.GET_STATUS: self._get_status,
             MethodId.GET_MANIFEST: self._get_manifest,
             MethodId.PUT_METADATA: self._put_metadata,
+            MethodId.PUT_METADATA_FROM: self._put_metadata_from,
             MethodId.INSTALL: self._install,
             MethodId.ACTIVATE: self._no_args(engine.activate),
             MethodId.COMMIT: self._no_args(engine.commit),
@@ -77,6 +84,11 @@ class SubService:
 
     async def _put_metadata(self, payload: bytes) -> bytes:
         await self._engine.put_metadata(Blob.decode(payload).data)
+        return b""
+
+    async def _put_metadata_from(self, payload: bytes) -> bytes:
+        location = MetadataLocation.decode(payload)
+        await self._engine.put_metadata_from(location.url, location.sha256, location.length)
         return b""
 
     async def _install(self, payload: bytes) -> bytes:

@@ -31,7 +31,7 @@ from redstone_agent.someip.messages import Response, Status
 from redstone_agent.someip.someipy_binding import SomeipyStack
 from redstone_agent.uptane.keys import load_signer
 from redstone_agent.uptane.manifests import new_nonce, verify_ecu_manifest
-from tests.integration.sub.fleet import Fleet, SubNode
+from tests.integration.sub.fleet import CACHE_PORT, Fleet, SubNode
 from tests.support import require_tool
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -137,6 +137,14 @@ def test_failed_health_check_falls_back_and_is_reported(fleet: Fleet) -> None:
     async def scenario() -> None:
         async with master(fleet) as clients:
             client = clients[sub.name]
+            # The bundle travels the other way too: fetched by the Sub from the cache.
+            bundle = fleet.bundle()
+            (fleet.cache_dir / "bundle.json").write_bytes(bundle)
+            url = f"http://{fleet.master.ip}:{CACHE_PORT}/bundle.json"
+            with pytest.raises(RemoteError) as wrong:
+                await client.put_metadata_from(url, bundle + b" ")
+            assert wrong.value.code is ResultCode.VERIFICATION_FAILED
+            await client.put_metadata_from(url, bundle)
             await install_and_activate(fleet, client, sub, "sub2-2.0.img")
             # New slot A boots, its health check fails: mark bad, reboot again.
             await asyncio.to_thread(sub.wait_reboot_request)

@@ -15,6 +15,7 @@ from redstone_agent.someip.messages import (
     Info,
     InstallRequest,
     ManifestRequest,
+    MetadataLocation,
     Progress,
     Response,
     Status,
@@ -64,6 +65,7 @@ def test_status_layout() -> None:
         Status(SubState.ROLLED_BACK, 1, "ü-target", 0, 0, ResultCode.BOOT_FALLBACK, "fell back"),
         Progress(3, 1 << 33, 1 << 34),
         ManifestRequest(b"a" * 64),
+        MetadataLocation("http://m/bundle.json", SHA, 20_000),
         Blob(b"x" * 1000),
         InstallRequest(
             "t", "https://m/t", SHA, 99, DeltaInfo("http://m/d", SHA, 5, hashlib.sha256().digest())
@@ -94,6 +96,9 @@ HOSTILE = [
     (ManifestRequest, b"\x00\x00\x00\x41" + b"n" * 65, "longer than 64"),
     (ManifestRequest, b"\x00\x00\x00\x02\xff\xfe", "ASCII"),
     (Blob, b"\xff\xff\xff\xff", "longer than"),
+    (MetadataLocation, b"\x00\x05ftp:/" + SHA + b"\x00" * 7 + b"\x01", "http"),
+    (MetadataLocation, b"\x00\x08http://m" + SHA + b"\x00" * 8, "bundle length"),
+    (MetadataLocation, b"\x00\x08http://m" + SHA + b"\xff" * 8, "bundle length"),
     (Blob, b"\x00\x00\x00\x10abc", "truncated in data"),
     (Response, b"\x0c\x00\x00", "unknown result code 12"),
 ]
