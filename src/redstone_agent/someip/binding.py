@@ -83,5 +83,9 @@ class Stack(ABC):
         """The Master side: responses and events arrive on ``address:port``/``port + 1``."""
 
     @abstractmethod
+    async def wait_lost(self) -> None:
+        """Return when the connection to the stack is gone (its daemon died)."""
+
+    @abstractmethod
     async def close(self) -> None:
         """Detach; offered services disappear from the network."""

@@ -146,6 +146,12 @@ class SomeipyStack(Stack):
     def client(self, instance_id: int, address: str, port: int) -> ClientBinding:
         return _SomeipyClient(self._require(), instance_id, address, port)
 
+    async def wait_lost(self) -> None:
+        """someipy's reader task ends when someipyd closes the socket."""
+        reader = self._require()._rx_task
+        if reader is not None:
+            await asyncio.shield(reader)
+
     async def close(self) -> None:
         if self._daemon is not None:
             try:

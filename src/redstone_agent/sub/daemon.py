@@ -131,6 +131,9 @@ class SubDaemon:
             self._notifier.watchdog()
             await asyncio.sleep(interval)
 
+    async def stack_lost(self) -> None:
+        await self._stack.wait_lost()
+
     async def stop(self) -> None:
         self._notifier.stopping()
         await self.engine.close()
@@ -148,19 +151,27 @@ def _status_json(status: Status) -> str:
     return status_json(status)
 
 
-async def serve(daemon: SubDaemon) -> None:
-    """Run until SIGTERM/SIGINT."""
+async def serve(daemon: SubDaemon) -> int:
+    """Run until SIGTERM/SIGINT (exit 0) or until someipyd goes away (exit 1, systemd restarts)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await daemon.start()
     background = [loop.create_task(daemon.watchdog()), loop.create_task(daemon.heartbeat())]
-    await stop.wait()
-    log.info("stopping")
-    for task in background:
+    stopped = loop.create_task(stop.wait())
+    lost = loop.create_task(daemon.stack_lost())
+    await asyncio.wait({stopped, lost}, return_when=asyncio.FIRST_COMPLETED)
+    status = 0
+    if lost.done():
+        log.error("lost the connection to the SOME/IP daemon; exiting so systemd restarts us")
+        status = 1
+    else:
+        log.info("stopping")
+    for task in (*background, stopped, lost):
         task.cancel()
     await daemon.stop()
+    return status
 
 
 def run(config_path: Path) -> int:
@@ -180,11 +191,10 @@ def run(config_path: Path) -> int:
         daemon = SubDaemon(
             config, ManagedSlots(slots_config), SomeipyStack(config.someip.daemon_socket)
         )
-        asyncio.run(serve(daemon))
+        return asyncio.run(serve(daemon))
     except RedstoneError as exc:
         log.error("%s", exc)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

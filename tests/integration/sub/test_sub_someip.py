@@ -389,6 +389,26 @@ def test_a_dead_sub_times_out_and_is_rediscovered_when_it_returns(fleet: Fleet) 
     asyncio.run(scenario())
 
 
+def test_sub_exits_when_its_someipyd_dies_and_comes_back_with_it(fleet: Fleet) -> None:
+    sub = fleet.subs[1]
+    assert sub.proc is not None
+    sub.net.stop_someipyd()
+    assert sub.proc.wait(15) == 1  # systemd (Restart=on-failure) takes over from here
+    sub.proc = None
+    sub.net.start_someipyd()
+    sub.start()
+
+    async def scenario() -> None:
+        async with master(fleet) as clients:
+            # SD may still hold the old offer: poll until the restarted Sub answers.
+            await clients[sub.name].wait_for_state(set(SubState), WAIT)
+            info = await clients[sub.name].get_info()
+            assert info.ecu_serial == sub.serial
+
+    asyncio.run(scenario())
+    assert "lost the connection to the SOME/IP daemon" in sub.log.read_text()
+
+
 def test_logs_name_the_steps(fleet: Fleet) -> None:
     text = Path(fleet.subs[0].log).read_text()
     for needle in ("state TRANSFERRING", "state READY", "state COMMITTED", "rebooting"):
