@@ -16,6 +16,7 @@ import signal
 import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -293,45 +294,44 @@ def test_malformed_payloads_do_not_hurt_the_daemon(fleet: Fleet) -> None:
     assert sub.proc is not None and sub.proc.poll() is None
 
 
-def test_dbus_status_and_refused_mark_good(fleet: Fleet) -> None:
-    from dbus_fast import BusType, DBusError
+@contextlib.asynccontextmanager
+async def sub_dbus(sub: SubNode) -> AsyncIterator[Any]:
+    """The Sub's org.redstone.Sub1 interface on its private bus, as redstonectl sees it."""
     from dbus_fast.aio import MessageBus
 
-    sub = fleet.subs[0]
+    bus = await MessageBus(bus_address=sub.env["DBUS_SESSION_BUS_ADDRESS"]).connect()
+    try:
+        introspection = await bus.introspect("org.redstone.Sub", "/org/redstone/Sub")
+        proxy = bus.get_proxy_object("org.redstone.Sub", "/org/redstone/Sub", introspection)
+        yield proxy.get_interface("org.redstone.Sub1")
+    finally:
+        bus.disconnect()
+
+
+def test_dbus_status_and_refused_mark_good(fleet: Fleet) -> None:
+    from dbus_fast import DBusError
 
     async def scenario() -> None:
-        bus = await MessageBus(bus_address=sub.env["DBUS_SESSION_BUS_ADDRESS"]).connect()
-        try:
-            introspection = await bus.introspect("org.redstone.Sub", "/org/redstone/Sub")
-            proxy = bus.get_proxy_object("org.redstone.Sub", "/org/redstone/Sub", introspection)
-            iface = proxy.get_interface("org.redstone.Sub1")
+        async with sub_dbus(fleet.subs[0]) as iface:
             status = json.loads(await iface.call_status())
             assert status["state"] == "ROLLED_BACK"
             with pytest.raises(DBusError) as refused:
                 await iface.call_mark_good()
             assert refused.value.type == "org.redstone.Sub1.Error.WRONG_STATE"
-        finally:
-            bus.disconnect()
 
-    assert BusType.SESSION  # the private bus is a session-type bus
     asyncio.run(scenario())
 
 
 def test_dbus_local_install_and_cancel(fleet: Fleet) -> None:
     """A technician's install over D-Bus passes the same Uptane checks as the Master's."""
     from dbus_fast import DBusError
-    from dbus_fast.aio import MessageBus
 
     sub = fleet.subs[0]
     fleet.publish(sub, "sub1-4.0.img", os.urandom(70_000), release_counter=4)
     request = fleet.install_request("sub1-4.0.img")
 
     async def scenario() -> None:
-        bus = await MessageBus(bus_address=sub.env["DBUS_SESSION_BUS_ADDRESS"]).connect()
-        try:
-            introspection = await bus.introspect("org.redstone.Sub", "/org/redstone/Sub")
-            proxy = bus.get_proxy_object("org.redstone.Sub", "/org/redstone/Sub", introspection)
-            iface = proxy.get_interface("org.redstone.Sub1")
+        async with sub_dbus(sub) as iface:
             with pytest.raises(DBusError) as forged:
                 await iface.call_install(request.target, request.url, "00" * 32, request.length)
             assert forged.value.type == "org.redstone.Sub1.Error.VERIFICATION_FAILED"
@@ -346,8 +346,6 @@ def test_dbus_local_install_and_cancel(fleet: Fleet) -> None:
             await iface.call_cancel()
             status = json.loads(await iface.call_status())
             assert (status["state"], status["error"]) == ("IDLE", "CANCELLED")
-        finally:
-            bus.disconnect()
 
     asyncio.run(scenario())
 
