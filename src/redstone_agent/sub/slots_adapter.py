@@ -14,7 +14,6 @@ from redstone_agent.slots import SlotManager, SlotsConfig
 from redstone_agent.slots.scheme import other_slot
 from redstone_agent.slots.status import NodeState
 from redstone_agent.someip.interface import ResultCode
-from redstone_agent.sub.delta_install import rebuild_from_delta
 from redstone_agent.sub.errors import SubError
 from redstone_agent.sub.slots_port import DeltaSource
 
@@ -38,27 +37,11 @@ class ManagedSlots:
         cancel: threading.Event,
         delta: DeltaSource | None = None,
     ) -> None:
-        source = url
-        scratch = self._manager.config.state_dir / "delta-rebuilt.img"
-        if delta is not None:
-            booted = self._manager.config.device(self.booted())
-            rebuild_from_delta(delta, booted, scratch, progress=progress, cancel=cancel)
-            source = str(scratch)
-        try:
-            self._install(source, sha256, size, progress, cancel)
-        finally:
-            scratch.unlink(missing_ok=True)
-
-    def _install(
-        self,
-        source: str,
-        sha256: str,
-        size: int,
-        progress: Callable[[int], None],
-        cancel: threading.Event,
-    ) -> None:
+        # The slot layer tells a block delta from a full image by its magic and
+        # applies it against the running slot while streaming; the result is
+        # verified against the Uptane sha256 like any full image.
         self._manager.install(
-            source,
+            delta.url if delta is not None else url,
             sha256=sha256,
             size=size,
             progress=lambda done, _total: progress(done),
