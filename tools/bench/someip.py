@@ -7,7 +7,8 @@ each), starts the real ``redstone-sub`` daemon and measures:
   (through both someipyds), against ``udp_echo_p50_ms``, a bare UDP echo
   between the same namespaces measured in the same run (the machine's floor);
 * ``events_per_s`` — STATUS events a Sub-side sender pushes through the stack
-  to a subscribed Master client;
+  to a subscribed Master client, and ``events_delivered_ratio`` of a burst
+  (UDP: a burst may lose some; STATUS is a snapshot, the next one repairs it);
 * ``start_to_ready_s`` — ``redstone-sub run`` process start to sd_notify READY;
 * ``rss_idle_mib`` — the idle daemon's resident memory.
 
@@ -105,7 +106,7 @@ async def serve_events(socket_path: str, address: str, count: int) -> None:
     await asyncio.Event().wait()
 
 
-async def measure_events(fleet: Fleet, count: int) -> float:
+async def measure_events(fleet: Fleet, count: int) -> tuple[float, int]:
     stack = SomeipyStack(str(fleet.master.socket_path))
     await stack.connect()
     try:
@@ -126,8 +127,8 @@ async def measure_events(fleet: Fleet, count: int) -> float:
             if len(received) != seen:
                 idle_since = time.perf_counter()
         if not received:
-            return 0.0
-        return len(received) / max(received[-1] - start, 1e-6)
+            return 0.0, 0
+        return len(received) / max(received[-1] - start, 1e-6), len(received)
     finally:
         await stack.close()
 
@@ -206,7 +207,7 @@ def main() -> None:
             ]
         )
         try:
-            events_per_s = asyncio.run(measure_events(fleet, events))
+            events_per_s, delivered = asyncio.run(measure_events(fleet, events))
         finally:
             sender.kill()
             sender.wait()
@@ -216,6 +217,7 @@ def main() -> None:
         "udp_echo_p50_ms": round(statistics.median(echo), 3),
         "rtt_p50_vs_udp_echo": round(statistics.median(rtt) / statistics.median(echo), 1),
         "events_per_s": round(events_per_s),
+        "events_delivered_ratio": round(delivered / events, 3),
         "start_to_ready_s": round(start_to_ready, 3),
         "rss_idle_mib": round(rss, 1),
         "calls": calls,
