@@ -365,3 +365,35 @@ def test_journal_from_a_newer_version_is_not_trusted(bench: Bench) -> None:
         assert engine.state is S.FAILED
 
     asyncio.run(scenario())
+
+
+def test_master_rollback_during_the_trial_returns_to_the_old_slot(bench: Bench) -> None:
+    request = bench.publish("v1.img", os.urandom(10_000), 1)
+
+    async def first_boot() -> None:
+        engine = bench.engine()
+        await install_ready(bench, engine, request)
+        await engine.activate()
+        await asyncio.sleep(0.5)
+
+    async def trial() -> None:
+        engine = bench.engine()
+        await engine.recover()
+        assert engine.state is S.VERIFYING
+        await engine.rollback()  # another Sub of the campaign failed
+        assert engine.state is S.ROLLING_BACK
+        await asyncio.sleep(0.5)
+        assert bench.reboots == 2
+
+    async def back() -> None:
+        engine = bench.engine()
+        await engine.recover()
+        status = engine.status()
+        assert (status.state, status.error) == (S.ROLLED_BACK, ResultCode.CANCELLED)
+        assert engine.info().current_target == ""
+
+    asyncio.run(first_boot())
+    assert bench.node.reboot() == "B"
+    asyncio.run(trial())
+    assert bench.node.reboot() == "A"
+    asyncio.run(back())
