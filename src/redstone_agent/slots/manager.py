@@ -188,6 +188,25 @@ class SlotManager:
             )
             return self._view(boot, record)
 
+    def discard(self, reason: str = "install discarded before its trial boot") -> NodeStatus:
+        """Un-prime an installed slot that has not been booted: the running slot stays primary.
+
+        For a Master that cancels a campaign between install and reboot; a no-op
+        when nothing is pending.
+        """
+        with self._locked() as (boot, record):
+            if self._state(boot, record) is not NodeState.INSTALLED:
+                return self._view(boot, record, notes=["no installed update to discard"])
+            target = other_slot(self.booted)
+            boot = boot.mark_bad(target)
+            self.bootenv.save_state(boot)
+            images = self.images.load() or {}
+            images.pop(target, None)
+            self.images.save(images)
+            self.journal.clear()
+            log.info("discarded the update in slot %s (%s)", target, reason)
+            return self._view(boot, None)
+
     def acknowledge(self) -> NodeStatus:
         """Clear a rollback report once it has been seen (and reported to the cloud)."""
         with self._locked() as (boot, record):

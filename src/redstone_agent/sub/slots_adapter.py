@@ -11,7 +11,6 @@ import threading
 from collections.abc import Callable
 
 from redstone_agent.slots import SlotManager, SlotsConfig
-from redstone_agent.slots.scheme import other_slot
 from redstone_agent.slots.status import NodeState
 from redstone_agent.someip.interface import ResultCode
 from redstone_agent.sub.errors import SubError
@@ -65,9 +64,7 @@ class ManagedSlots:
         self._manager.mark_bad(reason)
 
     def discard(self) -> None:
-        env = self._manager.bootenv
-        env.save_state(env.load_state().mark_bad(other_slot(self.booted())))
-        self.acknowledge()
+        self._manager.discard()
 
     def acknowledge(self) -> None:
         self._manager.status()

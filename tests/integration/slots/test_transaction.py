@@ -129,3 +129,13 @@ def test_switch_back_and_forth(node: VirtualNode, manager: SlotManager, image: I
         manager.install(str(image.path), sha256=image.sha256)
         assert node.reboot() == expected
         assert manager.mark_good().state is NodeState.IDLE
+
+
+def test_discard_unprimes_an_installed_slot(
+    node: VirtualNode, manager: SlotManager, image: Image
+) -> None:
+    manager.install(str(image.path), sha256=image.sha256)
+    status = manager.discard()
+    assert status.state is NodeState.IDLE and status.primary == "A"
+    assert node.reboot() == "A"
+    assert manager.discard().notes == ["no installed update to discard"]
