@@ -19,6 +19,13 @@ def test_example_sub_toml_loads() -> None:
     assert config.tries == 3
 
 
+def test_example_sub_toml_configures_the_daemon() -> None:
+    from redstone_agent.sub.config import SubConfig
+
+    config = load(ROOT / "etc/redstone/sub.toml", SubConfig, section="sub")
+    assert config.someip.instance_id == 1
+
+
 def test_uboot_script_compiles(tmp_path: Path) -> None:
     mkimage = require_tool("mkimage")
     out = tmp_path / "boot.scr"
