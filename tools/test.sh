@@ -24,5 +24,6 @@ ruff check src tests tools
 ruff format --check src tests tools >/dev/null || { echo "ruff format: run 'ruff format src tests tools'"; exit 1; }
 echo "== mypy"
 mypy
+MYPYPATH=src:. mypy --explicit-package-bases tools  # demo, benchmarks, QEMU harness
 echo "== pytest"
 pytest "${marker[@]}" "${pytest_args[@]}"

@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,7 +60,7 @@ ECUS = (("tbox", "tbox-hw", "primary"), ("adas", "adas-hw", "sub"), ("bcm", "bcm
 class Car:
     vin: str
     ssl: ssl.SSLContext
-    signers: dict[str, Signer]
+    signers: Mapping[str, Signer]
 
 
 def _pem_key(key: certs.CaKey) -> bytes:
