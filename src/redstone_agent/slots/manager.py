@@ -67,10 +67,12 @@ class SlotManager:
 
     def status(self) -> NodeStatus:
         """The node's state; settles interrupted installs and fallbacks as a side effect."""
+        booted = self.booted
         with self._lock(wait=False) as held:
             if not held:
-                return self._view(self.bootenv.load_state(), self.journal.load(), running=True)
-            return self._view(*self._reconcile())
+                boot = self.bootenv.load_state()
+                return self._view(booted, boot, self.journal.load(), running=True)
+            return self._view(booted, *self._reconcile(booted))
 
     # -- operations ------------------------------------------------------------------------
 
@@ -92,18 +94,18 @@ class SlotManager:
         slot stays primary and the target slot stays marked bad.
         """
         sha256 = _check_sha256(sha256)
+        booted = self.booted
         with self._lock(wait=False) as held:
             if not held:
                 raise InstallRefused("another install is running on this node")
-            boot, record = self._reconcile()
-            state = self._state(boot, record)
+            boot, record = self._reconcile(booted)
+            state = self._state(booted, boot, record)
             if state is NodeState.TRYING:
                 raise InstallRefused(
-                    f"slot {self.booted} is on trial: mark-good or mark-bad it before installing"
+                    f"slot {booted} is on trial: mark-good or mark-bad it before installing"
                 )
             if state is NodeState.REVERTING:
                 raise InstallRefused("a rollback is pending: reboot before installing")
-            booted = self.booted
             target = other_slot(booted)
             device = self.config.device(target)
             check_writable_slot(device, self.config.device(booted), self.config.mountinfo)
@@ -119,9 +121,7 @@ class SlotManager:
             self.journal.save({**intent, "phase": WRITING})
             boot = boot.mark_bad(target)
             self.bootenv.save_state(boot)
-            images = self.images.load() or {}
-            images.pop(target, None)
-            self.images.save(images)
+            images = self._forget_image(target)
             try:
                 result = write_slot(
                     source,
@@ -152,26 +152,25 @@ class SlotManager:
                 result.seconds,
                 self.config.tries,
             )
-            return self._view(boot, record)
+            return self._view(booted, boot, record)
 
     def mark_good(self) -> NodeStatus:
         """Commit the running slot: the bootloader keeps booting it."""
-        with self._locked() as (boot, record):
-            booted = self.booted
+        with self._locked() as (booted, boot, record):
             if boot.slots[booted].ok and boot.primary == booted:
-                return self._view(boot, record, notes=[f"slot {booted} is already committed"])
+                notes = [f"slot {booted} is already committed"]
+                return self._view(booted, boot, record, notes=notes)
             boot = boot.commit(booted)
             self.bootenv.save_state(boot)
             if record and record.get("phase") in (INSTALLED, REVERTING):
                 self.journal.clear()
                 record = None
             log.info("slot %s committed", booted)
-            return self._view(boot, record)
+            return self._view(booted, boot, record)
 
     def mark_bad(self, reason: str = "marked bad by the operator") -> NodeStatus:
         """Make the running slot unbootable; the next reboot returns to the other one."""
-        with self._locked() as (boot, record):
-            booted = self.booted
+        with self._locked() as (booted, boot, record):
             other = other_slot(booted)
             if not boot.slots[other].ok:
                 raise InstallRefused(
@@ -180,13 +179,18 @@ class SlotManager:
                 )
             boot = boot.mark_bad(booted)
             self.bootenv.save_state(boot)
-            record = {"phase": REVERTING, "slot": booted, "from": other, "reason": reason}
-            record["at"] = _now()
+            record = {
+                "phase": REVERTING,
+                "slot": booted,
+                "from": other,
+                "reason": reason,
+                "at": _now(),
+            }
             self.journal.save(record)
             log.warning(
                 "slot %s marked bad (%s): reboot to return to slot %s", booted, reason, other
             )
-            return self._view(boot, record)
+            return self._view(booted, boot, record)
 
     def discard(self, reason: str = "install discarded before its trial boot") -> NodeStatus:
         """Un-prime an installed slot that has not been booted: the running slot stays primary.
@@ -194,26 +198,24 @@ class SlotManager:
         For a Master that cancels a campaign between install and reboot; a no-op
         when nothing is pending.
         """
-        with self._locked() as (boot, record):
-            if self._state(boot, record) is not NodeState.INSTALLED:
-                return self._view(boot, record, notes=["no installed update to discard"])
-            target = other_slot(self.booted)
+        with self._locked() as (booted, boot, record):
+            if self._state(booted, boot, record) is not NodeState.INSTALLED:
+                return self._view(booted, boot, record, notes=["no installed update to discard"])
+            target = other_slot(booted)
             boot = boot.mark_bad(target)
             self.bootenv.save_state(boot)
-            images = self.images.load() or {}
-            images.pop(target, None)
-            self.images.save(images)
+            self._forget_image(target)
             self.journal.clear()
             log.info("discarded the update in slot %s (%s)", target, reason)
-            return self._view(boot, None)
+            return self._view(booted, boot, None)
 
     def acknowledge(self) -> NodeStatus:
         """Clear a rollback report once it has been seen (and reported to the cloud)."""
-        with self._locked() as (boot, record):
+        with self._locked() as (booted, boot, record):
             if record and record.get("phase") in (ROLLED_BACK, FAILED):
                 self.journal.clear()
                 record = None
-            return self._view(boot, record)
+            return self._view(booted, boot, record)
 
     def init_bootenv(self, *, force: bool = False) -> NodeStatus:
         """Write a fresh A/B environment: the running slot committed and primary.
@@ -221,8 +223,8 @@ class SlotManager:
         For provisioning and for repairing a corrupt env. Refuses to overwrite a
         valid scheme unless ``force`` — that would forget a pending trial.
         """
+        booted = self.booted
         with self._lock(wait=True):
-            booted = self.booted
             if not force and self._env_is_valid():
                 raise InstallRefused(
                     f"{self.bootenv.description} already holds a valid A/B scheme "
@@ -232,9 +234,16 @@ class SlotManager:
             self.bootenv.initialise(boot.to_env())
             self.journal.clear()
             log.info("bootloader env initialised: slot %s committed and primary", booted)
-            return self._view(boot, None)
+            return self._view(booted, boot, None)
 
     # -- internals -------------------------------------------------------------------------
+
+    def _forget_image(self, slot: str) -> dict[str, Any]:
+        """Drop the image record of ``slot`` (about to change); return the remaining records."""
+        images = self.images.load() or {}
+        images.pop(slot, None)
+        self.images.save(images)
+        return images
 
     def _env_is_valid(self) -> bool:
         try:
@@ -255,17 +264,18 @@ class SlotManager:
             yield True
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[tuple[BootState, dict[str, Any] | None]]:
+    def _locked(self) -> Iterator[tuple[str, BootState, dict[str, Any] | None]]:
+        """Hold the lock for an operation: yields the booted slot and the reconciled state."""
+        booted = self.booted
         with self._lock(wait=False) as held:
             if not held:
                 raise InstallRefused("an install is running on this node; try again when it ends")
-            yield self._reconcile()
+            yield (booted, *self._reconcile(booted))
 
-    def _reconcile(self) -> tuple[BootState, dict[str, Any] | None]:
+    def _reconcile(self, booted: str) -> tuple[BootState, dict[str, Any] | None]:
         """Bring the journal in line with what the bootloader did. Caller holds the lock."""
         boot = self.bootenv.load_state()
         record = self.journal.load()
-        booted = self.booted
         phase = record.get("phase") if record else None
         if record and phase in (WRITING, SWITCHING):
             boot, record = self._settle_interrupted(boot, record)
@@ -325,8 +335,8 @@ class SlotManager:
         log.error("rollback: %s", reason)
         return rollback
 
-    def _state(self, boot: BootState, record: dict[str, Any] | None) -> NodeState:
-        booted = self.booted
+    @staticmethod
+    def _state(booted: str, boot: BootState, record: dict[str, Any] | None) -> NodeState:
         phase = record.get("phase") if record else None
         if phase == ROLLED_BACK:
             return NodeState.ROLLED_BACK
@@ -344,15 +354,15 @@ class SlotManager:
 
     def _view(
         self,
+        booted: str,
         boot: BootState,
         record: dict[str, Any] | None,
         *,
         running: bool = False,
         notes: list[str] | None = None,
     ) -> NodeStatus:
-        booted = self.booted
         phase = record.get("phase") if record else None
-        state = NodeState.INSTALLING if running else self._state(boot, record)
+        state = NodeState.INSTALLING if running else self._state(booted, boot, record)
         slots = [
             SlotView(
                 name=slot,
