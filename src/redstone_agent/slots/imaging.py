@@ -10,23 +10,24 @@ from __future__ import annotations
 import io
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from redstone_agent.delta import apply_delta
+from redstone_agent.delta import apply_delta, read_header
 from redstone_agent.delta.format import MAGIC as DELTA_MAGIC
 from redstone_agent.retry import RetryPolicy
 from redstone_agent.slots.writer import SlotWriter, WriteResult
 from redstone_agent.transfer import HeadThen, decompressing, open_source, peek_into
 
 
+@dataclass(frozen=True)
 class ActiveImage:
     """The running slot as a delta source: its device and, when known, its image hash."""
 
-    def __init__(self, device: Path, sha256: str | None = None, size: int | None = None) -> None:
-        self.device = device
-        self.sha256 = sha256
-        self.size = size
+    device: Path
+    sha256: str | None = None
+    size: int | None = None
 
     def known_digest(self, size: int) -> bytes | None:
         """The recorded hash if it covers exactly ``size`` bytes, else None (hash it)."""
@@ -111,8 +112,6 @@ def write_slot(
 
 
 def _apply(stream: HeadThen, active: ActiveImage, sink: SlotWriter) -> None:
-    from redstone_agent.delta import read_header
-
     header = read_header(stream)
     with active.device.open("rb") as handle:
         window = SlotWindow(handle, header.source_size)
