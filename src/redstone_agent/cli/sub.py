@@ -11,6 +11,7 @@ from pathlib import Path
 from redstone_agent.cli.common import ProgressLine, new_parser, run_main, setup_logging
 from redstone_agent.config import load
 from redstone_agent.slots import NodeStatus, SlotManager, SlotsConfig
+from redstone_agent.slots.scheme import other_slot
 
 PROG = "redstone-sub"
 DEFAULT_CONFIG = Path(os.environ.get("REDSTONE_SUB_CONFIG", "/etc/redstone/sub.toml"))
@@ -56,12 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
     good = commands.add_parser("mark-good", help="commit the running slot after a healthy boot")
     bad = commands.add_parser("mark-bad", help="reject the running slot; reboot to fall back")
     bad.add_argument("--reason", default="marked bad by the operator", help="recorded reason")
+    discard = commands.add_parser(
+        "discard", help="undo an installed update before rebooting: the running slot stays"
+    )
     ack = commands.add_parser("acknowledge", help="clear a reported rollback or failed install")
     init = commands.add_parser(
         "init-bootenv", help="provision the bootloader env: running slot committed and primary"
     )
     init.add_argument("--force", action="store_true", help="overwrite a valid A/B env")
-    for sub in (status, install, good, bad, ack, init):
+    for sub in (status, install, good, bad, discard, ack, init):
         sub.add_argument("--json", action="store_true", help="print the resulting status as JSON")
     run = commands.add_parser("run", help="run the Sub OTA daemon (what systemd starts)")
     run.set_defaults(json=False)
@@ -84,7 +88,7 @@ def execute(args: argparse.Namespace) -> int:
     if args.command == "status":
         status = manager.status()
     elif args.command == "install":
-        progress = ProgressLine(f"slot {'B' if manager.booted == 'A' else 'A'}")
+        progress = ProgressLine(f"slot {other_slot(manager.booted)}")
         try:
             status = manager.install(
                 args.source, sha256=args.sha256, size=args.size, progress=progress
@@ -95,6 +99,8 @@ def execute(args: argparse.Namespace) -> int:
         status = manager.mark_good()
     elif args.command == "mark-bad":
         status = manager.mark_bad(args.reason)
+    elif args.command == "discard":
+        status = manager.discard()
     elif args.command == "acknowledge":
         status = manager.acknowledge()
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -34,7 +35,7 @@ def config(tmp_path: Path) -> Path:
 def test_help_teaches_the_cycle() -> None:
     result = sub("--help")
     assert result.returncode == 0
-    for word in ("install", "mark-good", "mark-bad", "acknowledge", "rolled-back", "reboot"):
+    for word in ("install", "mark-good", "mark-bad", "discard", "acknowledge", "rolled-back"):
         assert word in result.stdout
 
 
@@ -90,3 +91,13 @@ def test_usage_error_exits_2() -> None:
     result = sub("frobnicate")
     assert result.returncode == 2
     assert "invalid choice" in result.stderr
+
+
+def test_install_then_discard_through_the_cli(config: Path, tmp_path: Path) -> None:
+    image = tmp_path / "img"
+    image.write_bytes(b"rootfs" * 1000)
+    sha = hashlib.sha256(image.read_bytes()).hexdigest()
+    installed = sub("-c", str(config), "install", str(image), "--sha256", sha, "--json")
+    assert json.loads(installed.stdout)["state"] == "installed", installed.stderr
+    discarded = json.loads(sub("-c", str(config), "discard", "--json").stdout)
+    assert (discarded["state"], discarded["primary"]) == ("idle", "A")
