@@ -49,7 +49,7 @@ _install_venv() {
     local venv="$REDSTONE_ROOT/.venv"
     local stamp="$venv/.redstone-installed"
     local want
-    want="$(cat "$REDSTONE_ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+    want="$(sha256sum <"$REDSTONE_ROOT/pyproject.toml" | cut -d' ' -f1)"
     if [ ! -x "$venv/bin/python" ]; then
         _log "creating $venv"
         "$(_python)" -m venv "$venv"
