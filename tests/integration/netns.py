@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,15 +131,17 @@ def stop_process(proc: subprocess.Popen[bytes], grace: float = 3.0) -> None:
             proc.wait()
 
 
-class Scaffold:
+class Scaffold(ABC):
     """A context manager that builds in ``_build`` and tears down in ``close``,
     also when building failed half-way."""
 
+    @abstractmethod
     def _build(self) -> None:
-        raise NotImplementedError
+        """Create everything; may fail half-way (``close`` then cleans up)."""
 
+    @abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Remove whatever ``_build`` created so far; safe after a partial build."""
 
     def __enter__(self) -> Self:
         try:
