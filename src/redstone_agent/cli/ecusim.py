@@ -8,9 +8,11 @@ import dataclasses
 import json
 import signal
 import sys
+import tomllib
 from pathlib import Path
 
 from redstone_agent.cli.common import new_parser, run_main, setup_logging
+from redstone_agent.config import ConfigError, from_dict
 from redstone_agent.ecusim.config import SimConfig, load_sim
 from redstone_agent.ecusim.runner import Simulator
 
@@ -51,16 +53,28 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="set one [faults] option, e.g. pending_storm=20 (repeatable)",
+        help="set one [faults] option, VALUE as in the TOML file, e.g. pending_storm=20 or "
+        "drop_services=[0x36]; a bare NAME means true (repeatable)",
     )
     parser.add_argument("--json", action="store_true", help="print the ready line as JSON")
     return parser
 
 
+def parse_fault(item: str) -> tuple[str, object]:
+    """``NAME=VALUE`` with VALUE in TOML syntax, as in the file's ``[faults]``; bare NAME = true."""
+    name, _, value = item.partition("=")
+    if not value:
+        return name, True
+    try:
+        return name, tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        raise ConfigError(
+            "--fault", name, f"{value!r} is not a TOML value (e.g. 3, 0.5, true, [0x36])"
+        ) from None
+
+
 def apply_overrides(config: SimConfig, args: argparse.Namespace) -> SimConfig:
     """Command-line options on top of the file."""
-    from redstone_agent.config import from_dict
-
     doip, docan = config.doip, config.docan
     if doip is not None:
         changes = {
@@ -77,10 +91,7 @@ def apply_overrides(config: SimConfig, args: argparse.Namespace) -> SimConfig:
         docan = dataclasses.replace(docan, channel=args.channel)
     faults = config.faults
     if args.fault:
-        raw = dataclasses.asdict(faults)
-        for item in args.fault:
-            name, _, value = item.partition("=")
-            raw[name] = json.loads(value) if value else True
+        raw = dataclasses.asdict(faults) | dict(map(parse_fault, args.fault))
         faults = from_dict(raw, type(faults), source="--fault")
     return dataclasses.replace(config, doip=doip, docan=docan, faults=faults)
 

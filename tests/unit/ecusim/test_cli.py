@@ -55,6 +55,21 @@ def test_overrides_replace_ports_channel_and_faults() -> None:
     assert config.faults.pending_storm == 5 and config.faults.wrong_checksum is True
 
 
+def test_fault_values_read_like_the_toml_file() -> None:
+    args = build_parser().parse_args(
+        [str(EXAMPLES / "sim-gateway.toml"), "--fault", "drop_services=[0x36, 0x37]"]
+    )
+    config = apply_overrides(load_sim(args.config), args)
+    assert config.faults.drop_services == [0x36, 0x37]
+
+
+def test_unparsable_fault_value_is_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(EXAMPLES / "sim-gateway.toml"), "--fault", "drop_every=abc"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("redstone-ecusim: error: --fault: drop_every:")
+    assert "'abc' is not a TOML value" in err[-1]
+
+
 def test_unknown_fault_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([str(EXAMPLES / "sim-gateway.toml"), "--fault", "meteor=1"]) == 1
     assert "meteor" in capsys.readouterr().err
