@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redstone_agent.journal import Journal, JournalCorrupt
+from redstone_agent.slots.scheme import other_slot
 from redstone_agent.someip.interface import ResultCode, SubState
 from redstone_agent.someip.messages import Info, InstallRequest, Progress, Status
 from redstone_agent.sub.errors import SubError
@@ -222,7 +223,7 @@ class Engine:
         self._move(
             S.TRANSFERRING,
             request=_request_to_dict(request),
-            to_slot=_other(self._slots.booted()),
+            to_slot=other_slot(self._slots.booted()),
             switched=False,
             health_ok=False,
             bytes_done=0,
@@ -446,7 +447,3 @@ def _failure_code(exc: BaseException) -> ResultCode:
             return ResultCode.TRANSFER_FAILED
         cause = cause.__cause__
     return ResultCode.INSTALL_FAILED
-
-
-def _other(slot: str) -> str:
-    return "B" if slot == "A" else "A"
