@@ -33,16 +33,28 @@ class BootEnv(ABC):
         """Set ``values`` in one tool call."""
 
     @abstractmethod
+    def _initialise(self, values: Mapping[str, str]) -> None:
+        """Create a valid environment holding ``values`` (also over a corrupt one)."""
+
     def initialise(self, values: Mapping[str, str]) -> None:
         """Create a valid environment holding ``values`` (also over a corrupt one)."""
+        self._check(values)
+        self._initialise(values)
 
     def write(self, values: Mapping[str, str]) -> None:
         """Set ``values`` and verify that the environment now holds them."""
+        self._check(values)
         self._write(values)
         stored = self.read()
         wrong = [k for k, v in values.items() if stored.get(k) != v]
         if wrong:
             raise BootloaderError(f"{self.description}: {wrong[0]} did not persist")
+
+    def _check(self, values: Mapping[str, str]) -> None:
+        """Both tools take ``key=value`` lines: a newline or '=' would smuggle in another."""
+        for key, value in values.items():
+            if "\n" in value or "=" in key or "\n" in key:
+                raise BootloaderError(f"{self.description}: invalid assignment {key!r}")
 
     def load_state(self) -> BootState:
         """The A/B scheme as stored; :class:`BootEnvCorrupt` if it is not there."""

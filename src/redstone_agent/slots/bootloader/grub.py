@@ -29,16 +29,13 @@ class GrubEnv(BootEnv):
         return parse_assignments(result.stdout)
 
     def _write(self, values: Mapping[str, str]) -> None:
-        for key, value in values.items():
-            if "\n" in value or "=" in key:
-                raise BootloaderError(f"{self.description}: invalid assignment {key!r}")
         result = self._editenv("set", *(f"{k}={v}" for k, v in values.items()))
         if result.returncode != 0:
             raise BootloaderError(
                 f"{self.description}: grub-editenv failed: {first_line(result.stderr)}"
             )
 
-    def initialise(self, values: Mapping[str, str]) -> None:
+    def _initialise(self, values: Mapping[str, str]) -> None:
         try:
             self.read()
         except BootEnvCorrupt:

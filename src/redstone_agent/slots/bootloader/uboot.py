@@ -33,7 +33,7 @@ class UBootEnv(BootEnv):
     def _write(self, values: Mapping[str, str]) -> None:
         self._setenv(values, defaults=None)
 
-    def initialise(self, values: Mapping[str, str]) -> None:
+    def _initialise(self, values: Mapping[str, str]) -> None:
         try:
             self.read()
         except BootEnvCorrupt:
@@ -50,9 +50,6 @@ class UBootEnv(BootEnv):
 
     def _setenv(self, values: Mapping[str, str], defaults: Path | None) -> None:
         self._require_config()
-        for key, value in values.items():
-            if "\n" in value or "=" in key:
-                raise BootloaderError(f"{self.description}: invalid assignment {key!r}")
         script = "".join(f"{key}={value}\n" for key, value in values.items())
         with tempfile.NamedTemporaryFile("w", prefix="redstone-env-", suffix=".txt") as handle:
             handle.write(script)
