@@ -21,12 +21,17 @@ _MIN_DICT = 1 << 16
 _READ_CHUNK = 1 << 20
 
 
+def _window_limit(size: int) -> int:
+    """The power-of-two window holding ``size`` bytes: make compresses with it, apply allows it."""
+    return max(_MIN_DICT, 1 << max(size - 1, 1).bit_length())
+
+
 def compress(codec: Codec, data: bytes) -> bytes:
     """Compress ``data`` for a payload; the dictionary never exceeds the data's size."""
     if codec is Codec.ZSTD:
         return compress_zstd(data)
     if codec is Codec.XZ:
-        dict_size = max(_MIN_DICT, 1 << max(len(data) - 1, 1).bit_length())
+        dict_size = _window_limit(len(data))
         filters = [{"id": lzma.FILTER_LZMA2, "preset": _XZ_PRESET, "dict_size": dict_size}]
         return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_NONE, filters=filters)
     return data
@@ -79,10 +84,6 @@ def decompress(
     if len(data) != size:
         raise DeltaFormatError(f"{where}: payload decompresses to {len(data)}+ bytes, not {size}")
     return data
-
-
-def _window_limit(size: int) -> int:
-    return max(_MIN_DICT, 1 << max(size - 1, 1).bit_length())
 
 
 def _zstd_bounded(payload: bytes, size: int, where: str, dictionary: bytes) -> bytes:
