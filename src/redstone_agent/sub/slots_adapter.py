@@ -67,5 +67,4 @@ class ManagedSlots:
         self._manager.discard()
 
     def acknowledge(self) -> None:
-        self._manager.status()
         self._manager.acknowledge()
