@@ -10,6 +10,8 @@ injected; this module decides only *what* happens *when*.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import threading
 from collections.abc import Awaitable, Callable
@@ -24,6 +26,7 @@ from redstone_agent.sub.errors import SubError
 from redstone_agent.sub.slots_port import DeltaSource, Slots
 from redstone_agent.sub.states import Command, require
 from redstone_agent.sub.trust import Assignment, SubTrust, check_install
+from redstone_agent.transfer import TransferError, open_source
 
 log = logging.getLogger(__name__)
 S = SubState
@@ -417,11 +420,6 @@ class Engine:
 
 def fetch_exact(url: str, sha256: bytes, length: int) -> bytes:
     """Download exactly ``length`` bytes whose sha256 is ``sha256``, or raise SubError."""
-    import hashlib
-    import hmac
-
-    from redstone_agent.transfer import TransferError, open_source
-
     try:
         with open_source(url, max_bytes=length) as source:
             data = b"".join(source)
@@ -437,8 +435,6 @@ def fetch_exact(url: str, sha256: bytes, length: int) -> bytes:
 
 def _failure_code(exc: BaseException) -> ResultCode:
     """TRANSFER_FAILED when the download gave up, the error's own code, else INSTALL_FAILED."""
-    from redstone_agent.transfer import TransferError
-
     if isinstance(exc, SubError):
         return exc.code
     cause: BaseException | None = exc
