@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from redstone_agent.config import load
 from redstone_agent.uds.config import DoCanSettings, Region, Routines, SecuritySettings
@@ -94,7 +95,7 @@ class SimConfig:
     routines: Routines = field(default_factory=Routines)
     version_did: int = 0xF189
     fingerprint_did: int = 0xF15A
-    compression: list[str] = field(default_factory=lambda: ["none", "zlib"])
+    compression: list[Literal["none", "zlib"]] = field(default_factory=lambda: ["none", "zlib"])
     s3: float = 5.0
     """Seconds without a request before a non-default session falls back to default."""
     p2_ms: int = 50

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from redstone_agent.ecusim.config import SimConfig
 from redstone_agent.ecusim.flash import FlashFault, FlashMemory
+from redstone_agent.uds.blocks import COMPRESSION_METHODS
 from redstone_agent.uds.config import Region
 from redstone_agent.uds.security import compute_key
 
@@ -44,8 +45,6 @@ NRC_PROGRAMMING = 0x72
 NRC_COUNTER = 0x73
 NRC_PENDING = 0x78
 NRC_NOT_IN_SESSION = 0x7F
-
-COMPRESSION_IDS = {"none": 0x0, "zlib": 0x1}
 
 
 class Negative(Exception):
@@ -391,7 +390,7 @@ class SimulatedEcu:
             self.busy_left -= 1
             raise Negative(NRC_BUSY)
         compression, encryption = request[1] >> 4, request[1] & 0x0F
-        supported = {COMPRESSION_IDS[c] for c in self.config.compression if c in COMPRESSION_IDS}
+        supported = {COMPRESSION_METHODS[c] for c in self.config.compression}
         if encryption or compression not in supported:
             raise Negative(NRC_RANGE)
         region = self._parse_region(bytes(request[2:]))
@@ -408,7 +407,7 @@ class SimulatedEcu:
             offset,
             size,
             self.max_block_length - 2,
-            zlib.decompressobj() if compression == COMPRESSION_IDS["zlib"] else None,
+            zlib.decompressobj() if compression == COMPRESSION_METHODS["zlib"] else None,
         )
         length_bytes = 2 if self.max_block_length <= 0xFFFF else 4
         return bytes([length_bytes << 4]) + self.max_block_length.to_bytes(length_bytes, "big")

@@ -38,6 +38,15 @@ def test_config_without_transport_is_refused(
     assert "at least one of [docan] and [doip]" in capsys.readouterr().err
 
 
+def test_unknown_compression_method_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "sim.toml"
+    path.write_text('name = "x"\ncompression = ["none", "zlb"]\n[doip]\n')
+    assert main([str(path)]) == 1
+    assert "compression[1]: expected one of 'none', 'zlib'" in capsys.readouterr().err
+
+
 def test_overrides_replace_ports_channel_and_faults() -> None:
     args = build_parser().parse_args(
         [
