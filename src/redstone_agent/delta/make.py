@@ -9,7 +9,6 @@ block size (plus the index) whatever the image size.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import multiprocessing
 import os
@@ -20,6 +19,7 @@ from multiprocessing.pool import AsyncResult
 from pathlib import Path
 from typing import BinaryIO
 
+from redstone_agent.delta.apply import sha256_of
 from redstone_agent.delta.encode import EncodedOp, encode_block
 from redstone_agent.delta.errors import DeltaError
 from redstone_agent.delta.format import (
@@ -32,10 +32,9 @@ from redstone_agent.delta.format import (
     encode_header,
 )
 from redstone_agent.delta.index import SourceIndex
+from redstone_agent.delta.stream import stream_size
 
 log = logging.getLogger(__name__)
-
-_HASH_CHUNK = 1 << 20
 
 
 @dataclass
@@ -90,13 +89,9 @@ def _encode_in_worker(block_no: int) -> EncodedOp:
 
 
 def _size_and_sha256(path: Path) -> tuple[int, bytes]:
-    digest = hashlib.sha256()
-    size = 0
     with path.open("rb") as file:
-        while chunk := file.read(_HASH_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.digest()
+        size = stream_size(file)
+        return size, sha256_of(file, size)
 
 
 def _check_inputs(old: Path, new: Path, block_size: int) -> None:
