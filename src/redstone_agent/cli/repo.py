@@ -1,18 +1,9 @@
-"""redstone-repo: build, sign, publish and check Uptane repositories.
-
-A workflow (docs/uptane.md walks through it):
-
-    redstone-repo init image-ws --name image
-    redstone-repo add-target image-ws fw.bin --hardware-id hw-a --release-counter 1
-    redstone-repo sign image-ws
-    redstone-repo publish image-ws /srv/uptane/image
-"""
+"""``redstone-repo``: build, sign, publish and check Uptane repositories."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -20,7 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from redstone_agent.errors import RedstoneError
+from redstone_agent.cli.common import new_parser, run_main, setup_logging
 from redstone_agent.uptane.bundle import DIRECTOR, IMAGE, MetadataBundle
 from redstone_agent.uptane.errors import RepositoryToolError
 from redstone_agent.uptane.keys import (
@@ -37,7 +28,24 @@ from redstone_agent.uptane.targetinfo import ImageFields, sha256_of
 from redstone_agent.uptane.verifier import EcuState, TrustedRoots, verify_full
 from redstone_agent.uptane.workspace import Workspace, read_published
 
-log = logging.getLogger("redstone-repo")
+PROG = "redstone-repo"
+
+DESCRIPTION = """\
+Build, sign, publish and check Uptane repositories (image repository or
+director). Edits are pending until 'sign' re-signs them; 'publish' writes the
+tree a static HTTP server serves. docs/uptane.md walks through it all.
+"""
+
+EPILOG = """\
+examples:
+  redstone-repo init image-ws --name image
+  redstone-repo add-target image-ws fw.bin --hardware-id hw-a --release-counter 1
+  redstone-repo sign image-ws
+  redstone-repo publish image-ws /srv/uptane/image
+
+Exit status is 0 on success, 1 on any error (one line on stderr).
+"""
+
 _WS_HELP = "repository workspace directory"
 _Command = Callable[[str, Any, str], argparse.ArgumentParser]
 
@@ -273,12 +281,7 @@ def cmd_verify(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="redstone-repo",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    parser = new_parser(PROG, DESCRIPTION, EPILOG)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -439,19 +442,17 @@ def _print_human(result: dict[str, Any]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s"
-    )
-    try:
+    setup_logging(PROG, args.verbose)
+
+    def run() -> int:
         result = args.func(args)
-    except RedstoneError as exc:
-        print(f"redstone-repo: {exc}", file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(result, indent=2, sort_keys=True))
-    else:
-        _print_human(result)
-    return 0
+        if args.json:
+            print(json.dumps(result, indent=2, sort_keys=True))
+        else:
+            _print_human(result)
+        return 0
+
+    return run_main(PROG, run)
 
 
 if __name__ == "__main__":
