@@ -68,6 +68,8 @@ class Settings:
     max_manifest_bytes: int = 256 * 1024
     max_log_bytes: int = 1024 * 1024
     max_event_bytes: int = 64 * 1024
+    max_admin_json_bytes: int = 4 * 1024**2
+    """Admin API JSON bodies (campaign specs, image-repository metadata...)."""
     poll_interval_s: int = 300
     download_url_expiry_s: int = 3600
     director_online_key: Path | None = None

@@ -15,6 +15,7 @@ from redstone_cloud.api import schemas
 from redstone_cloud.api.common import (
     AdminDep,
     BackendDep,
+    CappedJsonRoute,
     in_transaction,
     read_capped,
     spool_capped,
@@ -29,7 +30,7 @@ from redstone_cloud.db.models import (
 )
 from redstone_cloud.services import audit, campaigns, device, imagerepo, inventory, packages, pki
 
-router = APIRouter(prefix="/api/v1", tags=["admin"])
+router = APIRouter(prefix="/api/v1", tags=["admin"], route_class=CappedJsonRoute)
 
 
 # --- models and baselines ------------------------------------------------------------------------
@@ -403,7 +404,7 @@ async def publish_image_metadata(
     filename: str, request: Request, backend: BackendDep, actor: AdminDep
 ) -> dict[str, Any]:
     """Publish an offline-signed image-repository file (``N.root.json``, ``timestamp.json``...)."""
-    body = await read_capped(request, backend.settings.max_manifest_bytes * 16)
+    body = await read_capped(request, backend.settings.max_admin_json_bytes)
 
     def work(session: Session) -> dict[str, Any]:
         row = imagerepo.upload(session, actor, filename, body)

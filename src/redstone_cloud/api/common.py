@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from tempfile import SpooledTemporaryFile
 from typing import Annotated, Any, TypeVar
 from urllib.parse import unquote
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Message
 
 from redstone_agent.errors import RedstoneError
 from redstone_cloud import pki
@@ -145,3 +147,32 @@ async def spool_capped(request: Request, limit: int) -> SpooledTemporaryFile[byt
         raise
     spool.seek(0)
     return spool
+
+
+class CappedJsonRoute(APIRoute):
+    """A route whose declared JSON body is read capped before FastAPI parses it.
+
+    FastAPI buffers a body model's request whole, without limit; this refuses one
+    over ``max_admin_json_bytes`` with 413 while it streams. Routes that read the
+    request themselves (uploads) have no body field and are left as they are.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        if self.body_field is None:
+            return handler
+
+        async def capped(request: Request) -> Response:
+            body = await read_capped(request, backend_of(request).settings.max_admin_json_bytes)
+            replayed = False
+
+            async def receive() -> Message:
+                nonlocal replayed
+                if replayed:
+                    return await request.receive()
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+
+            return await handler(Request(request.scope, receive))
+
+        return capped
