@@ -55,8 +55,12 @@ class SubTrust:
         self._hardware_id = hardware_id
         self._state_dir = state_dir
 
+    def _rotated(self, name: str) -> Path:
+        """Where a root this Sub verified during a rotation is kept (it wins over config)."""
+        return self._state_dir / f"{name}.root.json"
+
     def _root(self, name: str, configured: Path) -> bytes:
-        rotated = self._state_dir / f"{name}.root.json"
+        rotated = self._rotated(name)
         path = rotated if rotated.exists() else configured
         try:
             return path.read_bytes()
@@ -100,11 +104,13 @@ class SubTrust:
         return verify_full(bundle, roots, ecus={self._serial: state}, only_known_ecus=True)
 
     def _persist_roots(self, result: VerificationResult) -> None:
+        # fsynced before the rename: a power cut must not leave an empty root
+        # file, which would make every later bundle fail verification.
+        from redstone_agent.uptane.workspace import atomic_write
+
         for name, root in result.new_roots.items():
-            path = self._state_dir / f"{name}.root.json"
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(root)
-            tmp.replace(path)
+            path = self._rotated(name)
+            atomic_write(path, root)
             log.info("trusted %s root rotated; stored %s", name, path)
 
 
