@@ -28,9 +28,10 @@ DESCRIPTION = """\
 Make, apply and inspect Redstone delta images. A delta turns one exact image
 (the source, e.g. the active rootfs slot) into another (the target) block by
 block: every block of the new image is a ZERO, COPY (from the source), BSDIFF
-(against source regions found by content matching) or REPLACE (zstd/xz)
-operation with its own SHA-256, so applying needs memory for one block, not
-the image, and reads the delta strictly forward (a pipe or HTTP body works).
+or ZSTD_PATCH (against source regions found by content matching) or REPLACE
+(zstd/xz) operation with its own SHA-256, so applying needs memory for one
+block, not the image, and reads the delta strictly forward (a pipe or HTTP
+body works).
 Format: docs/delta.md.
 """
 
