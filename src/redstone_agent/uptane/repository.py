@@ -16,7 +16,7 @@ import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, cast
+from typing import Any, cast
 from urllib.parse import quote
 
 from tuf.api.exceptions import UnsignedMetadataError
@@ -39,9 +39,7 @@ from redstone_agent.uptane.tufapi import (
 )
 
 TOP_LEVEL = ("root", "targets", "snapshot", "timestamp")
-SPEC_VERSION = "1.0.31"
 Clock = Callable[[], datetime]
-RepositoryKind = Literal["image", "director"]
 
 _SERIALIZER = JSONSerializer(compact=True)
 
@@ -357,11 +355,6 @@ class Repository:
         """Only re-sign the timestamp with a fresh expiry (the online heartbeat)."""
         self._refresh_timestamp(bump=True)
 
-    def resign(self, role: str) -> None:
-        """Re-sign ``role`` at a new version (e.g. to extend its expiry), then commit."""
-        self.dirty.add(role)
-        self.commit()
-
     def _expires(self, role: str) -> datetime:
         return (self.clock() + self.expiry[_expiry_key(role)]).replace(microsecond=0)
 
@@ -440,11 +433,3 @@ class Repository:
     def role_files(self) -> dict[str, bytes]:
         """Current bytes of every role except root (see :attr:`roots`)."""
         return {role: self.to_bytes(role) for role in self.roles if role != "root"}
-
-    def public_keys(self, role: str) -> list[Key]:
-        delegator = self.delegator_of(role)
-        keyids = delegator.get_delegated_role(role).keyids
-        if isinstance(delegator, Root):
-            return [delegator.keys[k] for k in keyids]
-        assert delegator.delegations is not None
-        return [delegator.delegations.keys[k] for k in keyids]

@@ -20,7 +20,6 @@ from redstone_agent.uptane.errors import CrossCheckError, MetadataError, UptaneE
 from redstone_agent.uptane.targetinfo import DirectorFields, ImageFields, sha256_of
 from redstone_agent.uptane.trusted import (
     VerifiedRepository,
-    root_version,
     verify_repository,
     verify_targets_only,
 )
@@ -133,9 +132,7 @@ def _cross_check(
     director: TargetFile,
     fields: DirectorFields,
     hardware_id: str,
-    *,
     image: VerifiedRepository,
-    known: EcuState,
 ) -> VerifiedTarget:
     found = image.find_target(director.path)
     if found is None:
@@ -162,8 +159,6 @@ def _cross_check(
             f"{director.path}: director release counter {fields.release_counter} != "
             f"image {image_fields.release_counter}",
         )
-    if image_fields.release_counter < known.installed_release_counter:
-        raise CrossCheckError(serial, f"{director.path}: release counter rollback")
     if image_fields.delta_source_sha256 != fields.delta_source_sha256:
         raise CrossCheckError(serial, f"{director.path}: delta source hashes differ")
     return VerifiedTarget(
@@ -207,9 +202,7 @@ def verify_full(
     for serial, target, fields in _director_entries(director.targets, wanted):
         state = known.get(serial, EcuState())
         hardware_id = _check_director_claims(serial, target, fields, state)
-        verified[serial] = _cross_check(
-            serial, target, fields, hardware_id, image=image, known=state
-        )
+        verified[serial] = _cross_check(serial, target, fields, hardware_id, image)
     new_roots = {n: r.new_root for n, r in ((DIRECTOR, director), (IMAGE, image)) if r.new_root}
     return VerificationResult(verified, new_roots, director.targets.version, image.used_roles)
 
@@ -242,8 +235,3 @@ def verify_partial(
             fields.delta_source_sha256,
         )
     return VerificationResult(verified, {DIRECTOR: new_root} if new_root else {}, targets.version)
-
-
-def newest_root(candidates: list[bytes]) -> bytes:
-    """Pick the highest-version root among candidates (helper for persisting state)."""
-    return max(candidates, key=root_version)
