@@ -13,8 +13,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 RETURN_OK = 0x00
+RETURN_NOT_OK = 0x01
 RETURN_MALFORMED = 0x09
-"""SOME/IP header return codes a handler may answer with (E_OK, E_MALFORMED_MESSAGE)."""
+"""SOME/IP header return codes a handler may answer with (E_OK, E_NOT_OK, E_MALFORMED_MESSAGE)."""
 
 
 @dataclass(frozen=True)

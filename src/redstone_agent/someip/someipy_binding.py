@@ -14,6 +14,8 @@ import logging
 from typing import Any
 
 from redstone_agent.someip.binding import (
+    RETURN_MALFORMED,
+    RETURN_NOT_OK,
     ClientBinding,
     EventHandler,
     MethodHandler,
@@ -112,7 +114,7 @@ def _adapt(method: MethodId, handler: MethodHandler | None) -> Any:
             reply = await handler(int(method), payload)
         except Exception:  # a handler bug must not kill the stack's reader task
             log.exception("method handler for %s failed", method.name)
-            reply = Reply(b"", 0x01)
+            reply = Reply(b"", RETURN_NOT_OK)
         result = sp.MethodResult()
         result.payload = reply.payload
         result.return_code = sp.ReturnCode(reply.return_code)
@@ -271,7 +273,7 @@ class _SomeipyClient(ClientBinding):
             raise ServiceUnavailable(
                 f"sub instance {self._instance_id} is not offered on the network"
             ) from exc
-        if result.return_code.value == 0x09:
+        if result.return_code.value == RETURN_MALFORMED:
             raise MalformedPayload(
                 f"sub instance {self._instance_id} rejected the request as malformed"
             )
