@@ -121,10 +121,10 @@ class ByteSource(ABC):
 
 
 def _device_or_file_size(fd: int) -> int | None:
-    mode = os.fstat(fd).st_mode
-    if stat.S_ISREG(mode):
-        return os.fstat(fd).st_size
-    if stat.S_ISBLK(mode):
+    status = os.fstat(fd)
+    if stat.S_ISREG(status.st_mode):
+        return status.st_size
+    if stat.S_ISBLK(status.st_mode):
         return os.lseek(fd, 0, os.SEEK_END)
     return None
 
