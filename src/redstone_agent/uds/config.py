@@ -6,12 +6,15 @@ simulated ECU configured from the same addresses always match.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from redstone_agent.config import ConfigError, load
 from redstone_agent.uds.errors import UnknownEcuError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -169,14 +172,20 @@ def load_ecu(path: Path | str) -> EcuConfig:
 def find_ecu(directory: Path, name: str) -> EcuConfig:
     """The ECU called ``name`` among the ``*.toml`` files of ``directory``."""
     known: list[str] = []
+    skipped: list[str] = []
     for path in sorted(directory.glob("*.toml")):
         try:
             ecu = load_ecu(path)
-        except ConfigError:
-            continue  # a simulator or broken file is not an ECU description
+        except ConfigError as exc:  # a simulator file, or a broken ECU file
+            log.debug("%s is not an ECU description: %s", path, exc)
+            skipped.append(path.name)
+            continue
         if ecu.name == name:
             return ecu
         known.append(ecu.name)
+    # a typo in bcm.toml must not look like a campaign naming an unknown ECU
+    others = f"; not ECU files (simulators or broken): {', '.join(skipped)}" if skipped else ""
     raise UnknownEcuError(
-        f"unknown ECU {name!r}: no file in {directory} describes it (known: {', '.join(known)})"
+        f"unknown ECU {name!r}: no file in {directory} describes it "
+        f"(known: {', '.join(known)}{others})"
     )

@@ -29,6 +29,15 @@ def test_find_ecu_by_name_and_unknown_ecu(tmp_path: Path) -> None:
         find_ecu(EXAMPLES, "abs")
 
 
+def test_find_ecu_names_the_files_it_could_not_load(tmp_path: Path) -> None:
+    (tmp_path / "gateway.toml").write_text((EXAMPLES / "gateway.toml").read_text())
+    (tmp_path / "bcm.toml").write_text('name = "bcm"\ntransport = "docan"\nregions = []\n')
+    with pytest.raises(
+        UnknownEcuError, match=r"'bcm'.*known: gateway; not ECU files .*: bcm.toml\)"
+    ):
+        find_ecu(tmp_path, "bcm")
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
