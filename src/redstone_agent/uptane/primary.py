@@ -24,6 +24,7 @@ from redstone_agent.uptane.bundle import DIRECTOR, IMAGE, MetadataBundle, Reposi
 from redstone_agent.uptane.errors import DownloadError, MetadataError
 from redstone_agent.uptane.fetcher import FetchLimits, Progress, RequestsFetcher, download_target
 from redstone_agent.uptane.storage import role_files, root_chain
+from redstone_agent.uptane.targetinfo import published_name
 from redstone_agent.uptane.tufapi import Metadata, Targets, Updater, UpdaterConfig
 from redstone_agent.uptane.verifier import (
     Clock,
@@ -137,10 +138,8 @@ class PrimaryVerifier:
         self, target: VerifiedTarget, dest: Path, progress: Progress | None = None
     ) -> Path:
         """Download (resuming) a verified target by its consistent-snapshot name."""
-        dirname, sep, basename = target.filename.rpartition("/")
-        name = f"{dirname}{sep}{target.sha256}.{basename}"
         base = self.config.image_targets_url.rstrip("/")
-        url = f"{base}/{quote(name)}"
+        url = f"{base}/{quote(published_name(target.filename, target.sha256))}"
         return download_target(
             self.fetcher, url, dest, target.length, target.sha256, progress=progress
         )

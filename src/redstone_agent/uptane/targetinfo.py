@@ -122,3 +122,9 @@ def sha256_of(target: TargetFile, where: str) -> str:
     if digest is None:
         raise UptaneError(f"{where}: target {target.path} has no sha256 hash")
     return digest
+
+
+def published_name(path: str, sha256: str) -> str:
+    """Where a target is served (consistent snapshot): ``dir/<sha256>.<basename>``."""
+    dirname, sep, basename = path.rpartition("/")
+    return f"{dirname}{sep}{sha256}.{basename}"

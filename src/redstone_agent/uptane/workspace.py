@@ -32,6 +32,7 @@ from redstone_agent.uptane.errors import RepositoryToolError
 from redstone_agent.uptane.keys import load_signer, save_signer
 from redstone_agent.uptane.repository import Repository
 from redstone_agent.uptane.storage import role_files, root_chain
+from redstone_agent.uptane.targetinfo import published_name
 from redstone_agent.uptane.tufapi import Metadata, Signer, Snapshot, Targets, Timestamp
 
 FORMAT = 1
@@ -149,8 +150,7 @@ class Workspace:
                 source = self.target_file(target.path)
                 if not source.exists():
                     continue  # director targets and externally hosted images
-                dirname, sep, basename = target.path.rpartition("/")
-                name = f"{dirname}{sep}{target.hashes['sha256']}.{basename}"
+                name = published_name(target.path, target.hashes["sha256"])
                 dest = out / "targets" / name
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(source, dest)

@@ -13,6 +13,7 @@ from redstone_agent.retry import RetryPolicy
 from redstone_agent.uptane.fetcher import FetchLimits
 from redstone_agent.uptane.primary import PrimaryConfig, PrimaryVerifier
 from redstone_agent.uptane.simulator import UptaneSimulator
+from redstone_agent.uptane.targetinfo import published_name
 from redstone_agent.uptane.workspace import atomic_write
 from tests.integration.uptane.httpserver import FaultyServer, serve
 
@@ -30,8 +31,7 @@ class Published:
             for file, data in repo.files().items():
                 atomic_write(self.root / name / "metadata" / file, data)
         for path, data in self.sim.blobs.items():
-            dirname, sep, base = path.rpartition("/")
-            name = f"{dirname}{sep}{hashlib.sha256(data).hexdigest()}.{base}"
+            name = published_name(path, hashlib.sha256(data).hexdigest())
             atomic_write(self.root / "image" / "targets" / name, data)
 
     def verifier(self, cache: Path, **limits: float) -> PrimaryVerifier:

@@ -9,6 +9,7 @@ from redstone_agent.uptane.errors import RepositoryToolError
 from redstone_agent.uptane.keys import generate_signer
 from redstone_agent.uptane.repository import TOP_LEVEL, Assignment, Repository, RoleKeys
 from redstone_agent.uptane.simulator import UptaneSimulator, new_repository
+from redstone_agent.uptane.targetinfo import published_name
 from redstone_agent.uptane.verifier import verify_full
 
 SHA = "ab" * 32
@@ -93,3 +94,8 @@ def test_root_threshold_raise_needs_the_new_keys_too() -> None:
     repo.add_signer("root", extra)
     repo.commit()
     assert len(repo.roots) == 2
+
+
+def test_published_name_prefixes_the_basename_with_the_sha256() -> None:
+    assert published_name("brakes/abs/fw.bin", SHA) == f"brakes/abs/{SHA}.fw.bin"
+    assert published_name("tbox.img", SHA) == f"{SHA}.tbox.img"
