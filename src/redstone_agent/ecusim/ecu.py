@@ -112,6 +112,21 @@ class SimulatedEcu:
         self.fresh_bank: int | None = None
         """Bank flashed since the last reset, for the boot-failure fault."""
         self.max_block_length = 0xFFF
+        self.services: dict[int, Callable[[bytes, float, Reply], bytes | None]] = {
+            0x10: self._session_control,
+            0x11: self._ecu_reset,
+            0x22: self._read_did,
+            0x27: self._security_access,
+            0x28: self._communication_control,
+            0x2E: self._write_did,
+            0x31: self._routine_control,
+            0x34: self._request_download,
+            0x36: self._transfer_data,
+            0x37: self._transfer_exit,
+            0x3E: self._tester_present,
+            0x85: self._dtc_setting,
+        }
+        """Handler per service id (built once: every TransferData block looks it up)."""
 
     @property
     def first_region(self) -> Region:
@@ -132,7 +147,7 @@ class SimulatedEcu:
         self._expire_session(now)
         self.last_request = now
         sid = request[0]
-        handler = self._handlers().get(sid)
+        handler = self.services.get(sid)
         reply = Reply()
         try:
             if handler is None:
@@ -143,22 +158,6 @@ class SimulatedEcu:
         except Negative as exc:
             reply.responses.append((0.0, bytes([0x7F, sid, exc.code])))
         return self._apply_faults(sid, reply, now)
-
-    def _handlers(self) -> dict[int, Callable[[bytes, float, Reply], bytes | None]]:
-        return {
-            0x10: self._session_control,
-            0x11: self._ecu_reset,
-            0x22: self._read_did,
-            0x27: self._security_access,
-            0x28: self._communication_control,
-            0x2E: self._write_did,
-            0x31: self._routine_control,
-            0x34: self._request_download,
-            0x36: self._transfer_data,
-            0x37: self._transfer_exit,
-            0x3E: self._tester_present,
-            0x85: self._dtc_setting,
-        }
 
     def _expire_session(self, now: float) -> None:
         if self.session != DEFAULT and now - self.last_request > self.config.s3:
