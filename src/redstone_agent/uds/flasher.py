@@ -28,6 +28,7 @@ from redstone_agent.uds.rollback import Outcome, RollbackAction, outcome_of, pla
 from redstone_agent.uds.sequence import (
     EXTENDED_SESSION,
     ProgrammingSequence,
+    ProgressFn,
     TransferStats,
     read_raw,
 )
@@ -74,7 +75,6 @@ class FlashReport:
 
 
 ProgressCallback = Callable[[Progress], None]
-Notify = Callable[[str, int, int], None]
 
 
 @dataclass
@@ -82,7 +82,7 @@ class _Run:
     """State of one :meth:`Flasher.install` call, shared by its steps."""
 
     channel: Channel
-    notify: Notify
+    notify: ProgressFn
     stats: TransferStats = field(default_factory=TransferStats)
     steps: list[str] = field(default_factory=list)
 
@@ -184,7 +184,7 @@ class Flasher:
                 f"{region.name} ({region.size} bytes at 0x{region.address:X})"
             )
 
-    def _notifier(self, progress: ProgressCallback | None) -> Callable[[str, int, int], None]:
+    def _notifier(self, progress: ProgressCallback | None) -> ProgressFn:
         def notify(phase: str, done: int, total: int) -> None:
             if progress is not None:
                 progress(Progress(self.ecu.name, phase, done, total))
