@@ -69,6 +69,14 @@ class RoleKeys:
     def all_keys(self) -> list[Key]:
         return [*self.public_keys, *(s.public_key for s in self.signers)]
 
+    def check_threshold(self, role: str) -> None:
+        """Refuse a threshold no set of these keys can ever meet (or one of zero)."""
+        if self.threshold < 1 or self.threshold > len(self.all_keys()):
+            raise RepositoryToolError(
+                f"{role} threshold {self.threshold} needs at least as many keys"
+                f" ({len(self.all_keys())} given)"
+            )
+
 
 @dataclass(frozen=True)
 class Assignment:
@@ -118,10 +126,7 @@ class Repository:
         repo.expiry.update(expiry or {})
         root = Root(consistent_snapshot=True, expires=repo._expires("root"))
         for role, role_keys in keys.items():
-            if role_keys.threshold < 1 or role_keys.threshold > len(role_keys.all_keys()):
-                raise RepositoryToolError(
-                    f"{name}: {role} threshold {role_keys.threshold} needs at least as many keys"
-                )
+            role_keys.check_threshold(f"{name}: {role}")
             for key in role_keys.all_keys():
                 root.add_key(key, role)
             root.roles[role].threshold = role_keys.threshold
@@ -248,14 +253,13 @@ class Repository:
         """Delegate ``paths`` (glob patterns) to a supplier role signed by ``keys``."""
         if name in self.roles:
             raise RepositoryToolError(f"{self.name}: role {name!r} already exists")
+        keys.check_threshold(name)  # before anything changes: a refusal leaves no trace
         parent_md = self.targets_role(parent)
         if parent_md.delegations is None:
             parent_md.delegations = Delegations(keys={}, roles={})
         role = DelegatedRole(name, [], keys.threshold, terminating, list(paths))
         assert parent_md.delegations.roles is not None
         parent_md.delegations.roles[name] = role
-        if keys.threshold < 1 or keys.threshold > len(keys.all_keys()):
-            raise RepositoryToolError(f"{name}: threshold {keys.threshold} needs as many keys")
         for key in keys.all_keys():
             parent_md.add_key(key, name)
         self.roles[name] = Metadata(Targets(expires=self._expires(name)))

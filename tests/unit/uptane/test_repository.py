@@ -99,3 +99,12 @@ def test_root_threshold_raise_needs_the_new_keys_too() -> None:
 def test_published_name_prefixes_the_basename_with_the_sha256() -> None:
     assert published_name("brakes/abs/fw.bin", SHA) == f"brakes/abs/{SHA}.fw.bin"
     assert published_name("tbox.img", SHA) == f"{SHA}.tbox.img"
+
+
+def test_delegation_with_an_impossible_threshold_changes_nothing() -> None:
+    repo = new_repository(IMAGE)
+    before = repo.to_bytes("targets")
+    with pytest.raises(RepositoryToolError, match="supplier threshold 2 needs at least as many"):
+        repo.delegate("supplier", RoleKeys([generate_signer()], threshold=2), ["a/*"])
+    assert repo.to_bytes("targets") == before
+    assert "supplier" not in repo.roles and not repo.dirty
