@@ -195,7 +195,3 @@ def run(config_path: Path) -> int:
     except RedstoneError as exc:
         log.error("%s", exc)
         return 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(run(Path(sys.argv[1])))
