@@ -16,6 +16,9 @@ from redstone_agent.ecusim.isotp_server import serve_docan
 from redstone_agent.ecusim.tester import tester_config
 from redstone_agent.uds.config import EcuConfig
 
+START_TIMEOUT = 10.0
+"""Seconds :class:`BackgroundSimulator` waits for the simulator's sockets."""
+
 
 class Simulator:
     """One ECU on ISO-TP and/or DoIP, inside a running asyncio loop."""
@@ -119,9 +122,13 @@ class BackgroundSimulator:
 
     def __enter__(self) -> BackgroundSimulator:
         self._thread.start()
-        self._ready.wait(10)
+        ready = self._ready.wait(START_TIMEOUT)
         if self._error is not None:
             raise self._error
+        if not ready:  # else the caller's first request fails with a puzzling timeout
+            self.close()
+            name = self.simulator.config.name
+            raise TimeoutError(f"ECU simulator {name} did not listen within {START_TIMEOUT} s")
         return self
 
     def __exit__(
