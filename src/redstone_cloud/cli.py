@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from redstone_agent.errors import RedstoneError
+from redstone_agent.cli.common import new_parser, run_main, setup_logging
 from redstone_cloud import pki as certs
 from redstone_cloud.backend import Backend, open_backend
 from redstone_cloud.db import migrate
@@ -42,6 +42,7 @@ from redstone_cloud.services import (
 from redstone_cloud.services.deltas import DeltaWorker
 from redstone_cloud.settings import Settings, load_settings, token_digest
 
+PROG = "redstone-cloud"
 EPILOG = """\
 examples:
   redstone-cloud --config cloud.toml db upgrade
@@ -110,8 +111,6 @@ def cmd_serve(backend: Backend, args: argparse.Namespace) -> Any:
     from redstone_cloud.api.app import create_asgi
     from redstone_cloud.tls import http_protocol
 
-    if migrate.current_revision(backend.engine) != migrate.head_revision():
-        raise InvalidInput("database schema is not current: run 'redstone-cloud db upgrade'")
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -469,12 +468,11 @@ def _add_audit(sub: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="redstone-cloud",
-        description="Redstone OTA backend: serve the device and admin API, migrate the database,"
+    parser = new_parser(
+        PROG,
+        "Redstone OTA backend: serve the device and admin API, migrate the database,"
         " and administer models, vehicles, packages, campaigns, PKI and the audit trail.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        EPILOG,
     )
     parser.add_argument("--config", type=Path, help="TOML file with a [cloud] table")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
@@ -493,11 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _require_schema(backend: Backend) -> None:
-    try:
-        current = migrate.current_revision(backend.engine)
-    except OperationalError as exc:
-        raise InvalidInput(f"database unreachable: {exc.orig}") from exc
-    if current != migrate.head_revision():
+    if migrate.current_revision(backend.engine) != migrate.head_revision():
         raise InvalidInput("database schema is not current: run 'redstone-cloud db upgrade'")
 
 
@@ -510,22 +504,30 @@ def _print(result: Any, as_json: bool) -> None:
         print(result)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _run(args: argparse.Namespace) -> int:
     backend: Backend | None = None
     try:
         settings: Settings = load_settings(args.config)
         if not getattr(args, "no_backend", False):
             backend = open_backend(settings)
-            if args.command not in ("db", "serve"):
+            if args.command != "db":
                 _require_schema(backend)
         _print(args.func(backend, args), args.json)
-    except RedstoneError as exc:
-        print(f"redstone-cloud: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    except OperationalError as exc:
+        reason = "; ".join(line.strip() for line in str(exc.orig).splitlines())
+        raise InvalidInput(f"database unreachable or failing: {reason}") from exc
+    except OSError as exc:  # a file named on the command line, or serve's address
+        raise InvalidInput(f"{exc.filename or 'I/O error'}: {exc.strerror or exc}") from exc
     finally:
         if backend is not None:
             backend.close()
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command != "serve":  # serve sets up logging from --log-level
+        setup_logging(PROG, args.verbose)
+        if not args.verbose:  # Alembic narrates every schema check at INFO
+            logging.getLogger("alembic").setLevel(logging.WARNING)
+    return run_main(PROG, lambda: _run(args))

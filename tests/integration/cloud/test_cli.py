@@ -82,6 +82,10 @@ def test_operator_workflow(tmp_path: Path) -> None:
         f"{tmp_path}/s.key",
     )
     assert (tmp_path / "s.key").stat().st_mode & 0o077 == 0
+    missing = str(tmp_path / "missing.csr")
+    assert "No such file" in cli.run("pki", "issue", vin_of(1), missing, ok=False).stderr
+    upload = ("package", "upload", missing, "--name", "a", "--version", "1", "--hardware-id", "h")
+    assert "No such file" in cli.run(*upload, ok=False).stderr
     assert cli.json("model", "create", cli.file("model.json", MODEL)) == {"name": "sedan"}
     assert (
         "missing or malformed"
@@ -162,3 +166,6 @@ def test_bad_config_is_one_line(tmp_path: Path) -> None:
         f'[cloud]\ndatabase_url = "sqlite:///{tmp_path}/x.db"\ndata_dir = "{tmp_path}/d"\n'
     )
     assert "not current" in cli.run("serve", ok=False).stderr
+    cli.config.write_text('[cloud]\ndatabase_url = "postgresql://nobody@127.0.0.1:1/x"\n')
+    assert "database unreachable" in cli.run("serve", "--no-tls", ok=False).stderr
+    assert "database unreachable" in cli.run("db", "upgrade", ok=False).stderr
