@@ -29,22 +29,23 @@ def test_missing_config_is_one_line_error(
     assert err[-1].startswith("redstone-ecusim: error:") and "file not found" in err[-1]
 
 
-def test_config_without_transport_is_refused(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('name = "x"\n', "at least one of [docan] and [doip]"),
+        (
+            'name = "x"\ncompression = ["none", "zlb"]\n[doip]\n',
+            "compression[1]: expected one of 'none', 'zlib'",
+        ),
+    ],
+)
+def test_bad_simulator_file_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
 ) -> None:
     path = tmp_path / "sim.toml"
-    path.write_text('name = "x"\n')
+    path.write_text(text)
     assert main([str(path)]) == 1
-    assert "at least one of [docan] and [doip]" in capsys.readouterr().err
-
-
-def test_unknown_compression_method_is_refused(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    path = tmp_path / "sim.toml"
-    path.write_text('name = "x"\ncompression = ["none", "zlb"]\n[doip]\n')
-    assert main([str(path)]) == 1
-    assert "compression[1]: expected one of 'none', 'zlib'" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
 
 
 def test_overrides_replace_ports_channel_and_faults() -> None:
