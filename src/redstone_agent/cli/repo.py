@@ -90,17 +90,10 @@ def cmd_init(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_add_target(args: argparse.Namespace) -> dict[str, Any]:
     ws = Workspace.open(args.workspace)
-    try:
-        data = args.file.read_bytes()
-    except OSError as exc:
-        raise RepositoryToolError(f"{args.file}: {exc.strerror}") from exc
     path = args.path or args.file.name
     extra = {"version": args.version} if args.version else {}
     fields = ImageFields(tuple(args.hardware_id), args.release_counter, args.delta_source, extra)
-    target = ws.repository.add_image(path, data, fields, args.role)
-    dest = ws.target_file(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_bytes(data)
+    target = ws.add_image_file(path, args.file, fields, args.role)
     ws.save()
     return {
         "path": path,

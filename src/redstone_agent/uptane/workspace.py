@@ -15,9 +15,9 @@ Layout (docs/uptane.md)::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass
 from datetime import timedelta
@@ -32,10 +32,18 @@ from redstone_agent.uptane.errors import RepositoryToolError
 from redstone_agent.uptane.keys import load_signer, save_signer
 from redstone_agent.uptane.repository import Repository
 from redstone_agent.uptane.storage import role_files, root_chain
-from redstone_agent.uptane.targetinfo import published_name
-from redstone_agent.uptane.tufapi import Metadata, Signer, Snapshot, Targets, Timestamp
+from redstone_agent.uptane.targetinfo import ImageFields, published_name
+from redstone_agent.uptane.tufapi import (
+    Metadata,
+    Signer,
+    Snapshot,
+    TargetFile,
+    Targets,
+    Timestamp,
+)
 
 FORMAT = 1
+_CHUNK = 1 << 20
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -51,6 +59,30 @@ def atomic_write(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _staged_copy(source: Path, directory: Path) -> tuple[Path, int, str]:
+    """Copy ``source`` to a fsynced temporary file in ``directory``, hashing on the way.
+
+    Images can be gigabytes: they are streamed, never held in memory. Returns
+    (temporary file, length, sha256); the caller renames it into place or unlinks it.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=directory, prefix=".staged.")
+    staged = Path(name)
+    digest, length = hashlib.sha256(), 0
+    try:
+        with os.fdopen(fd, "wb") as out, source.open("rb") as src:
+            while chunk := src.read(_CHUNK):
+                digest.update(chunk)
+                length += len(chunk)
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+    return staged, length, digest.hexdigest()
 
 
 @dataclass
@@ -135,6 +167,25 @@ class Workspace:
     def target_file(self, path: str) -> Path:
         return self.path / "targets" / path
 
+    def add_image_file(
+        self, path: str, source: Path, fields: ImageFields, role: str = "targets"
+    ) -> TargetFile:
+        """Copy an image into ``targets/`` and list it (pending); a refusal leaves no file."""
+        dest = self.target_file(path)
+        try:
+            staged, length, sha256 = _staged_copy(source, dest.parent)
+        except OSError as exc:
+            raise RepositoryToolError(f"cannot add {source}: {exc.strerror}") from exc
+        try:
+            target = self.repository.add_target(
+                path, role=role, length=length, sha256=sha256, custom=fields.to_custom()
+            )
+            staged.replace(dest)
+        except BaseException:
+            staged.unlink(missing_ok=True)
+            raise
+        return target
+
     def publish(self, out: Path) -> list[str]:
         """Write the servable tree; older versions stay for clients mid-update."""
         if self.repository.dirty:
@@ -151,11 +202,22 @@ class Workspace:
                 if not source.exists():
                     continue  # director targets and externally hosted images
                 name = published_name(target.path, target.hashes["sha256"])
-                dest = out / "targets" / name
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source, dest)
+                _publish_target(target, source, out / "targets" / name)
                 written.append(f"targets/{name}")
         return written
+
+
+def _publish_target(target: TargetFile, source: Path, dest: Path) -> None:
+    """Copy an image to its content-addressed name once, and only if it is the signed one."""
+    if dest.exists() and dest.stat().st_size == target.length:
+        return  # the name holds the sha256: an earlier publish already wrote it
+    staged, length, sha256 = _staged_copy(source, dest.parent)
+    if (length, sha256) != (target.length, target.hashes["sha256"]):
+        staged.unlink()
+        raise RepositoryToolError(
+            f"{source} changed after it was added; run 'redstone-repo add-target' again"
+        )
+    staged.replace(dest)
 
 
 def read_published(metadata_dir: Path) -> RepositoryMetadata:

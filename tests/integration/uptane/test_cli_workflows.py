@@ -150,3 +150,24 @@ def test_init_twice_and_bad_assignments_are_refused(
     assert "has no target 'nope.bin'" in fails(
         capsys, "assign", pair / "dir", "--image", pair / "img", "--ecu", "E1=hw:nope.bin"
     )
+
+
+def test_add_target_refusals_leave_no_file(pair: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert "cannot add" in fails(
+        capsys, "add-target", pair / "img", pair / "missing.bin", "--hardware-id", "hw",
+        "--release-counter", "1",
+    )  # fmt: skip
+    repo(capsys, "delegate", pair / "img", "supplier", "--path", "s/*")
+    assert "not trusted for 'x.bin'" in fails(
+        capsys, "add-target", pair / "img", pair / "fw.bin", "--path", "x.bin", "--role",
+        "supplier", "--hardware-id", "hw", "--release-counter", "1",
+    )  # fmt: skip
+    assert sorted(p.name for p in (pair / "img" / "targets").iterdir()) == ["fw.bin"]
+
+
+def test_publish_refuses_an_image_changed_after_add(
+    pair: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (pair / "img" / "targets" / "fw.bin").write_bytes(b"firmwarX")
+    assert "changed after it was added" in fails(capsys, "publish", pair / "img", pair / "out")
+    assert not list((pair / "out" / "targets").iterdir())
