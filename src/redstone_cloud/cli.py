@@ -114,6 +114,11 @@ def cmd_serve(backend: Backend, args: argparse.Namespace) -> Any:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger(PROG).info(
+        "database %s, data in %s",
+        backend.engine.url.render_as_string(hide_password=True),
+        backend.settings.data_dir.resolve(),
+    )
     options = _ssl_options(backend, args)
     config = uvicorn.Config(
         create_asgi(backend),
