@@ -25,7 +25,7 @@ from redstone_agent.someip.messages import Progress, Status
 from redstone_agent.sub.config import SubConfig
 from redstone_agent.sub.engine import Engine, Hooks
 from redstone_agent.sub.health import check_health
-from redstone_agent.sub.logfmt import use_json_logs
+from redstone_agent.sub.logfmt import use_log_format
 from redstone_agent.sub.sdnotify import Notifier, watchdog_interval
 from redstone_agent.sub.service import SubService
 from redstone_agent.sub.slots_adapter import ManagedSlots
@@ -176,16 +176,11 @@ async def serve(daemon: SubDaemon) -> int:
 
 def run(config_path: Path) -> int:
     """Entry point of ``redstone-sub run --config PATH``; returns the exit status."""
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)  # no-op under the CLI
     try:
         config = load(config_path, SubConfig, section="sub")
         slots_config = load(config_path, SlotsConfig, section="slots")
-        if config.log_format == "json":
-            use_json_logs()
+        use_log_format(config.log_format)
         from redstone_agent.someip.someipy_binding import SomeipyStack
 
         daemon = SubDaemon(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from typing import Literal
 
 FIELDS = ("state", "seq", "error", "target", "method")
 
@@ -33,7 +34,15 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-def use_json_logs() -> None:
-    """Switch every root handler to JSON lines."""
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def use_log_format(kind: Literal["text", "json"]) -> None:
+    """Give every root handler the daemon's format (``log-format`` in ``[sub]``).
+
+    Set on the handlers rather than through ``basicConfig``, which does nothing
+    once the CLI has configured logging (and would drop its ``-v`` level).
+    """
+    formatter = JsonFormatter() if kind == "json" else logging.Formatter(TEXT_FORMAT)
     for handler in logging.getLogger().handlers:
-        handler.setFormatter(JsonFormatter())
+        handler.setFormatter(formatter)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from redstone_agent.sub.logfmt import JsonFormatter
+from redstone_agent.sub.logfmt import JsonFormatter, use_log_format
 
 
 def test_transition_fields_become_keys() -> None:
@@ -30,3 +30,23 @@ def test_exceptions_are_kept_on_one_line() -> None:
     line = JsonFormatter().format(record)
     assert "\n" not in line
     assert "ValueError: boom" in json.loads(line)["exc"]
+
+
+def test_the_configured_format_reaches_handlers_set_up_before_it() -> None:
+    # The CLI configures logging before the daemon reads its log-format.
+    handler = logging.StreamHandler()
+    root = logging.getLogger()
+    saved = [(h, h.formatter) for h in root.handlers]  # pytest's own handlers
+    root.addHandler(handler)
+    try:
+        record = logging.LogRecord(
+            "redstone.sub", logging.WARNING, __file__, 1, "rebooting", (), None
+        )
+        use_log_format("text")
+        assert handler.format(record).endswith(" WARNING redstone.sub: rebooting")
+        use_log_format("json")
+        assert json.loads(handler.format(record))["level"] == "WARNING"
+    finally:
+        root.removeHandler(handler)
+        for other, formatter in saved:
+            other.setFormatter(formatter)
