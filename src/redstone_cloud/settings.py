@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from redstone_agent.config import from_dict, load
+from redstone_agent.config import load
 
 
 @dataclass(frozen=True)
@@ -97,10 +97,6 @@ def load_settings(path: Path | None) -> Settings:
     if path is None:
         return Settings()
     return load(path, Settings, section="cloud")
-
-
-def settings_from_dict(data: dict[str, object]) -> Settings:
-    return from_dict(data, Settings, source="settings")
 
 
 def token_digest(token: str) -> str:
