@@ -50,6 +50,12 @@ class ImageFields:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def to_custom(self) -> dict[str, Any]:
+        """The signed form; refuses what :meth:`from_target` (every verifier) would reject."""
+        where = "image"
+        if not self.hardware_ids or not all(isinstance(h, str) and h for h in self.hardware_ids):
+            raise UptaneError(f"{where}: hardware_ids must be a non-empty list of strings")
+        _counter(self.release_counter, where)
+        _sha256_or_none(self.delta_source_sha256, where)
         custom: dict[str, Any] = dict(self.extra)
         custom["hardware_ids"] = list(self.hardware_ids)
         custom["release_counter"] = self.release_counter

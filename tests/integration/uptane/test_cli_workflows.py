@@ -171,3 +171,13 @@ def test_publish_refuses_an_image_changed_after_add(
     (pair / "img" / "targets" / "fw.bin").write_bytes(b"firmwarX")
     assert "changed after it was added" in fails(capsys, "publish", pair / "img", pair / "out")
     assert not list((pair / "out" / "targets").iterdir())
+
+
+def test_add_target_refuses_fields_every_verifier_would_reject(
+    pair: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    add = ["add-target", pair / "img", pair / "fw.bin", "--path", "d.bin", "--hardware-id", "hw"]
+    err = fails(capsys, *add, "--release-counter", "2", "--delta-source", "ABC")
+    assert "delta_source_sha256 must be 64 lowercase hex digits" in err
+    assert "non-negative" in fails(capsys, *add, "--release-counter", "-1")
+    assert repo(capsys, "status", pair / "img")["pending"] == []
