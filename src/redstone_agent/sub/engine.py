@@ -191,10 +191,11 @@ class Engine:
         r.state, r.error, r.detail = state, error, detail
         r.seq += 1
         self._journal.save(r.to_dict())
+        note = detail if error is ResultCode.OK else f"{error.name}: {detail}".removesuffix(": ")
         log.info(
             "state %s%s",
             state.name,
-            f" ({error.name}: {detail})" if detail else "",
+            f" ({note})" if note else "",
             extra={
                 "state": state.name,
                 "seq": r.seq,
