@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from redstone_agent.journal.store import fsync_directory
 from redstone_cloud.errors import InvalidInput, NotFound, TooLarge
 from redstone_cloud.storage.base import CHUNK, BlobInfo
 
@@ -46,11 +47,7 @@ class FilesystemStore:
             tmp.rename(path)
         finally:
             tmp.unlink(missing_ok=True)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_directory(path.parent)
         return BlobInfo(key, length, digest.hexdigest())
 
     def read(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
