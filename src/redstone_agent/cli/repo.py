@@ -152,7 +152,7 @@ def cmd_assign(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_sign(args: argparse.Namespace) -> dict[str, Any]:
     ws = Workspace.open(args.workspace, args.key)
     ws.repository.dirty.update(args.roles)
-    if not ws.repository.dirty and not args.roles:
+    if not ws.repository.dirty:
         ws.repository.refresh_timestamp()
         committed = ["timestamp"]
     else:
@@ -178,9 +178,7 @@ def cmd_rotate(args: argparse.Namespace) -> dict[str, Any]:
     ws.repository.rotate_key(args.role, args.old_keyid, new)
     ws.store_key(args.role, new)
     ws.repository.commit()
-    old_file = args.workspace / "keys" / args.role / f"{args.old_keyid}.pem"
-    if old_file.exists():
-        old_file.rename(old_file.with_suffix(".pem.retired"))
+    ws.retire_key(args.role, args.old_keyid)
     ws.save()
     return {"role": args.role, "removed": args.old_keyid, "added": new.public_key.keyid}
 

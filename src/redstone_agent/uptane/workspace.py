@@ -142,12 +142,21 @@ class Workspace:
                 roles.append(role)
         return roles
 
+    def _key_file(self, role: str, keyid: str) -> Path:
+        return self.path / "keys" / quote(role, "") / f"{keyid}.pem"
+
     def store_key(self, role: str, signer: Signer) -> Path:
         """Keep a private key in the workspace (mode 0600)."""
-        path = self.path / "keys" / quote(role, "") / f"{signer.public_key.keyid}.pem"
+        path = self._key_file(role, signer.public_key.keyid)
         if not path.exists():
             save_signer(signer, path)  # type: ignore[arg-type]
         return path
+
+    def retire_key(self, role: str, keyid: str) -> None:
+        """Set a rotated-out key aside (``.pem.retired``): kept for audit, no longer loaded."""
+        path = self._key_file(role, keyid)
+        if path.exists():
+            path.rename(path.with_suffix(".pem.retired"))
 
     def save(self) -> None:
         repo = self.repository
