@@ -22,6 +22,7 @@ from redstone_cloud.api.common import (
 )
 from redstone_cloud.db.models import (
     Baseline,
+    CertificateAuthority,
     DeltaJob,
     DeviceCertificate,
     Package,
@@ -435,8 +436,6 @@ async def create_ca(body: schemas.CaIn, backend: BackendDep, actor: AdminDep) ->
 @router.get("/pki/cas", response_model=list[schemas.CaOut])
 async def list_cas(backend: BackendDep, actor: AdminDep) -> list[schemas.CaOut]:
     def work(session: Session) -> list[schemas.CaOut]:
-        from redstone_cloud.db.models import CertificateAuthority
-
         return [
             schemas.CaOut(name=ca.name, issuing=ca.issuing, cert_pem=ca.cert_pem)
             for ca in session.scalars(
