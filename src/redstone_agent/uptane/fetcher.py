@@ -54,10 +54,15 @@ def stream_body(response: requests.Response, deadline_s: float, url: str) -> Ite
         raise requests.ConnectionError(str(exc)) from exc
 
 
+def _retryable_status(status: int) -> bool:
+    """A server error or 'too many requests' may pass; any other status will not."""
+    return status >= 500 or status == 429
+
+
 def _transient(exc: BaseException) -> bool:
     """Worth retrying: network trouble and 5xx/429, never a 4xx or a cap violation."""
     if isinstance(exc, tuf_errors.DownloadHTTPError):
-        return exc.status_code >= 500 or exc.status_code == 429
+        return _retryable_status(exc.status_code)
     if isinstance(exc, tuf_errors.DownloadLengthMismatchError):
         return False
     return isinstance(exc, tuf_errors.DownloadError | requests.RequestException)
@@ -159,7 +164,7 @@ def download_target(
                 part.unlink(missing_ok=True)
             pause = next(delays, None)
             retryable = not isinstance(exc, DownloadError) or (
-                isinstance(exc, _HttpStatus) and (exc.status >= 500 or exc.status == 429)
+                isinstance(exc, _HttpStatus) and _retryable_status(exc.status)
             )
             if pause is None or not retryable:
                 raise DownloadError(f"{url}: {exc}") from exc
