@@ -61,6 +61,18 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+def _load_repository(meta: Path, info: dict[str, Any]) -> Repository:
+    roots = root_chain(meta / "root_history")
+    if not roots:
+        raise FileNotFoundError(f"no N.root.json in {meta / 'root_history'}")
+    roles = {"root": roots[-1], **role_files(meta)}
+    repo = Repository.load(str(info["name"]), roles, roots)
+    for role, days in info.get("expiry_days", {}).items():
+        repo.expiry[role] = timedelta(days=days)
+    repo.dirty.update(info.get("pending", []))
+    return repo
+
+
 def _staged_copy(source: Path, directory: Path) -> tuple[Path, int, str]:
     """Copy ``source`` to a fsynced temporary file in ``directory``, hashing on the way.
 
@@ -114,15 +126,14 @@ class Workspace:
             info = json.loads((path / "repository.json").read_bytes())
         except (OSError, ValueError) as exc:
             raise RepositoryToolError(f"{path} is not a repository workspace ({exc})") from exc
-        if info.get("format") != FORMAT:
-            raise RepositoryToolError(f"{path}: unsupported workspace format {info.get('format')}")
-        meta = path / "metadata"
-        roots = root_chain(meta / "root_history")
-        roles = {"root": roots[-1], **role_files(meta)}
-        repo = Repository.load(str(info["name"]), roles, roots)
-        for role, days in info.get("expiry_days", {}).items():
-            repo.expiry[role] = timedelta(days=days)
-        repo.dirty.update(info.get("pending", []))
+        if not isinstance(info, dict) or info.get("format") != FORMAT:
+            raise RepositoryToolError(f"{path}: not a format-{FORMAT} repository workspace")
+        try:
+            repo = _load_repository(path / "metadata", info)
+        except (OSError, LookupError, TypeError, ValueError) as exc:
+            raise RepositoryToolError(
+                f"{path}: workspace is damaged ({type(exc).__name__}: {exc})"
+            ) from exc
         workspace = cls(path, repo)
         keyfiles = sorted((path / "keys").glob("*/*.pem")) + list(extra_keys or [])
         for keyfile in keyfiles:

@@ -181,3 +181,12 @@ def test_add_target_refuses_fields_every_verifier_would_reject(
     assert "delta_source_sha256 must be 64 lowercase hex digits" in err
     assert "non-negative" in fails(capsys, *add, "--release-counter", "-1")
     assert repo(capsys, "status", pair / "img")["pending"] == []
+
+
+def test_a_damaged_workspace_is_one_line_not_a_traceback(
+    pair: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (pair / "img" / "metadata" / "root_history" / "1.root.json").unlink()
+    assert "workspace is damaged" in fails(capsys, "status", pair / "img")
+    (pair / "dir" / "repository.json").write_text("[1]")
+    assert "not a format-1 repository workspace" in fails(capsys, "status", pair / "dir")
