@@ -436,7 +436,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(PROG, args.verbose)
 
     def run() -> int:
-        result = args.func(args)
+        try:
+            result = args.func(args)
+        except OSError as exc:  # a path the operator gave cannot be read or written
+            raise RepositoryToolError(str(exc)) from exc
         if args.json:
             print(json.dumps(result, indent=2, sort_keys=True))
         else:

@@ -190,3 +190,11 @@ def test_a_damaged_workspace_is_one_line_not_a_traceback(
     assert "workspace is damaged" in fails(capsys, "status", pair / "img")
     (pair / "dir" / "repository.json").write_text("[1]")
     assert "not a format-1 repository workspace" in fails(capsys, "status", pair / "dir")
+
+
+def test_unwritable_paths_are_one_line_errors(
+    pair: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (pair / "afile").write_text("")
+    assert "Not a directory" in fails(capsys, "init", pair / "afile" / "ws", "--name", "image")
+    assert "Not a directory" in fails(capsys, "publish", pair / "img", pair / "afile" / "out")
