@@ -25,6 +25,7 @@ from redstone_agent.uptane.errors import DownloadError, MetadataError
 from redstone_agent.uptane.fetcher import FetchLimits, Progress, RequestsFetcher, download_target
 from redstone_agent.uptane.storage import role_files, root_chain
 from redstone_agent.uptane.targetinfo import published_name
+from redstone_agent.uptane.trusted import as_metadata_error
 from redstone_agent.uptane.tufapi import Metadata, Targets, Updater, UpdaterConfig
 from redstone_agent.uptane.verifier import (
     Clock,
@@ -149,12 +150,11 @@ class PrimaryVerifier:
 def _translated(repository: str) -> Iterator[None]:
     """Turn python-tuf exceptions into our one-line errors, naming the repository."""
     try:
-        yield
+        with as_metadata_error(repository):
+            yield
     except tuf_errors.DownloadError as exc:
         reason = str(exc) or type(exc).__name__
         raise DownloadError(f"{repository} repository: {reason}") from exc
-    except tuf_errors.RepositoryError as exc:
-        raise MetadataError(repository, f"{type(exc).__name__}: {exc}") from exc
 
 
 def _target_paths(director: RepositoryMetadata) -> list[str]:

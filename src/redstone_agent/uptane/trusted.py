@@ -40,7 +40,8 @@ def root_version(data: bytes) -> int:
 
 
 @contextmanager
-def _as_metadata_error(repository: str) -> Iterator[None]:
+def as_metadata_error(repository: str) -> Iterator[None]:
+    """python-tuf's verdicts as our one-line :class:`MetadataError`, naming the repository."""
     try:
         yield
     except tuf_errors.RepositoryError as exc:
@@ -79,7 +80,7 @@ def _load_metadata(
 
 
 def _new_set(repository: str, trusted_root: bytes, now: datetime) -> TrustedMetadataSet:
-    with _as_metadata_error(repository):
+    with as_metadata_error(repository):
         trusted = TrustedMetadataSet(trusted_root, EnvelopeType.METADATA)
     trusted.reference_time = now
     # Canonical encoding dominates verification time; same checks, faster encoder.
@@ -92,7 +93,7 @@ def _apply_root_chain(
 ) -> bytes:
     """Step through newer roots one version at a time; return the newest root's bytes."""
     latest: bytes | None = None
-    with _as_metadata_error(repository):
+    with as_metadata_error(repository):
         newer = sorted(
             ((root_version(r), r) for r in roots if root_version(r) > trusted.root.version),
             key=lambda pair: pair[0],
@@ -160,7 +161,7 @@ class VerifiedRepository:
         data = self._metadata.roles.get(role)
         if data is None:
             raise MetadataError(self.name, f"metadata for delegated role {role!r} is missing")
-        with _as_metadata_error(self.name):
+        with as_metadata_error(self.name):
             loaded = self._trusted.update_delegated_targets(data, role, parent)
         self.used_roles.add(role)
         return loaded
@@ -199,10 +200,10 @@ def verify_repository(
             raise MetadataError(name, f"{role} metadata is missing")
     _load_previous(trusted, "timestamp", previous)
     # An equal version is the timestamp trusted last time: keep that one.
-    with _as_metadata_error(name), suppress(tuf_errors.EqualVersionNumberError):
+    with as_metadata_error(name), suppress(tuf_errors.EqualVersionNumberError):
         trusted.update_timestamp(metadata.roles["timestamp"])
     _load_previous(trusted, "snapshot", previous)
-    with _as_metadata_error(name):
+    with as_metadata_error(name):
         trusted.update_snapshot(metadata.roles["snapshot"])
         trusted.update_targets(metadata.roles["targets"])
     return VerifiedRepository(name, trusted, metadata, new_root)
@@ -224,7 +225,7 @@ def verify_targets_only(
     data = metadata.roles.get("targets")
     if data is None:
         raise MetadataError(name, "targets metadata is missing")
-    with _as_metadata_error(name):
+    with as_metadata_error(name):
         if trusted.root.is_expired(now):
             raise tuf_errors.ExpiredMetadataError("root is expired")
         md = Metadata[Targets].from_bytes(data)
