@@ -297,7 +297,9 @@ def cmd_campaign(backend: Backend, args: argparse.Namespace) -> Any:
         "resume": lambda s: campaigns.resume(s, _actor(), args.name).state,
         "cancel": lambda s: campaigns.cancel(s, _actor(), args.name, args.reason).state,
         "status": lambda s: campaigns.status(s, args.name),
-        "vehicles": lambda s: campaigns.vehicle_states(s, args.name, args.state, 1000),
+        "vehicles": lambda s: campaigns.vehicle_states(
+            s, args.name, args.state, args.limit, args.after_id
+        ),
         "list": lambda s: [{"name": c.name, "state": c.state} for c in campaigns.list_all(s)],
     }
     with transaction(backend.sessions) as session:
@@ -429,9 +431,13 @@ def _add_campaign(sub: Any) -> None:
         p = campaign_sub.add_parser(verb)
         p.add_argument("name")
         p.add_argument("--reason", default="")
-    vehicles = campaign_sub.add_parser("vehicles", help="per-vehicle status")
+    vehicles = campaign_sub.add_parser("vehicles", help="per-vehicle status, paged")
     vehicles.add_argument("name")
     vehicles.add_argument("--state")
+    vehicles.add_argument("--limit", type=int, default=1000, help="at most 1000 per page")
+    vehicles.add_argument(
+        "--after-id", type=int, default=0, help="next page: the last row's id from the previous"
+    )
     campaign_sub.add_parser("list")
     campaign.set_defaults(func=cmd_campaign)
 
