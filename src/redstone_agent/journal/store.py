@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +33,32 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Durably replace ``path`` with ``data``: a power cut leaves the old file or the new one.
+
+    Writes a unique temporary file beside it, fsyncs it, renames it over
+    ``path`` and fsyncs the directory so the rename itself survives.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_directory(path.parent)
+
+
 class Journal:
     """One named record on disk: ``load``, ``save`` and ``clear`` are each atomic."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self._tmp = self.path.with_name(f".{self.path.name}.tmp")
 
     def load(self) -> dict[str, Any] | None:
         """Return the last saved state, or None when nothing was saved (or it was cleared)."""
@@ -63,16 +84,7 @@ class Journal:
     def save(self, state: dict[str, Any]) -> None:
         """Durably replace the record with ``state`` (JSON-serialisable)."""
         record = {"version": FORMAT_VERSION, "sha256": _digest(state), "state": state}
-        data = json.dumps(record, sort_keys=True, indent=1).encode()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        self._tmp.replace(self.path)
-        fsync_directory(self.path.parent)
+        atomic_write(self.path, json.dumps(record, sort_keys=True, indent=1).encode())
 
     def clear(self) -> None:
         """Durably forget the record."""
@@ -82,5 +94,7 @@ class Journal:
         self._remove_torn_temp()
 
     def _remove_torn_temp(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self._tmp.unlink()
+        """Temporaries left by a power cut during :func:`atomic_write` are garbage."""
+        for torn in self.path.parent.glob(f".{self.path.name}.*"):
+            with contextlib.suppress(FileNotFoundError):
+                torn.unlink()

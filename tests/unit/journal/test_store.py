@@ -82,3 +82,14 @@ def test_killed_writer_always_leaves_a_whole_record(tmp_path: Path) -> None:
         proc.wait()
         state = Journal(path).load()
         assert state is None or (isinstance(state["n"], int) and len(state["pad"]) < 5000)
+
+
+def test_atomic_write_replaces_whole_and_leaves_no_temporary(tmp_path: Path) -> None:
+    from redstone_agent.journal import atomic_write
+
+    target = tmp_path / "keys" / "root.json"
+    atomic_write(target, b"old")
+    atomic_write(target, b"new", mode=0o644)
+    assert target.read_bytes() == b"new"
+    assert target.stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in target.parent.iterdir()] == ["root.json"]
