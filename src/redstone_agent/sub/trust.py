@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from redstone_agent.journal import atomic_write
 from redstone_agent.someip.messages import InstallRequest
 from redstone_agent.sub.config import TrustConfig
 from redstone_agent.sub.errors import NoMetadata, VerificationFailed
@@ -104,10 +105,8 @@ class SubTrust:
         return verify_full(bundle, roots, ecus={self._serial: state}, only_known_ecus=True)
 
     def _persist_roots(self, result: VerificationResult) -> None:
-        # fsynced before the rename: a power cut must not leave an empty root
-        # file, which would make every later bundle fail verification.
-        from redstone_agent.uptane.workspace import atomic_write
-
+        # Durable replace: a power cut must not leave an empty root file, which
+        # would make every later bundle fail verification.
         for name, root in result.new_roots.items():
             path = self._rotated(name)
             atomic_write(path, root)
