@@ -27,6 +27,7 @@ from urllib.parse import quote
 
 from tuf.api import exceptions as tuf_errors
 
+from redstone_agent.journal import atomic_write
 from redstone_agent.uptane.bundle import RepositoryMetadata
 from redstone_agent.uptane.errors import RepositoryToolError
 from redstone_agent.uptane.keys import load_signer, save_signer
@@ -44,21 +45,6 @@ from redstone_agent.uptane.tufapi import (
 
 FORMAT = 1
 _CHUNK = 1 << 20
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temporary file + fsync + rename: a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _load_repository(meta: Path, info: dict[str, Any]) -> Repository:
@@ -212,7 +198,7 @@ class Workspace:
             raise RepositoryToolError("unsigned changes: run 'redstone-repo sign' first")
         written = []
         for name, data in self.repository.files().items():
-            atomic_write(out / "metadata" / name, data)
+            atomic_write(out / "metadata" / name, data, mode=0o644)  # any web server serves it
             written.append(f"metadata/{name}")
         for meta in self.repository.roles.values():
             if not isinstance(meta.signed, Targets):

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from redstone_agent.journal import atomic_write
 from redstone_agent.retry import RetryPolicy
 from redstone_agent.uptane.fetcher import FetchLimits
 from redstone_agent.uptane.primary import PrimaryConfig, PrimaryVerifier
 from redstone_agent.uptane.simulator import UptaneSimulator
 from redstone_agent.uptane.targetinfo import published_name
-from redstone_agent.uptane.workspace import atomic_write
 from tests.integration.uptane.httpserver import FaultyServer, serve
 
 IMAGE = b"brake controller firmware " * 4000  # ~100 KiB, several chunks
