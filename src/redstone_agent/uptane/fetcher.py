@@ -4,28 +4,40 @@ Defences live here because they are about the wire: connect/read timeouts and
 a per-file deadline (slow-retrieval attack), byte caps enforced while
 streaming (endless-data attack), retries with jittered backoff for transient
 failures only, and Range requests so a big image survives a flaky link.
+
+A target download also survives the process: every few MiB the ``.part``
+file is fsynced and its length recorded in a journal beside it
+(``<dest>.part.offset``). A restart truncates the ``.part`` to that durable
+length (whatever lies beyond may be garbage after a power cut) and continues
+from there with Range instead of from byte 0.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import requests
 import urllib3
 from tuf.api import exceptions as tuf_errors
 from tuf.ngclient.fetcher import FetcherInterface
 
+from redstone_agent.journal import Journal, JournalCorrupt
 from redstone_agent.retry import RetryPolicy
 from redstone_agent.uptane.errors import DownloadError
 
 log = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024
+CHECKPOINT_BYTES = 4 << 20
+"""How much a target download may lose to a power cut: fsync + journal the offset this often."""
 Progress = Callable[[int, int], None]
 """Called with (bytes done, bytes total) while a target downloads."""
 
@@ -137,6 +149,42 @@ def _hash_file(path: Path) -> tuple[int, hashlib._Hash]:
     return size, digest
 
 
+class _DurableOffset:
+    """How much of a ``.part`` file is known to be on disk, kept in a journal beside it.
+
+    The offset is only recorded after the file was fsynced up to it, so on
+    restart every byte before it is good and everything after it is suspect.
+    """
+
+    def __init__(self, part: Path) -> None:
+        self.part = part
+        self.journal = Journal(part.with_name(part.name + ".offset"))
+
+    def load(self, length: int) -> int:
+        """The durable length of the ``.part`` file (0 when unknown, corrupt or impossible)."""
+        try:
+            state = self.journal.load()
+        except JournalCorrupt as exc:
+            log.warning("%s; downloading %s from the start", exc, self.part.name)
+            return 0
+        offset = state.get("offset") if state is not None else 0
+        if not isinstance(offset, int) or not 0 <= offset <= length:
+            return 0
+        try:
+            return min(offset, self.part.stat().st_size)
+        except FileNotFoundError:
+            return 0
+
+    def save(self, out: BinaryIO, offset: int) -> None:
+        out.flush()
+        os.fsync(out.fileno())
+        self.journal.save({"offset": offset})
+
+    def discard(self) -> None:
+        self.part.unlink(missing_ok=True)
+        self.journal.clear()
+
+
 def download_target(
     fetcher: RequestsFetcher,
     url: str,
@@ -145,23 +193,29 @@ def download_target(
     sha256: str,
     *,
     progress: Progress | None = None,
+    checkpoint_bytes: int = CHECKPOINT_BYTES,
 ) -> Path:
     """Download a verified target to ``dest``, resuming ``dest.part`` with HTTP Range.
 
     Never writes more than ``length`` bytes; the file only gets its final name
     after length and sha256 match, so a half-downloaded or tampered image is
-    never mistaken for a good one.
+    never mistaken for a good one. Every ``checkpoint_bytes`` (and whenever an
+    attempt ends) the ``.part`` file is fsynced and its length journaled, so a
+    restart after SIGKILL or a power cut continues from there.
     """
     part = dest.with_name(dest.name + ".part")
+    durable = _DurableOffset(part)
     dest.parent.mkdir(parents=True, exist_ok=True)
     delays = fetcher.retry.delays()
     while True:
         try:
-            _download_once(fetcher, url, part, length, progress)
+            _download_once(
+                fetcher, url, durable, length, progress, checkpoint_bytes=checkpoint_bytes
+            )
             break
         except (requests.RequestException, tuf_errors.SlowRetrievalError, DownloadError) as exc:
             if isinstance(exc, _Overflow):
-                part.unlink(missing_ok=True)
+                durable.discard()
             pause = next(delays, None)
             retryable = not isinstance(exc, DownloadError) or (
                 isinstance(exc, _HttpStatus) and _retryable_status(exc.status)
@@ -172,19 +226,24 @@ def download_target(
             fetcher._sleep(pause)
     size, digest = _hash_file(part)
     if size != length or digest.hexdigest() != sha256:
-        part.unlink(missing_ok=True)
+        durable.discard()
         raise DownloadError(f"{url}: downloaded file does not match the verified sha256/length")
     part.replace(dest)
+    durable.journal.clear()
     return dest
 
 
 def _download_once(
-    fetcher: RequestsFetcher, url: str, part: Path, length: int, progress: Progress | None
+    fetcher: RequestsFetcher,
+    url: str,
+    durable: _DurableOffset,
+    length: int,
+    progress: Progress | None,
+    *,
+    checkpoint_bytes: int,
 ) -> None:
-    have = part.stat().st_size if part.exists() else 0
-    if have > length:
-        part.unlink()
-        have = 0
+    part = durable.part
+    have = durable.load(length)
     if have == length:
         return
     headers = {"Range": f"bytes={have}-"} if have else {}
@@ -195,13 +254,21 @@ def _download_once(
             raise _HttpStatus(r.status_code)
         with part.open("r+b" if have else "wb") as out:
             out.seek(have)
-            out.truncate()
-            for chunk in stream_body(r, fetcher.limits.file_deadline, url):
-                if have + len(chunk) > length:
-                    raise _Overflow(f"server sent more than the verified {length} bytes")
-                out.write(chunk)
-                have += len(chunk)
-                if progress is not None:
-                    progress(have, length)
+            out.truncate()  # drop whatever lies beyond the durable offset
+            checkpoint = have + checkpoint_bytes
+            try:
+                for chunk in stream_body(r, fetcher.limits.file_deadline, url):
+                    if have + len(chunk) > length:
+                        raise _Overflow(f"server sent more than the verified {length} bytes")
+                    out.write(chunk)
+                    have += len(chunk)
+                    if have >= checkpoint:
+                        durable.save(out, have)
+                        checkpoint = have + checkpoint_bytes
+                    if progress is not None:
+                        progress(have, length)
+            finally:
+                with contextlib.suppress(OSError):
+                    durable.save(out, have)  # a retry (or restart) continues exactly here
     if have != length:
         raise requests.ConnectionError(f"connection ended at {have} of {length} bytes")
