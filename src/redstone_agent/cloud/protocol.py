@@ -358,7 +358,8 @@ def log_params(campaign: str | None, source: str) -> dict[str, str]:
 
 
 def log_body(text: str) -> bytes:
-    """UTF-8 bytes of a log excerpt; undecodable characters become U+FFFD, never an error."""
+    """UTF-8 bytes of a log excerpt; what UTF-8 cannot encode (a lone surrogate from a
+    badly decoded journal line) becomes ``?``: a log upload never fails on its text."""
     return text.encode("utf-8", errors="replace")
 
 
