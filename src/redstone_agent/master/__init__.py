@@ -1,0 +1,1 @@
+"""Master OTA: the whole-vehicle campaign on the TBox (docs/master.md)."""

@@ -1,0 +1,519 @@
+"""The vehicle campaign: decides what happens when, journals before it acts.
+
+One campaign at a time runs through the states of ``master/states.py``::
+
+    idle -> syncing -> downloading -> awaiting -> transferring -> processing
+         -> activating -> verifying -> committing -> done
+    (any failure from transferring to verifying) -> rolling-back -> failed
+
+Nothing before *transferring* touches an ECU, so a failure there (bad
+metadata, a cache that cannot hold the images, consent refused) ends in
+*failed* with the vehicle untouched. From *transferring* to *verifying* a
+failure of any ECU rolls every ECU back (all-old). *committing* is the commit
+point: from there on the campaign only goes forward (all-new).
+
+Write-ahead: :meth:`Engine._move` saves the record before the step it
+announces runs; the verified plan is saved once. :meth:`Engine.recover`
+reads both after a restart and does what ``states.ON_RESTART`` says. The
+engine does no I/O of its own: ECUs, cloud, trust/cache, policy, clock and
+sleep are injected (``master/ports.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redstone_agent.errors import RedstoneError
+from redstone_agent.journal import Journal, JournalCorrupt
+from redstone_agent.master.errors import CampaignRefused, EcuFailed
+from redstone_agent.master.orchestrate import PhaseResult, run_phase
+from redstone_agent.master.ports import (
+    Clock,
+    CloudPort,
+    Decision,
+    EcuJob,
+    EcuPort,
+    EcuStanding,
+    Gate,
+    OfferedCampaign,
+    Policy,
+    StepResult,
+    TrustPort,
+    VerifiedCampaign,
+)
+from redstone_agent.master.record import (
+    CampaignRecord,
+    EcuOutcome,
+    EcuRecord,
+    plan_from_dict,
+    plan_to_dict,
+)
+from redstone_agent.master.states import (
+    ON_RESTART,
+    SETTLED,
+    CampaignState,
+    Restart,
+    require,
+)
+from redstone_agent.master.topology import EcuKind, EcuSpec
+
+log = logging.getLogger(__name__)
+S = CampaignState
+
+TRANSPORTS = {
+    EcuKind.SUB: "someip",
+    EcuKind.UDS_DOCAN: "docan",
+    EcuKind.UDS_DOIP: "doip",
+    EcuKind.SELF: "self",
+}
+
+StepFn = Callable[[EcuPort, EcuJob], Awaitable[StepResult]]
+
+
+@dataclass
+class Hooks:
+    """How the engine tells the daemon what it does and how it waits."""
+
+    publish: Callable[[CampaignRecord], None] = lambda _record: None
+    """Called after every journaled change and on progress (the daemon throttles)."""
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    clock: Clock = time.monotonic
+    wait_poll_s: float = 5.0
+    """How often a waiting campaign asks the policy again."""
+    retry_s: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 30.0)
+    """Pauses between attempts of a step that must not give up (commit, rollback)."""
+
+
+class Engine:
+    """One vehicle's campaigns. All coroutines run on one event loop."""
+
+    def __init__(
+        self,
+        *,
+        ecus: Sequence[EcuSpec],
+        ports: Mapping[str, EcuPort],
+        cloud: CloudPort,
+        trust: TrustPort,
+        policy: Policy,
+        journal: Journal,
+        plan_journal: Journal,
+        hooks: Hooks | None = None,
+    ) -> None:
+        self._specs = {e.serial: e for e in ecus}
+        self._ports = ports
+        self._cloud = cloud
+        self._trust = trust
+        self._policy = policy
+        self._journal = journal
+        self._plan_journal = plan_journal
+        self._hooks = hooks or Hooks()
+        self._record = CampaignRecord()
+        self._plan: VerifiedCampaign | None = None
+        self._lock = asyncio.Lock()
+
+    # -- observation -----------------------------------------------------------
+
+    @property
+    def record(self) -> CampaignRecord:
+        return self._record
+
+    @property
+    def state(self) -> CampaignState:
+        return self._record.state
+
+    # -- journaling --------------------------------------------------------------
+
+    def _move(self, state: CampaignState, detail: str = "", *, error: str | None = None) -> None:
+        """Journal the new state (write-ahead), log one line, tell the cloud and status."""
+        r = self._record
+        if state is not r.state:
+            require(r.state, state)
+        r.state, r.detail = state, detail
+        if error is not None:
+            r.error = error
+        r.seq += 1
+        self._journal.save(r.to_dict())
+        log.info(
+            "campaign %s: %s%s",
+            r.campaign or "-",
+            state.value,
+            f" ({detail})" if detail else "",
+            extra={"state": state.value, "seq": r.seq, "campaign": r.campaign},
+        )
+        self._hooks.publish(r)
+        self._event("state", state=state.value, detail=detail, error=r.error)
+
+    def _save(self) -> None:
+        self._journal.save(self._record.to_dict())
+        self._hooks.publish(self._record)
+
+    def _event(self, kind: str, serial: str = "", **detail: Any) -> None:
+        """Fire and forget: events are reports; the signed manifest is the truth."""
+        if not self._record.campaign:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._cloud.event(kind, self._record.campaign, serial, **detail)
+        )
+        task.add_done_callback(_log_event_failure)
+
+    def _ecu(self, serial: str, step: str, detail: str = "", **changes: Any) -> None:
+        ecu = self._record.ecus[serial]
+        ecu.step, ecu.detail = step, detail
+        for key, value in changes.items():
+            setattr(ecu, key, value)
+        self._save()
+        log.info("%s: %s%s", serial, step, f" ({detail})" if detail else "")
+        self._event("ecu_step", serial, step=step, detail=detail)
+
+    # -- the polling entry point ---------------------------------------------------
+
+    async def check(self) -> bool:
+        """Poll the cloud and run an offered campaign to its end. True if one ran.
+
+        An unfinished campaign (e.g. waiting for consent, or a commit that
+        could not reach an ECU) is resumed instead of polling.
+        """
+        async with self._lock:
+            if self.state not in SETTLED:
+                await self._resume()
+                return True
+            offer = await self._cloud.poll()
+            if offer is None:
+                return False
+            if offer.campaign == self._record.campaign:
+                return False  # this campaign already ended here; the cloud has our report
+            await self._run(offer)
+            return True
+
+    async def recover(self) -> None:
+        """After a start: load the journal and do what ON_RESTART says for its state."""
+        async with self._lock:
+            try:
+                saved = self._journal.load()
+                self._record = CampaignRecord.from_dict(saved) if saved else CampaignRecord()
+                raw_plan = self._plan_journal.load()
+                self._plan = plan_from_dict(raw_plan) if raw_plan else None
+            except (JournalCorrupt, KeyError, TypeError, ValueError) as exc:
+                log.error("journal unreadable (%s): starting idle", exc)
+                self._record = CampaignRecord(error=f"journal unreadable: {exc}")
+                self._save()
+                return
+            action = ON_RESTART[self.state]
+            log.info(
+                "recovering campaign %s from %s: %s",
+                self._record.campaign or "-",
+                self.state.value,
+                action.value,
+            )
+            self._hooks.publish(self._record)
+            if action is not Restart.NOTHING:
+                await self._resume()
+
+    # -- the campaign ----------------------------------------------------------------
+
+    async def _run(self, offer: OfferedCampaign) -> None:
+        self._record = CampaignRecord(
+            campaign=offer.campaign,
+            consent_required=offer.consent_required,
+            last_report=self._record.last_report,
+            seq=self._record.seq,
+            state=self._record.state,
+        )
+        self._plan = None
+        self._plan_journal.save({})
+        self._move(S.SYNCING, "reporting versions and verifying metadata")
+        await self._resume()
+
+    async def _resume(self) -> None:
+        """Run the campaign from the journaled state to a settled one."""
+        steps: dict[CampaignState, Callable[[], Awaitable[None]]] = {
+            S.SYNCING: self._sync,
+            S.DOWNLOADING: self._download,
+            S.AWAITING: self._await_go,
+            S.TRANSFERRING: self._transfer,
+            S.PROCESSING: self._processing,
+            S.ACTIVATING: self._activate,
+            S.VERIFYING: self._verifying,
+            S.COMMITTING: self._commit,
+            S.ROLLING_BACK: self._roll_back,
+        }
+        while self.state not in SETTLED:
+            before = (self.state, self._record.seq)
+            await steps[self.state]()
+            if (self.state, self._record.seq) == before:
+                return  # the step decided to wait (AWAITING) or to retry later (COMMITTING)
+
+    async def _sync(self) -> None:
+        try:
+            running = await self._cloud.report_manifest()
+            offer = await self._cloud.poll()
+            if offer is None or offer.campaign != self._record.campaign:
+                self._move(S.IDLE, "the offer was withdrawn")
+                return
+            plan = await self._trust.verify(offer, running)
+            self._check_plan(plan)
+        except RedstoneError as exc:
+            self._fail_untouched(str(exc))
+            return
+        self._plan = plan
+        self._plan_journal.save(plan_to_dict(plan))
+        self._record.ecus = {
+            serial: EcuRecord(
+                serial=serial,
+                kind=self._specs[serial].kind.value,
+                transport=TRANSPORTS[self._specs[serial].kind],
+                old=running.get(serial, ""),
+                new=image.target,
+            )
+            for serial, image in plan.targets.items()
+        }
+        self._move(S.DOWNLOADING, f"{len(plan.targets)} ECU(s) to update")
+
+    def _check_plan(self, plan: VerifiedCampaign) -> None:
+        for serial in plan.targets:
+            spec = self._specs.get(serial)
+            if spec is None:
+                raise CampaignRefused(f"the campaign names ECU {serial}, which this vehicle lacks")
+            if spec.kind is EcuKind.SELF:
+                raise CampaignRefused(
+                    f"the campaign updates the TBox itself ({serial}); "
+                    "this Master does not update its own slots yet"
+                )
+        if not plan.targets:
+            raise CampaignRefused("the director assigns no image to any ECU of this vehicle")
+
+    async def _download(self) -> None:
+        if not await self._gate(Gate.DOWNLOAD):
+            return
+        self._event("download_started")
+        plan = self._require_plan()
+        try:
+            fetched = await self._trust.fetch(plan, self._download_progress)
+        except RedstoneError as exc:
+            self._fail_untouched(str(exc))
+            return
+        for serial, cost in fetched.items():
+            if serial in self._record.ecus:
+                self._record.ecus[serial].bytes_downloaded += cost.downloaded
+                self._record.ecus[serial].bytes_saved = cost.saved
+        self._move(S.AWAITING, "downloaded and verified; checking consent and preconditions")
+
+    def _download_progress(self, done: int, total: int) -> None:
+        self._record.detail = f"downloading {done >> 20}/{total >> 20} MiB"
+        self._hooks.publish(self._record)
+
+    async def _await_go(self) -> None:
+        if await self._gate(Gate.INSTALL):
+            if self._record.consent_required:
+                self._event("consent_given")
+            self._event("install_started")
+            self._move(S.TRANSFERRING, "installing on every ECU")
+
+    async def _gate(self, gate: Gate) -> bool:
+        """Ask the policy until it allows (True) or refuses (campaign failed, False)."""
+        last = ""
+        while True:
+            verdict = await self._policy.check(
+                gate, self._record.campaign, self._record.consent_required
+            )
+            if verdict.decision is Decision.ALLOW:
+                return True
+            if verdict.decision is Decision.REFUSE:
+                self._event("consent_denied", reason=verdict.reason)
+                if self.state in (S.SYNCING, S.DOWNLOADING, S.AWAITING):
+                    self._fail_untouched(f"refused before {gate.value}: {verdict.reason}")
+                else:
+                    self._record.error = f"refused before {gate.value}: {verdict.reason}"
+                    self._move(S.ROLLING_BACK, self._record.error)
+                return False
+            if verdict.reason != last:
+                last = verdict.reason
+                self._record.detail = f"waiting before {gate.value}: {verdict.reason}"
+                self._save()
+                log.info("campaign %s: %s", self._record.campaign, self._record.detail)
+            await self._hooks.sleep(self._hooks.wait_poll_s)
+
+    async def _transfer(self) -> None:
+        result = await self._phase("installing", "installed", self._install_one)
+        if result.ok:
+            self._move(S.PROCESSING, "checking every ECU holds its new image")
+        else:
+            self._start_rollback(result)
+
+    async def _install_one(self, port: EcuPort, job: EcuJob) -> StepResult:
+        serial = job.serial
+
+        def progress(done: int, total: int) -> None:
+            ecu = self._record.ecus[serial]
+            ecu.bytes_done, ecu.bytes_total = done, total
+            self._hooks.publish(self._record)
+
+        return await port.install(job, progress)
+
+    async def _processing(self) -> None:
+        await self._check_standing(
+            {EcuStanding.INSTALLED, EcuStanding.TRIAL, EcuStanding.NEW},
+            S.ACTIVATING,
+            "switching ECUs to their new images",
+        )
+
+    async def _activate(self) -> None:
+        if not await self._gate(Gate.ACTIVATE):
+            return
+        result = await self._phase("activating", "trial", lambda p, j: p.activate(j))
+        if result.ok:
+            self._move(S.VERIFYING, "checking every ECU runs its new image")
+        else:
+            self._start_rollback(result)
+
+    async def _verifying(self) -> None:
+        await self._check_standing(
+            {EcuStanding.TRIAL, EcuStanding.NEW},
+            S.COMMITTING,
+            "all ECUs run their new images: committing",
+        )
+
+    async def _check_standing(
+        self, good: set[EcuStanding], next_state: CampaignState, detail: str
+    ) -> None:
+        problems = []
+        for job in self._jobs():
+            try:
+                standing = await self._ports[job.serial].standing(job)
+            except Exception as exc:  # an ECU that cannot answer is not ready
+                problems.append(f"{job.serial}: {_one_line(exc)}")
+                continue
+            if standing not in good:
+                problems.append(f"{job.serial} is {standing.value}")
+        if problems:
+            self._record.error = "; ".join(problems)
+            self._move(S.ROLLING_BACK, self._record.error)
+        else:
+            self._move(next_state, detail)
+
+    async def _commit(self) -> None:
+        for pause in (*self._hooks.retry_s, None):
+            result = await self._phase("committing", "committed", lambda p, j: p.commit(j))
+            if result.ok:
+                for ecu in self._record.ecus.values():
+                    ecu.outcome = EcuOutcome.UPDATED
+                self._finish(S.DONE, "updated", "every ECU runs and committed its new image")
+                return
+            if pause is None:
+                why = "; ".join(_one_line(e) for e in result.failures.values())
+                self._record.detail = f"commit incomplete, will retry: {why}"
+                self._save()
+                return
+            await self._hooks.sleep(pause)
+
+    def _start_rollback(self, result: PhaseResult) -> None:
+        why = "; ".join(_describe(s, e) for s, e in result.failures.items())
+        self._record.error = why
+        self._event("install_failed", reason=why)
+        self._move(S.ROLLING_BACK, why)
+
+    async def _roll_back(self) -> None:
+        failures: dict[str, BaseException] = {}
+        for pause in (*self._hooks.retry_s, None):
+            result = await self._phase(
+                "rolling-back", "rolled-back", lambda p, j: p.rollback(j), reverse=True
+            )
+            failures = result.failures
+            if not failures or pause is None:
+                break
+            await self._hooks.sleep(pause)
+        for serial, ecu in self._record.ecus.items():
+            if serial in failures:
+                ecu.outcome = EcuOutcome.FAILED
+                ecu.detail = _one_line(failures[serial])
+            elif ecu.step == "pending":
+                ecu.outcome = EcuOutcome.UNCHANGED
+            else:
+                ecu.outcome = EcuOutcome.ROLLED_BACK
+        if failures:
+            stuck = ", ".join(sorted(failures))
+            self._record.error += f"; could not roll back {stuck}"
+        self._event("rolled_back", reason=self._record.error)
+        self._finish(S.FAILED, "rolled-back", "every ECU is back on its old image")
+
+    def _fail_untouched(self, why: str) -> None:
+        """A failure before any ECU was touched: nothing to undo."""
+        self._record.error = why
+        for ecu in self._record.ecus.values():
+            ecu.outcome = EcuOutcome.UNCHANGED
+        self._event("install_failed", reason=why)
+        self._finish(S.FAILED, "refused", "no ECU was touched")
+
+    def _finish(self, state: CampaignState, outcome: str, detail: str) -> None:
+        self._record.last_report = self._record.report(outcome)
+        self._move(state, detail)
+        self._event("campaign_report", report=self._record.last_report)
+        asyncio.get_running_loop().create_task(self._final_manifest())
+
+    async def _final_manifest(self) -> None:
+        """The signed manifest, not an event, tells the cloud what every ECU runs now."""
+        try:
+            await self._cloud.report_manifest()
+        except Exception as exc:
+            log.warning("could not report the final manifest (next poll will): %s", exc)
+
+    # -- phases over ECUs -----------------------------------------------------------
+
+    def _require_plan(self) -> VerifiedCampaign:
+        if self._plan is None:
+            raise CampaignRefused("the verified plan is missing from the journal")
+        return self._plan
+
+    def _jobs(self) -> list[EcuJob]:
+        plan = self._require_plan()
+        return [
+            EcuJob(
+                serial=serial,
+                new=image,
+                previous=plan.previous.get(serial),
+                delta=plan.deltas.get(serial),
+                bundle=plan.bundle,
+                bundle_url=plan.bundle_url,
+            )
+            for serial, image in plan.targets.items()
+        ]
+
+    async def _phase(
+        self, doing: str, done: str, step: StepFn, *, reverse: bool = False
+    ) -> PhaseResult:
+        jobs = {job.serial: job for job in self._jobs()}
+        clock = self._hooks.clock
+
+        async def operation(spec: EcuSpec) -> None:
+            started = clock()
+            self._ecu(spec.serial, doing)
+            try:
+                result = await step(self._ports[spec.serial], jobs[spec.serial])
+            except Exception as exc:
+                self._record.ecus[spec.serial].seconds += clock() - started
+                self._ecu(spec.serial, "failed", _describe(spec.serial, exc))
+                raise
+            self._record.ecus[spec.serial].seconds += clock() - started
+            self._ecu(spec.serial, done, result.detail)
+
+        return await run_phase([self._specs[s] for s in jobs], operation, reverse=reverse)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _describe(serial: str, exc: BaseException) -> str:
+    line = _one_line(exc)
+    return line if isinstance(exc, EcuFailed) or line.startswith(serial) else f"{serial}: {line}"
+
+
+def _log_event_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("event not delivered: %s", task.exception())

@@ -1,0 +1,256 @@
+"""The ``[master]`` section of the TBox config: identity, cloud, trust, cache and the vehicle.
+
+The vehicle's topology is a list of ``[[master.ecus]]`` tables, one per ECU,
+each with its kind:
+
+* ``sub`` — a domain controller running ``redstone-sub``, reached over SOME/IP
+  by its instance id;
+* ``uds-docan`` / ``uds-doip`` — a legacy ECU the Master flashes itself over
+  UDS; addressing lives in the ECU's own file (``docs/uds.md``), named by
+  ``uds-config``;
+* ``self`` — the TBox itself (reports its manifest; its self-update is a
+  separate capability).
+
+Ordering: a lower ``group`` is updated before a higher one; ``depends-on``
+names ECUs that must finish a phase before this one starts it; ECUs on the
+same ``bus`` are never flashed at the same time. Every check here raises
+:class:`ConfigError` naming the file, the key and what was expected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal
+
+from redstone_agent.config import ConfigError, load
+
+
+class EcuKind(StrEnum):
+    SUB = "sub"
+    UDS_DOCAN = "uds-docan"
+    UDS_DOIP = "uds-doip"
+    SELF = "self"
+
+    @property
+    def is_uds(self) -> bool:
+        return self in (EcuKind.UDS_DOCAN, EcuKind.UDS_DOIP)
+
+
+@dataclass(frozen=True)
+class EcuSpec:
+    """One ECU of the vehicle as the Master sees it."""
+
+    serial: str
+    """The ECU serial the director assigns targets to."""
+    kind: EcuKind
+    hardware_id: str
+    bus: str = ""
+    """Bus the ECU is flashed over (``can0``, ``eth0``); flashes on one bus never overlap.
+    Empty: the ECU's own name, i.e. it shares no bus."""
+    group: int = 0
+    """Ordering group: every ECU of a lower group finishes a phase first."""
+    depends_on: list[str] = field(default_factory=list)
+    """Serials that must finish each phase before this ECU starts it."""
+    instance_id: int = 0
+    """kind = sub: the Sub's SOME/IP instance id (unique per vehicle)."""
+    uds_config: Path | None = None
+    """kind = uds-*: the ECU's UDS config file (addressing, security, regions)."""
+    installed_target: str = ""
+    """kind = uds-*: the image-repository target the ECU runs from the factory.
+    The Master journals each later install; this is only the starting point."""
+    ecu_key: Path | None = None
+    """kind = uds-*/self: key that signs this ECU's version manifest (default: the Master's)."""
+
+    def __post_init__(self) -> None:
+        if not self.serial:
+            raise ValueError("serial must not be empty")
+        if self.kind is EcuKind.SUB and self.instance_id <= 0:
+            raise ValueError(f"ECU {self.serial}: a sub needs instance-id >= 1")
+        if self.kind.is_uds and self.uds_config is None:
+            raise ValueError(f"ECU {self.serial}: a {self.kind} ECU needs uds-config")
+        if self.kind is not EcuKind.SUB and self.instance_id:
+            raise ValueError(f"ECU {self.serial}: instance-id is only for kind 'sub'")
+
+    @property
+    def bus_name(self) -> str:
+        return self.bus or f"ecu:{self.serial}"
+
+
+@dataclass(frozen=True)
+class CloudSettings:
+    url: str
+    """Base URL of the backend, e.g. ``https://ota.example.com``."""
+    cert: Path | None = None
+    """The vehicle's client certificate (PEM) for mutual TLS."""
+    key: Path | None = None
+    ca: Path | None = None
+    """CA bundle for the server certificate (default: the system's)."""
+    poll_interval_s: float = 300.0
+    """Used until the server names its own interval."""
+    timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class TrustSettings:
+    director_root: Path
+    image_root: Path
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    directory: Path = Path("/var/lib/redstone/cache")
+    budget_mib: int = 2048
+    address: str = "127.0.0.1"
+    """The in-vehicle interface the cache server binds to (Subs download from it)."""
+    port: int = 8080
+
+    def __post_init__(self) -> None:
+        if self.budget_mib <= 0:
+            raise ValueError("budget-mib must be positive")
+
+
+@dataclass(frozen=True)
+class SomeIpSettings:
+    address: str
+    """The TBox's address on the vehicle network (its someipyd's interface)."""
+    daemon_socket: str = "/run/someipyd.sock"
+    port: int = 30600
+    call_timeout_s: float = 5.0
+    """One SOME/IP method call's deadline."""
+
+
+@dataclass(frozen=True)
+class TimeoutSettings:
+    """How long an ECU may take for each phase before the campaign rolls back."""
+
+    install_s: float = 1800.0
+    activate_s: float = 600.0
+    rollback_s: float = 600.0
+
+
+@dataclass(frozen=True)
+class MasterConfig:
+    vin: str
+    ecu_key: Path
+    """Signs the vehicle manifest (and, unless an ECU names its own, UDS/self manifests)."""
+    cloud: CloudSettings
+    trust: TrustSettings
+    someip: SomeIpSettings
+    ecus: list[EcuSpec]
+    state_dir: Path = Path("/var/lib/redstone/master")
+    cache: CacheSettings = field(default_factory=CacheSettings)
+    timeouts: TimeoutSettings = field(default_factory=TimeoutSettings)
+    consent: Literal["auto", "required"] = "auto"
+    """``auto``: install as soon as everything is downloaded; ``required``: wait for
+    an accept (D-Bus/``redstonectl``) when the campaign asks for consent."""
+    log_format: Literal["text", "json"] = "text"
+
+    @property
+    def primary(self) -> EcuSpec:
+        return next(e for e in self.ecus if e.kind is EcuKind.SELF)
+
+    def ecu(self, serial: str) -> EcuSpec | None:
+        return next((e for e in self.ecus if e.serial == serial), None)
+
+    def by_kind(self, *kinds: EcuKind) -> Iterator[EcuSpec]:
+        return (e for e in self.ecus if e.kind in kinds)
+
+
+def load_master_config(path: Path | str) -> MasterConfig:
+    """Read and check ``path`` (its ``[master]`` table); relative paths are file-relative."""
+    config = load(path, MasterConfig, section="master")
+    check_topology(config, str(path))
+    return config
+
+
+def check_topology(config: MasterConfig, source: str) -> None:
+    """Cross-ECU rules the per-field conversion cannot see."""
+    selves = [i for i, e in enumerate(config.ecus) if e.kind is EcuKind.SELF]
+    if len(selves) != 1:
+        raise ConfigError(
+            source, "master.ecus", f"expected exactly one ECU of kind 'self', found {len(selves)}"
+        )
+    seen: dict[str, int] = {}
+    instances: dict[int, str] = {}
+    for i, ecu in enumerate(config.ecus):
+        key = f"master.ecus[{i}]"
+        if ecu.serial in seen:
+            raise ConfigError(
+                source, f"{key}.serial", f"{ecu.serial!r} repeats ecus[{seen[ecu.serial]}]"
+            )
+        seen[ecu.serial] = i
+        if ecu.kind is EcuKind.SUB:
+            other = instances.get(ecu.instance_id)
+            if other is not None:
+                raise ConfigError(
+                    source,
+                    f"{key}.instance-id",
+                    f"{ecu.instance_id} is already used by {other} (address clash)",
+                )
+            instances[ecu.instance_id] = ecu.serial
+    for i, ecu in enumerate(config.ecus):
+        for j, dep in enumerate(ecu.depends_on):
+            if dep not in seen:
+                raise ConfigError(
+                    source, f"master.ecus[{i}].depends-on[{j}]", f"no ECU has serial {dep!r}"
+                )
+            if config.ecus[seen[dep]].group > ecu.group:
+                raise ConfigError(
+                    source,
+                    f"master.ecus[{i}].depends-on[{j}]",
+                    f"{dep} is in a later group ({config.ecus[seen[dep]].group} > {ecu.group})",
+                )
+    _check_cycles(config, source)
+    _check_uds_addresses(config, source)
+
+
+def _check_cycles(config: MasterConfig, source: str) -> None:
+    deps = {e.serial: e.depends_on for e in config.ecus}
+    done: set[str] = set()
+
+    def visit(serial: str, path: tuple[str, ...]) -> None:
+        if serial in path:
+            cycle = " -> ".join((*path[path.index(serial) :], serial))
+            raise ConfigError(source, "master.ecus", f"dependency cycle {cycle}")
+        if serial in done:
+            return
+        for dep in deps[serial]:
+            visit(dep, (*path, serial))
+        done.add(serial)
+
+    for serial in deps:
+        visit(serial, ())
+
+
+def _check_uds_addresses(config: MasterConfig, source: str) -> None:
+    """Two UDS ECUs on one bus must not share CAN ids or a DoIP logical address."""
+    from redstone_agent.uds.config import load_ecu  # only configs with UDS ECUs pay for it
+
+    claimed: dict[tuple[str, str], str] = {}
+    for i, ecu in enumerate(config.ecus):
+        if not ecu.kind.is_uds:
+            continue
+        key = f"master.ecus[{i}].uds-config"
+        assert ecu.uds_config is not None
+        try:
+            uds = load_ecu(ecu.uds_config)
+        except ConfigError as exc:
+            raise ConfigError(source, key, str(exc)) from None
+        if (uds.transport == "docan") != (ecu.kind is EcuKind.UDS_DOCAN):
+            raise ConfigError(
+                source, key, f"{ecu.uds_config} uses transport {uds.transport!r}, ECU is {ecu.kind}"
+            )
+        if uds.transport == "docan":
+            ids = [f"can-id {uds.docan.tx_id:#x}", f"can-id {uds.docan.rx_id:#x}"]
+        else:
+            ids = [f"doip-address {uds.doip.logical_address:#x}"]
+        for ident in ids:
+            owner = claimed.get((ecu.bus_name, ident))
+            if owner is not None:
+                raise ConfigError(
+                    source, key, f"{ident} on bus {ecu.bus_name} is also used by {owner}"
+                )
+            claimed[(ecu.bus_name, ident)] = ecu.serial
