@@ -21,10 +21,10 @@ from tuf.api import exceptions as tuf_errors
 
 from redstone_agent.retry import RetryPolicy
 from redstone_agent.uptane.bundle import DIRECTOR, IMAGE, MetadataBundle, RepositoryMetadata
-from redstone_agent.uptane.errors import DownloadError, MetadataError
+from redstone_agent.uptane.errors import DownloadError, MetadataError, UptaneError
 from redstone_agent.uptane.fetcher import FetchLimits, Progress, RequestsFetcher, download_target
 from redstone_agent.uptane.storage import role_files, root_chain
-from redstone_agent.uptane.targetinfo import published_name
+from redstone_agent.uptane.targetinfo import ImageFields, published_name, sha256_of
 from redstone_agent.uptane.trusted import as_metadata_error
 from redstone_agent.uptane.tufapi import Metadata, Targets, Updater, UpdaterConfig
 from redstone_agent.uptane.verifier import (
@@ -134,6 +134,33 @@ class PrimaryVerifier:
             len(result.targets),
         )
         return PrimaryResult(result, _trim(bundle, result))
+
+    def image_target(self, path: str, serial: str, hardware_id: str) -> VerifiedTarget:
+        """An image-repository target the director does not assign (the image a UDS
+        ECU must get back on rollback), verified through the image repository alone."""
+        assert self.roots.image is not None
+        image = self._updater(IMAGE, self.config.image_url, self.roots.image)
+        with _translated(IMAGE):
+            found = image.get_targetinfo(path)
+        if found is None:
+            raise MetadataError(IMAGE, f"no target {path!r} in the image repository")
+        try:
+            fields = ImageFields.from_target(found)
+            sha256 = sha256_of(found, "image repository")
+        except UptaneError as exc:
+            raise MetadataError(IMAGE, str(exc)) from exc
+        if hardware_id not in fields.hardware_ids:
+            raise MetadataError(IMAGE, f"{path} is not built for hardware id {hardware_id!r}")
+        return VerifiedTarget(
+            serial,
+            path,
+            found.length,
+            sha256,
+            hardware_id,
+            fields.release_counter,
+            None,
+            dict(fields.extra),
+        )
 
     def download(
         self, target: VerifiedTarget, dest: Path, progress: Progress | None = None

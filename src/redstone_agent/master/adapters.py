@@ -1,0 +1,299 @@
+"""The real ports: cloud client, Uptane Primary + cache, the TBox itself, consent policy.
+
+These adapt the libraries (``cloud``, ``uptane.primary``, ``master.cache``)
+to the engine's narrow ports. Blocking library calls run in worker threads
+so the event loop keeps serving SOME/IP, the cache server and the watchdog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from redstone_agent.cloud.client import DeviceClient
+from redstone_agent.delta.reader import read_header
+from redstone_agent.master.cache import Cache
+from redstone_agent.master.cache_server import CacheServer
+from redstone_agent.master.errors import EcuFailed
+from redstone_agent.master.ports import (
+    Decision,
+    DeltaImage,
+    EcuJob,
+    EcuPort,
+    EcuStanding,
+    Fetched,
+    Gate,
+    Image,
+    OfferedCampaign,
+    ProgressFn,
+    StepResult,
+    Verdict,
+    VerifiedCampaign,
+)
+from redstone_agent.master.topology import EcuSpec
+from redstone_agent.uptane.keys import Signer
+from redstone_agent.uptane.manifests import EcuManifest, sign_ecu_manifest, sign_vehicle_manifest
+from redstone_agent.uptane.primary import PrimaryVerifier
+from redstone_agent.uptane.verifier import EcuState, VerifiedTarget
+
+log = logging.getLogger(__name__)
+
+ACTIVE_ASSIGNMENTS = frozenset({"offered", "accepted", "downloading", "installing"})
+"""Assignment states in which the vehicle should (still) run the campaign."""
+
+
+class CloudAdapter:
+    """CloudPort over :class:`DeviceClient`: polls, manifests, events."""
+
+    def __init__(
+        self,
+        client: DeviceClient,
+        *,
+        vin: str,
+        primary_serial: str,
+        ecus: Mapping[str, EcuPort],
+        signer: Signer,
+    ) -> None:
+        self._client = client
+        self._vin = vin
+        self._primary = primary_serial
+        self._ecus = ecus
+        self._signer = signer
+        self.poll_interval_s: float | None = None
+
+    async def poll(self) -> OfferedCampaign | None:
+        result = await asyncio.to_thread(self._client.poll)
+        self.poll_interval_s = result.poll_interval_s
+        offer = result.update
+        if offer is None or offer.state not in ACTIVE_ASSIGNMENTS:
+            return None
+        return OfferedCampaign(
+            offer.campaign,
+            offer.consent_required,
+            {serial: image.target for serial, image in offer.ecus.items()},
+        )
+
+    async def report_manifest(self) -> Mapping[str, str]:
+        nonce = await asyncio.to_thread(self._client.nonce)
+        serials = list(self._ecus)
+        answers = await asyncio.gather(
+            *(self._ecus[s].manifest(nonce) for s in serials), return_exceptions=True
+        )
+        manifests: dict[str, dict[str, Any]] = {}
+        for serial, answer in zip(serials, answers, strict=True):
+            if isinstance(answer, BaseException):
+                log.warning("no manifest from %s: %s", serial, answer)
+            else:
+                manifests[serial] = answer
+        data = sign_vehicle_manifest(self._vin, self._primary, nonce, manifests, self._signer)
+        ack = await asyncio.to_thread(self._client.post_manifest, data)
+        log.info(
+            "vehicle manifest accepted (%d ECUs%s)",
+            len(manifests),
+            f"; changed: {', '.join(ack.changed_ecus)}" if ack.changed_ecus else "",
+        )
+        return {s: str(m.get("signed", {}).get("filename", "")) for s, m in manifests.items()}
+
+    async def event(
+        self, kind: str, campaign: str | None, ecu_serial: str = "", **detail: Any
+    ) -> None:
+        await asyncio.to_thread(
+            self._client.event, kind, campaign, ecu_serial=ecu_serial, detail=detail
+        )
+
+
+class TrustAdapter:
+    """TrustPort over the Uptane Primary, the cache and the cache server."""
+
+    def __init__(
+        self,
+        primary: PrimaryVerifier,
+        cache: Cache,
+        server: CacheServer,
+        ecus: Sequence[EcuSpec],
+    ) -> None:
+        self._primary = primary
+        self._cache = cache
+        self._server = server
+        self._specs = {e.serial: e for e in ecus}
+        self._known = {e.serial: EcuState(hardware_id=e.hardware_id) for e in ecus}
+        self._verified: dict[str, VerifiedTarget] = {}
+
+    async def verify(self, offer: OfferedCampaign, running: Mapping[str, str]) -> VerifiedCampaign:
+        result = await asyncio.to_thread(self._primary.refresh, self._known)
+        self._verified = dict(result.targets)
+        bundle = result.bundle.to_bytes()
+        digest = await asyncio.to_thread(self._cache.put_blob, bundle)
+        targets: dict[str, Image] = {}
+        deltas: dict[str, DeltaImage] = {}
+        for serial, target in result.targets.items():
+            image = self._image(target)
+            targets[serial] = image
+            if target.delta_source_sha256:
+                deltas[serial] = DeltaImage(
+                    image.target,
+                    image.sha256,
+                    image.length,
+                    target.delta_source_sha256,
+                    image.path,
+                    image.url,
+                )
+        previous: dict[str, Image] = {}
+        for serial in targets:
+            spec = self._specs.get(serial)
+            old = running.get(serial, "") or (spec.installed_target if spec else "")
+            if spec is None or not spec.kind.is_uds or not old:
+                continue
+            found = await asyncio.to_thread(
+                self._primary.image_target, old, serial, spec.hardware_id
+            )
+            self._verified[f"previous:{serial}"] = found
+            previous[serial] = self._image(found)
+        return VerifiedCampaign(
+            targets=targets,
+            previous=previous,
+            deltas=deltas,
+            bundle=bundle,
+            bundle_url=self._server.metadata_url(digest),
+        )
+
+    def _image(self, target: VerifiedTarget) -> Image:
+        version = str(target.custom.get("version", "")) or target.filename
+        return Image(
+            target.filename,
+            target.sha256,
+            target.length,
+            version,
+            self._cache.path(target.sha256),
+            self._server.target_url(target.sha256),
+        )
+
+    async def fetch(
+        self, campaign: VerifiedCampaign, progress: ProgressFn
+    ) -> Mapping[str, Fetched]:
+        wanted = [(s, i, s) for s, i in campaign.targets.items()]
+        wanted += [(s, i, f"previous:{s}") for s, i in campaign.previous.items()]
+        needed = {image.sha256: image.length for _, image, _ in wanted}
+        keep = [campaign.bundle_url.rsplit("/", 1)[-1]]
+        await asyncio.to_thread(self._cache.reserve, needed, keep)
+        total, done_before = sum(needed.values()), 0
+        downloaded: dict[str, int] = dict.fromkeys(campaign.targets, 0)
+        for serial, image, key in wanted:
+            if not self._cache.has(image.sha256, image.length):
+                target = await self._fetchable(key, serial, image)
+                base = done_before
+
+                def report(done: int, _total: int, base: int = base) -> None:
+                    progress(base + done, total)
+
+                fetch = functools.partial(self._primary.download, target)
+                await asyncio.to_thread(
+                    self._cache.download, fetch, image.sha256, image.length, progress=report
+                )
+                downloaded[serial] += image.length
+            done_before += image.length
+        return {
+            serial: Fetched(count, self._delta_saving(campaign.deltas.get(serial)))
+            for serial, count in downloaded.items()
+        }
+
+    async def _fetchable(self, key: str, serial: str, image: Image) -> VerifiedTarget:
+        """The verified target to download ``image`` by (verified again after a restart)."""
+        target = self._verified.get(key)
+        if target is None and key == serial:
+            result = await asyncio.to_thread(self._primary.refresh, self._known)
+            self._verified.update(result.targets)
+            target = self._verified.get(key)
+        elif target is None:
+            spec = self._specs[serial]
+            target = await asyncio.to_thread(
+                self._primary.image_target, image.target, serial, spec.hardware_id
+            )
+        if target is None or (target.sha256, target.length) != (image.sha256, image.length):
+            raise EcuFailed(serial, f"{image.target} changed since it was verified")
+        return target
+
+    def _delta_saving(self, delta: DeltaImage | None) -> int:
+        if delta is None:
+            return 0
+        with delta.path.open("rb") as stream:
+            header = read_header(stream)
+        return max(header.target_size - delta.length, 0)
+
+
+class SelfPort:
+    """The TBox in the vehicle manifest. Its own A/B update is not part of this port yet."""
+
+    def __init__(self, spec: EcuSpec, signer: Signer, state_dir: Path) -> None:
+        self.serial = spec.serial
+        self._spec = spec
+        self._signer = signer
+        self._installed = state_dir / "tbox-installed.json"
+
+    def _current(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self._installed.read_text())
+            return data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    async def manifest(self, nonce: str) -> dict[str, Any]:
+        current = self._current()
+        manifest = EcuManifest(
+            ecu_serial=self.serial,
+            filename=str(current.get("target", self._spec.installed_target)),
+            length=int(current.get("length", 0)),
+            sha256=str(current.get("sha256", "")),
+            release_counter=int(current.get("release_counter", 0)),
+            nonce=nonce,
+            report={"hardware_id": self._spec.hardware_id, "role": "primary"},
+        )
+        return sign_ecu_manifest(manifest, self._signer)
+
+    async def standing(self, job: EcuJob) -> EcuStanding:
+        return EcuStanding.OLD
+
+    async def _refuse(self, job: EcuJob, *_: Any) -> StepResult:
+        raise EcuFailed(self.serial, "the TBox cannot update its own slots yet")
+
+    install = _refuse
+    activate = _refuse
+    commit = _refuse
+
+    async def rollback(self, job: EcuJob) -> StepResult:
+        return StepResult(detail="untouched")
+
+
+class ConfigPolicy:
+    """Consent from config: ``auto`` allows; ``required`` waits for ``redstone-master accept``.
+
+    An accept (or a decline) is a file ``<state-dir>/consent/<campaign>`` holding
+    ``accept`` or ``decline``, written by the CLI; the CAN-signal preconditions
+    and the D-Bus HMI plug in here as further policies.
+    """
+
+    def __init__(self, mode: str, state_dir: Path) -> None:
+        self._mode = mode
+        self._dir = state_dir / "consent"
+
+    async def check(self, gate: Gate, campaign: str, consent_required: bool) -> Verdict:
+        if gate is not Gate.INSTALL or not consent_required or self._mode == "auto":
+            return Verdict(Decision.ALLOW)
+        answer = consent_answer(self._dir, campaign)
+        if answer == "accept":
+            return Verdict(Decision.ALLOW, "accepted")
+        if answer == "decline":
+            return Verdict(Decision.REFUSE, "the user declined the update")
+        return Verdict(Decision.WAIT, "waiting for consent (redstone-master accept)")
+
+
+def consent_answer(directory: Path, campaign: str) -> str:
+    try:
+        return (directory / campaign).read_text().strip()
+    except OSError:
+        return ""

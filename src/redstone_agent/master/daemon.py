@@ -1,0 +1,269 @@
+"""``redstone-master run``: wire the campaign engine to the cloud, the ECUs and systemd.
+
+Start order: the cache server comes up first (a Sub resuming a download after
+our restart needs it), then systemd hears READY, then the engine recovers
+from its journal in the background (it may resume or roll back a campaign
+that takes minutes) and the poll loop starts. ``SIGUSR1`` (``redstone-master
+check-now``) polls at once.
+
+Status for ``redstone-master status`` is ``<state-dir>/status.json``, written
+atomically after every journaled transition and at most twice a second for
+progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from redstone_agent.cloud.client import DeviceClient
+from redstone_agent.cloud.config import CloudConfig
+from redstone_agent.cloud.schedule import PollSchedule
+from redstone_agent.errors import RedstoneError
+from redstone_agent.journal import Journal, atomic_write
+from redstone_agent.master.adapters import CloudAdapter, ConfigPolicy, SelfPort, TrustAdapter
+from redstone_agent.master.cache import Cache
+from redstone_agent.master.cache_server import CacheServer
+from redstone_agent.master.engine import Engine, Hooks
+from redstone_agent.master.ports import EcuPort
+from redstone_agent.master.record import CampaignRecord
+from redstone_agent.master.topology import EcuKind, EcuSpec, MasterConfig, load_master_config
+from redstone_agent.someip.binding import Stack
+from redstone_agent.sub.logfmt import use_log_format
+from redstone_agent.sub.sdnotify import Notifier, watchdog_interval
+from redstone_agent.uptane.keys import Signer, load_signer
+from redstone_agent.uptane.primary import PrimaryConfig, PrimaryVerifier
+from redstone_agent.uptane.verifier import TrustedRoots
+
+log = logging.getLogger("redstone.master")
+STATUS_FILE = "status.json"
+PID_FILE = "master.pid"
+PROGRESS_INTERVAL_S = 0.5
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise RedstoneError(f"{what} {path}: {exc.strerror or exc}") from None
+
+
+class MasterDaemon:
+    """One running Master: engine, cache server, cloud client, ECU ports, systemd notify."""
+
+    def __init__(self, config: MasterConfig, stack: Stack | None) -> None:
+        self.config = config
+        self._stack = stack
+        self._notifier = Notifier()
+        self._check_now = asyncio.Event()
+        self._last_publish = 0.0
+        self._last_state = ""
+        state_dir = config.state_dir
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self._status_path = state_dir / STATUS_FILE
+        signer = load_signer(config.ecu_key)
+        self.cache = Cache(config.cache.directory, config.cache.budget_mib << 20)
+        self.server = CacheServer(self.cache, config.cache.address, config.cache.port)
+        cloud = config.cloud
+        self.client = DeviceClient(
+            CloudConfig(
+                url=cloud.url,
+                vin=config.vin,
+                cert=cloud.cert,
+                key=cloud.key,
+                ca=cloud.ca,
+                timeout=cloud.timeout_s,
+                poll_interval_s=cloud.poll_interval_s,
+            )
+        )
+        primary = PrimaryVerifier(
+            PrimaryConfig(
+                director_url=self.client.director_url,
+                image_url=self.client.image_url,
+                image_targets_url=self.client.targets_url,
+                cache_dir=state_dir / "uptane",
+            ),
+            TrustedRoots(
+                _read(config.trust.director_root, "trust.director-root"),
+                _read(config.trust.image_root, "trust.image-root"),
+            ),
+            session=self.client.session,
+        )
+        self.ports = {e.serial: self._port(e, signer) for e in config.ecus}
+        self.cloud = CloudAdapter(
+            self.client,
+            vin=config.vin,
+            primary_serial=config.primary.serial,
+            ecus=self.ports,
+            signer=signer,
+        )
+        self.schedule = PollSchedule(interval_s=cloud.poll_interval_s)
+        self.engine = Engine(
+            ecus=config.ecus,
+            ports=self.ports,
+            cloud=self.cloud,
+            trust=TrustAdapter(primary, self.cache, self.server, config.ecus),
+            policy=ConfigPolicy(config.consent, state_dir),
+            journal=Journal(state_dir / "campaign.json"),
+            plan_journal=Journal(state_dir / "plan.json"),
+            hooks=Hooks(publish=self._publish),
+        )
+
+    def _port(self, spec: EcuSpec, master_signer: Signer) -> EcuPort:
+        if spec.kind is EcuKind.SUB:
+            from redstone_agent.master.ecu_sub import SubPort
+            from redstone_agent.someip.client import open_sub_client
+
+            assert self._stack is not None
+            some = self.config.someip
+            client = open_sub_client(
+                self._stack,
+                spec.serial,
+                spec.instance_id,
+                some.address,
+                base_port=some.port,
+                timeout=some.call_timeout_s,
+            )
+            return SubPort(spec, client, self.config.timeouts)
+        signer = load_signer(spec.ecu_key) if spec.ecu_key else master_signer
+        if spec.kind is EcuKind.SELF:
+            return SelfPort(spec, signer, self.config.state_dir)
+        from redstone_agent.master.ecu_uds import UdsPort
+        from redstone_agent.uds.config import load_ecu
+
+        assert spec.uds_config is not None
+        return UdsPort(spec, load_ecu(spec.uds_config), self.config.state_dir, signer)
+
+    def _publish(self, record: CampaignRecord) -> None:
+        """status.json for ``redstone-master status``; STATUS= for systemctl status."""
+        now = time.monotonic()
+        changed = f"{record.state.value}:{record.seq}" != self._last_state
+        if not changed and now - self._last_publish < PROGRESS_INTERVAL_S:
+            return
+        self._last_state, self._last_publish = f"{record.state.value}:{record.seq}", now
+        data = {**record.to_dict(), "updated": time.time(), "pid": os.getpid()}
+        try:
+            atomic_write(self._status_path, json.dumps(data, indent=1).encode(), mode=0o644)
+        except OSError as exc:
+            log.warning("cannot write %s: %s", self._status_path, exc)
+        campaign = f" {record.campaign}" if record.campaign else ""
+        self._notifier.status(f"{record.state.value}{campaign}: {record.detail}")
+
+    async def start(self) -> None:
+        if self._stack is not None:
+            await self._stack.connect()
+        await self.server.start()
+        (self.config.state_dir / PID_FILE).write_text(f"{os.getpid()}\n")
+        self._notifier.ready("serving the cache; recovering")
+        log.info(
+            "Master for %s: %d ECUs, cache on %s:%d",
+            self.config.vin,
+            len(self.config.ecus),
+            self.config.cache.address,
+            self.server.port,
+        )
+
+    def check_now(self) -> None:
+        self._check_now.set()
+
+    async def poll_loop(self) -> None:
+        """Recover, then poll: the server's interval after success, backoff after errors."""
+        try:
+            await self.engine.recover()
+        except RedstoneError as exc:
+            log.error("recovery: %s", exc)
+        while True:
+            try:
+                ran = await self.engine.check()
+                delay = 0.0 if ran else self.schedule.after_success(self.cloud.poll_interval_s)
+            except RedstoneError as exc:
+                delay = self.schedule.after_error()
+                log.warning("poll failed (%s); next try in %.0f s", exc, delay)
+            if delay > 0:
+                self._check_now.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._check_now.wait(), delay)
+
+    async def watchdog(self) -> None:
+        interval = watchdog_interval()
+        if interval is None:
+            return
+        while True:
+            self._notifier.watchdog()
+            await asyncio.sleep(interval)
+
+    async def stop(self) -> None:
+        self._notifier.stopping()
+        await self.server.close()
+        if self._stack is not None:
+            with contextlib.suppress(Exception):
+                await self._stack.close()
+        self.client.close()
+        with contextlib.suppress(OSError):
+            (self.config.state_dir / PID_FILE).unlink()
+
+
+async def serve(daemon: MasterDaemon) -> int:
+    """Run until SIGTERM/SIGINT; a campaign in progress stays journaled and resumes."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, daemon.check_now)
+    await daemon.start()
+    tasks = [loop.create_task(daemon.poll_loop()), loop.create_task(daemon.watchdog())]
+    await stop.wait()
+    log.info("stopping")
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await daemon.stop()
+    return 0
+
+
+def run(config_path: Path) -> int:
+    """Entry point of ``redstone-master run``; returns the exit status."""
+    config = load_master_config(config_path)
+    use_log_format(config.log_format)
+    stack: Stack | None = None
+    if any(e.kind is EcuKind.SUB for e in config.ecus):
+        from redstone_agent.someip.someipy_binding import SomeipyStack
+
+        stack = SomeipyStack(config.someip.daemon_socket)
+    return asyncio.run(_main(config, stack))
+
+
+async def _main(config: MasterConfig, stack: Stack | None) -> int:
+    return await serve(MasterDaemon(config, stack))
+
+
+def read_status(state_dir: Path) -> dict[str, Any]:
+    """The last published status (for the CLI); idle when the daemon never ran."""
+    try:
+        data = json.loads((state_dir / STATUS_FILE).read_text())
+    except FileNotFoundError:
+        return CampaignRecord().to_dict()
+    except (OSError, ValueError) as exc:
+        raise RedstoneError(f"cannot read {state_dir / STATUS_FILE}: {exc}") from None
+    if not isinstance(data, dict):
+        raise RedstoneError(f"{state_dir / STATUS_FILE}: not a status object")
+    return data
+
+
+def signal_daemon(state_dir: Path, signum: int) -> int:
+    """Send ``signum`` to the running daemon (pid file); return its pid."""
+    try:
+        pid = int((state_dir / PID_FILE).read_text())
+        os.kill(pid, signum)
+    except (OSError, ValueError):
+        raise RedstoneError(
+            f"no running redstone-master for {state_dir} (pid file {PID_FILE} missing or stale)"
+        ) from None
+    return pid
