@@ -32,3 +32,7 @@ class RemoteError(SomeIpError):
         super().__init__(f"sub refused: {name}: {detail}" if detail else f"sub refused: {name}")
         self.code = code
         self.detail = detail
+
+
+class MalformedDatagram(SomeIpError):
+    """A UDP datagram is not a sequence of whole SOME/IP messages (dropped as a whole)."""

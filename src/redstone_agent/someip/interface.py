@@ -90,3 +90,6 @@ class ResultCode(IntEnum):
     BOOT_FALLBACK = 9
     INTERNAL = 10
     UNKNOWN_METHOD = 11
+    """Method id not in this interface version (SOME/IP E_UNKNOWN_METHOD in the header)."""
+    WRONG_INTERFACE_VERSION = 12
+    """The request's interface (major) version is not the Sub's (E_WRONG_INTERFACE_VERSION)."""

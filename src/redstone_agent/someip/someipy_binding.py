@@ -9,23 +9,26 @@ on a service with both methods and events. someipy's own per-call timeout is
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import functools
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from redstone_agent.someip.binding import (
-    RETURN_MALFORMED,
     RETURN_NOT_OK,
+    RETURN_OK,
     ClientBinding,
     EventHandler,
     MethodHandler,
     Reply,
     ServerBinding,
     Stack,
+    error_for_reply,
 )
 from redstone_agent.someip.errors import (
     CallTimeout,
-    MalformedPayload,
     ServiceUnavailable,
     SomeIpError,
 )
@@ -118,6 +121,8 @@ def _adapt(method: MethodId, handler: MethodHandler | None) -> Any:
         result = sp.MethodResult()
         result.payload = reply.payload
         result.return_code = sp.ReturnCode(reply.return_code)
+        # someipy sends RESPONSE (0x80) whatever the return code; SOME/IP wants ERROR.
+        result.message_type = sp.MessageType(reply.message_type)
         return result
 
     return call
@@ -240,12 +245,53 @@ def _status_client_class() -> Any:
     return StatusClient
 
 
+@dataclass(frozen=True)
+class _Answer:
+    """What came back for a call: the header's return code (any byte) and the payload."""
+
+    return_code: int
+    payload: bytes
+
+
+@functools.cache
+def _control_client_class() -> Any:
+    """someipy's client instance, but an answer with any return code is delivered.
+
+    someipy 2.1.2 converts the return code with its ``ReturnCode`` enum, which
+    knows only 0x00-0x0A: an answer with a service-specific code (0x20-0x5E,
+    allowed by SOME/IP) raised inside its reader task and ended it, cutting the
+    whole process off its someipyd. It also resolved the call's future without
+    checking it was still waiting. We keep the code as an int and resolve once.
+    """
+    sp = _someipy()
+    from someipy.client_service_instance import MethodCall
+
+    class ControlClient(sp.ClientServiceInstance):  # type: ignore[misc,name-defined]
+        def _method_call_data_received(self, message: Any) -> None:
+            key = MethodCall(
+                service_id=message["service_id"],
+                method_id=message["method_id"],
+                client_id=message["client_id"],
+                session_id=message["session_id"],
+            )
+            future = self._method_call_futures.get(key)
+            if future is None or future.done() or message["client_id"] != self._client_id:
+                return
+            try:
+                payload = base64.b64decode(message["payload"], validate=True)
+            except (binascii.Error, TypeError):
+                log.warning("dropped an answer with an undecodable payload from someipyd")
+                return
+            future.set_result(_Answer(int(message["return_code"]), payload))
+
+    return ControlClient
+
+
 class _SomeipyClient(ClientBinding):
     def __init__(self, daemon: Any, instance_id: int, address: str, port: int) -> None:
-        sp = _someipy()
         control, status, self._group = _services(None)
         # client_id = instance id keeps concurrent calls to different Subs apart.
-        self._control = sp.ClientServiceInstance(
+        self._control = _control_client_class()(
             daemon, control, instance_id, address, port, client_id=instance_id
         )
         self._status = _status_client_class()(
@@ -273,12 +319,10 @@ class _SomeipyClient(ClientBinding):
             raise ServiceUnavailable(
                 f"sub instance {self._instance_id} is not offered on the network"
             ) from exc
-        if result.return_code.value == RETURN_MALFORMED:
-            raise MalformedPayload(
-                f"sub instance {self._instance_id} rejected the request as malformed"
-            )
-        payload_out: bytes = result.payload
-        return payload_out
+        answer: _Answer = result
+        if answer.return_code != RETURN_OK:
+            raise error_for_reply(answer.return_code, answer.payload)
+        return answer.payload
 
     async def available(self) -> bool:
         control = self._control

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from redstone_agent.someip.binding import RETURN_MALFORMED, Reply
+from redstone_agent.someip.binding import RETURN_MALFORMED, RETURN_UNKNOWN_METHOD, Reply
 from redstone_agent.someip.errors import MalformedPayload
 from redstone_agent.someip.interface import MethodId, ResultCode
 from redstone_agent.someip.messages import (
@@ -48,7 +48,9 @@ class SubService:
         route = self._routes.get(method_id)
         if route is None:
             detail = f"unknown method 0x{method_id:04x}"
-            return Reply(Response(ResultCode.UNKNOWN_METHOD, detail).encode())
+            return Reply(
+                Response(ResultCode.UNKNOWN_METHOD, detail).encode(), RETURN_UNKNOWN_METHOD
+            )
         try:
             body = await route(payload)
         except MalformedPayload as exc:
