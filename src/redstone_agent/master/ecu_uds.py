@@ -1,0 +1,380 @@
+"""The Master's port to one legacy ECU it flashes itself over UDS (DoCAN or DoIP).
+
+A UDS ECU has no update agent: what it runs is whatever its version DID
+says, and the flasher (``uds/flasher.py``) programs, resets and verifies in
+one go, rolling back by itself when the new image fails. So every operation
+here first reads the version DID and does only what is missing; activate and
+commit have nothing left to do.
+
+**Versions.** :attr:`Image.version` must be exactly the string the ECU
+reports from its version DID once the image runs — the flasher compares the
+two after the reset and rolls back on a mismatch. The ECU simulator (and a
+typical bootloader) reads that DID from the image itself: ``version_length``
+bytes at ``version_offset`` of the first region (defaults 16 at 0), with the
+trailing NUL/0xFF padding stripped. So an image published with
+``custom.version = "2.0.0"`` must carry ``b"2.0.0"`` padded to 16 bytes there.
+
+**Journal** (``<state_dir>/uds-<serial>.json``): the ECU cannot say which
+Uptane target it runs, only a version, so the Master remembers the image
+(target, sha256, length, release counter, version) it last installed, the one
+before it (the other bank of a dual-bank ECU) and the one it is flashing now
+(``pending``, written before the flash starts). The version manifest names the
+journaled image only when the ECU's version confirms it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from redstone_agent.journal import Journal, JournalCorrupt
+from redstone_agent.master.errors import EcuFailed
+from redstone_agent.master.ports import EcuJob, EcuStanding, Image, ProgressFn, StepResult
+from redstone_agent.master.topology import EcuSpec
+from redstone_agent.uds.config import EcuConfig
+from redstone_agent.uds.errors import ImageError, TransportError, UdsError
+from redstone_agent.uds.flasher import DEFAULT_FINGERPRINT, Flasher, FlashImage, FlashReport
+from redstone_agent.uds.flasher import Progress as FlashProgress
+from redstone_agent.uds.link import LinkFactory, open_link
+from redstone_agent.uds.rollback import Outcome
+from redstone_agent.uds.sequence import ProgrammingSequence, TransferStats, read_raw
+from redstone_agent.uds.session import Channel
+from redstone_agent.uptane.keys import Signer
+from redstone_agent.uptane.manifests import EcuManifest, sign_ecu_manifest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Installed:
+    """One journaled image: what the ECU runs when its version DID says ``version``."""
+
+    target: str
+    sha256: str = ""
+    """Empty when unknown (the factory image)."""
+    length: int = 0
+    release_counter: int = 0
+    version: str = ""
+    """Empty when unknown: then any readable version is taken to be this image."""
+
+    @classmethod
+    def of(cls, image: Image) -> Installed:
+        return cls(image.target, image.sha256, image.length, _release_counter(image), image.version)
+
+    def matches(self, version: str) -> bool:
+        return bool(version) and self.version in ("", version)
+
+
+@dataclass(frozen=True)
+class Record:
+    """The journal's content."""
+
+    image: Installed
+    before: Installed | None = None
+    """What ran before ``image``: the other bank of a dual-bank ECU."""
+    pending: Installed | None = None
+    """Being flashed right now (written before the flash, cleared after it)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Record:
+        def optional(raw: Any) -> Installed | None:
+            return None if raw is None else Installed(**raw)
+
+        return cls(
+            Installed(**data["image"]), optional(data.get("before")), optional(data.get("pending"))
+        )
+
+
+def _release_counter(image: Image) -> int:
+    """:class:`Image` carries no release counter yet; 0 means "unknown" until it does."""
+    value = getattr(image, "release_counter", 0)
+    return value if isinstance(value, int) else 0
+
+
+def standing_of(version: str | None, job: EcuJob, record: Record) -> EcuStanding:
+    """Where the ECU stands, from its version DID (None or "" = unreadable / bootloader).
+
+    OLD needs the version the rollback would restore: ``job.previous`` when
+    given, else the journaled image that is not the new one; an ECU running a
+    third version is FAILED (neither old nor new), which makes the engine
+    flash the previous image back.
+    """
+    if not version:
+        return EcuStanding.FAILED
+    if version == job.new.version:
+        return EcuStanding.NEW
+    old = _expected_old(job, record)
+    if old is None or old.matches(version):
+        return EcuStanding.OLD
+    return EcuStanding.FAILED
+
+
+def _expected_old(job: EcuJob, record: Record) -> Installed | None:
+    if job.previous is not None:
+        return Installed.of(job.previous)
+    if record.image.target != job.new.target:
+        return record.image
+    return record.before
+
+
+def describe_outcome(report: FlashReport) -> str:
+    """What the ECU runs after a failed flash, in words."""
+    after = report.version_after
+    return {
+        Outcome.UNCHANGED: f"it still runs {after}",
+        Outcome.BANK_SWITCHED: f"it switched back to its other bank and runs {after}",
+        Outcome.RESTORED: f"the previous image was flashed back and runs {after}",
+        Outcome.CANCELLED: "cancelled; it waits in its bootloader",
+    }.get(report.outcome, f"it runs {after}" if after else "it is left in its bootloader")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+class UdsPort:
+    """One UDS ECU as the campaign engine sees it (an :class:`EcuPort`)."""
+
+    def __init__(
+        self,
+        spec: EcuSpec,
+        ecu: EcuConfig,
+        state_dir: Path,
+        signer: Signer,
+        *,
+        link_factory: LinkFactory = open_link,
+    ) -> None:
+        self.serial = spec.serial
+        self._spec = spec
+        self._ecu = ecu
+        self._signer = signer
+        self._link_factory = link_factory
+        self._flasher = Flasher(ecu, link_factory=link_factory)
+        self._journal = Journal(Path(state_dir) / f"uds-{spec.serial}.json")
+        self._lock = asyncio.Lock()
+        """One conversation with the ECU at a time (a flash owns its session)."""
+
+    # -- queries -------------------------------------------------------------
+
+    async def manifest(self, nonce: str) -> dict[str, Any]:
+        """The journaled image when the ECU's version confirms it, else the read version."""
+        async with self._lock:
+            version = await asyncio.to_thread(self._read_version)
+        record = self._load()
+        known = next(
+            (i for i in (record.pending, record.image) if i and version and i.matches(version)),
+            None,
+        )
+        report = {
+            "hardware_id": self._spec.hardware_id,
+            "transport": self._ecu.transport,
+            "version": version or "",
+        }
+        if known is not None:
+            manifest = EcuManifest(
+                ecu_serial=self.serial,
+                filename=known.target,
+                length=known.length,
+                sha256=known.sha256,
+                release_counter=known.release_counter,
+                nonce=nonce,
+                report=report | {"detail": f"runs {version}"},
+            )
+        else:
+            why = (
+                f"the ECU reports version {version!r}, not the journaled {record.image.version!r}"
+                "; image hash unknown"
+                if version
+                else "version unreadable: the ECU is in its bootloader or does not answer"
+            )
+            # By default an image's version is its target name (ports.Image.version).
+            manifest = EcuManifest(
+                ecu_serial=self.serial,
+                filename=version or "",
+                length=0,
+                sha256="",
+                release_counter=record.image.release_counter,
+                nonce=nonce,
+                report=report | {"detail": why},
+            )
+        return sign_ecu_manifest(manifest, self._signer)
+
+    async def standing(self, job: EcuJob) -> EcuStanding:
+        async with self._lock:
+            version = await asyncio.to_thread(self._read_version)
+        return standing_of(version, job, self._load())
+
+    # -- steps ---------------------------------------------------------------
+
+    async def install(self, job: EcuJob, progress: ProgressFn) -> StepResult:
+        """Flash, reset and verify ``job.new`` unless the ECU already runs it."""
+        async with self._lock:
+            version = await asyncio.to_thread(self._read_version)
+            if version == job.new.version:
+                self._settle(job.new)
+                return StepResult(detail=f"already runs {version}")
+            previous = job.previous
+            report = await self._flash(job.new, previous, progress)
+            if report.outcome is Outcome.INSTALLED:
+                self._settle(job.new)
+                return StepResult(
+                    detail=f"runs {report.version_after}", bytes_sent=report.payload_bytes
+                )
+            if report.outcome is Outcome.RESTORED and previous is not None:
+                self._settle(previous)
+            else:
+                self._save(dataclasses.replace(self._load(), pending=None))
+            raise EcuFailed(
+                self.serial,
+                _one_line(
+                    f"flashing {job.new.version} failed: {report.error}; "
+                    + describe_outcome(report)
+                ),
+            )
+
+    async def activate(self, job: EcuJob) -> StepResult:
+        """Nothing to do: the flash already reset the ECU and verified the new image."""
+        return StepResult(detail=f"runs {job.new.version}")
+
+    async def commit(self, job: EcuJob) -> StepResult:
+        """Nothing to do: a UDS ECU has no trial state to leave."""
+        return StepResult(detail=f"runs {job.new.version}")
+
+    async def rollback(self, job: EcuJob) -> StepResult:
+        """Flash ``job.previous`` back (or switch banks) unless the ECU already runs it."""
+        async with self._lock:
+            version = await asyncio.to_thread(self._read_version)
+            record = self._load()
+            if standing_of(version, job, record) is EcuStanding.OLD:
+                return StepResult(detail=f"runs {version}")
+            previous = job.previous
+            if previous is not None:
+                report = await self._flash(previous, None, lambda _done, _total: None)
+                if report.outcome is not Outcome.INSTALLED:
+                    raise EcuFailed(
+                        self.serial,
+                        _one_line(
+                            f"rollback to {previous.version} failed: {report.error}; "
+                            + describe_outcome(report)
+                        ),
+                    )
+                self._settle(previous)
+                return StepResult(
+                    detail=f"runs {previous.version}", bytes_sent=report.payload_bytes
+                )
+            if not self._ecu.programming.dual_bank:
+                raise EcuFailed(
+                    self.serial,
+                    f"cannot roll back from {version or 'the bootloader'}: no previous image "
+                    "and the ECU is single-bank",
+                )
+            running = await asyncio.to_thread(self._switch_bank)
+            old = _expected_old(job, record)
+            if not running or running == job.new.version or (old and not old.matches(running)):
+                raise EcuFailed(
+                    self.serial, f"switched banks but runs {running or 'nothing (bootloader)'}"
+                )
+            self._save(Record(record.before or Installed(running, version=running), record.image))
+            return StepResult(detail=f"switched back to its other bank, runs {running}")
+
+    # -- flashing ------------------------------------------------------------
+
+    async def _flash(
+        self, image: Image, previous: Image | None, progress: ProgressFn
+    ) -> FlashReport:
+        """Journal the intent, then program/reset/verify in a worker thread."""
+        data, before = await asyncio.to_thread(_read_images, image, previous)
+        self._save(dataclasses.replace(self._load(), pending=Installed.of(image)))
+        loop = asyncio.get_running_loop()
+
+        def forward(step: FlashProgress) -> None:  # worker thread
+            if step.phase == "download":
+                loop.call_soon_threadsafe(progress, step.done, step.total)
+
+        try:
+            fallback = None
+            if previous is not None and before is not None:
+                fallback = FlashImage(before, previous.version)
+            return await self._flasher.install_async(
+                FlashImage(data, image.version), previous=fallback, progress=forward
+            )
+        except ImageError as exc:  # refused before touching the ECU
+            self._save(dataclasses.replace(self._load(), pending=None))
+            raise EcuFailed(self.serial, _one_line(str(exc))) from None
+
+    def _settle(self, image: Image) -> None:
+        """The ECU runs ``image``: journal it (the one it replaced becomes ``before``)."""
+        record = self._load()
+        now = Installed.of(image)
+        if record.image == now:
+            if record.pending is not None:
+                self._save(dataclasses.replace(record, pending=None))
+            return
+        self._save(Record(now, before=record.image))
+
+    def _switch_bank(self) -> str | None:
+        """Dual bank without a previous image: make the other bank active, reset, read back."""
+        channel = Channel(self._ecu, self._link_factory)
+        prog = self._ecu.programming
+        try:
+            sequence = ProgrammingSequence(
+                channel, DEFAULT_FINGERPRINT, lambda *_: None, threading.Event(), TransferStats()
+            )
+            sequence.enter_programming()
+            sequence.routine("switch bank", self._ecu.routines.switch_bank)
+            try:
+                channel.call("ECU reset", lambda c: c.ecu_reset(prog.reset_type), retry=False)
+            except TransportError as exc:
+                log.warning("%s; assuming the ECU reset", exc)
+            channel.drop()
+            time.sleep(prog.reset_settle)
+            channel.reconnect(0.0)
+        except UdsError as exc:
+            raise EcuFailed(self.serial, f"switching banks failed: {_one_line(str(exc))}") from None
+        finally:
+            channel.drop()
+        return self._read_version()
+
+    def _read_version(self) -> str | None:
+        """The version DID (blocking), or None when the ECU does not answer it."""
+        channel = Channel(self._ecu, self._link_factory)
+        try:
+            raw = channel.call("read version", lambda c: read_raw(c, self._ecu.dids.version))
+        except UdsError as exc:
+            log.info("%s: version unreadable: %s", self.serial, exc)
+            return None
+        finally:
+            channel.drop()
+        return raw.rstrip(b"\x00\xff").decode("ascii", "replace") or None
+
+    # -- journal -------------------------------------------------------------
+
+    def _load(self) -> Record:
+        try:
+            saved = self._journal.load()
+            if saved is not None:
+                return Record.from_dict(saved)
+        except (JournalCorrupt, KeyError, TypeError) as exc:
+            log.error(
+                "%s: journal %s unreadable (%s); starting over",
+                self.serial,
+                self._journal.path,
+                exc,
+            )
+        return Record(Installed(self._spec.installed_target))
+
+    def _save(self, record: Record) -> None:
+        self._journal.save(record.to_dict())
+
+
+def _read_images(image: Image, previous: Image | None) -> tuple[bytes, bytes | None]:
+    return image.path.read_bytes(), None if previous is None else previous.path.read_bytes()
