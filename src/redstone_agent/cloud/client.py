@@ -149,7 +149,8 @@ class DeviceClient:
                     answer.status, answer.headers, answer.body, vin=self.config.vin, memory=memory
                 )
             except CloudProtocolError:
-                self._poll_memory = None  # one bad answer must not wedge the conditional poll
+                if memory is not None:  # one bad answer must not wedge the conditional poll
+                    self._poll_memory = memory.without_etag()
                 raise
             self._poll_memory = parsed.memory
             return parsed.result
@@ -225,7 +226,8 @@ class DeviceClient:
         return self._retrying(protocol.route("POST", protocol.LOGS), attempt)
 
     def forget_poll(self) -> None:
-        """Make the next poll unconditional (e.g. after restoring state from elsewhere)."""
+        """Forget the last poll: the next one is unconditional and reports ``changed=True``
+        (e.g. after the Master restarted a campaign from its journal)."""
         self._poll_memory = None
 
     def close(self) -> None:

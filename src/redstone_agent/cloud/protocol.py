@@ -12,7 +12,8 @@ result it came with, and sent back as ``If-None-Match``; a ``304`` gives the
 remembered result again with ``changed=False``. A missing or malformed ETag is
 not an error, it only makes the next poll unconditional. A ``304`` to a poll
 that sent no ETag, or naming another ETag than the one sent, is a protocol error
-(the client then forgets what it remembered, so one bad answer cannot wedge it).
+(the client then forgets the ETag, so one bad answer cannot wedge it; it keeps
+the result, so ``changed`` still compares with what the caller last saw).
 """
 
 from __future__ import annotations
@@ -218,10 +219,14 @@ def decode_object(where: str, body: bytes, limit: int) -> _Fields:
 
 @dataclass(frozen=True)
 class PollMemory:
-    """What the client keeps between polls: the last answer's ETag and its result."""
+    """What the client keeps between polls: the last result and the ETag it came with."""
 
-    etag: str
+    etag: str | None
+    """``None``: the answer had no usable ETag, or it was forgotten; the next poll is plain."""
     result: PollResult
+
+    def without_etag(self) -> PollMemory:
+        return PollMemory(None, self.result)
 
 
 @dataclass(frozen=True)
@@ -229,13 +234,13 @@ class PollAnswer:
     """A parsed poll answer and what to remember for the next one."""
 
     result: PollResult
-    memory: PollMemory | None
+    memory: PollMemory
 
 
 def poll_headers(memory: PollMemory | None) -> dict[str, str]:
     """Request headers: JSON, uncompressed (the cap counts wire bytes), conditional if we can."""
     headers = {"Accept": "application/json", "Accept-Encoding": "identity"}
-    if memory is not None:
+    if memory is not None and memory.etag is not None:
         headers["If-None-Match"] = memory.etag
     return headers
 
@@ -272,7 +277,7 @@ def parse_poll(
     where = route("GET", POLL)
     etag = parse_etag(header(headers, "ETag"))
     if status == 304:
-        if memory is None:
+        if memory is None or memory.etag is None:
             raise CloudProtocolError(where, "304 Not Modified, but no ETag was sent")
         if etag is not None and etag != memory.etag:
             raise CloudProtocolError(
@@ -293,7 +298,7 @@ def parse_poll(
         memory.result.poll_interval_s,
     )
     result = PollResult(update, interval, changed)
-    return PollAnswer(result, PollMemory(etag, result) if etag is not None else None)
+    return PollAnswer(result, PollMemory(etag, result))
 
 
 # --- nonce and manifest ---------------------------------------------------------------------

@@ -92,6 +92,14 @@ def test_304_without_a_sent_etag_is_a_protocol_error() -> None:
         poll(b"", status=304, memory=None)
 
 
+def test_304_after_an_answer_without_etag_is_a_protocol_error() -> None:
+    memory = poll(encode(poll_doc()), etag=None).memory
+    assert memory.etag is None
+    assert "If-None-Match" not in protocol.poll_headers(memory)
+    with pytest.raises(CloudProtocolError, match="no ETag was sent"):
+        poll(b"", status=304, memory=memory)
+
+
 def test_304_naming_another_etag_is_a_protocol_error() -> None:
     memory = poll(encode(poll_doc())).memory
     with pytest.raises(CloudProtocolError, match='names ETag "other"'):
@@ -128,7 +136,7 @@ def test_200_saying_the_same_again_is_not_a_change() -> None:
 def test_etag_rules(headers: dict[str, str], remembered: str | None) -> None:
     """Only a well-formed entity tag is sent back; anything else makes the next poll plain."""
     answer = protocol.parse_poll(200, headers, encode(poll_doc()), vin=VIN)
-    assert (answer.memory.etag if answer.memory else None) == remembered
+    assert answer.memory.etag == remembered
 
 
 def test_poll_headers_are_conditional_only_with_memory() -> None:
