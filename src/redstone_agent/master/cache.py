@@ -16,7 +16,11 @@ length and hash: it trusts no :data:`Fetch`.
 The budget is enforced per campaign by :meth:`Cache.reserve`: a campaign
 that cannot fit, even after evicting every file no one needs, is refused
 before anything is evicted; otherwise the least recently used of those files
-(complete or partial) go first, until the whole campaign fits.
+(complete or partial) go first, until the whole campaign fits. "Used" is the
+access time, which ``reserve`` sets on the files a campaign needs; the
+modification time never changes after a file is stored, because the cache
+server derives its ETag and Last-Modified from it and a Sub resuming a
+download refuses a file whose validator changed.
 
 One download per hash at a time; downloads of different hashes may run in
 parallel threads (the daemon runs them with ``asyncio.to_thread``).
@@ -29,6 +33,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,7 +85,7 @@ class _Entry:
     paths: tuple[Path, ...]
     size: int
     used: float
-    """Last modification of any of its files: when it was last stored or needed."""
+    """Latest access or modification of its files: when it was last stored, needed or read."""
 
 
 class Cache:
@@ -214,7 +219,7 @@ class Cache:
         path = self.blob_path(sha256)
         with self._lock:
             if _complete(path, len(data)):
-                path.touch()
+                _mark_used(path)
             else:
                 try:
                     atomic_write(path, data, mode=0o644)
@@ -268,7 +273,7 @@ class Cache:
                     area=area.name,
                     paths=tuple(p for p, _ in files),
                     size=sum(s.st_size for _, s in files),
-                    used=max(s.st_mtime for _, s in files),
+                    used=max(max(s.st_atime, s.st_mtime) for _, s in files),
                 )
 
 
@@ -302,7 +307,12 @@ def _remove(entry: _Entry) -> None:
 
 def _touch(entry: _Entry) -> None:
     for path in entry.paths:
-        try:
-            os.utime(path)
-        except FileNotFoundError:
-            continue
+        _mark_used(path)
+
+
+def _mark_used(path: Path) -> None:
+    """Set the access time to now, keeping the modification time the server's ETag is made of."""
+    try:
+        os.utime(path, ns=(time.time_ns(), path.stat().st_mtime_ns))
+    except FileNotFoundError:
+        return
