@@ -25,6 +25,12 @@ from redstone_cloud.settings import token_digest
 from tests.integration.cloud.fleet import ADMIN, ADMIN_TOKEN, MODEL, make_csr, vin_of
 from tests.integration.cloud.server import prepare_tls_server, serving
 
+IMAGES = {
+    "tbox-2.0": ("tbox-hw", b"tbox image two " * 200),
+    "adas-2.0": ("adas-hw", b"adas image two " * 200),
+}
+"""Package target -> (hardware id, bytes); uploaded with release counter 2."""
+
 
 @dataclass
 class Car:
@@ -117,11 +123,11 @@ def running_backend(tmp: Path) -> Iterator[Backend]:
     ):
         backend = Backend(server.url, files.ca_file, tmp, admin)
         backend.ok("POST", "/api/v1/models", json=MODEL)
-        for name, hardware_id in (("tbox", "tbox-hw"), ("adas", "adas-hw")):
+        for target, (hardware_id, data) in IMAGES.items():
             backend.ok(
                 "PUT",
-                f"/api/v1/packages/{name}/2.0",
+                f"/api/v1/packages/{target.replace('-', '/')}",
                 params={"hardware_id": hardware_id, "release_counter": 2},
-                content=f"{name} image two ".encode() * 200,
+                content=data,
             )
         yield backend

@@ -22,9 +22,15 @@ from redstone_agent.cloud import (
     DeviceClient,
 )
 from redstone_agent.retry import RetryPolicy
+from redstone_agent.uptane.keys import generate_signer
 from redstone_agent.uptane.manifests import EcuManifest, sign_ecu_manifest, sign_vehicle_manifest
+from redstone_agent.uptane.primary import PrimaryConfig, PrimaryVerifier
+from redstone_agent.uptane.repository import Repository, RoleKeys
+from redstone_agent.uptane.targetinfo import ImageFields
+from redstone_agent.uptane.verifier import EcuState, TrustedRoots
 from redstone_cloud import pki as certs
-from tests.integration.cloud_client.backend import Backend, Car
+from tests.integration.cloud.fleet import MODEL, publication_order
+from tests.integration.cloud_client.backend import IMAGES, Backend, Car
 
 NO_RETRY = RetryPolicy(attempts=1)
 
@@ -74,7 +80,7 @@ def test_poll_sees_nothing_then_the_offer_then_304(backend: Backend) -> None:
             f"{car.vin}-tbox": "tbox-2.0",
             f"{car.vin}-adas": "adas-2.0",
         }
-        data = b"tbox image two " * 200
+        data = IMAGES["tbox-2.0"][1]
         tbox = images[f"{car.vin}-tbox"]
         assert (tbox.length, tbox.sha256, tbox.release_counter) == (
             len(data),
@@ -196,3 +202,47 @@ def test_unreachable_server_is_transient_and_retried(backend: Backend) -> None:
     assert str(down.value) == (
         "GET /api/v1/device/poll: cannot reach https://127.0.0.1:9: Connection refused"
     )
+
+
+def test_the_uptane_primary_verifies_through_the_clients_session(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """The Master hands ``client.session`` and the three URLs to the Primary: metadata and
+    targets then travel under the vehicle's certificate, as polls do."""
+    image_repo = Repository.create(
+        "image",
+        {
+            role: RoleKeys([generate_signer()])
+            for role in ("root", "targets", "snapshot", "timestamp")
+        },
+    )
+    for target, (hardware_id, data) in IMAGES.items():
+        image_repo.add_image(target, data, ImageFields((hardware_id,), 2))
+    image_repo.commit()
+    signed = image_repo.files()
+    for name in publication_order(signed):
+        backend.ok("PUT", f"/api/v1/image-repo/{name}", content=signed[name])
+    car = backend.register(8)
+    backend.campaign("autumn", car, list(IMAGES))
+    with client_for(backend, car) as client:
+        assert client.poll().update is not None  # the first poll in the window publishes the offer
+        director_root = client.session.get(client.director_url + "1.root.json", timeout=10)
+        verifier = PrimaryVerifier(
+            PrimaryConfig(
+                director_url=client.director_url,
+                image_url=client.image_url,
+                image_targets_url=client.targets_url,
+                cache_dir=tmp_path / "cache",
+            ),
+            TrustedRoots(director_root.content, signed["1.root.json"]),
+            session=client.session,
+        )
+        hardware = {f"{car.vin}-{e['role']}": e["hardware_id"] for e in MODEL["ecus"]}
+        result = verifier.refresh({s: EcuState(hw, 0) for s, hw in hardware.items()})
+        assert {s: t.filename for s, t in result.targets.items()} == {
+            f"{car.vin}-tbox": "tbox-2.0",
+            f"{car.vin}-adas": "adas-2.0",
+        }
+        target = result.targets[f"{car.vin}-adas"]
+        path = verifier.download(target, tmp_path / "adas.img")
+        assert path.read_bytes() == IMAGES["adas-2.0"][1]
