@@ -28,6 +28,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import requests
@@ -46,13 +47,13 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
 class _Answer:
     """Status, headers and a bounded body of one HTTP exchange."""
 
-    def __init__(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
-        self.status = status
-        self.headers = headers
-        self.body = body
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
 
 
 class DeviceClient:
@@ -116,7 +117,7 @@ class DeviceClient:
             body = read_capped(where, response.raw, cap, timeout, truncate=failed)
         return _Answer(response.status_code, response.headers, body)
 
-    def _retrying(self, where: str, attempt: Callable[[], T]) -> T:
+    def _retrying(self, attempt: Callable[[], T]) -> T:
         """``attempt()``, again after a jittered pause while it fails transiently."""
         delays = self.retry.delays(self._rng)
         tries = 1
@@ -155,7 +156,7 @@ class DeviceClient:
             self._poll_memory = parsed.memory
             return parsed.result
 
-        result = self._retrying(protocol.route("GET", protocol.POLL), attempt)
+        result = self._retrying(attempt)
         offer = result.update
         news = f"campaign {offer.campaign} ({offer.state})" if offer else "no update"
         log.debug("poll: %s%s", news, "" if result.changed else " (unchanged)")
@@ -168,7 +169,7 @@ class DeviceClient:
             answer = self._exchange("POST", protocol.NONCE, protocol.MAX_NONCE_BYTES)
             return protocol.parse_nonce(answer.status, answer.body)
 
-        return self._retrying(protocol.route("POST", protocol.NONCE), attempt)
+        return self._retrying(attempt)
 
     def post_manifest(self, manifest: bytes) -> ManifestAck:
         """Upload a signed vehicle manifest (``uptane.manifests.sign_vehicle_manifest``).
@@ -206,7 +207,7 @@ class DeviceClient:
             )
             protocol.check_event_ack(answer.status, answer.body)
 
-        self._retrying(protocol.route("POST", protocol.EVENTS), attempt)
+        self._retrying(attempt)
 
     def upload_log(self, campaign: str | None, source: str, text: str) -> int:
         """Upload a log excerpt; returns the backend's id for it."""
@@ -223,7 +224,7 @@ class DeviceClient:
             )
             return protocol.parse_log_ack(answer.status, answer.body)
 
-        return self._retrying(protocol.route("POST", protocol.LOGS), attempt)
+        return self._retrying(attempt)
 
     def forget_poll(self) -> None:
         """Forget the last poll: the next one is unconditional and reports ``changed=True``
