@@ -1,0 +1,85 @@
+"""The TBox: the real ``redstone-master`` on the Master node, and waiting for its report.
+
+Contract (issue 10): ``redstone-master --config FILE run`` is the daemon;
+``status --json`` prints ``{"state", "campaign", "detail", "ecus",
+"last_report"}`` where ``last_report`` is ``{"campaign", "outcome", "detail",
+"ecus": [...]}`` or null; ``check-now`` makes it poll at once.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from redstone_agent.vvehicle.errors import LabError, VehicleError
+from redstone_agent.vvehicle.netlab import Node, executable
+
+CAMPAIGN_TIMEOUT = 600.0
+STATUS_INTERVAL_S = 1.0
+
+
+class TBox:
+    """The Master daemon on *node*, configured by *config*."""
+
+    def __init__(self, node: Node, config: Path) -> None:
+        self.node = node
+        self.config = config
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log(self) -> Path:
+        return self.node.workdir / "master.log"
+
+    def _command(self, *args: str) -> list[str]:
+        return [executable("redstone-master"), "--config", str(self.config), *args]
+
+    def start(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            self.proc = self.node.spawn(self._command("run"), log=self.log)
+
+    def status(self) -> dict[str, Any]:
+        out = self.node.run(self._command("status", "--json"), timeout=20.0)
+        parsed = json.loads(out)
+        if not isinstance(parsed, dict):
+            raise VehicleError(f"redstone-master status --json printed {out[:80]!r}")
+        return parsed
+
+    def run_campaign(
+        self,
+        campaign: str,
+        *,
+        timeout: float = CAMPAIGN_TIMEOUT,
+        progress: Callable[[str], None] = lambda _line: None,
+    ) -> dict[str, Any]:
+        """Start the Master (if needed), make it poll, and return its report of *campaign*."""
+        self.start()
+        deadline = time.monotonic() + timeout
+        asked = False
+        last_state = ""
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise VehicleError(
+                    f"redstone-master exited ({self.proc.returncode}): see {self.log}"
+                )
+            try:
+                status = self.status()
+            except LabError:
+                time.sleep(STATUS_INTERVAL_S)  # not answering yet (starting up)
+                continue
+            if not asked:
+                self.node.run(self._command("check-now"), timeout=20.0)
+                asked = True
+            report = status.get("last_report")
+            if isinstance(report, dict) and report.get("campaign") == campaign:
+                return report
+            state = f"{status.get('state', '?')} {status.get('detail', '')}".strip()
+            if state != last_state:
+                progress(f"master: {state}")
+                last_state = state
+            time.sleep(STATUS_INTERVAL_S)
+        raise VehicleError(f"{campaign}: no report from the Master within {timeout:g} s")
