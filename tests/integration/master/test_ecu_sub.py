@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from redstone_agent.master.ecu_sub import SubPort
+from redstone_agent.master.ecu_sub import SubPort, install_request
 from redstone_agent.master.errors import EcuFailed
 from redstone_agent.master.ports import EcuJob, EcuStanding, Image
 from redstone_agent.master.topology import EcuKind, EcuSpec, TimeoutSettings
@@ -195,3 +195,24 @@ def test_bundle_the_sub_rejects_is_one_line_verification_failed(fleet: Fleet, su
             assert await port.standing(job) is EcuStanding.OLD
 
     asyncio.run(scenario())
+
+
+def test_steps_resume_what_a_killed_master_left_under_way(fleet: Fleet, sub: SubNode) -> None:
+    """A Master killed right after Install or Activate went out: the re-run waits, sends nothing."""
+    fleet.publish(sub, "adas-3.0.img", os.urandom(1_500_000), release_counter=3)
+    job = job_for(fleet, sub, "adas-3.0.img")
+
+    async def scenario() -> None:
+        async with port_for(fleet, sub) as (port, client):
+            await client.put_metadata_from(job.bundle_url, job.bundle)
+            await client.install(install_request(job))  # ... and the Master died here
+            assert await port.standing(job) in (EcuStanding.INSTALLING, EcuStanding.INSTALLED)
+            await port.install(job, lambda _done, _total: None)  # no WRONG_STATE: it waits
+            assert await port.standing(job) is EcuStanding.INSTALLED
+            await client.activate()  # ... and died again; the Sub reboots meanwhile
+            assert "awaiting commit" in (await port.activate(job)).detail
+            await port.commit(job)
+            assert await port.standing(job) is EcuStanding.NEW
+
+    asyncio.run(scenario())
+    assert sub.booted() == "A"
