@@ -9,6 +9,7 @@ daemon (``someipyd``) every one of them fails.
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,14 +23,21 @@ from redstone_agent.someip.binding import (
     RETURN_WRONG_INTERFACE_VERSION,
     RETURN_WRONG_PROTOCOL_VERSION,
 )
+from redstone_agent.someip.client import SubClient
+from redstone_agent.someip.errors import MalformedPayload, RemoteError
 from redstone_agent.someip.interface import ResultCode
 from redstone_agent.someip.messages import Response
+from redstone_agent.someip.someipy_binding import SomeipyStack
 from tests.unit.someip.daemon_support import (
     ECHO,
+    INSTANCE,
+    LOOPBACK,
     REFUSE,
+    SD_ADDRESS,
     Daemon,
     RawPeer,
     body,
+    free_udp_port,
     hardened_someipyd,
     offered,
     request,
@@ -195,3 +203,100 @@ def test_the_daemon_log_names_what_it_dropped(daemon: Daemon, tmp_path: Path) ->
 
     run(daemon, scenario)
     assert "dropped a datagram" in daemon.log.read_text()
+
+
+FOREIGN = "127.0.0.3"
+FOREIGN_ANSWERS = {
+    # method id -> (message type, return code, payload) another stack answers with
+    0x0001: (RESPONSE, 0x00, Response(ResultCode.OK, body=b"fine").encode()),
+    0x0002: (ERROR, RETURN_UNKNOWN_METHOD, b""),
+    0x0003: (ERROR, 0x42, b""),  # service-specific (0x20-0x5E)
+    0x0004: (ERROR, RETURN_WRONG_INTERFACE_VERSION, b"\xff"),
+    0x0005: (ERROR, RETURN_MALFORMED, b""),
+}
+
+
+async def foreign_stack(sd_port: int, stop: asyncio.Event) -> None:
+    """Another vendor's SOME/IP stack, built from scapy: SD offers + canned answers."""
+    from scapy.contrib.automotive.someip import (
+        SD,
+        SOMEIP,
+        SDEntry_Service,
+        SDOption_IP4_EndPoint,
+    )
+
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind((FOREIGN, 0))
+    server.setblocking(False)
+    port = server.getsockname()[1]
+    sd = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sd.bind((FOREIGN, 0))
+    sd.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(FOREIGN))
+    offer = SOMEIP(srv_id=0xFFFF, sub_id=0x8100, msg_type=2, session_id=1) / SD(
+        entry_array=[
+            SDEntry_Service(
+                type=1, srv_id=0x5244, inst_id=INSTANCE, major_ver=1, ttl=3, index_1=0, n_opt_1=1
+            )
+        ],
+        option_array=[SDOption_IP4_EndPoint(addr=FOREIGN, l4_proto=0x11, port=port)],
+    )
+    loop = asyncio.get_running_loop()
+
+    async def announce() -> None:
+        while not stop.is_set():
+            sd.sendto(bytes(offer), (SD_ADDRESS, sd_port))
+            await asyncio.sleep(0.3)
+
+    announcer = asyncio.create_task(announce())
+    try:
+        while not stop.is_set():
+            try:
+                data, sender = await asyncio.wait_for(loop.sock_recvfrom(server, 65536), 0.2)
+            except TimeoutError:
+                continue
+            asked = SOMEIP(data)
+            kind, code, payload = FOREIGN_ANSWERS[asked.sub_id]
+            asked.msg_type, asked.retcode, asked.len = kind, code, None
+            answer = bytes(asked)[:16] + payload
+            answer = answer[:4] + struct.pack(">I", 8 + len(payload)) + answer[8:]
+            server.sendto(answer, sender)
+    finally:
+        announcer.cancel()
+        server.close()
+        sd.close()
+
+
+def test_the_client_accepts_error_answers_from_other_stacks(daemon: Daemon) -> None:
+    """someipyd dropped ERROR (0x81) answers, so the caller waited out its timeout; a
+    service-specific return code raised inside someipy's reader and cut the caller
+    off its daemon. Now each becomes a one-line error and the next call works."""
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        foreign = asyncio.create_task(foreign_stack(daemon.sd_port, stop))
+        stack = SomeipyStack(str(daemon.socket_path))
+        await stack.connect()
+        try:
+            binding = stack.client(INSTANCE, LOOPBACK, free_udp_port())
+            client = SubClient(binding, "foreign")
+            await client.wait_available(10.0)
+            with pytest.raises(RemoteError) as unknown:
+                await client.get_status()
+            assert unknown.value.code == ResultCode.UNKNOWN_METHOD
+            with pytest.raises(RemoteError, match="service-specific error \\(0x42\\)"):
+                await binding.call(0x0003, b"", 3.0)
+            with pytest.raises(RemoteError) as version:
+                await binding.call(0x0004, b"", 3.0)
+            assert version.value.code == ResultCode.WRONG_INTERFACE_VERSION
+            with pytest.raises(MalformedPayload):
+                await binding.call(0x0005, b"", 3.0)
+            assert (
+                await binding.call(0x0001, b"", 3.0)
+                == Response(ResultCode.OK, body=b"fine").encode()
+            )
+        finally:
+            stop.set()
+            await foreign
+            await stack.close()
+
+    asyncio.run(scenario())
