@@ -228,7 +228,8 @@ class SubPort:
         """Activate (the Sub reboots) and wait for a healthy trial boot."""
         deadline = _deadline(self._timeouts.activate_s)
         target = job.new.target
-        after_trial = {S.VERIFYING, S.ROLLING_BACK, S.ROLLED_BACK, S.FAILED, S.COMMITTED}
+        # READY again: the Sub was cut off before it switched the bootloader (docs/someip.md §7).
+        after_trial = {S.READY, S.VERIFYING, S.ROLLING_BACK, S.ROLLED_BACK, S.FAILED, S.COMMITTED}
         while True:
             status = await self._status(deadline)
             state, ours = status.state, status.target == target
@@ -294,7 +295,7 @@ class SubPort:
                 if await self._command("Cancel", self._client.cancel, deadline):
                     await self._wait_after(status, SETTLED | {S.READY}, deadline)
             else:  # ACTIVATING (no command allowed) or ROLLING_BACK: let it settle
-                await self._wait_after(status, SETTLED | {S.VERIFYING}, deadline)
+                await self._wait_after(status, SETTLED | {S.READY, S.VERIFYING}, deadline)
 
     # -- the wire ------------------------------------------------------------
 

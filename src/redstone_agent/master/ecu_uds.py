@@ -167,45 +167,47 @@ class UdsPort:
 
     async def manifest(self, nonce: str) -> dict[str, Any]:
         """The journaled image when the ECU's version confirms it, else the read version."""
+        pending = self._load().pending
+        if self._lock.locked() and pending is not None:
+            # A flash owns the ECU (minutes): say so rather than wait for it.
+            return self._sign(nonce, Installed(""), None, f"flashing {pending.version}")
         async with self._lock:
             version = await asyncio.to_thread(self._read_version)
-        record = self._load()
+            record = self._load()
         known = next(
             (i for i in (record.pending, record.image) if i and version and i.matches(version)),
             None,
         )
+        if known is not None:
+            return self._sign(nonce, known, version, f"runs {version}")
+        why = (
+            f"the ECU reports version {version!r}, not the journaled {record.image.version!r}"
+            "; image hash unknown"
+            if version
+            else "version unreadable: the ECU is in its bootloader or does not answer"
+        )
+        # By default an image's version is its target name (ports.Image.version).
+        unconfirmed = Installed(version or "", release_counter=record.image.release_counter)
+        return self._sign(nonce, unconfirmed, version, why)
+
+    def _sign(
+        self, nonce: str, image: Installed, version: str | None, detail: str
+    ) -> dict[str, Any]:
         report = {
             "hardware_id": self._spec.hardware_id,
             "transport": self._ecu.transport,
             "version": version or "",
+            "detail": detail,
         }
-        if known is not None:
-            manifest = EcuManifest(
-                ecu_serial=self.serial,
-                filename=known.target,
-                length=known.length,
-                sha256=known.sha256,
-                release_counter=known.release_counter,
-                nonce=nonce,
-                report=report | {"detail": f"runs {version}"},
-            )
-        else:
-            why = (
-                f"the ECU reports version {version!r}, not the journaled {record.image.version!r}"
-                "; image hash unknown"
-                if version
-                else "version unreadable: the ECU is in its bootloader or does not answer"
-            )
-            # By default an image's version is its target name (ports.Image.version).
-            manifest = EcuManifest(
-                ecu_serial=self.serial,
-                filename=version or "",
-                length=0,
-                sha256="",
-                release_counter=record.image.release_counter,
-                nonce=nonce,
-                report=report | {"detail": why},
-            )
+        manifest = EcuManifest(
+            ecu_serial=self.serial,
+            filename=image.target,
+            length=image.length,
+            sha256=image.sha256,
+            release_counter=image.release_counter,
+            nonce=nonce,
+            report=report,
+        )
         return sign_ecu_manifest(manifest, self._signer)
 
     async def standing(self, job: EcuJob) -> EcuStanding:
@@ -255,6 +257,8 @@ class UdsPort:
             version = await asyncio.to_thread(self._read_version)
             record = self._load()
             if standing_of(version, job, record) is EcuStanding.OLD:
+                if job.previous is not None:
+                    self._settle(job.previous)  # the journal may lag a killed rollback
                 return StepResult(detail=f"runs {version}")
             previous = job.previous
             if previous is not None:

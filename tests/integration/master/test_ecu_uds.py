@@ -229,3 +229,19 @@ def test_single_bank_without_previous_cannot_roll_back(start: Start, tmp_path: P
             await port.rollback(job)
 
     asyncio.run(scenario())
+
+
+def test_manifest_during_a_flash_says_so_without_waiting(start: Start, tmp_path: Path) -> None:
+    _sim, port = start()
+    job = EcuJob("BCM-01", new=cached(tmp_path, "2.0.0", size=60_000))
+
+    async def scenario() -> None:
+        downloading = asyncio.Event()
+        flash = asyncio.create_task(port.install(job, lambda _d, _t: downloading.set()))
+        await asyncio.wait_for(downloading.wait(), 20)
+        manifest = verify_ecu_manifest(await port.manifest("n1"), SIGNER.public_key)
+        assert not flash.done()
+        assert (manifest.filename, manifest.report["detail"]) == ("", "flashing 2.0.0")
+        await flash
+
+    asyncio.run(scenario())
