@@ -255,6 +255,8 @@ def _download_once(
         with part.open("r+b" if have else "wb") as out:
             out.seek(have)
             out.truncate()  # drop whatever lies beyond the durable offset
+            if not have:
+                durable.save(out, 0)  # starting over: an older offset no longer holds
             checkpoint = have + checkpoint_bytes
             try:
                 for chunk in stream_body(r, fetcher.limits.file_deadline, url):

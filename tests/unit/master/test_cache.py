@@ -49,6 +49,7 @@ class Cloud:
     """Close the connection after this many body bytes (once)."""
     rate: dict[str, int] = field(default_factory=dict)
     """Send this file at about this many bytes per second (0: full speed)."""
+    ignore_range: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
     base: str = ""
 
@@ -95,7 +96,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(404)
             return
         match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
-        start = int(match[1]) if match else 0
+        start = int(match[1]) if match and name not in cloud.ignore_range else 0
         if start >= len(data) > 0:
             self.send_response(416)
             self.send_header("Content-Length", "0")
@@ -266,6 +267,30 @@ def test_a_corrupt_offset_journal_restarts_from_zero(tmp_path: Path, cloud: Clou
     cache.download(http_fetch(f"{cloud.base}/a.bin", sha, len(data)), sha, len(data))
 
     assert cloud.range_starts("a.bin") == [0, 0]
+    assert cache.path(sha).read_bytes() == data
+
+
+def test_a_server_ignoring_range_resets_the_journaled_offset_at_once(
+    tmp_path: Path, cloud: Cloud
+) -> None:
+    """Starting over must not leave the old offset on record: a kill would trust new bytes."""
+    cache = Cache(tmp_path, 4 * MiB)
+    data = payload(1 * MiB, 12)
+    sha = interrupted(cache, cloud, "a.bin", data, after=400 * KiB)
+    cloud.ignore_range.add("a.bin")
+    journal = Journal(tmp_path / "partial" / f"{sha}.part.offset")
+    on_record: list[object] = []
+
+    def progress(done: int, total: int) -> None:
+        if not on_record:
+            on_record.append(journal.load())
+
+    url = f"{cloud.base}/a.bin"
+    fetch = http_fetch(url, sha, len(data), checkpoint_bytes=1 * MiB)
+    cache.download(fetch, sha, len(data), progress=progress)
+
+    assert cloud.range_starts("a.bin") == [0, 400 * KiB]  # asked, but got the whole file
+    assert on_record == [{"offset": 0}]
     assert cache.path(sha).read_bytes() == data
 
 
