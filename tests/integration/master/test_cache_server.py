@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import http.client
+import logging
 import shutil
 import threading
 from collections.abc import Coroutine, Iterator
@@ -306,3 +307,20 @@ def test_ipv6_urls_bracket_the_host(cache: Cache, loop: LoopThread, tmp_path: Pa
         assert requests.get(url, timeout=10).content == DATA
     finally:
         loop.run(server.close())
+
+
+def test_requests_are_logged_at_debug_level_only(
+    cache: Cache, server: CacheServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sha = store(cache, tmp_path, DATA)
+    caplog.set_level(logging.DEBUG, logger="redstone_agent.master.cache_server")
+
+    with requests.Session() as session:  # one connection: a request is logged before the next
+        session.get(server.target_url(sha), headers={"Range": "bytes=0-9"}, timeout=10)
+        session.get(server.target_url(sha) + "x", timeout=10)
+        session.get(server.metadata_url(sha), timeout=10)
+
+    lines = [r for r in caplog.records if r.name == "redstone_agent.master.cache_server"]
+    assert {r.levelno for r in lines} == {logging.DEBUG}
+    assert f"GET /targets/{sha} -> 206 (" in lines[0].getMessage()
+    assert f"GET /targets/{sha}x -> 404 (" in lines[1].getMessage()
