@@ -134,7 +134,12 @@ def describe_outcome(report: FlashReport) -> str:
         Outcome.BANK_SWITCHED: f"it switched back to its other bank and runs {after}",
         Outcome.RESTORED: f"the previous image was flashed back and runs {after}",
         Outcome.CANCELLED: "cancelled; it waits in its bootloader",
-    }.get(report.outcome, f"it runs {after}" if after else "it is left in its bootloader")
+    }.get(
+        report.outcome,
+        f"it runs {after}"
+        if after
+        else "it reports no version (left in its bootloader, or unreachable)",
+    )
 
 
 def _one_line(text: str) -> str:

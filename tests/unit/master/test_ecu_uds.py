@@ -52,7 +52,7 @@ def test_record_round_trips_through_the_journal_format() -> None:
         (Outcome.UNCHANGED, "1.0.0", "it still runs 1.0.0"),
         (Outcome.BANK_SWITCHED, "1.0.0", "it switched back to its other bank and runs 1.0.0"),
         (Outcome.RESTORED, "1.0.0", "the previous image was flashed back and runs 1.0.0"),
-        (Outcome.FAILED, None, "it is left in its bootloader"),
+        (Outcome.FAILED, None, "it reports no version (left in its bootloader, or unreachable)"),
         (Outcome.CANCELLED, None, "cancelled; it waits in its bootloader"),
     ],
 )
