@@ -171,6 +171,7 @@ class TrustAdapter:
             version,
             self._cache.path(target.sha256),
             self._server.target_url(target.sha256),
+            target.release_counter,
         )
 
     async def fetch(

@@ -65,7 +65,7 @@ class Installed:
 
     @classmethod
     def of(cls, image: Image) -> Installed:
-        return cls(image.target, image.sha256, image.length, _release_counter(image), image.version)
+        return cls(image.target, image.sha256, image.length, image.release_counter, image.version)
 
     def matches(self, version: str) -> bool:
         return bool(version) and self.version in ("", version)
@@ -92,12 +92,6 @@ class Record:
         return cls(
             Installed(**data["image"]), optional(data.get("before")), optional(data.get("pending"))
         )
-
-
-def _release_counter(image: Image) -> int:
-    """:class:`Image` carries no release counter yet; 0 means "unknown" until it does."""
-    value = getattr(image, "release_counter", 0)
-    return value if isinstance(value, int) else 0
 
 
 def standing_of(version: str | None, job: EcuJob, record: Record) -> EcuStanding:

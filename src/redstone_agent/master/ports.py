@@ -38,6 +38,8 @@ class Image:
     """Complete, hash-checked file in the cache (UDS ports read it)."""
     url: str
     """Where Subs download it from (the in-vehicle cache server)."""
+    release_counter: int = 0
+    """Signed anti-rollback counter (UDS ports report it in the ECU's manifest)."""
 
 
 @dataclass(frozen=True)
