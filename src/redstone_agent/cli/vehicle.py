@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shutil
 import signal
 import sys
@@ -180,6 +181,10 @@ def _describe(info: dict[str, object]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(PROG, args.verbose)
+    if not args.verbose:
+        # One progress line per step; the HTTP client's per-request lines only with -v.
+        for noisy in ("httpx", "httpcore", "redstone_agent.delta"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
 
     def go() -> int:
         with _terminate_as_interrupt():

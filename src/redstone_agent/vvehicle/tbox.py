@@ -63,17 +63,16 @@ class TBox:
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise VehicleError(
-                    f"redstone-master exited ({self.proc.returncode}): see {self.log}"
-                )
+                code = self.proc.returncode
+                raise VehicleError(f"redstone-master exited ({code}): {self._last_log_line()}")
             try:
                 status = self.status()
+                if not asked:
+                    self.node.run(self._command("check-now"), timeout=20.0)
+                    asked = True
             except LabError:
-                time.sleep(STATUS_INTERVAL_S)  # not answering yet (starting up)
+                time.sleep(STATUS_INTERVAL_S)  # the daemon is still starting
                 continue
-            if not asked:
-                self.node.run(self._command("check-now"), timeout=20.0)
-                asked = True
             report = status.get("last_report")
             if isinstance(report, dict) and report.get("campaign") == campaign:
                 return report
@@ -83,3 +82,10 @@ class TBox:
                 last_state = state
             time.sleep(STATUS_INTERVAL_S)
         raise VehicleError(f"{campaign}: no report from the Master within {timeout:g} s")
+
+    def _last_log_line(self) -> str:
+        try:
+            lines = self.log.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            lines = []
+        return f"{lines[-1]} (see {self.log})" if lines else f"see {self.log}"
