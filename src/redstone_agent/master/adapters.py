@@ -12,6 +12,7 @@ import functools
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -132,17 +133,19 @@ class TrustAdapter:
         targets: dict[str, Image] = {}
         deltas: dict[str, DeltaImage] = {}
         for serial, target in result.targets.items():
-            image = self._image(target)
-            targets[serial] = image
-            if target.delta_source_sha256:
+            file = self._image(target)
+            if target.delta_source_sha256 is None:
+                targets[serial] = file
+            else:
                 deltas[serial] = DeltaImage(
-                    image.target,
-                    image.sha256,
-                    image.length,
+                    file.target,
+                    file.sha256,
+                    file.length,
                     target.delta_source_sha256,
-                    image.path,
-                    image.url,
+                    file.path,
+                    file.url,
                 )
+                targets[serial] = await self._delta_result(target, file)
         previous: dict[str, Image] = {}
         for serial in targets:
             spec = self._specs.get(serial)
@@ -162,6 +165,19 @@ class TrustAdapter:
             bundle_url=self._server.metadata_url(digest),
         )
 
+    async def _delta_result(self, target: VerifiedTarget, file: Image) -> Image:
+        """The image a director-assigned delta produces, from the (verified) delta's header.
+
+        The delta is downloaded here, ahead of the other images: its header says
+        which image the Sub's slot will hold (docs/someip.md, Install with a delta),
+        and the plan journaled after verification must already name it.
+        """
+        fetch = functools.partial(self._primary.download, target)
+        path = await asyncio.to_thread(self._cache.download, fetch, file.sha256, file.length)
+        with path.open("rb") as stream:
+            header = read_header(stream)
+        return replace(file, sha256=header.target_sha256.hex(), length=header.target_size)
+
     def _image(self, target: VerifiedTarget) -> Image:
         version = str(target.custom.get("version", "")) or target.filename
         return Image(
@@ -177,7 +193,9 @@ class TrustAdapter:
     async def fetch(
         self, campaign: VerifiedCampaign, progress: ProgressFn
     ) -> Mapping[str, Fetched]:
-        wanted = [(s, i, s) for s, i in campaign.targets.items()]
+        wanted: list[tuple[str, Image | DeltaImage, str]] = [
+            (s, campaign.deltas.get(s) or i, s) for s, i in campaign.targets.items()
+        ]
         wanted += [(s, i, f"previous:{s}") for s, i in campaign.previous.items()]
         needed = {image.sha256: image.length for _, image, _ in wanted}
         keep = [campaign.bundle_url.rsplit("/", 1)[-1]]
@@ -199,11 +217,11 @@ class TrustAdapter:
                 downloaded[serial] += image.length
             done_before += image.length
         return {
-            serial: Fetched(count, self._delta_saving(campaign.deltas.get(serial)))
+            serial: Fetched(count, _saving(campaign.targets[serial], campaign.deltas.get(serial)))
             for serial, count in downloaded.items()
         }
 
-    async def _fetchable(self, key: str, serial: str, image: Image) -> VerifiedTarget:
+    async def _fetchable(self, key: str, serial: str, image: Image | DeltaImage) -> VerifiedTarget:
         """The verified target to download ``image`` by (verified again after a restart)."""
         target = self._verified.get(key)
         if target is None and key == serial:
@@ -219,12 +237,10 @@ class TrustAdapter:
             raise EcuFailed(serial, f"{image.target} changed since it was verified")
         return target
 
-    def _delta_saving(self, delta: DeltaImage | None) -> int:
-        if delta is None:
-            return 0
-        with delta.path.open("rb") as stream:
-            header = read_header(stream)
-        return max(header.target_size - delta.length, 0)
+
+def _saving(image: Image, delta: DeltaImage | None) -> int:
+    """Bytes a delta saved on the cloud link (and the vehicle network)."""
+    return max(image.length - delta.length, 0) if delta is not None else 0
 
 
 class SelfPort:
