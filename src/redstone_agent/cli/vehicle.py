@@ -171,6 +171,8 @@ def _describe(info: dict[str, object]) -> str:
     assert isinstance(nodes, dict)
     lines = [f"{key}: {info[key]}" for key in ("workdir", "vin", "cloud", "admin_token")]
     lines += [f"master config: {info['master_config']}", f"campaign: {info['campaign']}"]
+    reach = f"--unix-socket {info['cloud_socket']} " if info.get("cloud_socket") else ""
+    lines.append(f"try: curl {reach}--cacert {info['cloud_ca']} {info['cloud']}/healthz")
     lines += [
         f"node {name}: {node['ip']}" + (f" (netns {node['netns']})" if node["netns"] else "")
         for name, node in nodes.items()

@@ -304,6 +304,8 @@ class VirtualVehicle(Scaffold):
             "vin": self.plan.vin,
             "cloud": self.cloud.url,
             "admin_token": self.cloud.admin_token,
+            "cloud_ca": str(self.cloud.ca),
+            "cloud_socket": str(self.cloud.relay_socket) if self.isolated else None,
             "master_config": str(self.master_config),
             "nodes": {n.name: {"ip": n.ip, "netns": n.netns} for n in self.lab.nodes.values()},
         }
