@@ -12,7 +12,7 @@ import logging
 import time
 from typing import Literal
 
-FIELDS = ("state", "seq", "error", "target", "method")
+FIELDS = ("state", "seq", "error", "target", "method", "campaign")
 
 
 class JsonFormatter(logging.Formatter):

@@ -18,6 +18,8 @@ from typing import Any
 from redstone_agent.config import load
 from redstone_agent.errors import RedstoneError
 from redstone_agent.journal import Journal
+from redstone_agent.service.logfmt import use_log_format
+from redstone_agent.service.sdnotify import Notifier, watchdog_interval
 from redstone_agent.slots import SlotsConfig
 from redstone_agent.someip.binding import ServerBinding, Stack
 from redstone_agent.someip.interface import STATUS_HEARTBEAT_S, EventId
@@ -25,8 +27,6 @@ from redstone_agent.someip.messages import Progress, Status
 from redstone_agent.sub.config import SubConfig
 from redstone_agent.sub.engine import Engine, Hooks
 from redstone_agent.sub.health import check_health
-from redstone_agent.sub.logfmt import use_log_format
-from redstone_agent.sub.sdnotify import Notifier, watchdog_interval
 from redstone_agent.sub.service import SubService
 from redstone_agent.sub.slots_adapter import ManagedSlots
 from redstone_agent.sub.slots_port import Slots

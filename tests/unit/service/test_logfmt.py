@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from redstone_agent.sub.logfmt import JsonFormatter, use_log_format
+from redstone_agent.service.logfmt import JsonFormatter, use_log_format
 
 
 def test_transition_fields_become_keys() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from redstone_agent.sub.sdnotify import Notifier, watchdog_interval
+from redstone_agent.service.sdnotify import Notifier, watchdog_interval
 
 
 def test_messages_arrive_as_systemd_expects(tmp_path: Path) -> None:

@@ -1,0 +1,1 @@
+"""What every Redstone daemon needs from its service manager: sd_notify and log formats."""
