@@ -35,9 +35,9 @@ from redstone_agent.master.engine import Engine, Hooks
 from redstone_agent.master.ports import EcuPort
 from redstone_agent.master.record import CampaignRecord
 from redstone_agent.master.topology import EcuKind, EcuSpec, MasterConfig, load_master_config
+from redstone_agent.service.logfmt import use_log_format
+from redstone_agent.service.sdnotify import Notifier, watchdog_interval
 from redstone_agent.someip.binding import Stack
-from redstone_agent.sub.logfmt import use_log_format
-from redstone_agent.sub.sdnotify import Notifier, watchdog_interval
 from redstone_agent.uptane.keys import Signer, load_signer
 from redstone_agent.uptane.primary import PrimaryConfig, PrimaryVerifier
 from redstone_agent.uptane.verifier import TrustedRoots
@@ -96,6 +96,17 @@ class MasterDaemon:
             ),
             session=self.client.session,
         )
+        self._signer = signer
+        self._primary = primary
+        self.schedule = PollSchedule(interval_s=cloud.poll_interval_s)
+        self.ports: dict[str, EcuPort] = {}
+        self.cloud: CloudAdapter | None = None
+        self.engine: Engine | None = None
+
+    def _wire(self) -> Engine:
+        """Ports and engine; SOME/IP clients need a connected stack, so this runs in start()."""
+        config, signer = self.config, self._signer
+        state_dir = config.state_dir
         self.ports = {e.serial: self._port(e, signer) for e in config.ecus}
         self.cloud = CloudAdapter(
             self.client,
@@ -104,12 +115,11 @@ class MasterDaemon:
             ecus=self.ports,
             signer=signer,
         )
-        self.schedule = PollSchedule(interval_s=cloud.poll_interval_s)
-        self.engine = Engine(
+        return Engine(
             ecus=config.ecus,
             ports=self.ports,
             cloud=self.cloud,
-            trust=TrustAdapter(primary, self.cache, self.server, config.ecus),
+            trust=TrustAdapter(self._primary, self.cache, self.server, config.ecus),
             policy=ConfigPolicy(config.consent, state_dir),
             journal=Journal(state_dir / "campaign.json"),
             plan_journal=Journal(state_dir / "plan.json"),
@@ -159,6 +169,7 @@ class MasterDaemon:
     async def start(self) -> None:
         if self._stack is not None:
             await self._stack.connect()
+        self.engine = self._wire()
         await self.server.start()
         (self.config.state_dir / PID_FILE).write_text(f"{os.getpid()}\n")
         self._notifier.ready("serving the cache; recovering")
@@ -175,14 +186,16 @@ class MasterDaemon:
 
     async def poll_loop(self) -> None:
         """Recover, then poll: the server's interval after success, backoff after errors."""
+        engine, cloud = self.engine, self.cloud
+        assert engine is not None and cloud is not None, "start() first"
         try:
-            await self.engine.recover()
+            await engine.recover()
         except RedstoneError as exc:
             log.error("recovery: %s", exc)
         while True:
             try:
-                ran = await self.engine.check()
-                delay = 0.0 if ran else self.schedule.after_success(self.cloud.poll_interval_s)
+                ran = await engine.check()
+                delay = 0.0 if ran else self.schedule.after_success(cloud.poll_interval_s)
             except RedstoneError as exc:
                 delay = self.schedule.after_error()
                 log.warning("poll failed (%s); next try in %.0f s", exc, delay)
