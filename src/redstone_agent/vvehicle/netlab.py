@@ -55,7 +55,8 @@ def executable(name: str) -> str:
 
 
 def _someipyd() -> str:
-    return executable("someipyd")
+    """The hardened daemon (docs/someip.md §10): the stock one desyncs on one bad datagram."""
+    return executable("redstone-someipyd")
 
 
 def have_namespaces() -> bool:
