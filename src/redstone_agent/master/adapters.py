@@ -37,6 +37,7 @@ from redstone_agent.master.ports import (
     VerifiedCampaign,
 )
 from redstone_agent.master.topology import EcuSpec
+from redstone_agent.uptane.errors import ManifestError
 from redstone_agent.uptane.keys import Signer
 from redstone_agent.uptane.manifests import EcuManifest, sign_ecu_manifest, sign_vehicle_manifest
 from redstone_agent.uptane.primary import PrimaryVerifier
@@ -98,7 +99,7 @@ class CloudAdapter:
             len(manifests),
             f"; changed: {', '.join(ack.changed_ecus)}" if ack.changed_ecus else "",
         )
-        return {s: str(m.get("signed", {}).get("filename", "")) for s, m in manifests.items()}
+        return {serial: _running(envelope) for serial, envelope in manifests.items()}
 
     async def event(
         self, kind: str, campaign: str | None, ecu_serial: str = "", **detail: Any
@@ -106,6 +107,14 @@ class CloudAdapter:
         await asyncio.to_thread(
             self._client.event, kind, campaign, ecu_serial=ecu_serial, detail=detail
         )
+
+
+def _running(envelope: Mapping[str, Any]) -> str:
+    """The target an ECU manifest reports ("" when it does not parse)."""
+    try:
+        return EcuManifest.from_signed(envelope["signed"]).filename
+    except (KeyError, TypeError, ManifestError):
+        return ""
 
 
 class TrustAdapter:
@@ -124,6 +133,8 @@ class TrustAdapter:
         self._specs = {e.serial: e for e in ecus}
         self._known = {e.serial: EcuState(hardware_id=e.hardware_id) for e in ecus}
         self._verified: dict[str, VerifiedTarget] = {}
+        self._early: dict[str, int] = {}
+        """Bytes downloaded during verification (deltas), counted in the next fetch."""
 
     async def verify(self, offer: OfferedCampaign, running: Mapping[str, str]) -> VerifiedCampaign:
         result = await asyncio.to_thread(self._primary.refresh, self._known)
@@ -145,6 +156,8 @@ class TrustAdapter:
                     file.path,
                     file.url,
                 )
+                if not self._cache.has(file.sha256, file.length):
+                    self._early[serial] = file.length
                 targets[serial] = await self._delta_result(target, file)
         previous: dict[str, Image] = {}
         for serial in targets:
@@ -201,7 +214,7 @@ class TrustAdapter:
         keep = [campaign.bundle_url.rsplit("/", 1)[-1]]
         await asyncio.to_thread(self._cache.reserve, needed, keep)
         total, done_before = sum(needed.values()), 0
-        downloaded: dict[str, int] = dict.fromkeys(campaign.targets, 0)
+        downloaded = {s: self._early.pop(s, 0) for s in campaign.targets}
         for serial, image, key in wanted:
             if not self._cache.has(image.sha256, image.length):
                 target = await self._fetchable(key, serial, image)

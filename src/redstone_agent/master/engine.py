@@ -115,6 +115,8 @@ class Engine:
         self._record = CampaignRecord()
         self._plan: VerifiedCampaign | None = None
         self._lock = asyncio.Lock()
+        self._reported = False
+        """Whether this process has sent a manifest yet (the first poll waits for one)."""
 
     # -- observation -----------------------------------------------------------
 
@@ -182,6 +184,11 @@ class Engine:
             if self.state not in SETTLED:
                 await self._resume()
                 return True
+            if not self._reported:
+                # The director offers a delta only from an image a manifest reported,
+                # and it fixes its offer at the first poll: report before polling.
+                await self._cloud.report_manifest()
+                self._reported = True
             offer = await self._cloud.poll()
             if offer is None:
                 return False
@@ -251,6 +258,7 @@ class Engine:
     async def _sync(self) -> None:
         try:
             running = await self._cloud.report_manifest()
+            self._reported = True
             offer = await self._cloud.poll()
             if offer is None or offer.campaign != self._record.campaign:
                 self._move(S.IDLE, "the offer was withdrawn")

@@ -235,7 +235,7 @@ def test_happy_path_updates_every_ecu_and_reports(vehicle: Vehicle) -> None:
     assert vehicle.cloud is not None
     kinds = [k for k, _ in vehicle.cloud.events]
     assert {"download_started", "install_started", "campaign_report"} <= set(kinds)
-    assert vehicle.cloud.manifests == 2  # before verification and the final one
+    assert vehicle.cloud.manifests == 3  # first contact, before verification, the final one
 
 
 def test_the_same_campaign_is_not_run_twice(vehicle: Vehicle) -> None:
