@@ -20,8 +20,10 @@ from redstone_agent.slots.errors import (
     InstallFailed,
     InstallRefused,
     SlotError,
+    SourceMismatch,
     UnsafeTarget,
 )
+from redstone_agent.slots.imaging import SourceDigest
 from redstone_agent.slots.manager import SlotManager
 from redstone_agent.slots.status import NodeState, NodeStatus, SlotView
 
@@ -40,6 +42,8 @@ __all__ = [
     "SlotManager",
     "SlotView",
     "SlotsConfig",
+    "SourceDigest",
+    "SourceMismatch",
     "UBootConfig",
     "UnsafeTarget",
     "booted_slot",

@@ -29,3 +29,12 @@ class InstallRefused(SlotError):
 
 class InstallFailed(SlotError):
     """An install was attempted and did not complete; the active slot stays primary."""
+
+
+class SourceMismatch(SlotError):
+    """The source is not the file the caller verified, or a delta builds another image.
+
+    Distinct from a result-hash mismatch: the caller named the source's own
+    length and SHA-256 (an Uptane-signed delta file), so this means someone
+    served other bytes than the signed ones.
+    """

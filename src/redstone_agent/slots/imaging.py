@@ -3,22 +3,36 @@
 The source is a full image (plain, xz or zstd) or a Redstone block delta
 (docs/delta.md), told apart by its first bytes. A delta is applied against
 the running slot, read through a window of exactly the delta's source size.
+
+When the caller also knows the source file's own length and hash (a delta
+whose Uptane target is the delta file, not the image it builds), the raw
+bytes pass through :class:`CheckedSource`: never more than that length is
+read, and the hash is compared before :func:`write_slot` returns — so before
+the slot layer primes the slot.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import io
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redstone_agent.delta import apply_delta, read_header
 from redstone_agent.delta.format import MAGIC as DELTA_MAGIC
 from redstone_agent.retry import RetryPolicy
+from redstone_agent.slots.errors import SourceMismatch
 from redstone_agent.slots.writer import SlotWriter, WriteResult
-from redstone_agent.transfer import HeadThen, decompressing, open_source, peek_into
+from redstone_agent.transfer import ByteSource, HeadThen, decompressing, open_source, peek_into
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+
+    from redstone_agent.delta import DeltaHeader
 
 
 @dataclass(frozen=True)
@@ -34,6 +48,60 @@ class ActiveImage:
         if self.sha256 is None or self.size != size:
             return None
         return bytes.fromhex(self.sha256)
+
+
+@dataclass(frozen=True)
+class SourceDigest:
+    """The length and SHA-256 the source file itself must have (not what it produces)."""
+
+    sha256: str
+    length: int
+
+
+class CheckedSource:
+    """``readinto`` over a byte source that stops at ``expect.length`` and hashes what it passes.
+
+    The cap is the size check of the signed file: a longer stream is cut there
+    (its surplus is never read), so an endless or swapped source costs at most
+    one file's worth of bytes. :meth:`verify` then settles length and hash.
+    """
+
+    def __init__(self, raw: ByteSource, expect: SourceDigest) -> None:
+        if raw.size is not None and raw.size != expect.length:
+            raise SourceMismatch(
+                f"{raw.location} is {raw.size} bytes; the verified file is {expect.length}"
+            )
+        self._raw = raw
+        self._expect = expect
+        self._hash = hashlib.sha256()
+        self.received = 0
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        view = memoryview(buffer).cast("B")
+        room = min(len(view), self._expect.length - self.received)
+        if room <= 0:
+            return 0
+        count = self._raw.readinto(view[:room]) or 0
+        self._hash.update(view[:count])
+        self.received += count
+        return count
+
+    def verify(self) -> None:
+        """Read what the consumer left (up to the cap), then compare length and SHA-256."""
+        spare = bytearray(1 << 16)
+        while self.readinto(spare):
+            pass
+        where = self._raw.location
+        if self.received != self._expect.length:
+            raise SourceMismatch(
+                f"{where} ended after {self.received} bytes; the verified file is "
+                f"{self._expect.length}"
+            )
+        digest = self._hash.digest()
+        if not hmac.compare_digest(digest, bytes.fromhex(self._expect.sha256)):
+            raise SourceMismatch(
+                f"{where} has sha256 {digest.hex()}, not the verified {self._expect.sha256}"
+            )
 
 
 class SlotWindow(io.RawIOBase):
@@ -85,11 +153,15 @@ def write_slot(
     cancel: threading.Event | None = None,
     verify_readback: bool = False,
     retry: RetryPolicy | None = None,
+    source_digest: SourceDigest | None = None,
 ) -> WriteResult:
     """Stream ``source`` into ``device`` and verify length and hash.
 
-    Nothing here touches the bootloader: the caller switches only after this
-    returns, so an exception means the slot must be treated as garbage.
+    ``sha256``/``size`` describe the image the slot ends up holding;
+    ``source_digest``, when given, the bytes read from ``source`` (checked
+    before this returns). Nothing here touches the bootloader: the caller
+    switches only after this returns, so an exception means the slot must be
+    treated as garbage.
     """
     with (
         open_source(source, cancel=cancel, retry=retry or RetryPolicy()) as raw,
@@ -102,17 +174,24 @@ def write_slot(
             verify_readback=verify_readback,
         ) as sink,
     ):
-        head = peek_into(raw, len(DELTA_MAGIC))
-        stream = HeadThen(head, raw)
+        checked = CheckedSource(raw, source_digest) if source_digest is not None else None
+        fed = checked if checked is not None else raw
+        head = peek_into(fed, len(DELTA_MAGIC))
+        stream = HeadThen(head, fed)
         if head == DELTA_MAGIC:
-            _apply(stream, active, sink)
+            _apply(stream, active, sink, sha256=sha256, size=size)
         else:
             sink.write_from(decompressing(stream))
+        if checked is not None:
+            checked.verify()
         return sink.finish()
 
 
-def _apply(stream: HeadThen, active: ActiveImage, sink: SlotWriter) -> None:
+def _apply(
+    stream: HeadThen, active: ActiveImage, sink: SlotWriter, *, sha256: str, size: int | None
+) -> None:
     header = read_header(stream)
+    _check_builds(header, sha256, size)
     with active.device.open("rb") as handle:
         window = SlotWindow(handle, header.source_size)
         apply_delta(
@@ -121,4 +200,19 @@ def _apply(stream: HeadThen, active: ActiveImage, sink: SlotWriter) -> None:
             sink,
             header=header,
             source_sha256=active.known_digest(header.source_size),
+        )
+
+
+def _check_builds(header: DeltaHeader, sha256: str, size: int | None) -> None:
+    """Refuse, before writing a block, a delta whose header names another result image.
+
+    The writer would catch it at the end too; saying so up front saves the
+    transfer and names the real cause. The header is trusted only as far as
+    the delta file's own hash is (checked when the stream ends).
+    """
+    built = header.target_sha256.hex()
+    if built != sha256.lower() or (size is not None and header.target_size != size):
+        expected = f"{sha256} ({size} bytes)" if size is not None else sha256
+        raise SourceMismatch(
+            f"delta builds image {built} ({header.target_size} bytes), not {expected}"
         )

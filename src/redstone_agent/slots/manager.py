@@ -25,7 +25,7 @@ from redstone_agent.slots.booted import booted_slot
 from redstone_agent.slots.bootloader import BootEnv, open_bootenv
 from redstone_agent.slots.config import SlotsConfig
 from redstone_agent.slots.errors import BootloaderError, InstallFailed, InstallRefused
-from redstone_agent.slots.imaging import ActiveImage, write_slot
+from redstone_agent.slots.imaging import ActiveImage, SourceDigest, write_slot
 from redstone_agent.slots.safety import check_writable_slot
 from redstone_agent.slots.scheme import SLOTS, BootState, other_slot
 from redstone_agent.slots.status import NodeState, NodeStatus, SlotView
@@ -85,12 +85,16 @@ class SlotManager:
         progress: Progress | None = None,
         cancel: threading.Event | None = None,
         retry: RetryPolicy | None = None,
+        source_digest: SourceDigest | None = None,
     ) -> NodeStatus:
         """Write ``source`` into the inactive slot and make it primary for a trial boot.
 
         ``source`` is a path or URL of a full image (plain, xz or zstd) or of a
         block delta against the running slot's image; ``sha256`` and ``size``
-        describe the resulting image. On any failure the running
+        describe the resulting image. ``source_digest`` is the length and hash
+        of ``source`` itself when the caller verified the file rather than the
+        image (a signed delta): at most that many bytes are read and the slot is
+        not primed unless they match. On any failure the running
         slot stays primary and the target slot stays marked bad.
         """
         sha256 = _check_sha256(sha256)
@@ -133,6 +137,7 @@ class SlotManager:
                     cancel=cancel,
                     verify_readback=self.config.verify_readback,
                     retry=retry,
+                    source_digest=source_digest,
                 )
             except Exception as exc:
                 reason = f"install into slot {target} failed: {exc}"
