@@ -48,6 +48,7 @@ class Record:
     """Target name of the committed image ("" for the factory image)."""
     current_length: int = 0
     current_sha256: str = ""
+    """Length and hash of the committed *image* (for a delta: what it built)."""
     release_counter: int = 0
     assignment: dict[str, Any] | None = None
     request: dict[str, Any] | None = None
@@ -298,11 +299,17 @@ class Engine:
         await asyncio.to_thread(self._slots.mark_good)
         r = self._record
         assignment = r.assignment or {}
+        request = r.request or {}
+        # The manifest reports the image the slot holds: the request's
+        # sha256/length, which the slot layer verified the written slot against.
+        # For a full image they equal the assignment's (check_install); for a
+        # delta they are the built image's, not the delta file's — the hash the
+        # backend must see to offer the next delta from this image.
         self._move(
             S.COMMITTED,
-            current=(r.request or {}).get("target", r.current),
-            current_length=assignment.get("length", r.current_length),
-            current_sha256=assignment.get("sha256", r.current_sha256),
+            current=request.get("target", r.current),
+            current_length=request.get("length", r.current_length),
+            current_sha256=request.get("sha256", r.current_sha256),
             release_counter=assignment.get("release_counter", r.release_counter),
             assignment=None,
             detail="committed",

@@ -3,6 +3,11 @@
 The slot manager writes, verifies *and* primes the new slot in one
 transaction, so READY already means "primary for one trial"; Activate then
 only checks that and reboots. Discarding a READY slot marks it bad again.
+
+A delta's own length and hash go to the slot layer as ``source_digest``: it
+caps and hashes the delta while it streams and refuses, before priming, bytes
+that are not the signed delta file. That refusal is VERIFICATION_FAILED (the
+Master served something other than what Uptane signed), not INSTALL_FAILED.
 """
 
 from __future__ import annotations
@@ -10,7 +15,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from redstone_agent.slots import SlotManager, SlotsConfig
+from redstone_agent.slots import (
+    InstallFailed,
+    SlotManager,
+    SlotsConfig,
+    SourceDigest,
+    SourceMismatch,
+)
 from redstone_agent.slots.status import NodeState
 from redstone_agent.someip.interface import ResultCode
 from redstone_agent.sub.errors import SubError
@@ -38,14 +49,23 @@ class ManagedSlots:
     ) -> None:
         # The slot layer tells a block delta from a full image by its magic and
         # applies it against the running slot while streaming; the result is
-        # verified against the Uptane sha256 like any full image.
-        self._manager.install(
-            delta.url if delta is not None else url,
-            sha256=sha256,
-            size=size,
-            progress=lambda done, _total: progress(done),
-            cancel=cancel,
-        )
+        # verified against ``sha256``/``size`` (the image the slot will hold)
+        # and the delta file against its own length and hash.
+        try:
+            self._manager.install(
+                delta.url if delta is not None else url,
+                sha256=sha256,
+                size=size,
+                progress=lambda done, _total: progress(done),
+                cancel=cancel,
+                source_digest=None
+                if delta is None
+                else SourceDigest(sha256=delta.sha256, length=delta.length),
+            )
+        except InstallFailed as exc:
+            if isinstance(exc.__cause__, SourceMismatch):
+                raise SubError(str(exc), ResultCode.VERIFICATION_FAILED) from exc
+            raise
 
     def activate(self) -> None:
         status = self._manager.status()

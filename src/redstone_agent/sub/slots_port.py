@@ -15,7 +15,12 @@ from typing import Protocol
 
 @dataclass(frozen=True)
 class DeltaSource:
-    """Install from a delta against the booted image instead of a full image."""
+    """Install from a delta against the booted image instead of a full image.
+
+    ``sha256``/``length`` are the delta file's own (what Uptane signed for a
+    delta assignment): an implementation must read at most ``length`` bytes
+    and refuse, before the slot is primed, a file with another hash.
+    """
 
     url: str
     sha256: str
@@ -37,7 +42,11 @@ class Slots(Protocol):
         cancel: threading.Event,
         delta: DeltaSource | None = None,
     ) -> None:
-        """Stream into the inactive slot and verify it; blocking, raises on any failure."""
+        """Stream into the inactive slot and verify it; blocking, raises on any failure.
+
+        ``sha256``/``size`` are the resulting image's, whether it comes from
+        ``url`` or is rebuilt from ``delta``.
+        """
 
     def activate(self) -> None:
         """Make the freshly installed inactive slot primary with its try counter."""

@@ -5,6 +5,13 @@ roots from our own storage (full or partial verification, as configured)
 and keep only the target the director assigned to *our* serial. Install is
 then accepted only when it names exactly that target (name, length, sha256,
 delta source).
+
+A delta assignment signs the *delta file* (its length and sha256) and the
+image it applies to, not the image it builds. Its Install therefore carries
+the delta's signed fields in ``delta`` and the resulting image's in
+``sha256``/``length``; those two are authenticated through the delta — its
+header names them, and the slot layer refuses any delta bytes other than the
+signed ones before it primes the slot (docs/uptane.md §3, docs/someip.md).
 """
 
 from __future__ import annotations
@@ -114,23 +121,43 @@ class SubTrust:
 
 
 def check_install(assignment: Assignment | None, request: InstallRequest) -> None:
-    """Refuse an Install that differs in any way from the verified assignment."""
+    """Refuse an Install that differs in any way from the verified assignment.
+
+    Full-image assignment: target, length and sha256 are the signed ones; a
+    delta may be offered too (unsigned, so its result is checked by hash).
+    Delta assignment: target is the signed delta's name and ``request.delta``
+    its signed length, sha256 and source; ``request.sha256``/``length`` name
+    the result, which the delta's header and the slot layer vouch for.
+    """
     if assignment is None:
         raise NoMetadata("no verified metadata: call PutMetadata first")
     problems = []
     if request.target != assignment.filename:
         problems.append(f"target {request.target!r} is not the assigned {assignment.filename!r}")
-    if request.length != assignment.length:
-        problems.append(f"length {request.length} != verified {assignment.length}")
-    if request.sha256.hex() != assignment.sha256:
-        problems.append("sha256 differs from the verified hash")
-    if request.delta is not None:
-        if assignment.delta_source_sha256 is None:
-            pass  # a delta may be offered for any target; its output is checked by hash
-        elif request.delta.source_sha256.hex() != assignment.delta_source_sha256:
-            problems.append("delta source differs from the verified one")
+    if assignment.delta_source_sha256 is None:
+        if request.length != assignment.length:
+            problems.append(f"length {request.length} != verified {assignment.length}")
+        if request.sha256.hex() != assignment.sha256:
+            problems.append("sha256 differs from the verified hash")
+    else:
+        problems.extend(_delta_problems(assignment, assignment.delta_source_sha256, request))
     if problems:
         raise VerificationFailed("install refused: " + "; ".join(problems))
+
+
+def _delta_problems(assignment: Assignment, source: str, request: InstallRequest) -> list[str]:
+    """How the request's delta differs from the signed delta file (empty: it does not)."""
+    delta = request.delta
+    if delta is None:
+        return ["the assignment is a delta, the request names none"]
+    problems = []
+    if delta.length != assignment.length:
+        problems.append(f"delta length {delta.length} != verified {assignment.length}")
+    if delta.sha256.hex() != assignment.sha256:
+        problems.append("delta sha256 differs from the verified hash")
+    if delta.source_sha256.hex() != source:
+        problems.append("delta source differs from the verified one")
+    return problems
 
 
 class ManifestSigner:

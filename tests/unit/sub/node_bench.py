@@ -9,11 +9,11 @@ from pathlib import Path
 from redstone_agent.journal import Journal
 from redstone_agent.slots.virtual import VirtualNode
 from redstone_agent.someip.interface import SubState
-from redstone_agent.someip.messages import InstallRequest, Status
+from redstone_agent.someip.messages import DeltaInfo, InstallRequest, Status
 from redstone_agent.sub.config import TrustConfig
 from redstone_agent.sub.engine import Engine, Hooks
 from redstone_agent.sub.slots_adapter import ManagedSlots
-from redstone_agent.sub.trust import SubTrust
+from redstone_agent.sub.trust import ManifestSigner, SubTrust
 from redstone_agent.uptane.simulator import UptaneSimulator
 from tests.support import require_tool
 
@@ -49,13 +49,19 @@ class Bench:
         async def health() -> tuple[bool, str]:
             return self.healthy, "healthy" if self.healthy else "app crashed"
 
+        key = self.root / "ecu.key"
         return Engine(
             ecu_serial=SERIAL,
             hardware_id=HW,
             slots=ManagedSlots(self.node.config),
             trust=SubTrust(config, SERIAL, HW, self.root / "state"),
             journal=journal or Journal(self.journal_path),
-            hooks=Hooks(publish=self.events.append, reboot=reboot, health=health),
+            hooks=Hooks(
+                publish=self.events.append,
+                reboot=reboot,
+                health=health,
+                sign_manifest=ManifestSigner(key) if key.exists() else None,
+            ),
         )
 
     @property
@@ -68,6 +74,33 @@ class Bench:
         self.sim.add_image(name, data, [HW], counter)
         self.sim.assign(SERIAL, HW, name)
         return InstallRequest(name, str(path), hashlib.sha256(data).digest(), len(data))
+
+    def publish_delta(
+        self, name: str, delta: bytes, source: bytes, result: bytes, counter: int
+    ) -> InstallRequest:
+        """Sign ``delta`` as the director's target and build the Install a Master sends.
+
+        The target is the delta file (its length and hash, ``delta_source_sha256``
+        = the source image); the request names the result image in
+        ``sha256``/``length`` and the delta file in ``delta`` (docs/someip.md).
+        """
+        path = self.root / name
+        path.write_bytes(delta)
+        source_sha256 = hashlib.sha256(source).hexdigest()
+        self.sim.add_image(name, delta, [HW], counter, delta_source_sha256=source_sha256)
+        self.sim.assign(SERIAL, HW, name, delta_source_sha256=source_sha256)
+        return InstallRequest(
+            name,
+            str(path),
+            hashlib.sha256(result).digest(),
+            len(result),
+            DeltaInfo(
+                str(path),
+                hashlib.sha256(delta).digest(),
+                len(delta),
+                bytes.fromhex(source_sha256),
+            ),
+        )
 
 
 def make_bench(tmp_path: Path) -> Bench:

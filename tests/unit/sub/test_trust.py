@@ -1,14 +1,18 @@
-"""The Sub keeps a rotated root it verified, so later bundles chain from it."""
+"""The Sub keeps a rotated root it verified; Install must match the verified assignment."""
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from redstone_agent.someip.messages import DeltaInfo, InstallRequest
 from redstone_agent.sub.config import TrustConfig
-from redstone_agent.sub.errors import VerificationFailed
-from redstone_agent.sub.trust import SubTrust
+from redstone_agent.sub.errors import NoMetadata, VerificationFailed
+from redstone_agent.sub.trust import Assignment, SubTrust, check_install
 from redstone_agent.uptane.keys import generate_signer
 from redstone_agent.uptane.simulator import UptaneSimulator
 
@@ -54,3 +58,69 @@ def test_an_unreadable_trusted_root_is_a_verification_failure(tmp_path: Path) ->
     (tmp_path / "director.json").unlink()
     with pytest.raises(VerificationFailed, match="cannot read trusted director root"):
         trust.verify(sim.bundle().to_bytes(), 0)
+
+
+# -- check_install: the Install must be the verified assignment --------------------------
+
+D_SHA, R_SHA, S1 = (hashlib.sha256(x).digest() for x in (b"delta", b"result", b"source"))
+DELTA_ASSIGNMENT = Assignment(
+    "app.img.from-0123456789abcdef.rsdelta", 500, D_SHA.hex(), 2, S1.hex()
+)
+FULL_ASSIGNMENT = Assignment("app.img", 9000, R_SHA.hex(), 2)
+
+
+def delta_request(**changes: Any) -> InstallRequest:
+    """What a Master sends for DELTA_ASSIGNMENT: the result image, and the delta file."""
+    delta = DeltaInfo("http://cache/d", D_SHA, 500, S1)
+    fields: dict[str, Any] = {
+        "target": DELTA_ASSIGNMENT.filename,
+        "url": "http://cache/d",
+        "sha256": R_SHA,
+        "length": 9000,
+        "delta": delta,
+    }
+    for key, value in changes.items():
+        if key.startswith("delta_"):
+            fields["delta"] = replace(fields["delta"], **{key.removeprefix("delta_"): value})
+        else:
+            fields[key] = value
+    return InstallRequest(**fields)
+
+
+def test_a_delta_assignment_accepts_the_result_image_with_the_signed_delta() -> None:
+    check_install(DELTA_ASSIGNMENT, delta_request())
+    # The result's own hash and length are not in signed metadata: any is accepted
+    # here, the slot layer checks them against the delta's header and output.
+    check_install(DELTA_ASSIGNMENT, delta_request(sha256=bytes(32), length=1))
+
+
+@pytest.mark.parametrize(
+    ("changes", "problem"),
+    [
+        ({"target": "app.img"}, "is not the assigned"),
+        ({"delta": None}, "the assignment is a delta, the request names none"),
+        ({"delta_sha256": R_SHA}, "delta sha256 differs from the verified hash"),
+        ({"delta_length": 501}, "delta length 501 != verified 500"),
+        ({"delta_source_sha256": R_SHA}, "delta source differs from the verified one"),
+    ],
+)
+def test_a_delta_assignment_refuses_each_mismatch_in_one_line(
+    changes: dict[str, Any], problem: str
+) -> None:
+    with pytest.raises(VerificationFailed) as refused:
+        check_install(DELTA_ASSIGNMENT, delta_request(**changes))
+    message = str(refused.value)
+    assert message.startswith("install refused: ") and problem in message
+    assert "\n" not in message
+
+
+def test_a_full_assignment_keeps_its_rules_and_allows_an_offered_delta() -> None:
+    full = InstallRequest("app.img", "http://cache/f", R_SHA, 9000)
+    check_install(FULL_ASSIGNMENT, full)
+    check_install(FULL_ASSIGNMENT, replace(full, delta=DeltaInfo("http://c/d", D_SHA, 5, S1)))
+    with pytest.raises(VerificationFailed, match="length 500 != verified 9000"):
+        check_install(FULL_ASSIGNMENT, replace(full, length=500))
+    with pytest.raises(VerificationFailed, match="sha256 differs"):
+        check_install(FULL_ASSIGNMENT, replace(full, sha256=D_SHA))
+    with pytest.raises(NoMetadata):
+        check_install(None, full)
