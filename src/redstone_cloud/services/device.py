@@ -295,7 +295,15 @@ def ingest_manifest(
 
 
 def _settle_assignment(session: Session, vehicle: Vehicle, running: dict[str, str]) -> str | None:
-    """Mark the vehicle's assignment succeeded once every assigned ECU runs its image."""
+    """Mark the vehicle's assignment succeeded once every assigned ECU runs its image.
+
+    The plan names image packages; the director may sign a delta in their place
+    (``director.sync``). A Sub that applied that delta reports the delta's target
+    name with the sha256 of the image it built — the planned image's — so the
+    comparison is always with the image, never with the delta file's own hash
+    (which describes no running software, and would make the next delta offer,
+    looked up by the reported sha256, impossible).
+    """
     assignment = director.active_assignment(session, vehicle.id)
     if assignment is None or assignment.state not in director.OFFERED:
         return None
