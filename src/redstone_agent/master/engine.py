@@ -50,6 +50,7 @@ from redstone_agent.master.record import (
     CampaignRecord,
     EcuOutcome,
     EcuRecord,
+    image_name,
     plan_from_dict,
     plan_to_dict,
 )
@@ -275,8 +276,8 @@ class Engine:
                 serial=serial,
                 kind=self._specs[serial].kind.value,
                 transport=TRANSPORTS[self._specs[serial].kind],
-                old=running.get(serial, ""),
-                new=image.target,
+                old=image_name(running.get(serial, "")),
+                new=image_name(image.target),
             )
             for serial, image in plan.targets.items()
         }

@@ -13,6 +13,7 @@ semantics (tmp + fsync + rename + fsync dir):
 from __future__ import annotations
 
 import base64
+import re
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
@@ -20,6 +21,20 @@ from typing import Any
 
 from redstone_agent.master.ports import DeltaImage, Image, VerifiedCampaign
 from redstone_agent.master.states import CampaignState
+
+
+DELTA_NAME = re.compile(r"(?P<image>.+)\.from-[0-9a-f]{16}\.rsdelta")
+"""How the backend names a delta target (docs/api.md §4.2)."""
+
+
+def image_name(target: str) -> str:
+    """The image a target name stands for: a delta's name reduced to the image it produces.
+
+    Reports speak of images ("adas-2.0.0"), whether the director sent the
+    image or a delta to it ("adas-2.0.0.from-20be3d0735c4694d.rsdelta").
+    """
+    match = DELTA_NAME.fullmatch(target)
+    return match.group("image") if match else target
 
 
 class EcuOutcome(StrEnum):

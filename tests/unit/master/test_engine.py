@@ -383,3 +383,11 @@ def test_killed_in_every_state_converges_all_new_or_all_old(vehicle: Vehicle, st
         row.outcome in (EcuOutcome.UPDATED, EcuOutcome.ROLLED_BACK, EcuOutcome.UNCHANGED)
         for row in engine.record.ecus.values()
     )
+
+
+def test_reports_name_images_not_delta_files() -> None:
+    from redstone_agent.master.record import image_name
+
+    assert image_name("adas-2.0.0.from-20be3d0735c4694d.rsdelta") == "adas-2.0.0"
+    assert image_name("adas-2.0.0") == "adas-2.0.0"
+    assert image_name("x.from-nothex.rsdelta") == "x.from-nothex.rsdelta"
