@@ -22,7 +22,6 @@ from typing import Any
 from redstone_agent.master.ports import DeltaImage, Image, VerifiedCampaign
 from redstone_agent.master.states import CampaignState
 
-
 DELTA_NAME = re.compile(r"(?P<image>.+)\.from-[0-9a-f]{16}\.rsdelta")
 """How the backend names a delta target (docs/api.md §4.2)."""
 
