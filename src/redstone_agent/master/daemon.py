@@ -46,6 +46,8 @@ log = logging.getLogger("redstone.master")
 STATUS_FILE = "status.json"
 PID_FILE = "master.pid"
 PROGRESS_INTERVAL_S = 0.5
+KILL_IN_ENV = "REDSTONE_MASTER_KILL_IN"
+"""Fault injection for power-cut tests: SIGKILL ourselves right after journaling this state."""
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -65,6 +67,7 @@ class MasterDaemon:
         self._check_now = asyncio.Event()
         self._last_publish = 0.0
         self._last_state = ""
+        self._kill_in = os.environ.get(KILL_IN_ENV, "")
         state_dir = config.state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
         self._status_path = state_dir / STATUS_FILE
@@ -158,6 +161,9 @@ class MasterDaemon:
         if not changed and now - self._last_publish < PROGRESS_INTERVAL_S:
             return
         self._last_state, self._last_publish = f"{record.state.value}:{record.seq}", now
+        if changed and record.state.value == self._kill_in:
+            log.warning("%s=%s: killing this process now", KILL_IN_ENV, self._kill_in)
+            os.kill(os.getpid(), signal.SIGKILL)
         data = {**record.to_dict(), "updated": time.time(), "pid": os.getpid()}
         try:
             atomic_write(self._status_path, json.dumps(data, indent=1).encode(), mode=0o644)
