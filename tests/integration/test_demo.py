@@ -1,17 +1,51 @@
-"""The README's main job runs to its end (it checks every step's status itself)."""
+"""The README's main job runs to its end: a whole-vehicle campaign, then an all-old rollback.
+
+Both examples check every step themselves; these tests hold them to it.
+"""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from tests.support import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_demo_completes_good_and_bad_update(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_main_job_updates_the_whole_vehicle_then_rolls_every_ecu_back(tmp_path: Path) -> None:
+    for tool in ("fw_setenv", "ip"):
+        require_tool(tool)
+    vehicle = Path(sys.executable).with_name("redstone-vehicle")
+    with subprocess.Popen(
+        [str(vehicle), "run", "--json", "--workdir", str(tmp_path / "car")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    outcome = json.loads(stdout)
+    first, second = outcome["campaigns"]
+    assert (first["outcome"], first["consistent"]) == ("updated", True)
+    assert (second["outcome"], second["consistent"]) == ("rolled-back", True)
+    transports = {row["transport"] for row in first["ecus"]}
+    assert {"someip", "doip"} <= transports
+    assert all(row["actual"] == first["expected"] for row in first["ecus"])
+    assert all(row["actual"] == second["expected"] for row in second["ecus"])
+    assert any(row["bytes_saved"] > 0 for row in first["ecus"]), "no delta was used"
+    assert "check memory routine" in second["detail"]
+    listing = subprocess.run(["ip", "netns", "list"], check=True, capture_output=True, text=True)
+    namespaces = listing.stdout
+    assert f"rs{proc.pid}x" not in namespaces, "the vehicle left network namespaces behind"
+
+
+def test_single_node_example_completes_good_and_bad_update(tmp_path: Path) -> None:
     for tool in ("fw_setenv", "mkfs.ext4", "debugfs"):
         require_tool(tool)
     result = subprocess.run(

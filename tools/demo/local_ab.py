@@ -1,4 +1,4 @@
-"""The README's main job (for now): a full A/B cycle on a virtual node, good image then bad.
+"""A single node's A/B cycle on a virtual node, good image then bad (tools/demo.sh runs the vehicle).
 
 Everything real except the hardware: slot files, the U-Boot env written by the
 real fw_setenv, the redstone-sub CLI as its own process, the image streamed
