@@ -62,8 +62,10 @@ class CheckedSource:
     """``readinto`` over a byte source that stops at ``expect.length`` and hashes what it passes.
 
     The cap is the size check of the signed file: a longer stream is cut there
-    (its surplus is never read), so an endless or swapped source costs at most
-    one file's worth of bytes. :meth:`verify` then settles length and hash.
+    (its surplus never reaches the consumer; the transfer layer buffers at most
+    one chunk of it), so an endless or swapped source costs at most one file's
+    worth of bytes. A source that announces another size is refused unread.
+    :meth:`verify` then settles length and hash.
     """
 
     def __init__(self, raw: ByteSource, expect: SourceDigest) -> None:
