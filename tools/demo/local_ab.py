@@ -1,4 +1,4 @@
-"""A single node's A/B cycle on a virtual node, good image then bad (tools/demo.sh runs the vehicle).
+"""A single node's A/B cycle, good image then bad (tools/demo.sh runs the whole vehicle).
 
 Everything real except the hardware: slot files, the U-Boot env written by the
 real fw_setenv, the redstone-sub CLI as its own process, the image streamed

@@ -11,10 +11,10 @@ import asyncio
 import functools
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from redstone_agent.cloud.client import DeviceClient
 from redstone_agent.delta.reader import read_header
@@ -44,6 +44,7 @@ from redstone_agent.uptane.primary import PrimaryVerifier
 from redstone_agent.uptane.verifier import EcuState, VerifiedTarget
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ACTIVE_ASSIGNMENTS = frozenset({"offered", "accepted", "downloading", "installing"})
 """Assignment states in which the vehicle should (still) run the campaign."""
@@ -67,9 +68,15 @@ class CloudAdapter:
         self._ecus = ecus
         self._signer = signer
         self.poll_interval_s: float | None = None
+        self._one_at_a_time = asyncio.Lock()
+        """DeviceClient takes one caller at a time; events and manifests overlap."""
+
+    async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        async with self._one_at_a_time:
+            return await asyncio.to_thread(fn, *args, **kwargs)
 
     async def poll(self) -> OfferedCampaign | None:
-        result = await asyncio.to_thread(self._client.poll)
+        result = await self._call(self._client.poll)
         self.poll_interval_s = result.poll_interval_s
         offer = result.update
         if offer is None or offer.state not in ACTIVE_ASSIGNMENTS:
@@ -81,7 +88,7 @@ class CloudAdapter:
         )
 
     async def report_manifest(self) -> Mapping[str, str]:
-        nonce = await asyncio.to_thread(self._client.nonce)
+        nonce = await self._call(self._client.nonce)
         serials = list(self._ecus)
         answers = await asyncio.gather(
             *(self._ecus[s].manifest(nonce) for s in serials), return_exceptions=True
@@ -93,7 +100,7 @@ class CloudAdapter:
             else:
                 manifests[serial] = answer
         data = sign_vehicle_manifest(self._vin, self._primary, nonce, manifests, self._signer)
-        ack = await asyncio.to_thread(self._client.post_manifest, data)
+        ack = await self._call(self._client.post_manifest, data)
         log.info(
             "vehicle manifest accepted (%d ECUs%s)",
             len(manifests),
@@ -104,9 +111,11 @@ class CloudAdapter:
     async def event(
         self, kind: str, campaign: str | None, ecu_serial: str = "", **detail: Any
     ) -> None:
-        await asyncio.to_thread(
-            self._client.event, kind, campaign, ecu_serial=ecu_serial, detail=detail
-        )
+        await self._call(self._client.event, kind, campaign, ecu_serial=ecu_serial, detail=detail)
+
+    async def upload_log(self, campaign: str | None, source: str, text: str) -> None:
+        log_id = await self._call(self._client.upload_log, campaign, source, text)
+        log.info("campaign log uploaded (%d bytes, log %d)", len(text.encode()), log_id)
 
 
 def _running(envelope: Mapping[str, Any]) -> str:

@@ -31,9 +31,11 @@ from redstone_agent.journal import Journal, atomic_write
 from redstone_agent.master.adapters import CloudAdapter, ConfigPolicy, SelfPort, TrustAdapter
 from redstone_agent.master.cache import Cache
 from redstone_agent.master.cache_server import CacheServer
+from redstone_agent.master.campaign_log import CampaignLog
 from redstone_agent.master.engine import Engine, Hooks
 from redstone_agent.master.ports import EcuPort
 from redstone_agent.master.record import CampaignRecord
+from redstone_agent.master.states import SETTLED
 from redstone_agent.master.topology import EcuKind, EcuSpec, MasterConfig, load_master_config
 from redstone_agent.service.logfmt import use_log_format
 from redstone_agent.service.sdnotify import Notifier, watchdog_interval
@@ -68,6 +70,8 @@ class MasterDaemon:
         self._last_publish = 0.0
         self._last_state = ""
         self._kill_in = os.environ.get(KILL_IN_ENV, "")
+        self._campaign_log = CampaignLog()
+        logging.getLogger().addHandler(self._campaign_log)
         state_dir = config.state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
         self._status_path = state_dir / STATUS_FILE
@@ -171,6 +175,22 @@ class MasterDaemon:
             log.warning("cannot write %s: %s", self._status_path, exc)
         campaign = f" {record.campaign}" if record.campaign else ""
         self._notifier.status(f"{record.state.value}{campaign}: {record.detail}")
+        if changed:
+            self._follow_log(record)
+
+    def _follow_log(self, record: CampaignRecord) -> None:
+        """Collect the campaign's log lines; upload them when it ends (docs/api.md §3.5)."""
+        if record.state not in SETTLED:
+            if not self._campaign_log.active:
+                self._campaign_log.start()
+            return
+        if not self._campaign_log.active or self.cloud is None:
+            return
+        text, cloud = self._campaign_log.take(), self.cloud
+        task = asyncio.get_running_loop().create_task(
+            cloud.upload_log(record.campaign, "redstone-master", text)
+        )
+        task.add_done_callback(_log_upload_result)
 
     async def start(self) -> None:
         if self._stack is not None:
@@ -227,6 +247,11 @@ class MasterDaemon:
         self.client.close()
         with contextlib.suppress(OSError):
             (self.config.state_dir / PID_FILE).unlink()
+
+
+def _log_upload_result(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("campaign log not uploaded: %s", task.exception())
 
 
 async def serve(daemon: MasterDaemon) -> int:
