@@ -41,7 +41,7 @@ from pathlib import Path
 from redstone_agent.journal import atomic_write
 from redstone_agent.journal.store import fsync_directory
 from redstone_agent.master.errors import CacheError, CacheFull
-from redstone_agent.uptane.fetcher import Progress
+from redstone_agent.uptane.fetcher import Progress, hash_file
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +231,8 @@ class Cache:
 
     def _promote(self, result: Path, sha256: str, length: int) -> None:
         """Check the downloaded file and give it its final name, durably."""
-        size, actual = _hash(result)
+        size, digest = hash_file(result)
+        actual = digest.hexdigest()
         if size != length or actual != sha256:
             self._discard_partial(sha256, also=result)
             raise CacheError(
@@ -288,16 +289,6 @@ def _complete(path: Path, length: int) -> bool:
         return path.stat().st_size == length
     except FileNotFoundError:
         return False
-
-
-def _hash(path: Path) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()
 
 
 def _remove(entry: _Entry) -> None:

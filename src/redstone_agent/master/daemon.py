@@ -38,7 +38,7 @@ from redstone_agent.master.record import CampaignRecord
 from redstone_agent.master.states import SETTLED
 from redstone_agent.master.topology import EcuKind, EcuSpec, MasterConfig, load_master_config
 from redstone_agent.service.logfmt import use_log_format
-from redstone_agent.service.sdnotify import Notifier, watchdog_interval
+from redstone_agent.service.sdnotify import Notifier
 from redstone_agent.someip.binding import Stack
 from redstone_agent.uptane.keys import Signer, load_signer
 from redstone_agent.uptane.primary import PrimaryConfig, PrimaryVerifier
@@ -231,12 +231,7 @@ class MasterDaemon:
                     await asyncio.wait_for(self._check_now.wait(), delay)
 
     async def watchdog(self) -> None:
-        interval = watchdog_interval()
-        if interval is None:
-            return
-        while True:
-            self._notifier.watchdog()
-            await asyncio.sleep(interval)
+        await self._notifier.keep_alive()
 
     async def stop(self) -> None:
         self._notifier.stopping()

@@ -7,6 +7,7 @@ shell, a test or a unit.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -51,6 +52,15 @@ class Notifier:
 
     def stopping(self) -> None:
         self.send("STOPPING=1")
+
+    async def keep_alive(self) -> None:
+        """Pet systemd's watchdog at half its interval, forever (returns at once without one)."""
+        interval = watchdog_interval()
+        if interval is None:
+            return
+        while True:
+            self.watchdog()
+            await asyncio.sleep(interval)
 
 
 def watchdog_interval() -> float | None:

@@ -19,7 +19,7 @@ from redstone_agent.config import load
 from redstone_agent.errors import RedstoneError
 from redstone_agent.journal import Journal
 from redstone_agent.service.logfmt import use_log_format
-from redstone_agent.service.sdnotify import Notifier, watchdog_interval
+from redstone_agent.service.sdnotify import Notifier
 from redstone_agent.slots import SlotsConfig
 from redstone_agent.someip.binding import ServerBinding, Stack
 from redstone_agent.someip.interface import STATUS_HEARTBEAT_S, EventId
@@ -124,12 +124,7 @@ class SubDaemon:
                 self._server.send_event(EventId.STATUS, self.engine.status().encode())
 
     async def watchdog(self) -> None:
-        interval = watchdog_interval()
-        if interval is None:
-            return
-        while True:
-            self._notifier.watchdog()
-            await asyncio.sleep(interval)
+        await self._notifier.keep_alive()
 
     async def stack_lost(self) -> None:
         await self._stack.wait_lost()

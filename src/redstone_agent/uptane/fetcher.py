@@ -139,7 +139,8 @@ class _Overflow(DownloadError):
     """More bytes than the verified length: an endless-data attack, never retried."""
 
 
-def _hash_file(path: Path) -> tuple[int, hashlib._Hash]:
+def hash_file(path: Path) -> tuple[int, hashlib._Hash]:
+    """Size and running sha256 of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     size = 0
     with path.open("rb") as f:
@@ -224,7 +225,7 @@ def download_target(
                 raise DownloadError(f"{url}: {exc}") from exc
             log.info("resuming %s in %.1f s after: %s", url, pause, exc)
             fetcher._sleep(pause)
-    size, digest = _hash_file(part)
+    size, digest = hash_file(part)
     if size != length or digest.hexdigest() != sha256:
         durable.discard()
         raise DownloadError(f"{url}: downloaded file does not match the verified sha256/length")
