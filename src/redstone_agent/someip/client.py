@@ -36,6 +36,9 @@ from redstone_agent.someip.messages import (
 
 log = logging.getLogger(__name__)
 
+POLL_CALL_TIMEOUT_S = 1.0
+"""Deadline of one GetStatus poll inside :meth:`SubClient.wait_for_state`."""
+
 StatusListener = Callable[[Status], None]
 ProgressListener = Callable[[Progress], None]
 
@@ -83,8 +86,10 @@ class SubClient:
 
     # -- calls -------------------------------------------------------------
 
-    async def _call(self, method: MethodId, payload: bytes = b"") -> bytes:
-        raw = await self._binding.call(method, payload, self._timeout)
+    async def _call(
+        self, method: MethodId, payload: bytes = b"", timeout: float | None = None
+    ) -> bytes:
+        raw = await self._binding.call(method, payload, timeout or self._timeout)
         response = Response.decode(raw)
         if response.code is not ResultCode.OK:
             raise RemoteError(response.code, response.detail)
@@ -93,8 +98,8 @@ class SubClient:
     async def get_info(self) -> Info:
         return Info.decode(await self._call(MethodId.GET_INFO))
 
-    async def get_status(self) -> Status:
-        status = Status.decode(await self._call(MethodId.GET_STATUS))
+    async def get_status(self, timeout: float | None = None) -> Status:
+        status = Status.decode(await self._call(MethodId.GET_STATUS, timeout=timeout))
         self._remember(status)
         return status
 
@@ -156,11 +161,14 @@ class SubClient:
             return status is not None and status.state in states and until(status)
 
         deadline = time.monotonic() + timeout
+        # A poll sent while the Sub reboots is lost; waiting the full call timeout
+        # for it would also ignore the STATUS events that arrive meanwhile.
+        poll_timeout = min(self._timeout, max(2 * poll, POLL_CALL_TIMEOUT_S))
         while True:
             status = self.last_status
             if not done(status):
                 try:
-                    status = await self.get_status()
+                    status = await self.get_status(timeout=poll_timeout)
                 except (CallTimeout, ServiceUnavailable) as exc:
                     log.debug("%s: status poll failed: %s", self.name, exc)
             if status is not None and done(status):
