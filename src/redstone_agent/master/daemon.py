@@ -131,6 +131,7 @@ class MasterDaemon:
             journal=Journal(state_dir / "campaign.json"),
             plan_journal=Journal(state_dir / "plan.json"),
             hooks=Hooks(publish=self._publish),
+            activation=config.activation,
         )
 
     def _port(self, spec: EcuSpec, master_signer: Signer) -> EcuPort:

@@ -26,7 +26,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from redstone_agent.errors import RedstoneError
 from redstone_agent.journal import Journal, JournalCorrupt
@@ -76,6 +76,15 @@ TRANSPORTS = {
 StepFn = Callable[[EcuPort, EcuJob], Awaitable[StepResult]]
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One ECU operation inside a phase, with the step names the record shows."""
+
+    doing: str
+    done: str
+    step: StepFn
+
+
 @dataclass
 class Hooks:
     """How the engine tells the daemon what it does and how it waits."""
@@ -104,6 +113,7 @@ class Engine:
         journal: Journal,
         plan_journal: Journal,
         hooks: Hooks | None = None,
+        activation: Literal["as-ready", "together"] = "as-ready",
     ) -> None:
         self._specs = {e.serial: e for e in ecus}
         self._ports = ports
@@ -113,6 +123,7 @@ class Engine:
         self._journal = journal
         self._plan_journal = plan_journal
         self._hooks = hooks or Hooks()
+        self._activation = activation
         self._record = CampaignRecord()
         self._plan: VerifiedCampaign | None = None
         self._lock = asyncio.Lock()
@@ -348,11 +359,22 @@ class Engine:
             await self._hooks.sleep(self._hooks.wait_poll_s)
 
     async def _transfer(self) -> None:
-        result = await self._phase("installing", "installed", self._install_one)
+        stages = [Stage("installing", "installed", self._install_one)]
+        if self._activation == "as-ready" and await self._activation_allowed_now():
+            # Nothing commits before every ECU is healthy, so switching one ECU while
+            # another still downloads keeps the campaign all-or-nothing, and shorter.
+            stages.append(Stage("activating", "trial", lambda p, j: p.activate(j)))
+        result = await self._stages(stages)
         if result.ok:
             self._move(S.PROCESSING, "checking every ECU holds its new image")
         else:
             self._start_rollback(result)
+
+    async def _activation_allowed_now(self) -> bool:
+        verdict = await self._policy.check(
+            Gate.ACTIVATE, self._record.campaign, self._record.consent_required
+        )
+        return verdict.decision is Decision.ALLOW
 
     async def _install_one(self, port: EcuPort, job: EcuJob) -> StepResult:
         serial = job.serial
@@ -495,20 +517,25 @@ class Engine:
     async def _phase(
         self, doing: str, done: str, step: StepFn, *, reverse: bool = False
     ) -> PhaseResult:
+        return await self._stages([Stage(doing, done, step)], reverse=reverse)
+
+    async def _stages(self, stages: Sequence[Stage], *, reverse: bool = False) -> PhaseResult:
+        """Run ``stages`` one after the other on each ECU, the ECUs under the ordering rules."""
         jobs = {job.serial: job for job in self._jobs()}
         clock = self._hooks.clock
 
         async def operation(spec: EcuSpec) -> None:
-            started = clock()
-            self._ecu(spec.serial, doing)
-            try:
-                result = await step(self._ports[spec.serial], jobs[spec.serial])
-            except Exception as exc:
+            for stage in stages:
+                started = clock()
+                self._ecu(spec.serial, stage.doing)
+                try:
+                    result = await stage.step(self._ports[spec.serial], jobs[spec.serial])
+                except Exception as exc:
+                    self._record.ecus[spec.serial].seconds += clock() - started
+                    self._ecu(spec.serial, "failed", _describe(spec.serial, exc))
+                    raise
                 self._record.ecus[spec.serial].seconds += clock() - started
-                self._ecu(spec.serial, "failed", _describe(spec.serial, exc))
-                raise
-            self._record.ecus[spec.serial].seconds += clock() - started
-            self._ecu(spec.serial, done, result.detail)
+                self._ecu(spec.serial, stage.done, result.detail)
 
         return await run_phase([self._specs[s] for s in jobs], operation, reverse=reverse)
 

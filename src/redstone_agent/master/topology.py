@@ -147,6 +147,10 @@ class MasterConfig:
     """``auto``: install as soon as everything is downloaded; ``required``: wait for
     an accept (D-Bus/``redstonectl``) when the campaign asks for consent."""
     log_format: Literal["text", "json"] = "text"
+    activation: Literal["as-ready", "together"] = "as-ready"
+    """``as-ready``: each ECU switches to its new image as soon as it holds it (the
+    shortest campaign; still all-or-nothing, as nothing commits before every ECU is
+    healthy); ``together``: no ECU switches before every ECU holds its new image."""
 
     @property
     def primary(self) -> EcuSpec:

@@ -176,7 +176,7 @@ class Vehicle:
             self.tmp, {"ADAS-1": "adas-v2", "BODY-1": "body-v2", "BCM-1": "bcm-v2"}
         )
 
-    def engine(self, publish: Any = None) -> Engine:
+    def engine(self, publish: Any = None, activation: Any = "as-ready") -> Engine:
         async def no_sleep(_s: float) -> None:
             await asyncio.sleep(0)
 
@@ -190,6 +190,7 @@ class Vehicle:
             journal=Journal(self.tmp / "campaign.json"),
             plan_journal=Journal(self.tmp / "plan.json"),
             hooks=Hooks(publish=publish or self._remember, sleep=no_sleep),
+            activation=activation,
         )
 
     def _remember(self, record: CampaignRecord) -> None:
@@ -391,3 +392,30 @@ def test_reports_name_images_not_delta_files() -> None:
     assert image_name("adas-2.0.0.from-20be3d0735c4694d.rsdelta") == "adas-2.0.0"
     assert image_name("adas-2.0.0") == "adas-2.0.0"
     assert image_name("x.from-nothex.rsdelta") == "x.from-nothex.rsdelta"
+
+
+@pytest.mark.parametrize("activation", ["as-ready", "together"])
+def test_activation_as_ready_or_together(vehicle: Vehicle, activation: str) -> None:
+    calls: list[str] = []
+    slow = vehicle.ecus["BCM-1"]
+    original_install = slow.install
+
+    async def slow_install(job: EcuJob, progress: ProgressFn) -> StepResult:
+        await asyncio.sleep(0.05)
+        calls.append("BCM-1 installed")
+        return await original_install(job, progress)
+
+    slow.install = slow_install  # type: ignore[method-assign]
+    adas = vehicle.ecus["ADAS-1"]
+    original_activate = adas.activate
+
+    async def activate(job: EcuJob) -> StepResult:
+        calls.append("ADAS-1 activating")
+        return await original_activate(job)
+
+    adas.activate = activate  # type: ignore[method-assign]
+    engine = vehicle.engine(activation=activation)
+    run(engine.check())
+    assert engine.state is S.DONE
+    early = calls.index("ADAS-1 activating") < calls.index("BCM-1 installed")
+    assert early is (activation == "as-ready"), calls
