@@ -36,6 +36,11 @@ own), starts the real ``redstone-master run`` and measures:
   the private (anonymous) part of ``rss_idle_mib``, the rest being mapped
   files (shared libraries and extension modules).
 
+The Master runs from ``.venv-vehicle`` (made on first use, then cached): a
+venv with only the vehicle's extras (``uds,someip,master``), as on a TBox
+image — the development venv's cloud packages would add boto3 (imported by
+securesystemslib when present) to its footprint.
+
 ``load_start`` / ``load_end`` are the 1-minute load averages before the
 vehicle is built and after it is torn down; ``quiet`` is true when both are
 at most half the CPU count (the figures are then not skewed by neighbours).
@@ -48,6 +53,7 @@ false``). Progress goes to stderr; the last line printed is one JSON object.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -64,7 +70,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from redstone_agent.vvehicle.netlab import Node, executable, stop_process
+from redstone_agent.vvehicle.netlab import Node, stop_process
 from redstone_agent.vvehicle.plan import VERSIONS, EcuPlan
 from redstone_agent.vvehicle.vehicle import VirtualVehicle
 
@@ -110,6 +116,43 @@ def cpu_seconds(pid: int) -> float:
 
 # -- the Master process --------------------------------------------------------------------
 
+ROOT = Path(__file__).resolve().parents[2]
+VEHICLE_VENV = ROOT / ".venv-vehicle"
+VEHICLE_EXTRAS = "uds,someip,master"
+"""What a TBox image installs: no cloud extra (boto3, FastAPI, SQLAlchemy never load)."""
+
+
+def vehicle_master() -> str:
+    """``redstone-master`` from a venv with only the vehicle's extras (made once, cached).
+
+    The development venv also holds the cloud's packages, and securesystemslib
+    imports boto3 whenever it is installed (~8 MiB the TBox never pays); the
+    footprint figures must be what a vehicle image runs.
+    """
+    python = VEHICLE_VENV / "bin" / "python"
+    stamp = VEHICLE_VENV / ".redstone-installed"
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if not python.exists():
+        log(f"creating {VEHICLE_VENV} (the vehicle's packages only)")
+        subprocess.run([sys.executable, "-m", "venv", str(VEHICLE_VENV)], check=True)
+    if not stamp.exists() or stamp.read_text().strip() != want:
+        log(f"installing redstone-ota[{VEHICLE_EXTRAS}] into {VEHICLE_VENV}")
+        subprocess.run(
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                "-e",
+                f"{ROOT}[{VEHICLE_EXTRAS}]",
+            ],
+            check=True,
+        )
+        stamp.write_text(want + "\n")
+    return str(VEHICLE_VENV / "bin" / "redstone-master")
+
 
 class Master:
     """``redstone-master run`` on the Master node, with a NOTIFY_SOCKET we drain.
@@ -119,9 +162,10 @@ class Master:
     block it, as a stuck service manager would).
     """
 
-    def __init__(self, node: Node, config: Path) -> None:
+    def __init__(self, node: Node, config: Path, command: str) -> None:
         self.node = node
         self.config = config
+        self.command = command
         self.notify_path = node.workdir / "bench-notify.sock"
         self.state_dir = node.workdir / "state"
         self.log_path = node.workdir / "master.log"
@@ -142,7 +186,7 @@ class Master:
         self._sock.bind(str(self.notify_path))
         self._ready.clear()
         threading.Thread(target=self._drain, args=(self._sock,), daemon=True).start()
-        argv = [executable("redstone-master"), "--config", str(self.config), "run"]
+        argv = [self.command, "--config", str(self.config), "run"]
         started = time.monotonic()
         self.proc = self.node.spawn(
             argv, env={"NOTIFY_SOCKET": str(self.notify_path)}, log=self.log_path
@@ -274,7 +318,7 @@ def measure(workdir: Path, quick: bool) -> dict[str, Any]:
     starts = 3 if quick else 5
     idle_window = 10.0 if quick else 30.0
     with VirtualVehicle(workdir, progress=lambda line: log(f"vehicle: {line}")) as vehicle:
-        master = Master(vehicle.master, vehicle.master_config)
+        master = Master(vehicle.master, vehicle.master_config, vehicle_master())
         ecus = vehicle.plan.updatable
         log(f"{len(ecus)} ECUs: " + ", ".join(f"{e.role} ({e.transport})" for e in ecus))
 
