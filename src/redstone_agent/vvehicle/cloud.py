@@ -41,6 +41,11 @@ class Cloud:
         self.admin_token = ""
 
     @property
+    def log(self) -> Path:
+        """The server's log, with one access line per request (method, path, status)."""
+        return self.workdir / "serve.log"
+
+    @property
     def url(self) -> str:
         return f"https://{self.node.ip}:{CLOUD_PORT}"
 
@@ -78,11 +83,12 @@ class Cloud:
                 "--port",
                 str(CLOUD_PORT),
                 "--log-level",
-                "warning",
+                "info",
+                "--access-log",
                 "--graceful-timeout",
                 "1",
             ],
-            log=self.workdir / "serve.log",
+            log=self.log,
         )
         if self.node.netns is not None:
             self.node.spawn(
@@ -104,7 +110,7 @@ class Cloud:
         while True:
             exited = [p for p in self.node.processes if p.poll() is not None]
             if exited:
-                raise LabError(f"redstone-cloud serve exited: see {self.workdir / 'serve.log'}")
+                raise LabError(f"redstone-cloud serve exited: see {self.log}")
             if bundle.exists() and (self.node.netns is None or self.relay_socket.exists()):
                 shutil.copyfile(bundle, self.ca)
                 try:

@@ -43,6 +43,15 @@ def _ip(*args: str, netns: str | None = None) -> None:
         raise LabError(f"{' '.join(cmd)}: {exc.stderr.strip() or exc}") from None
 
 
+def _tc(*args: str, netns: str, missing_ok: bool = False) -> None:
+    """``tc`` inside *netns*; with *missing_ok* a qdisc that is not there is no error."""
+    cmd = ["ip", "netns", "exec", netns, "tc", *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    absent = "No such file" in done.stderr or "handle of zero" in done.stderr
+    if done.returncode != 0 and not (missing_ok and absent):
+        raise LabError(f"{' '.join(cmd)}: {done.stderr.strip() or done.returncode}")
+
+
 def executable(name: str) -> str:
     """A command installed next to the running interpreter (the venv), else on PATH."""
     candidate = Path(sys.executable).with_name(name)
@@ -225,6 +234,21 @@ class Lab(Scaffold):
         for name in names if names is not None else self.nodes:
             self.nodes[name].start_someipyd()
 
+    def unplug(self, name: str) -> None:
+        """Cut node *name* off the vehicle network, as if its cable were pulled: its
+        interface stays configured (addresses, routes) but nothing passes until
+        :meth:`plug`. Open TCP connections stall rather than end."""
+        raise LabError(f"{type(self).__name__}: cutting a link needs network namespaces (root)")
+
+    def plug(self, name: str) -> None:
+        """Reconnect node *name* after :meth:`unplug`."""
+        raise LabError(f"{type(self).__name__}: cutting a link needs network namespaces (root)")
+
+    def limit_rate(self, name: str, kbit: int | None) -> None:
+        """Limit node *name*'s link to *kbit* kbit/s each way (``None``: full speed again),
+        so a download or transfer lasts long enough to interrupt it on purpose."""
+        raise LabError(f"{type(self).__name__}: shaping a link needs network namespaces (root)")
+
     def _stop_processes(self) -> None:
         for node in self.nodes.values():
             for proc in reversed(node.processes):
@@ -243,6 +267,8 @@ class SomeIpLab(Lab):
         self.tag = f"rs{os.getpid()}x{id(self) % 10000}"
         self.hub = f"{self.tag}-hub"
         self._namespaces: list[str] = []
+        self._ports: dict[str, str] = {}
+        """node name → its veth leg in the hub (the switch port)."""
 
     def _add_netns(self, name: str) -> None:
         _ip("netns", "add", name)
@@ -266,6 +292,46 @@ class SomeIpLab(Lab):
             _ip("link", "set", "eth0", "up", netns=netns)
             _ip("route", "add", "224.0.0.0/4", "dev", "eth0", netns=netns)
             self.nodes[name] = Node(name, netns, address, self._workdir(name))
+            self._ports[name] = peer
+
+    def _port(self, name: str) -> str:
+        """The hub-side leg of node *name*'s veth pair (its switch port)."""
+        if name not in self._ports:
+            raise LabError(f"no lab node {name!r} (nodes: {', '.join(self._ports)})")
+        return self._ports[name]
+
+    def unplug(self, name: str) -> None:
+        # Down on the switch side: the node sees NO-CARRIER and keeps its routes.
+        _ip("link", "set", self._port(name), "down", netns=self.hub)
+
+    def plug(self, name: str) -> None:
+        _ip("link", "set", self._port(name), "up", netns=self.hub)
+
+    def limit_rate(self, name: str, kbit: int | None) -> None:
+        # A token bucket on both legs: the node's eth0 shapes what it sends, the
+        # switch port what it receives.
+        legs = [(self.nodes[name].netns, "eth0"), (self.hub, self._port(name))]
+        for netns, dev in legs:
+            assert netns is not None
+            if kbit is None:
+                _tc("qdisc", "del", "dev", dev, "root", netns=netns, missing_ok=True)
+            else:
+                burst = max(kbit * 1000 // 8 // 10, 4096)  # ~100 ms worth, at least 4 KiB
+                _tc(
+                    "qdisc",
+                    "replace",
+                    "dev",
+                    dev,
+                    "root",
+                    "tbf",
+                    "rate",
+                    f"{kbit}kbit",
+                    "burst",
+                    str(burst),
+                    "latency",
+                    "2s",
+                    netns=netns,
+                )
 
     def close(self) -> None:
         """Kill every process the lab started and delete its namespaces."""
