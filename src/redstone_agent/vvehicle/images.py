@@ -13,7 +13,7 @@ import hashlib
 import random
 
 from redstone_agent.master.topology import EcuKind
-from redstone_agent.vvehicle.plan import VERSION_LENGTH, VERSIONS, EcuPlan
+from redstone_agent.vvehicle.plan import RELEASES, VERSION_LENGTH, EcuPlan
 
 SUB_IMAGE_SIZE = 1 << 20
 SUB_SLOT_SIZE = 2 << 20
@@ -43,7 +43,7 @@ def image(ecu: EcuPlan, version: str) -> bytes:
         # Compressible like real firmware (the Master may send it zlib-compressed).
         pattern = base.randbytes(256)
         body = bytearray((pattern * (size // 256 + 1))[: size - VERSION_LENGTH])
-    for release in VERSIONS[1 : VERSIONS.index(version) + 1]:
+    for release in RELEASES[1 : RELEASES.index(version) + 1]:
         rng = random.Random(_seed(ecu.role, release))
         for _ in range(4):
             at = rng.randrange(0, len(body) - 512)

@@ -22,6 +22,10 @@ VIN = "RSVV1234567890001"
 """17 characters of A-Z0-9 without I, O, Q (the cloud checks)."""
 VERSIONS = ("1.0.0", "2.0.0", "3.0.0")
 """Factory image, campaign 1 (must succeed), campaign 2 (one ECU fails, all roll back)."""
+RELEASES = VERSIONS + tuple(f"{n}.0.0" for n in range(len(VERSIONS) + 1, 65))
+"""Every release the virtual vehicle can ship, oldest first: the demo's :data:`VERSIONS`,
+then more for longer test sequences (one fresh release per campaign). A release's
+position is its anti-rollback counter, and each one changes its predecessor's image."""
 
 CLOUD_PORT = 8443
 CACHE_PORT = 8080

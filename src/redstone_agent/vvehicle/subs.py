@@ -45,6 +45,8 @@ class SubNode:
     proc: subprocess.Popen[bytes] | None = None
     reboots: int = 0
     restarts: int = 0
+    powered: bool = True
+    """False between :meth:`power_off` and :meth:`power_on`: the supervisor leaves it off."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -83,12 +85,49 @@ class SubNode:
     def power_cycle(self) -> str:
         """Kill the daemon, let the virtual bootloader pick a slot, start again on it."""
         with self.lock:
+            return self._cycle()
+
+    def _cycle(self) -> str:
+        self.kill()
+        self.reboot_marker.unlink(missing_ok=True)
+        slot = self.virtual.reboot()
+        self.reboots += 1
+        self.powered = True
+        self.start()
+        return slot
+
+    def power_off(self) -> None:
+        """The domain controller vanishes: daemon SIGKILLed and kept off (no restart)."""
+        with self.lock:
+            self.powered = False
             self.kill()
-            self.reboot_marker.unlink(missing_ok=True)
-            slot = self.virtual.reboot()
-            self.reboots += 1
+
+    def power_on(self) -> str:
+        """Power returns after :meth:`power_off`: the bootloader picks a slot, the daemon
+        starts on it. Returns the slot."""
+        with self.lock:
+            return self._cycle()
+
+    def restart(self) -> None:
+        """Restart the daemon (e.g. after its config or trust files changed)."""
+        with self.lock:
+            self.kill()
             self.start()
-            return slot
+
+    @property
+    def director_root(self) -> Path:
+        """The director root the Sub verifies metadata against (``trust.director-root``)."""
+        return self.workdir / "trust" / "director.root.json"
+
+    def trust_director(self, root: bytes) -> None:
+        """Give the Sub *root* as its director trust anchor and restart it on it."""
+        self.director_root.write_bytes(root)
+        self.restart()
+
+    def state(self) -> str:
+        """The Sub's update state as its journal names it (``IDLE``, ``TRANSFERRING``...)."""
+        saved = Journal(self.state_dir / "sub.json").load() or {}
+        return str(saved.get("state", ""))
 
     def booted(self) -> str:
         """The slot the (virtual) kernel command line names."""
@@ -104,6 +143,12 @@ class SubNode:
         """The target the Sub's journal names as committed."""
         saved = Journal(self.state_dir / "sub.json").load() or {}
         return str(saved.get("current", ""))
+
+    def committed_sha256(self) -> str:
+        """The sha256 of the image the Sub's journal names as committed (for a delta
+        install: the image it built, not the delta file)."""
+        saved = Journal(self.state_dir / "sub.json").load() or {}
+        return str(saved.get("current_sha256", ""))
 
 
 def provision_sub(
@@ -168,23 +213,27 @@ class Supervisor:
             for sub in self.subs:
                 if self._stop.is_set():
                     return
-                if sub.reboot_marker.exists():
-                    slot = sub.power_cycle()
-                    log.info("%s rebooted into slot %s", sub.ecu.role, slot)
-                elif (
-                    sub.proc is not None
-                    and sub.proc.poll() is not None
-                    and sub.restarts < MAX_RESTARTS
-                ):
-                    sub.restarts += 1
-                    log.warning(
-                        "%s: redstone-sub exited (%s); restarting it, see %s",
-                        sub.ecu.role,
-                        sub.proc.returncode,
-                        sub.log,
-                    )
-                    with sub.lock:
-                        sub.start()
+                self._tend(sub)
+
+    def _tend(self, sub: SubNode) -> None:
+        """One look at one Sub, under its lock (power_off/restart never race with it)."""
+        with sub.lock:
+            if not sub.powered:
+                return
+            if sub.reboot_marker.exists():
+                slot = sub._cycle()
+                log.info("%s rebooted into slot %s", sub.ecu.role, slot)
+            elif (
+                sub.proc is not None and sub.proc.poll() is not None and sub.restarts < MAX_RESTARTS
+            ):
+                sub.restarts += 1
+                log.warning(
+                    "%s: redstone-sub exited (%s); restarting it, see %s",
+                    sub.ecu.role,
+                    sub.proc.returncode,
+                    sub.log,
+                )
+                sub.start()
 
     def stop(self) -> None:
         self._stop.set()

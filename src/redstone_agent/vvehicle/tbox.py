@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from redstone_agent.vvehicle.errors import LabError, VehicleError
-from redstone_agent.vvehicle.netlab import Node, executable
+from redstone_agent.vvehicle.netlab import Node, executable, stop_process
 
 CAMPAIGN_TIMEOUT = 600.0
 STATUS_INTERVAL_S = 1.0
@@ -37,9 +37,46 @@ class TBox:
     def _command(self, *args: str) -> list[str]:
         return [executable("redstone-master"), "--config", str(self.config), *args]
 
-    def start(self) -> None:
+    def start(self, env: Mapping[str, str] | None = None) -> None:
+        """Start the daemon unless it runs; *env* adds to its environment (e.g. the
+        fault injection ``REDSTONE_MASTER_KILL_IN``, docs/master.md §8)."""
         if self.proc is None or self.proc.poll() is not None:
-            self.proc = self.node.spawn(self._command("run"), log=self.log)
+            self.proc = self.node.spawn(self._command("run"), env=dict(env or {}), log=self.log)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        """Stop the daemon as systemd would (SIGTERM, then SIGKILL); a campaign stays journaled."""
+        if self.proc is not None:
+            stop_process(self.proc, grace=10.0)
+            self.proc = None
+
+    def wait_exit(self, timeout: float) -> int:
+        """Wait for the daemon to end by itself (e.g. killed by fault injection); its status."""
+        if self.proc is None:
+            raise VehicleError("redstone-master is not running")
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise VehicleError(
+                f"redstone-master still runs after {timeout:g} s: {self._last_log_line()}"
+            ) from None
+        self.proc = None
+        return code
+
+    def check_now(self) -> None:
+        """Make the running daemon poll at once (``redstone-master check-now``)."""
+        self.node.run(self._command("check-now"), timeout=20.0)
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last *lines* of the daemon's log (for a failure message)."""
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError as exc:
+            return f"(no log at {self.log}: {exc.strerror})"
+        return "\n".join(text.rstrip().splitlines()[-lines:])
 
     def status(self) -> dict[str, Any]:
         out = self.node.run(self._command("status", "--json"), timeout=20.0)

@@ -31,7 +31,14 @@ from redstone_agent.vvehicle.imagerepo import ImageRepo
 from redstone_agent.vvehicle.images import image
 from redstone_agent.vvehicle.netlab import Lab, Node, Scaffold, have_namespaces, open_lab
 from redstone_agent.vvehicle.operator import Device, Operator
-from redstone_agent.vvehicle.plan import VERSIONS, EcuPlan, MasterFiles, VehiclePlan, master_toml
+from redstone_agent.vvehicle.plan import (
+    RELEASES,
+    VERSIONS,
+    EcuPlan,
+    MasterFiles,
+    VehiclePlan,
+    master_toml,
+)
 from redstone_agent.vvehicle.report import CampaignResult, merge
 from redstone_agent.vvehicle.subs import SubNode, Supervisor, provision_sub
 from redstone_agent.vvehicle.tbox import TBox
@@ -43,8 +50,8 @@ NO_DOCAN = (
 
 
 def release_counter(version: str) -> int:
-    """Anti-rollback counter of a release: its position in :data:`VERSIONS`, from 1."""
-    return VERSIONS.index(version) + 1
+    """Anti-rollback counter of a release: its position in :data:`RELEASES`, from 1."""
+    return RELEASES.index(version) + 1
 
 
 @dataclass(frozen=True)
@@ -202,9 +209,12 @@ class VirtualVehicle(Scaffold):
             path.write_bytes(image(ecu, version))
         return path
 
-    def release(self, version: str) -> None:
+    def release(self, version: str, *, deltas: bool = True) -> None:
         """Upload every ECU's *version* (and the factory images once), let the backend make
-        the deltas, sign images and Sub deltas offline, upload the signed metadata."""
+        the deltas, sign images and Sub deltas offline, upload the signed metadata.
+
+        With ``deltas=False`` the backend's new deltas are left unsigned, so the director
+        assigns full images (a later release signs them)."""
         targets: dict[str, tuple[EcuPlan, str]] = {}
         with self.operator() as op:
             for ecu in self.plan.updatable:
@@ -221,10 +231,10 @@ class VirtualVehicle(Scaffold):
                     self._uploaded.add(target)
             self.say(f"release {version}: packages uploaded; the cloud is making deltas")
             op.wait_deltas(progress=None)
-            deltas = self._sign_deltas(op)
+            signed = self._sign_deltas(op) if deltas else 0
             op.upload_image_repo(self.repo.sign())
         self.say(
-            f"release {version}: image repository signed offline and uploaded ({deltas} deltas)"
+            f"release {version}: image repository signed offline and uploaded ({signed} deltas)"
         )
 
     def _sign_deltas(self, op: Operator) -> int:
@@ -257,9 +267,14 @@ class VirtualVehicle(Scaffold):
                 count += 1
         return count
 
-    def offer(self, version: str) -> str:
-        """Release *version* and start a campaign moving every ECU to it; return its name."""
-        self.release(version)
+    def offer(self, version: str, *, deltas: bool = True) -> str:
+        """Release *version* and start a campaign moving every ECU to it; return its name.
+        ``deltas=False``: full images only (see :meth:`release`)."""
+        self.release(version, deltas=deltas)
+        return self.start_campaign(version)
+
+    def start_campaign(self, version: str) -> str:
+        """Start a campaign moving every ECU to the released *version*; return its name."""
         name = f"campaign-{len(self.campaigns) + 1}"
         with self.operator() as op:
             op.create_campaign(self.plan.campaign_json(name, version))
@@ -271,13 +286,38 @@ class VirtualVehicle(Scaffold):
         self.say(f"{name} started: every ECU to {version}")
         return name
 
-    def inject_check_failure(self) -> UdsEcu:
-        """Make the plan's failing UDS ECU fail its next check routine, on its current version."""
-        uds = next(u for u in self.uds if u.ecu.role == self.plan.failing)
+    def sub(self, role: str) -> SubNode:
+        """The Sub playing *role* (``adas``, ``ivi``)."""
+        found = [s for s in self.subs if s.ecu.role == role]
+        if not found:
+            raise VehicleError(
+                f"no Sub {role!r} (Subs: {', '.join(s.ecu.role for s in self.subs)})"
+            )
+        return found[0]
+
+    def uds_ecu(self, role: str) -> UdsEcu:
+        """The UDS ECU simulator playing *role* (``bcm``, ``gateway``)."""
+        found = [u for u in self.uds if u.ecu.role == role]
+        if not found:
+            names = ", ".join(u.ecu.role for u in self.uds)
+            raise VehicleError(f"no UDS ECU {role!r} (UDS ECUs: {names})")
+        return found[0]
+
+    def inject_check_failure(self, role: str | None = None) -> UdsEcu:
+        """Make a UDS ECU (default: the plan's failing one) fail its check routines from
+        now on, on its current version, until :meth:`clear_faults`."""
+        uds = self.uds_ecu(role or self.plan.failing)
         running = uds_ecus.read_version(uds, self.master)
         uds.start(running, {"wrong_checksum": True})
         self.say(f"{uds.ecu.role}: its check routine will fail (still running {running})")
         return uds
+
+    def clear_faults(self, role: str | None = None) -> None:
+        """Restart UDS ECU *role* (default: every one) on the version it runs, without faults."""
+        for uds in [self.uds_ecu(role)] if role else self.uds:
+            running = uds_ecus.read_version(uds, self.master)
+            uds.start(running)
+            self.say(f"{uds.ecu.role}: no faults injected (running {running})")
 
     # -- what the ECUs really run -------------------------------------------------------
 
