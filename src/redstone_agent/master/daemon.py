@@ -37,6 +37,7 @@ from redstone_agent.master.ports import EcuPort
 from redstone_agent.master.record import CampaignRecord
 from redstone_agent.master.states import SETTLED
 from redstone_agent.master.topology import EcuKind, EcuSpec, MasterConfig, load_master_config
+from redstone_agent.retry import RetryPolicy
 from redstone_agent.service.logfmt import use_log_format
 from redstone_agent.service.sdnotify import Notifier
 from redstone_agent.someip.binding import Stack
@@ -96,6 +97,8 @@ class MasterDaemon:
                 image_url=self.client.image_url,
                 image_targets_url=self.client.targets_url,
                 cache_dir=state_dir / "uptane",
+                # [master.cloud] timeout-s holds for metadata and images too, not only polls.
+                retry=RetryPolicy(timeout=cloud.timeout_s),
             ),
             TrustedRoots(
                 _read(config.trust.director_root, "trust.director-root"),
