@@ -141,6 +141,7 @@ class SomeipyStack(Stack):
             self._daemon = await sp.connect_to_someipy_daemon({"socket_path": self._socket_path})
         except Exception as exc:
             raise SomeIpError(f"cannot reach someipyd at {self._socket_path}: {exc}") from exc
+        self._daemon._find_service = _OneFindAtATime(self._daemon._find_service)
 
     def _require(self) -> Any:
         if self._daemon is None:
@@ -210,6 +211,49 @@ class _SomeipyServer(ServerBinding):
             if instance is not None:
                 await instance.stop_offer()
         self._control = self._status = None
+
+
+class _OneFindAtATime:
+    """someipy's FindService, one at a time per someipyd connection, never abandoned.
+
+    someipy 2.1.2 sends FindService and takes "the next" FindServiceResponse
+    from one ``asyncio.Queue`` shared by every caller. A queue lets a new
+    caller take an answer already meant for a woken waiter, so two calls to
+    two Subs at once could swap their answers: the Master sent Sub 2's
+    PutMetadata to Sub 1 (and learnt Sub 1's endpoint as Sub 2's), and Sub 2
+    then refused Install with NO_METADATA. With one find outstanding at a time
+    the one answer goes to the one asker; shielded, a caller that gives up
+    still leaves the answer consumed, not queued for the next. An answer for
+    another service or instance is dropped as "not found" (the caller retries).
+    """
+
+    def __init__(self, find: Any) -> None:
+        self._find = find
+        self._lock = asyncio.Lock()
+
+    async def __call__(
+        self, service_id: int, instance_id: int, major_version: int, minor_version: int
+    ) -> Any:
+        async def locked() -> Any:
+            async with self._lock:
+                return await self._find(service_id, instance_id, major_version, minor_version)
+
+        task = asyncio.ensure_future(locked())
+        task.add_done_callback(_consume_outcome)
+        found = await asyncio.shield(task)
+        if found is not None and (found.service_id, found.instance_id) != (
+            service_id,
+            instance_id,
+        ):
+            log.warning(
+                "someipyd answered FindService 0x%04x/%d with 0x%04x/%d: ignored",
+                service_id,
+                instance_id,
+                found.service_id,
+                found.instance_id,
+            )
+            return None
+        return found
 
 
 def _consume_outcome(task: asyncio.Future[Any]) -> None:
