@@ -75,7 +75,8 @@ class Journal:
                 and isinstance(state, dict)
                 and record.get("sha256") == _digest(state)
             )
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
+            # RecursionError: json.loads of a deeply nested document is garbage too.
             valid = False
         if not valid:
             raise JournalCorrupt(f"{self.path}: journal is corrupt; inspect or remove it")
