@@ -7,6 +7,7 @@ that touches them untyped, for both the tester and the simulated entity.
 from __future__ import annotations
 
 import importlib
+import struct
 from typing import Any
 
 _messages: Any = importlib.import_module("doipclient.messages")
@@ -77,8 +78,16 @@ def vehicle_identification_request() -> bytes:
 
 
 def identified_address(datagram: bytes) -> int | None:
-    """Logical address in a vehicle identification response datagram, else None."""
-    message = _client.Parser().read_message(datagram)
+    """Logical address in a vehicle identification response datagram, else None.
+
+    Any host may answer a broadcast: a datagram doipclient cannot unpack (it
+    raises struct.error on a payload shorter than its type's layout) is not
+    our entity, not a reason to abort discovery.
+    """
+    try:
+        message = _client.Parser().read_message(datagram)
+    except struct.error:
+        return None
     if isinstance(message, _messages.VehicleIdentificationResponse):
         return int(message.logical_address)
     return None
