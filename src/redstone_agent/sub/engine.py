@@ -22,7 +22,7 @@ from redstone_agent.journal import Journal, JournalCorrupt
 from redstone_agent.slots.scheme import other_slot
 from redstone_agent.someip.interface import ResultCode, SubState
 from redstone_agent.someip.messages import Info, InstallRequest, Progress, Status
-from redstone_agent.sub.errors import SubError
+from redstone_agent.sub.errors import SubError, wire_text
 from redstone_agent.sub.slots_port import DeltaSource, Slots
 from redstone_agent.sub.states import Command, require
 from redstone_agent.sub.trust import Assignment, SubTrust, check_install
@@ -189,7 +189,7 @@ class Engine:
         r = self._record
         for key, value in changes.items():
             setattr(r, key, value)
-        r.state, r.error, r.detail = state, error, detail
+        r.state, r.error, r.detail = state, error, wire_text(detail)
         r.seq += 1
         self._journal.save(r.to_dict())
         note = detail if error is ResultCode.OK else f"{error.name}: {detail}".removesuffix(": ")

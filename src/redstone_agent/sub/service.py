@@ -21,7 +21,7 @@ from redstone_agent.someip.messages import (
     Response,
 )
 from redstone_agent.sub.engine import Engine
-from redstone_agent.sub.errors import SubError
+from redstone_agent.sub.errors import SubError, wire_text
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +55,15 @@ class SubService:
             body = await route(payload)
         except MalformedPayload as exc:
             log.warning("method 0x%04x: malformed request: %s", method_id, exc)
-            return Reply(Response(ResultCode.MALFORMED, str(exc)).encode(), RETURN_MALFORMED)
+            return Reply(
+                Response(ResultCode.MALFORMED, wire_text(str(exc))).encode(), RETURN_MALFORMED
+            )
         except SubError as exc:
             log.info("method 0x%04x refused: %s", method_id, exc)
-            return Reply(Response(exc.code, str(exc)).encode())
+            return Reply(Response(exc.code, wire_text(str(exc))).encode())
         except Exception as exc:  # never let one request take the daemon down
             log.exception("method 0x%04x failed", method_id)
-            return Reply(Response(ResultCode.INTERNAL, str(exc)[:500]).encode())
+            return Reply(Response(ResultCode.INTERNAL, wire_text(str(exc), 500)).encode())
         return Reply(Response(ResultCode.OK, body=body).encode())
 
     @staticmethod

@@ -29,6 +29,8 @@ from redstone_agent.uptane.errors import BundleError
 FORMAT = "redstone-uptane-bundle"
 FORMAT_VERSION = 1
 MAX_BUNDLE_BYTES = 16 * 1024 * 1024
+MAX_INT_DIGITS = 40
+"""No integer in metadata needs more digits (versions and lengths fit in 64 bits)."""
 DIRECTOR = "director"
 IMAGE = "image"
 
@@ -85,10 +87,7 @@ class MetadataBundle:
         """Parse a bundle; anything malformed or oversized is a :class:`BundleError`."""
         if len(data) > max_bytes:
             raise BundleError(f"metadata bundle of {len(data)} bytes exceeds {max_bytes}")
-        try:
-            doc = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise BundleError(f"metadata bundle is not JSON: {exc}") from exc
+        doc = strict_json(data, "metadata bundle")
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise BundleError("not a redstone-uptane-bundle document")
         if doc.get("version") != FORMAT_VERSION:
@@ -102,6 +101,43 @@ class MetadataBundle:
                 raise BundleError(f"unknown repository {name!r} in bundle")
             parsed[name] = _parse_repository(name, repo)
         return cls(parsed)
+
+
+class _NotStrictJson(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotStrictJson(f"non-finite number {name} is not JSON")
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise _NotStrictJson(f"integer of {len(text)} digits is out of range")
+    return int(text)
+
+
+def strict_json(data: bytes, what: str) -> Any:
+    """Parse untrusted JSON as RFC 8259 does, or raise one-line :class:`BundleError`.
+
+    Refused without reaching odd code paths: invalid UTF-8 and lone UTF-16
+    surrogates (``"\\ud800"`` decodes but can never be encoded again), the
+    non-standard ``NaN``/``Infinity``, integers beyond :data:`MAX_INT_DIGITS`
+    digits, and nesting deep enough to exhaust the parser's recursion.
+    """
+    try:
+        text = data.decode("utf-8")
+        doc = json.loads(text, parse_constant=_no_constant, parse_int=_bounded_int)
+        json.dumps(doc, ensure_ascii=False).encode("utf-8")  # lone surrogates fail here
+    except RecursionError:
+        raise BundleError(f"{what} is nested too deeply") from None
+    except UnicodeError as exc:
+        raise BundleError(
+            f"{what} is not valid UTF-8 text ({getattr(exc, 'reason', exc)})"
+        ) from None
+    except ValueError as exc:  # JSONDecodeError, _NotStrictJson
+        raise BundleError(f"{what} is not JSON: {exc}") from None
+    return doc
 
 
 def _b64(data: bytes) -> str:

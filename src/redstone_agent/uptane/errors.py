@@ -4,9 +4,27 @@ from __future__ import annotations
 
 from redstone_agent.errors import RedstoneError
 
+MAX_MESSAGE_CHARS = 600
+"""Hostile metadata can put megabytes into a field a message quotes; keep the line short."""
+
+
+def one_line(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``text`` as one printable, UTF-8-encodable line of at most ``limit`` characters.
+
+    Messages quote attacker-chosen metadata: a lone UTF-16 surrogate would make
+    every later ``encode()`` (a log handler, a SOME/IP detail string) raise,
+    and a newline would split a log record. Both are escaped here, once.
+    """
+    flat = " ".join(text.split())
+    safe = flat.encode("utf-8", "backslashreplace").decode("utf-8")
+    return safe if len(safe) <= limit else safe[: limit - 1] + "…"
+
 
 class UptaneError(RedstoneError):
-    """Base class of every Uptane failure."""
+    """Base class of every Uptane failure; its message is always :func:`one_line`."""
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(one_line(str(message)))
 
 
 class KeyFileError(UptaneError):

@@ -16,12 +16,13 @@ from datetime import datetime
 from typing import cast
 
 from tuf.api import exceptions as tuf_errors
+from tuf.api.serialization import SerializationError
 from tuf.api.serialization.json import CanonicalJSONSerializer
 from tuf.ngclient._internal.trusted_metadata_set import TrustedMetadataSet
 from tuf.ngclient.config import EnvelopeType
 
-from redstone_agent.uptane.bundle import RepositoryMetadata
-from redstone_agent.uptane.errors import MetadataError
+from redstone_agent.uptane.bundle import RepositoryMetadata, strict_json
+from redstone_agent.uptane.errors import BundleError, MetadataError
 from redstone_agent.uptane.tufapi import Metadata, Root, Signature, Signed, T, TargetFile, Targets
 
 MAX_ROOT_ROTATIONS = 64
@@ -31,8 +32,10 @@ MAX_DELEGATIONS = 32
 def root_version(data: bytes) -> int:
     """Version of a root file without verifying it (to order and skip chain entries)."""
     try:
-        version = json.loads(data)["signed"]["version"]
-    except (ValueError, KeyError, TypeError) as exc:
+        version = strict_json(data, "root in chain")["signed"]["version"]
+    except BundleError as exc:
+        raise tuf_errors.RepositoryError(str(exc)) from exc
+    except (KeyError, TypeError) as exc:
         raise tuf_errors.RepositoryError(f"unreadable root in chain: {exc!r}") from exc
     if not isinstance(version, int):
         raise tuf_errors.RepositoryError("root version is not an integer")
@@ -47,6 +50,11 @@ def as_metadata_error(repository: str) -> Iterator[None]:
     except tuf_errors.RepositoryError as exc:
         reason = str(exc) or type(exc).__name__
         raise MetadataError(repository, f"{type(exc).__name__}: {reason}") from exc
+    except (RecursionError, ValueError, OverflowError, SerializationError) as exc:
+        # Hostile bytes that reach python-tuf's or our encoder before any
+        # signature is checked (nesting, lone surrogates, non-finite or huge
+        # numbers): the same one-line verdict, not a traceback.
+        raise MetadataError(repository, f"malformed metadata ({type(exc).__name__})") from exc
 
 
 def canonical_bytes(signed: Signed) -> bytes:
@@ -60,7 +68,12 @@ def canonical_bytes(signed: Signed) -> bytes:
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     if "\\" in text:
         return CanonicalJSONSerializer().serialize(signed)
-    return text.encode("utf-8")
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate ("\\ud800" in the file) decodes but has no UTF-8
+        # form, so nothing can have signed it.
+        raise tuf_errors.RepositoryError("metadata holds a lone UTF-16 surrogate") from None
 
 
 def _load_metadata(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -137,6 +138,31 @@ def test_tampered_published_metadata_fails_verify(
     targets = next((pair / "pub" / "director" / "metadata").glob("2.targets.json"))
     targets.write_bytes(targets.read_bytes().replace(b'"E1"', b'"E2"'))
     err = fails(capsys, *verify_args(pair))
+    assert "director repository" in err
+
+
+@pytest.mark.parametrize(
+    ("file", "hostile"),
+    [
+        ("timestamp.json", lambda raw: raw.replace(b'"signed":{', b'"signed":{"x":"\\ud800",', 1)),
+        ("timestamp.json", lambda raw: raw.replace(b'"signed":{', b'"signed":{"x":1e400,', 1)),
+        ("2.root.json", lambda _raw: b"[" * 200_000 + b"]" * 200_000),
+        ("2.root.json", lambda _raw: b'{"signed":{"version":' + b"9" * 5000 + b"}}"),
+        ("2.root.json", lambda _raw: b'{"signed":{"version":NaN}}'),
+        ("2.root.json", lambda _raw: b'{"signed":{"version":2,"x":"\\udc80"}}'),
+    ],
+)
+def test_hostile_published_metadata_fails_verify_in_one_line(
+    pair: Path,
+    capsys: pytest.CaptureFixture[str],
+    file: str,
+    hostile: Callable[[bytes], bytes],
+) -> None:
+    publish_and_verify(capsys, pair)
+    path = pair / "pub" / "director" / "metadata" / file
+    path.write_bytes(hostile(path.read_bytes() if path.exists() else b""))
+    err = fails(capsys, *verify_args(pair))
+    assert err.startswith("redstone-repo: error: ") and "Traceback" not in err
     assert "director repository" in err
 
 

@@ -7,7 +7,9 @@ bootloader chose, exactly what happens after a power cycle.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -15,10 +17,17 @@ import pytest
 
 from redstone_agent.journal import Journal
 from redstone_agent.someip.interface import MethodId, ResultCode, SubState
-from redstone_agent.someip.messages import Blob, InstallRequest, Response, Status
+from redstone_agent.someip.messages import (
+    Blob,
+    InstallRequest,
+    MetadataLocation,
+    Response,
+    Status,
+)
 from redstone_agent.sub.engine import Engine
 from redstone_agent.sub.errors import NoMetadata, SubError, VerificationFailed, WrongState
 from redstone_agent.sub.service import SubService
+from tests.integration.uptane.httpserver import serve
 from tests.unit.sub.node_bench import Bench, make_bench
 
 S = SubState
@@ -193,6 +202,54 @@ def test_service_answers_every_request_with_a_result_code(bench: Bench) -> None:
         assert Status.decode(response.body).state is S.IDLE
 
     asyncio.run(scenario())
+
+
+HOSTILE_BUNDLES = {
+    "absurd nesting": b"[" * 200_000 + b"]" * 200_000,
+    "lone surrogate": b'{"format": "redstone-uptane-bundle", "version": 1, "x": "\\ud800"}',
+    "surrogate in a role": None,  # built from a real bundle below
+    "NaN": b'{"format": "redstone-uptane-bundle", "version": NaN}',
+    "huge integer": b'{"format": "redstone-uptane-bundle", "version": ' + b"9" * 5000 + b"}",
+}
+
+
+def _surrogate_in_a_role(bench: Bench) -> bytes:
+    doc = json.loads(bench.sim.bundle().to_bytes())
+    roles = doc["repositories"]["director"]["roles"]
+    raw = base64.b64decode(roles["timestamp"]).replace(b'"signed":{', b'"signed":{"x":"\\udc80",')
+    roles["timestamp"] = base64.b64encode(raw).decode()
+    return json.dumps(doc).encode()
+
+
+@pytest.mark.parametrize("form", HOSTILE_BUNDLES)
+def test_hostile_metadata_is_verification_failed_in_one_line(bench: Bench, form: str) -> None:
+    """PutMetadata and PutMetadataFrom answer VERIFICATION_FAILED; the Sub keeps serving."""
+    bench.publish("v1.img", b"image", 1)
+    data = HOSTILE_BUNDLES[form] or _surrogate_in_a_role(bench)
+    (bench.root / "www").mkdir()
+    (bench.root / "www" / "hostile.bundle").write_bytes(data)
+
+    async def scenario(url: str) -> None:
+        location = MetadataLocation(url, hashlib.sha256(data).digest(), len(data))
+        engine = bench.engine()
+        await engine.recover()
+        service = SubService(engine)
+        answers = [
+            await service.handle(MethodId.PUT_METADATA, Blob(data[:50_000]).encode()),
+            await service.handle(MethodId.PUT_METADATA_FROM, location.encode()),
+        ]
+        for reply in answers:
+            response = Response.decode(reply.payload)
+            assert response.code is ResultCode.VERIFICATION_FAILED, response.detail
+            assert response.detail.startswith("metadata rejected: ")
+            assert "\n" not in response.detail
+        status = Response.decode((await service.handle(MethodId.GET_STATUS, b"")).payload)
+        assert Status.decode(status.body).state is S.IDLE
+        # and a genuine bundle is still accepted afterwards
+        await engine.put_metadata(bench.sim.bundle().to_bytes())
+
+    with serve(bench.root / "www") as server:
+        asyncio.run(scenario(f"{server.url}/hostile.bundle"))
 
 
 def test_sub_error_carries_its_code() -> None:
