@@ -9,10 +9,12 @@ from typing import Any
 
 import pytest
 
+from redstone_agent.journal import Journal
 from redstone_agent.someip.messages import DeltaInfo, InstallRequest
 from redstone_agent.sub.config import TrustConfig
 from redstone_agent.sub.errors import NoMetadata, VerificationFailed
 from redstone_agent.sub.trust import Assignment, SubTrust, check_install
+from redstone_agent.uptane.bundle import MetadataBundle
 from redstone_agent.uptane.keys import generate_signer
 from redstone_agent.uptane.simulator import UptaneSimulator
 
@@ -25,7 +27,7 @@ def _provision(tmp_path: Path, sim: UptaneSimulator) -> SubTrust:
     assert roots.image is not None
     (tmp_path / "image.json").write_bytes(roots.image)
     state = tmp_path / "state"
-    state.mkdir()
+    state.mkdir(exist_ok=True)
     config = TrustConfig(tmp_path / "director.json", tmp_path / "image.json")
     return SubTrust(config, SERIAL, HW, state)
 
@@ -44,7 +46,7 @@ def test_a_rotated_director_root_is_stored_whole_and_used_next_time(tmp_path: Pa
     assert assignment.filename == "ecu.img"
     state = tmp_path / "state"
     assert (state / "director.root.json").read_bytes() == sim.director.roots[-1]
-    assert sorted(p.name for p in state.iterdir()) == ["director.root.json"]
+    assert sorted(p.name for p in state.iterdir()) == ["director.root.json", "metadata.json"]
     # From now on the stored root is the trust anchor, not the provisioned one.
     (tmp_path / "director.json").write_bytes(b"not a root")
     assert trust.verify(sim.bundle().to_bytes(), 0).filename == "ecu.img"
@@ -58,6 +60,83 @@ def test_an_unreadable_trusted_root_is_a_verification_failure(tmp_path: Path) ->
     (tmp_path / "director.json").unlink()
     with pytest.raises(VerificationFailed, match="cannot read trusted director root"):
         trust.verify(sim.bundle().to_bytes(), 0)
+
+
+# -- anti-rollback of metadata: a replayed older bundle is refused ------------------------
+
+
+def _partial(tmp_path: Path, sim: UptaneSimulator) -> SubTrust:
+    (tmp_path / "director.json").write_bytes(sim.trusted_roots().director)
+    (tmp_path / "state").mkdir(exist_ok=True)
+    config = TrustConfig(tmp_path / "director.json", None, "partial")
+    return SubTrust(config, SERIAL, HW, tmp_path / "state")
+
+
+@pytest.mark.parametrize("mode", ["full", "partial"])
+def test_a_replayed_older_assignment_is_refused_even_after_a_restart(
+    tmp_path: Path, mode: str
+) -> None:
+    """A compromised Master keeps an old, still valid bundle and replays it later."""
+    sim = UptaneSimulator.create()
+    provision = _provision if mode == "full" else _partial
+    sim.add_image("v1.img", b"one", [HW], 1)
+    sim.add_image("v1b.img", b"one, again", [HW], 1)
+    sim.assign(SERIAL, HW, "v1.img")
+    old = sim.bundle().to_bytes()
+    if mode == "partial":
+        old = sim.bundle().for_partial_verification().to_bytes()
+    assert provision(tmp_path, sim).verify(old, 0).filename == "v1.img"
+    sim.assign(SERIAL, HW, "v1b.img")  # same release counter: that check cannot help
+    new = sim.bundle()
+    newer = (new if mode == "full" else new.for_partial_verification()).to_bytes()
+    assert provision(tmp_path, sim).verify(newer, 0).filename == "v1b.img"
+
+    restarted = provision(tmp_path, sim)  # a new process: only the journal remembers
+    with pytest.raises(VerificationFailed, match="version") as refused:
+        restarted.verify(old, 0)
+    assert "\n" not in str(refused.value)
+    # The Master repeating the current bundle is no replay.
+    assert restarted.verify(newer, 0).filename == "v1b.img"
+
+
+def test_an_older_image_repository_beside_a_newer_director_is_refused(tmp_path: Path) -> None:
+    sim = UptaneSimulator.create()
+    trust = _provision(tmp_path, sim)
+    sim.add_image("v1.img", b"one", [HW], 1)
+    sim.assign(SERIAL, HW, "v1.img")
+    old_image = sim.bundle().repositories["image"]
+    sim.add_image("v2.img", b"two", [HW], 2)
+    trust.verify(sim.bundle().to_bytes(), 0)
+    spliced = MetadataBundle({**sim.bundle().repositories, "image": old_image})
+    with pytest.raises(VerificationFailed, match="image repository: BadVersionNumberError"):
+        trust.verify(spliced.to_bytes(), 0)
+
+
+def test_a_bundle_assigning_nothing_still_raises_the_floor(tmp_path: Path) -> None:
+    sim = UptaneSimulator.create()
+    trust = _provision(tmp_path, sim)
+    sim.add_image("v1.img", b"one", [HW], 1)
+    sim.assign(SERIAL, HW, "v1.img")
+    old = sim.bundle().to_bytes()
+    sim.assignments.clear()
+    sim.commit_director()
+    with pytest.raises(VerificationFailed, match="assigns nothing"):
+        trust.verify(sim.bundle().to_bytes(), 0)
+    with pytest.raises(VerificationFailed, match="BadVersionNumberError"):
+        trust.verify(old, 0)
+
+
+def test_an_unreadable_floor_journal_is_reported_and_rebuilt(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sim = UptaneSimulator.create()
+    trust = _provision(tmp_path, sim)
+    sim.add_image("v1.img", b"one", [HW], 1)
+    sim.assign(SERIAL, HW, "v1.img")
+    (tmp_path / "state" / "metadata.json").write_bytes(b"{torn")
+    assert trust.verify(sim.bundle().to_bytes(), 0).filename == "v1.img"
+    assert "metadata rollback floor lost" in caplog.text
+    assert Journal(tmp_path / "state" / "metadata.json").load() is not None
 
 
 # -- check_install: the Install must be the verified assignment --------------------------
