@@ -31,7 +31,7 @@ from redstone_agent.transfer.errors import (
     TransferError,
 )
 from redstone_agent.transfer.http import DEFAULT_RETRY, HttpSource
-from redstone_agent.transfer.source import ByteSource, FileSource
+from redstone_agent.transfer.source import DEFAULT_OPEN_TIMEOUT, ByteSource, FileSource
 from redstone_agent.transfer.stream import ChunkStream
 
 __all__ = [
@@ -75,11 +75,21 @@ def open_source(
     chunk_size: int = 1 << 20,
     headers: Mapping[str, str] | None = None,
     session: requests.Session | None = None,
+    open_timeout: float = DEFAULT_OPEN_TIMEOUT,
 ) -> ByteSource:
-    """Open a local path, file:// URL or http(s):// URL for streaming its raw bytes."""
+    """Open a local path, file:// URL or http(s):// URL for streaming its raw bytes.
+
+    ``open_timeout`` is how long a named pipe may wait for its writer.
+    """
     path = local_path(location)
     if path is not None:
-        return FileSource(path, cancel=cancel, max_bytes=max_bytes, chunk_size=chunk_size)
+        return FileSource(
+            path,
+            cancel=cancel,
+            max_bytes=max_bytes,
+            chunk_size=chunk_size,
+            open_timeout=open_timeout,
+        )
     scheme = urlsplit(location).scheme.lower()
     if scheme not in ("http", "https"):
         raise TransferError(f"unsupported source scheme {scheme!r} in {location}")

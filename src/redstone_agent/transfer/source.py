@@ -8,9 +8,12 @@ cancel event (checked between chunks) and the running byte count.
 
 from __future__ import annotations
 
+import fcntl
 import os
+import select
 import stat
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
@@ -120,17 +123,31 @@ class ByteSource(ABC):
         self.close()
 
 
+DEFAULT_OPEN_TIMEOUT = 30.0
+"""Seconds a named pipe (FIFO) may wait for its writer's first byte."""
+
+
 def _device_or_file_size(fd: int) -> int | None:
+    """File size or device capacity; None for pipes and character devices (never seeks them)."""
     status = os.fstat(fd)
     if stat.S_ISREG(status.st_mode):
         return status.st_size
     if stat.S_ISBLK(status.st_mode):
-        return os.lseek(fd, 0, os.SEEK_END)
+        size = os.lseek(fd, 0, os.SEEK_END)
+        os.lseek(fd, 0, os.SEEK_SET)
+        return size
     return None
 
 
 class FileSource(ByteSource):
-    """A local regular file, block device or pipe."""
+    """A local regular file, block device or pipe.
+
+    A pipe is read strictly forward and never seeked. Opening a named pipe
+    blocks until a writer opens it, for ever if none does, so a FIFO is
+    opened non-blocking and then given ``open_timeout`` seconds for its
+    writer to send the first byte (or to close: an empty image) before
+    ``TransferError`` says so; after that it reads like any blocking pipe.
+    """
 
     def __init__(
         self,
@@ -139,21 +156,45 @@ class FileSource(ByteSource):
         cancel: threading.Event | None = None,
         max_bytes: int | None = None,
         chunk_size: int = 1 << 20,
+        open_timeout: float = DEFAULT_OPEN_TIMEOUT,
     ) -> None:
         super().__init__(str(path), cancel=cancel, max_bytes=max_bytes, chunk_size=chunk_size)
         self._fd = -1
         self._reading_into = False
         try:
-            self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            fifo = stat.S_ISFIFO(path.stat().st_mode)
+            flags = os.O_RDONLY | os.O_CLOEXEC | (os.O_NONBLOCK if fifo else 0)
+            self._fd = os.open(path, flags)
         except OSError as error:
             raise TransferError(f"cannot open source {path}: {error.strerror}") from error
         try:
+            if fifo:
+                self._await_writer(open_timeout)
             self.size = _device_or_file_size(self._fd)
-            os.lseek(self._fd, 0, os.SEEK_SET)
             self._check_announced_size()
         except BaseException:
             self.close()
             raise
+
+    def _await_writer(self, timeout: float) -> None:
+        """Wait for a FIFO's writer to send data or hang up, then make reads blocking.
+
+        Linux reports neither readable nor hung-up on a FIFO that never had a
+        writer, so poll waits for the writer; it wakes every 0.1 s to honour
+        the cancel event.
+        """
+        poller = select.poll()
+        poller.register(self._fd, select.POLLIN)
+        deadline = time.monotonic() + timeout
+        while not poller.poll(100):
+            self.check_cancel()
+            if time.monotonic() >= deadline:
+                raise TransferError(
+                    f"source {self.location} is a named pipe and no writer sent anything "
+                    f"within {timeout:g} s"
+                )
+        flags = fcntl.fcntl(self._fd, fcntl.F_GETFL)
+        fcntl.fcntl(self._fd, fcntl.F_SETFL, flags & ~os.O_NONBLOCK)
 
     def _chunks(self) -> Iterator[bytes]:
         while True:

@@ -110,3 +110,92 @@ def test_as_stream(image: tuple[Path, bytes]) -> None:
         stream = source.as_stream()
         assert stream.read(1500) == data[:1500]
         assert stream.read() == data[1500:]
+
+
+class _Writer(threading.Thread):
+    """Writes ``data`` into a FIFO and closes it (opening blocks until a reader is there)."""
+
+    def __init__(self, fifo: Path, data: bytes) -> None:
+        super().__init__(daemon=True)
+        self.fifo, self.data = fifo, data
+
+    def run(self) -> None:
+        with self.fifo.open("wb") as out:
+            out.write(self.data)
+
+
+def _opened_in_time(fifo: Path, **kwargs: object) -> BaseException | None:
+    """Open ``fifo`` as a source in a thread; what it raised, or fail if it hangs.
+
+    Guard only: without the fix the open blocks for ever, and this test must
+    fail rather than hang. Opening the write end releases the stuck reader.
+    """
+    outcome: list[BaseException | None] = []
+
+    def attempt() -> None:
+        try:
+            open_source(str(fifo), **kwargs).close()  # type: ignore[arg-type]
+            outcome.append(None)
+        except BaseException as error:  # handed to the test
+            outcome.append(error)
+
+    thread = threading.Thread(target=attempt, daemon=True)
+    thread.start()
+    thread.join(30)
+    if thread.is_alive():
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(5)
+        pytest.fail(f"opening a FIFO with no writer blocked: {outcome}")
+    return outcome[0]
+
+
+def test_named_pipe_is_read_forward_without_seeking(tmp_path: Path) -> None:
+    """Issue 15 item 4: a FIFO source used to die in lseek (ESPIPE) right after opening."""
+    fifo = tmp_path / "image.fifo"
+    os.mkfifo(fifo)
+    data = os.urandom(3 << 20)
+    writer = _Writer(fifo, data)
+    writer.start()
+    with open_source(str(fifo), chunk_size=65536) as source:
+        assert source.size is None
+        assert b"".join(source) == data
+    writer.join(10)
+
+
+def test_named_pipe_read_into_blocks(tmp_path: Path) -> None:
+    fifo = tmp_path / "image.fifo"
+    os.mkfifo(fifo)
+    data = os.urandom(1 << 20)
+    _Writer(fifo, data).start()
+    with open_source(str(fifo)) as source:
+        buffer = bytearray(len(data) + 10)
+        assert source.readinto(buffer) == len(data)  # blocking reads: no EAGAIN, no short read
+    assert bytes(buffer[: len(data)]) == data
+
+
+def test_anonymous_pipe_through_dev_fd() -> None:
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, b"from a pipe")
+        os.close(write_end)
+        with open_source(f"/dev/fd/{read_end}") as source:
+            assert b"".join(source) == b"from a pipe"
+    finally:
+        os.close(read_end)
+
+
+def test_named_pipe_without_a_writer_times_out_clearly(tmp_path: Path) -> None:
+    """Issue 15 item 4: opening a FIFO nobody writes to used to block for ever."""
+    fifo = tmp_path / "nobody.fifo"
+    os.mkfifo(fifo)
+    error = _opened_in_time(fifo, open_timeout=0.2)
+    assert isinstance(error, TransferError)
+    assert str(error) == (f"source {fifo} is a named pipe and no writer sent anything within 0.2 s")
+
+
+def test_waiting_for_a_writer_can_be_cancelled(tmp_path: Path) -> None:
+    fifo = tmp_path / "nobody.fifo"
+    os.mkfifo(fifo)
+    cancel = threading.Event()
+    cancel.set()
+    assert isinstance(_opened_in_time(fifo, cancel=cancel), TransferCancelled)
