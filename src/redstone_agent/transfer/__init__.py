@@ -15,6 +15,7 @@ from urllib.request import url2pathname
 
 import requests
 
+from redstone_agent.pace import Pace
 from redstone_agent.retry import RetryPolicy
 from redstone_agent.transfer.decompress import (
     Decompressed,
@@ -30,7 +31,7 @@ from redstone_agent.transfer.errors import (
     TransferCancelled,
     TransferError,
 )
-from redstone_agent.transfer.http import DEFAULT_RETRY, HttpSource
+from redstone_agent.transfer.http import DEFAULT_PACE, DEFAULT_RETRY, HttpSource
 from redstone_agent.transfer.source import DEFAULT_OPEN_TIMEOUT, ByteSource, FileSource
 from redstone_agent.transfer.stream import ChunkStream
 
@@ -42,6 +43,7 @@ __all__ = [
     "FileSource",
     "HeadThen",
     "HttpSource",
+    "Pace",
     "SourceChanged",
     "SourceTooLarge",
     "TransferCancelled",
@@ -75,11 +77,14 @@ def open_source(
     chunk_size: int = 1 << 20,
     headers: Mapping[str, str] | None = None,
     session: requests.Session | None = None,
+    pace: Pace = DEFAULT_PACE,
     open_timeout: float = DEFAULT_OPEN_TIMEOUT,
 ) -> ByteSource:
     """Open a local path, file:// URL or http(s):// URL for streaming its raw bytes.
 
-    ``open_timeout`` is how long a named pipe may wait for its writer.
+    ``pace`` is the slowest an HTTP transfer may go (minimum rate per window,
+    optional total deadline); ``open_timeout`` how long a named pipe may wait
+    for its writer.
     """
     path = local_path(location)
     if path is not None:
@@ -101,4 +106,5 @@ def open_source(
         chunk_size=chunk_size,
         headers=headers,
         session=session,
+        pace=pace,
     )

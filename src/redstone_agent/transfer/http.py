@@ -4,6 +4,14 @@ Why not just retry the GET: the bytes already delivered have been consumed
 (hashed, written to the slot), so a retry must continue exactly where the
 last one stopped, and only if the file on the server is still the same one —
 ``If-Range`` with the first response's validator makes the server say so.
+
+Why a rate rule on top of the read timeout: a server that trickles a byte
+every few seconds never times out a read. Every connection must average
+``Pace.min_rate`` over each ``Pace.window`` (see ``redstone_agent.pace``);
+a connection that does not is dropped and resumed, and a server that is too
+slow on every connection runs out of attempts like one that fails outright.
+The body is read with ``read1`` (one socket read at a time), so the rule is
+checked after every few bytes of a trickle, not once per filled chunk.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from collections.abc import Iterator, Mapping
 import requests
 import urllib3
 
+from redstone_agent.pace import Clock, Pace, PaceWatch
 from redstone_agent.retry import RetryPolicy
 from redstone_agent.transfer.errors import SourceChanged, TransferError
 from redstone_agent.transfer.ranges import (
@@ -30,18 +39,30 @@ from redstone_agent.transfer.source import ByteSource
 log = logging.getLogger(__name__)
 
 DEFAULT_RETRY = RetryPolicy()
+DEFAULT_PACE = Pace()
 
 
 class _Transient(Exception):
     """A failure worth retrying: connection lost, timeout, 5xx."""
 
 
-class _Backoff:
-    """Counts consecutive failures; progress between them starts a fresh budget."""
+class _TooSlow(_Transient):
+    """A connection that brought less than the minimum rate over a whole window."""
 
-    def __init__(self, policy: RetryPolicy, source: ByteSource) -> None:
+
+class _Backoff:
+    """Counts consecutive failures; progress between them starts a fresh budget.
+
+    Progress for a failure is any byte; progress for a too-slow connection is
+    a full window at the minimum rate, so a trickle that delivers a little on
+    each connection still runs out of attempts.
+    """
+
+    def __init__(self, policy: RetryPolicy, source: ByteSource, watch: PaceWatch) -> None:
         self._policy = policy
         self._source = source
+        self._watch = watch
+        self._slow = 0
         self.reset()
 
     def reset(self) -> None:
@@ -51,10 +72,18 @@ class _Backoff:
     def wait_after(self, problem: _Transient, cancel: threading.Event | None) -> None:
         """Sleep before the next try, or raise TransferError when the budget is spent."""
         self._failures += 1
+        if self._watch.windows_passed:
+            self._slow = 0
+        if isinstance(problem, _TooSlow):
+            self._slow += 1
+        late = self._watch.overdue()
+        if late is not None:
+            raise TransferError(f"{self._source.location}: {late} (last problem: {problem})")
         delay = next(self._delays, None)
-        if delay is None:
+        if delay is None or self._slow >= self._policy.attempts:
+            attempts = max(self._failures, self._slow)
             raise TransferError(
-                f"{self._source.location}: giving up after {self._failures} attempts: {problem}"
+                f"{self._source.location}: giving up after {attempts} attempts: {problem}"
             )
         log.warning(
             "%s: %s; retry %d in %.2fs", self._source.location, problem, self._failures, delay
@@ -79,15 +108,18 @@ class HttpSource(ByteSource):
         chunk_size: int = 1 << 20,
         headers: Mapping[str, str] | None = None,
         session: requests.Session | None = None,
+        pace: Pace = DEFAULT_PACE,
+        clock: Clock = time.monotonic,
     ) -> None:
         super().__init__(url, cancel=cancel, max_bytes=max_bytes, chunk_size=chunk_size)
         self._retry = retry
+        self._watch = pace.watch(clock)
         self._headers = {"Accept-Encoding": "identity", **(headers or {})}
         self._own_session = session is None
         self._session = session or requests.Session()
         self._validator: str | None = None
         self._etag: str | None = None
-        self._backoff = _Backoff(retry, self)
+        self._backoff = _Backoff(retry, self, self._watch)
         self._response: requests.Response | None = None
         try:
             self._response = self._open_retrying(0)
@@ -165,11 +197,13 @@ class HttpSource(ByteSource):
         while True:
             if self._response is None:
                 self._response = self._open_retrying(offset)
+            self._watch.restart()
             try:
-                for chunk in self._response.raw.stream(self._chunk_size, decode_content=False):
+                for chunk in self._body(self._response):
                     offset += len(chunk)
                     self._backoff.reset()
                     yield chunk
+                    self._check_pace(len(chunk))
                 if self.size is not None and offset < self.size:
                     raise _Transient(f"connection closed at byte {offset} of {self.size}")
                 return
@@ -177,6 +211,19 @@ class HttpSource(ByteSource):
                 problem = error if isinstance(error, _Transient) else _Transient(_reason(error))
                 self._drop_response()
                 self._backoff.wait_after(problem, self._cancel)
+
+    def _body(self, response: requests.Response) -> Iterator[bytes]:
+        """The body as it arrives: each read returns after one socket read, up to a chunk."""
+        while chunk := response.raw.read1(self._chunk_size, decode_content=False):
+            yield chunk
+
+    def _check_pace(self, received: int) -> None:
+        late = self._watch.overdue()
+        if late is not None:
+            raise TransferError(f"{self.location}: {late} ({self.received} bytes received)")
+        slow = self._watch.update(received)
+        if slow is not None:
+            raise _TooSlow(slow)
 
     def _drop_response(self) -> None:
         if self._response is not None:

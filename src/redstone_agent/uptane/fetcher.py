@@ -1,8 +1,9 @@
 """HTTP for the trust layer: a ``tuf.ngclient`` fetcher on requests, and resumable targets.
 
-Defences live here because they are about the wire: connect/read timeouts and
-a per-file deadline (slow-retrieval attack), byte caps enforced while
-streaming (endless-data attack), retries with jittered backoff for transient
+Defences live here because they are about the wire: connect/read timeouts, a
+minimum average rate per window for every file and a whole-file deadline for
+metadata (slow-retrieval attack; see ``redstone_agent.pace``), byte caps
+enforced while streaming (endless-data attack), retries with jittered backoff for transient
 failures only, and Range requests so a big image survives a flaky link.
 
 A target download also survives the process: every few MiB the ``.part``
@@ -20,7 +21,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -30,6 +31,7 @@ from tuf.api import exceptions as tuf_errors
 from tuf.ngclient.fetcher import FetcherInterface
 
 from redstone_agent.journal import Journal, JournalCorrupt
+from redstone_agent.pace import Clock, Pace, PaceWatch
 from redstone_agent.retry import RetryPolicy
 from redstone_agent.uptane.errors import DownloadError
 
@@ -44,23 +46,31 @@ Progress = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class FetchLimits:
-    """Per-file deadline; the per-read timeout comes from the RetryPolicy."""
+    """How slow a download may be; the per-read timeout comes from the RetryPolicy."""
 
     file_deadline: float = 300.0
-    """Seconds one file may take in total, however steadily the bytes trickle."""
+    """Seconds one metadata file may take in total, however steadily the bytes trickle.
+
+    Not applied to targets: a fixed total would fail a big image on a slow
+    link; ``pace`` bounds them instead."""
+    pace: Pace = field(default_factory=Pace)
+    """Minimum average rate per window, for metadata and targets; its optional
+    ``deadline`` bounds a whole target download, retries included."""
 
 
-def stream_body(response: requests.Response, deadline_s: float, url: str) -> Iterator[bytes]:
-    """Yield the body as it arrives, checking a whole-file deadline after every read.
+def stream_body(response: requests.Response, url: str, watch: PaceWatch) -> Iterator[bytes]:
+    """Yield the body as it arrives, checking the pace (rate, deadline) after every read.
 
     ``read1`` returns after one socket read, so a server that trickles bytes
-    cannot keep us waiting for a 64 KiB chunk to fill up.
+    cannot keep us waiting for a 64 KiB chunk to fill up. ``watch`` starts a
+    new rate window here (a new connection); its deadline keeps running.
     """
-    deadline = time.monotonic() + deadline_s
+    watch.restart()
     try:
         while chunk := response.raw.read1(CHUNK, decode_content=True):
-            if time.monotonic() > deadline:
-                raise tuf_errors.SlowRetrievalError(f"{url}: not complete within {deadline_s:g} s")
+            slow = watch.overdue() or watch.update(len(chunk))
+            if slow is not None:
+                raise tuf_errors.SlowRetrievalError(f"{url}: {slow}")
             yield chunk
     except urllib3.exceptions.HTTPError as exc:
         raise requests.ConnectionError(str(exc)) from exc
@@ -89,11 +99,17 @@ class RequestsFetcher(FetcherInterface):
         retry: RetryPolicy | None = None,
         limits: FetchLimits | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Clock = time.monotonic,
     ) -> None:
         self.session = session or requests.Session()
         self.retry = retry or RetryPolicy()
         self.limits = limits or FetchLimits()
         self._sleep = sleep
+        self.clock = clock
+
+    def metadata_watch(self) -> PaceWatch:
+        """The pace of one metadata file: the minimum rate and the whole-file deadline."""
+        return replace(self.limits.pace, deadline=self.limits.file_deadline).watch(self.clock)
 
     def _fetch(self, url: str) -> Iterator[bytes]:
         try:
@@ -109,7 +125,7 @@ class RequestsFetcher(FetcherInterface):
 
     def _chunks(self, url: str, response: requests.Response) -> Iterator[bytes]:
         try:
-            yield from stream_body(response, self.limits.file_deadline, url)
+            yield from stream_body(response, url, self.metadata_watch())
         except requests.ConnectionError as exc:
             raise tuf_errors.SlowRetrievalError(f"{url}: {exc}") from exc
         finally:
@@ -208,10 +224,17 @@ def download_target(
     durable = _DurableOffset(part)
     dest.parent.mkdir(parents=True, exist_ok=True)
     delays = fetcher.retry.delays()
+    watch = fetcher.limits.pace.watch(fetcher.clock)
     while True:
         try:
             _download_once(
-                fetcher, url, durable, length, progress, checkpoint_bytes=checkpoint_bytes
+                fetcher,
+                url,
+                durable,
+                length,
+                progress,
+                watch=watch,
+                checkpoint_bytes=checkpoint_bytes,
             )
             break
         except (requests.RequestException, tuf_errors.SlowRetrievalError, DownloadError) as exc:
@@ -241,6 +264,7 @@ def _download_once(
     length: int,
     progress: Progress | None,
     *,
+    watch: PaceWatch,
     checkpoint_bytes: int,
 ) -> None:
     part = durable.part
@@ -260,7 +284,7 @@ def _download_once(
                 durable.save(out, 0)  # starting over: an older offset no longer holds
             checkpoint = have + checkpoint_bytes
             try:
-                for chunk in stream_body(r, fetcher.limits.file_deadline, url):
+                for chunk in stream_body(r, url, watch):
                     if have + len(chunk) > length:
                         raise _Overflow(f"server sent more than the verified {length} bytes")
                     out.write(chunk)

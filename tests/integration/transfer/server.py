@@ -2,8 +2,12 @@
 
 It serves one blob with ETag/Last-Modified and honours ``Range`` + ``If-Range``
 like a correct server, and each request can be scripted to misbehave: die
-after N body bytes, stall, answer with a status, lie about the length, stream
-forever, ignore Range, or serve a changed file.
+after N body bytes, stall, trickle, answer with a status, lie about the
+length, stream forever, ignore Range, or serve a changed file.
+
+A trickle (``Drip``) also advances the server's ``SimClock`` by a simulated
+time per write, so a test can hand that clock to the client and play "a byte
+every 5 s" in milliseconds.
 """
 
 from __future__ import annotations
@@ -18,6 +22,27 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+class SimClock:
+    """Simulated monotonic seconds, advanced by the server as it drips (thread-safe enough:
+    one float, written by one handler at a time)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass(frozen=True)
+class Drip:
+    """Send the body ``size`` bytes at a time, ``pause`` real seconds apart."""
+
+    size: int = 1
+    pause: float = 0.001
+    simulated: float = 0.0
+    """Seconds the behaviour's SimClock advances per write."""
+
+
 @dataclass
 class Act:
     """What the server does with one request; the defaults serve it correctly."""
@@ -30,6 +55,8 @@ class Act:
     """Sleep this long before closing a connection scripted to die."""
     claim_length: int | None = None
     """Announce this Content-Length instead of the true one."""
+    drip: Drip | None = None
+    """Trickle the body (up to ``die_after`` bytes, if set) instead of sending it at once."""
 
 
 @dataclass
@@ -54,6 +81,7 @@ class Behaviour:
     after_first: Blob | None = None
     """Serve this blob from the second request on (the file changed on the server)."""
     seen: list[Seen] = field(default_factory=list)
+    clock: SimClock = field(default_factory=SimClock)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -101,8 +129,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Last-Modified", blob.last_modified)
         self.send_header("Accept-Ranges", "bytes")
         self.end_headers()
+        if act.drip is not None:
+            self._drip(body[: act.die_after], act.drip, plan.clock)
+            if act.die_after is None:
+                return
         if act.die_after is not None:
-            self.wfile.write(body[: act.die_after])
+            if act.drip is None:
+                self.wfile.write(body[: act.die_after])
             self.wfile.flush()
             time.sleep(act.stall)
             self.connection.shutdown(socket.SHUT_RDWR)
@@ -113,6 +146,16 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.connection.shutdown(socket.SHUT_RDWR)
             self.close_connection = True
+
+    def _drip(self, body: bytes, drip: Drip, clock: SimClock) -> None:
+        for start in range(0, len(body), drip.size):
+            try:
+                self.wfile.write(body[start : start + drip.size])
+                self.wfile.flush()
+            except OSError:  # the client gave up on us, as it should
+                return
+            clock.now += drip.simulated
+            time.sleep(drip.pause)
 
     def _range_start(self, plan: Behaviour, blob: Blob) -> int | None:
         """Offset to serve from (0 = whole file), or None after answering 416 itself."""
