@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from redstone_cloud.db.engine import make_engine, make_sessionmaker
 from redstone_cloud.errors import ConfigError
 from redstone_cloud.pollcache import BoundedCache
+from redstone_cloud.quotas import Quotas
 from redstone_cloud.services.device import PollView
 from redstone_cloud.settings import Settings
 from redstone_cloud.storage.base import BlobStore
@@ -28,6 +29,8 @@ class Backend:
     """Development only (``image_online_key``); None: the image repository is uploaded."""
     poll_cache: BoundedCache[PollView] = field(default_factory=lambda: BoundedCache(200_000))
     """vehicle id -> last poll view; valid while the vehicle's poll_rev matches."""
+    quotas: Quotas = field(default_factory=Quotas)
+    """Per-vehicle event and log budgets (this process's share)."""
 
     def close(self) -> None:
         self.engine.dispose()

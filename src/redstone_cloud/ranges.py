@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from redstone_cloud.errors import RangeNotSatisfiable
+from redstone_cloud.inputs import ascii_int
 
 
 @dataclass(frozen=True)
@@ -36,19 +37,19 @@ def parse_range(header: str | None, length: int) -> ByteRange | None:
     if unit.strip().lower() != "bytes" or "," in spec:
         return None
     first, dash, last = (part.strip() for part in spec.partition("-"))
-    if not dash or not (first or last) or not all(p.isdigit() for p in (first, last) if p):
+    # ASCII digits only (str.isdigit takes '²' and '٣'); absurdly long numbers saturate.
+    start, end = ascii_int(first), ascii_int(last)
+    if not dash or not (first or last) or (first and start is None) or (last and end is None):
         return None
-    if not first:  # suffix: the last N bytes
-        suffix = int(last)
-        if suffix == 0 or length == 0:
-            raise RangeNotSatisfiable(f"range {header!r} selects nothing of {length} bytes", length)
-        return ByteRange(max(0, length - suffix), length - 1, length)
-    start = int(first)
+    shown = header if len(header) <= 64 else header[:60] + "..."
+    if start is None:  # suffix: the last N bytes
+        assert end is not None
+        if end == 0 or length == 0:
+            raise RangeNotSatisfiable(f"range {shown!r} selects nothing of {length} bytes", length)
+        return ByteRange(max(0, length - end), length - 1, length)
     if start >= length:
-        raise RangeNotSatisfiable(
-            f"range {header!r} starts beyond the {length}-byte object", length
-        )
-    end = int(last) if last else length - 1
+        raise RangeNotSatisfiable(f"range {shown!r} starts beyond the {length}-byte object", length)
+    end = length - 1 if end is None else end
     if end < start:
         return None
     return ByteRange(start, min(end, length - 1), length)

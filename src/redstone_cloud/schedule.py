@@ -8,18 +8,21 @@ Tuesday 04:00. No window means any time.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
 
 from redstone_cloud.errors import InvalidInput
 
+_HH_MM = re.compile(r"([0-9]{1,2}):([0-9]{2})")
+"""ASCII digits only: ``str.isdigit`` also takes '²' (which ``int`` refuses) and '٢'."""
+
 
 def _minutes(text: object, field: str) -> int:
-    if not isinstance(text, str):
-        raise InvalidInput(f"window {field}: expected 'HH:MM', got {text!r}")
-    hours, colon, minutes = text.partition(":")
-    if not (colon and hours.isdigit() and minutes.isdigit()):
-        raise InvalidInput(f"window {field}: expected 'HH:MM', got {text!r}")
-    h, m = int(hours), int(minutes)
+    match = _HH_MM.fullmatch(text) if isinstance(text, str) else None
+    if match is None:
+        shown = text[:40] if isinstance(text, str) else type(text).__name__
+        raise InvalidInput(f"window {field}: expected 'HH:MM', got {shown!r}")
+    h, m = int(match[1]), int(match[2])
     if not (0 <= h < 24 and 0 <= m < 60):
         raise InvalidInput(f"window {field}: {text!r} is not a time of day")
     return h * 60 + m
@@ -29,8 +32,14 @@ def validate_window(window: dict[str, Any] | None) -> None:
     """Reject a malformed window when the campaign is created, not at poll time."""
     if window is None:
         return
+    if not isinstance(window, dict):
+        raise InvalidInput("window: expected an object with days, start and end")
     days = window.get("days", list(range(7)))
-    if not isinstance(days, list) or not days or any(d not in range(7) for d in days):
+    if (
+        not isinstance(days, list)
+        or not days
+        or any(type(d) is not int or d not in range(7) for d in days)
+    ):
         raise InvalidInput("window days: expected a non-empty list of 0..6 (Monday = 0)")
     if _minutes(window.get("start"), "start") == _minutes(window.get("end"), "end"):
         raise InvalidInput("window start and end are equal: the window would be empty")

@@ -82,6 +82,23 @@ class Settings:
     client_cert_header: str = ""
     """Behind a TLS-terminating proxy: header carrying the URL-escaped client certificate
     PEM (nginx ``$ssl_client_escaped_cert``). Empty: only the server's own TLS counts."""
+    api_docs: bool = False
+    """Serve ``/docs``, ``/redoc`` and ``/openapi.json`` (off in production; the document
+    is always available from ``redstone-cloud openapi``)."""
+    device_download_scope: Literal["assignment", "any"] = "any"
+    """``assignment``: a vehicle downloads only the targets its director metadata names
+    (and their deltas); ``any``: every package (what a lab harness that signs deltas
+    with a vehicle certificate needs)."""
+    device_events_per_hour: int = 3600
+    """Per-vehicle event budget (a token bucket refilled continuously); over it: 429."""
+    device_event_bytes_per_hour: int = 16 * 1024**2
+    device_logs_per_hour: int = 120
+    device_log_bytes_per_hour: int = 64 * 1024**2
+    header_timeout_s: float = 10.0
+    """A connection must deliver a request's complete headers this soon after it opens
+    or after its previous answer (slow-loris connections are closed)."""
+    idle_timeout_s: float = 15.0
+    """Keep-alive connections idle longer than this are closed."""
 
     @property
     def blob_dir(self) -> Path:

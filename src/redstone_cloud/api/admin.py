@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from pydantic import AwareDatetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -29,6 +29,7 @@ from redstone_cloud.db.models import (
     Vehicle,
     VehicleModel,
 )
+from redstone_cloud.inputs import DB_INT_MAX
 from redstone_cloud.services import audit, campaigns, device, imagerepo, inventory, packages, pki
 
 router = APIRouter(prefix="/api/v1", tags=["admin"], route_class=CappedJsonRoute)
@@ -156,7 +157,7 @@ async def list_vehicles(
     actor: AdminDep,
     model: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    after_id: int = 0,
+    after_id: Annotated[int, Query(ge=0, le=DB_INT_MAX)] = 0,
 ) -> list[schemas.VehicleOut]:
     def work(session: Session) -> list[schemas.VehicleOut]:
         return [
@@ -226,11 +227,11 @@ async def upload_package(
     request: Request,
     backend: BackendDep,
     actor: AdminDep,
-    hardware_id: Annotated[list[str], Query(min_length=1)],
+    hardware_id: Annotated[list[str], Query(min_length=1, max_length=64)],
     kind: str = "image",
-    release_counter: Annotated[int, Query(ge=0)] = 0,
-    supplier: str = "",
-    target: str | None = None,
+    release_counter: Annotated[int, Query(ge=0, le=DB_INT_MAX)] = 0,
+    supplier: Annotated[str, Query(max_length=128)] = "",
+    target: Annotated[str | None, Query(max_length=512)] = None,
 ) -> schemas.PackageOut:
     """Upload an image (raw body, streamed, size-capped); deltas from earlier versions follow."""
     spec = packages.PackageSpec(
@@ -346,7 +347,7 @@ async def campaign_vehicles(
     actor: AdminDep,
     state: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    after_id: int = 0,
+    after_id: Annotated[int, Query(ge=0, le=DB_INT_MAX)] = 0,
 ) -> list[dict[str, Any]]:
     """Per-vehicle status, paged by ``after_id``."""
     return await in_transaction(
@@ -513,9 +514,9 @@ async def search_audit(
     action: str | None = None,
     object_type: str | None = None,
     object_id: str | None = None,
-    since: dt.datetime | None = None,
-    until: dt.datetime | None = None,
-    after_id: int = 0,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
+    after_id: Annotated[int, Query(ge=0, le=DB_INT_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[dict[str, Any]]:
     """Audit records in append order; page on with ``after_id``."""
@@ -543,8 +544,8 @@ async def export_audit(
     action: str | None = None,
     object_type: str | None = None,
     object_id: str | None = None,
-    since: dt.datetime | None = None,
-    until: dt.datetime | None = None,
+    since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None,
 ) -> StreamingResponse:
     """Every matching record as JSON Lines (``application/x-ndjson``), streamed."""
     query = audit.AuditQuery(

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
-from redstone_agent.errors import RedstoneError
 from redstone_cloud import __doc__ as package_doc
 from redstone_cloud.api import admin, device
-from redstone_cloud.api.common import error_response
+from redstone_cloud.api.errors import RejectNul, install_error_handlers
 from redstone_cloud.api.fastpoll import FastPoll
 from redstone_cloud.backend import Backend
 
@@ -16,8 +14,16 @@ API_VERSION = "1.0.0"
 
 
 def create_app(backend: Backend) -> FastAPI:
-    """The ASGI app for ``backend`` (tests build one per database)."""
+    """The ASGI app for ``backend`` (tests build one per database).
+
+    ``/docs``, ``/redoc`` and ``/openapi.json`` are served only with
+    ``api_docs = true``; ``redstone-cloud openapi`` prints the document either way.
+    """
+    docs = backend.settings.api_docs
     app = FastAPI(
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
         title="Redstone OTA cloud",
         version=API_VERSION,
         description=(package_doc or "").strip()
@@ -26,9 +32,7 @@ def create_app(backend: Backend) -> FastAPI:
     )
     app.state.backend = backend
 
-    @app.exception_handler(RedstoneError)
-    async def redstone_error(_request: Request, exc: RedstoneError) -> JSONResponse:
-        return error_response(exc)
+    install_error_handlers(app)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, str]:
@@ -37,6 +41,7 @@ def create_app(backend: Backend) -> FastAPI:
 
     app.include_router(admin.router)
     app.include_router(device.router)
+    app.add_middleware(RejectNul)
     return app
 
 

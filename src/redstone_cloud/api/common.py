@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import math
 from collections.abc import Callable, Coroutine
 from tempfile import SpooledTemporaryFile
 from typing import Annotated, Any, TypeVar
@@ -15,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import Message
 
 from redstone_agent.errors import RedstoneError
-from redstone_cloud import pki
+from redstone_cloud import inputs, pki
 from redstone_cloud.backend import Backend
 from redstone_cloud.db.engine import transaction
 from redstone_cloud.db.types import utcnow
@@ -26,6 +27,8 @@ from redstone_cloud.errors import (
     TooLarge,
     Unauthorized,
 )
+from redstone_cloud.inputs import ascii_int
+from redstone_cloud.quotas import QuotaExceeded
 from redstone_cloud.services import device
 from redstone_cloud.settings import token_digest
 from redstone_cloud.tls import FINGERPRINT_STATE_KEY
@@ -47,6 +50,8 @@ def error_response(exc: RedstoneError) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
     if isinstance(exc, RangeNotSatisfiable):
         headers["Content-Range"] = f"bytes */{exc.length}"
+    if isinstance(exc, QuotaExceeded):
+        headers["Retry-After"] = str(math.ceil(min(exc.retry_after, 3600.0)))
     return JSONResponse({"error": str(exc)}, status_code=status, headers=headers)
 
 
@@ -63,15 +68,21 @@ async def in_transaction(backend: Backend, work: Callable[..., T], *args: Any) -
 # --- admin authentication --------------------------------------------------------------
 
 
-def admin_actor(backend: BackendDep, authorization: Annotated[str | None, Header()] = None) -> str:
-    """The admin's name from ``Authorization: Bearer <token>``; 401 otherwise."""
-    if not authorization or not authorization.startswith("Bearer "):
+def authenticate_admin(backend: Backend, authorization: str | None) -> str:
+    """The admin's name from ``Authorization: Bearer <token>`` (scheme in any case,
+    RFC 9110 section 11.1); 401 otherwise."""
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("admin API needs 'Authorization: Bearer <token>'")
-    digest = token_digest(authorization.removeprefix("Bearer ").strip())
+    digest = token_digest(token.strip())
     for admin in backend.settings.admins:
         if hmac.compare_digest(admin.token_sha256.lower(), digest):
             return admin.name
     raise Unauthorized("admin token not recognised")
+
+
+def admin_actor(backend: BackendDep, authorization: Annotated[str | None, Header()] = None) -> str:
+    return authenticate_admin(backend, authorization)
 
 
 AdminDep = Annotated[str, Depends(admin_actor)]
@@ -112,10 +123,11 @@ DeviceDep = Annotated[device.Identity, Depends(device_identity)]
 def _check_length(request: Request, limit: int) -> None:
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        size = ascii_int(declared)
+        if size is None:
             raise InvalidInput("Content-Length is not a number")
-        if int(declared) > limit:
-            raise TooLarge(f"body of {declared} bytes exceeds the {limit}-byte limit")
+        if size > limit:
+            raise TooLarge(f"body of {size} bytes exceeds the {limit}-byte limit")
 
 
 async def read_capped(request: Request, limit: int) -> bytes:
@@ -163,7 +175,10 @@ class CappedJsonRoute(APIRoute):
             return handler
 
         async def capped(request: Request) -> Response:
-            body = await read_capped(request, backend_of(request).settings.max_admin_json_bytes)
+            backend = backend_of(request)
+            authenticate_admin(backend, request.headers.get("authorization"))
+            body = await read_capped(request, backend.settings.max_admin_json_bytes)
+            inputs.parse_json(body, "request body")
             replayed = False
 
             async def receive() -> Message:

@@ -6,20 +6,22 @@ import re
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from redstone_cloud import ranges
+from redstone_cloud import inputs, ranges
 from redstone_cloud.api import schemas
 from redstone_cloud.api.common import BackendDep, DeviceDep, in_transaction, read_capped
+from redstone_cloud.api.errors import validation_message
 from redstone_cloud.backend import Backend
 from redstone_cloud.db.engine import transaction
 from redstone_cloud.db.models import Package
 from redstone_cloud.db.types import utcnow
-from redstone_cloud.errors import Forbidden, InvalidInput, NotFound
+from redstone_cloud.errors import BadSignature, Forbidden, InvalidInput, NotFound
+from redstone_cloud.quotas import Budget
 from redstone_cloud.services import device, director, imagerepo, packages
 
 router = APIRouter(tags=["device"])
@@ -78,6 +80,10 @@ async def manifest(identity: DeviceDep, backend: BackendDep, request: Request) -
     """A signed vehicle manifest (docs/uptane.md). Bad signatures get 422, replays 409."""
     limit = backend.settings.max_manifest_bytes
     data = await read_capped(request, limit)
+    try:
+        inputs.parse_json(data, "vehicle manifest")
+    except InvalidInput as exc:
+        raise BadSignature(str(exc)) from exc
     return await in_transaction(backend, device.ingest_manifest, identity, data, limit)
 
 
@@ -91,12 +97,16 @@ async def manifest(identity: DeviceDep, backend: BackendDep, request: Request) -
     },
 )
 async def events(identity: DeviceDep, backend: BackendDep, request: Request) -> dict[str, Any]:
-    """Report an event (download_started, install_failed, rolled_back, consent_given...)."""
+    """Report an event (download_started, install_failed, rolled_back, consent_given...).
+
+    ``campaign`` must be one the vehicle belongs to (403 otherwise); events count
+    against the vehicle's hourly quota (429)."""
     data = await read_capped(request, backend.settings.max_event_bytes)
+    backend.quotas.charge(identity.vehicle_id, _event_budget(backend), len(data))
     try:
-        event = schemas.EventIn.model_validate_json(data)
+        event = schemas.EventIn.model_validate(inputs.parse_json(data, "event"))
     except ValidationError as exc:
-        raise InvalidInput(f"event: {exc.errors()[0]['msg']} at {exc.errors()[0]['loc']}") from exc
+        raise InvalidInput(f"event: {validation_message(exc.errors())}") from exc
     return await in_transaction(backend, device.record_event, identity, event.model_dump())
 
 
@@ -111,17 +121,30 @@ async def logs(
     identity: DeviceDep,
     backend: BackendDep,
     request: Request,
-    campaign: str | None = None,
-    source: str = "",
+    campaign: Annotated[str | None, Query(max_length=128)] = None,
+    source: Annotated[str, Query(max_length=128)] = "",
 ) -> dict[str, int]:
-    """Upload a log excerpt (UTF-8 text, size-capped)."""
+    """Upload a log excerpt (UTF-8 text, size-capped). ``campaign`` must be one the
+    vehicle belongs to (403 otherwise); logs count against the hourly quota (429)."""
     data = await read_capped(request, backend.settings.max_log_bytes)
+    backend.quotas.charge(identity.vehicle_id, _log_budget(backend), len(data))
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidInput(f"log is not UTF-8 text: {exc}") from exc
+    inputs.check_text(text, "log")
     log_id = await in_transaction(backend, device.store_log, identity, text, campaign, source)
     return {"id": log_id}
+
+
+def _event_budget(backend: Backend) -> Budget:
+    settings = backend.settings
+    return Budget("event", settings.device_events_per_hour, settings.device_event_bytes_per_hour)
+
+
+def _log_budget(backend: Backend) -> Budget:
+    settings = backend.settings
+    return Budget("log", settings.device_logs_per_hour, settings.device_log_bytes_per_hour)
 
 
 def _metadata_response(body: bytes, if_none_match: str | None) -> Response:
@@ -167,18 +190,25 @@ async def image_metadata(
     return _metadata_response(body, if_none_match)
 
 
-_HASHED = re.compile(r"^(?P<dir>(?:.*/)?)(?P<sha256>[0-9a-f]{64})\.(?P<name>[^/]+)$")
+_HASHED = re.compile(r"^(?P<sha256>[0-9a-f]{64})\.(?P<name>.+)$")
 
 
-def _target_package(session: Session, target: str) -> Package:
+def _target_package(
+    session: Session, identity: device.Identity, target: str, scope: str
+) -> Package:
     """A package by target name, or by its TUF consistent-snapshot name
-    ``<dir>/<sha256>.<name>`` (what tuf.ngclient-based Primaries request)."""
+    ``<sha256>.<name>`` (what tuf.ngclient-based Primaries request); with scope
+    ``assignment`` only one the vehicle's director metadata names (403 otherwise)."""
     hashed = _HASHED.match(target)
-    if hashed is None:
-        return packages.get_package(session, target)
-    package = packages.get_package(session, hashed["dir"] + hashed["name"])
-    if package.sha256 != hashed["sha256"]:
+    name = target if hashed is None else hashed["name"]
+    inputs.check_target_name(name)
+    package = packages.get_package(session, name)
+    if hashed is not None and package.sha256 != hashed["sha256"]:
         raise NotFound(f"{target}: no such version of {package.target}")
+    if scope == "assignment" and package.target not in director.named_targets(
+        session, identity.vehicle_id
+    ):
+        raise Forbidden(f"{package.target} is not assigned to this vehicle")
     return package
 
 
@@ -196,7 +226,8 @@ async def download(
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """A target's bytes; honours Range/If-Range, or redirects to a signed object-store URL."""
-    package = await in_transaction(backend, _target_package, target)
+    scope = backend.settings.device_download_scope
+    package = await in_transaction(backend, _target_package, identity, target, scope)
     etag = f'"{package.sha256}"'
     common = {"ETag": etag, "Accept-Ranges": "bytes"}
     if device.etag_matches(etag, if_none_match):

@@ -5,7 +5,17 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field
+
+from redstone_cloud.inputs import DB_INT_MAX
+
+ERROR_EXAMPLE = {"error": "one line saying what is wrong"}
+
+
+class ErrorOut(BaseModel):
+    """Every error answer (4xx and 5xx): one line."""
+
+    error: str
 
 
 class EcuSlotIn(BaseModel):
@@ -47,9 +57,9 @@ class EcuIn(BaseModel):
 
 
 class VehicleIn(BaseModel):
-    vin: str
-    model: str
-    baseline: str | None = None
+    vin: str = Field(max_length=17)
+    model: str = Field(max_length=128)
+    baseline: str | None = Field(default=None, max_length=128)
     ecus: list[EcuIn]
 
 
@@ -119,7 +129,7 @@ class CampaignIn(BaseModel):
     packages: list[str]
     groups: list[GroupIn] = [GroupIn(percent=100)]
     consent_required: bool = False
-    start_at: dt.datetime | None = None
+    start_at: AwareDatetime | None = None
     window: dict[str, Any] | None = Field(
         None,
         description='maintenance window, e.g. {"days": [5, 6], "start": "22:00", "end": "04:00"}',
@@ -127,7 +137,7 @@ class CampaignIn(BaseModel):
 
 
 class ReasonIn(BaseModel):
-    reason: str = ""
+    reason: str = Field(default="", max_length=1000)
 
 
 class CaIn(BaseModel):
@@ -157,6 +167,13 @@ class CertificateOut(BaseModel):
 
 class EventIn(BaseModel):
     kind: str = Field(min_length=1, max_length=64)
-    campaign: str | None = None
-    ecu_serial: str = ""
-    detail: dict[str, Any] = {}
+    campaign: str | None = Field(default=None, max_length=128)
+    ecu_serial: str = Field(default="", max_length=128)
+    detail: dict[str, Any] = Field(
+        default={},
+        description="free-form; at most 32 levels deep, finite numbers, no NUL characters",
+    )
+
+
+DbInt = Field(ge=0, le=DB_INT_MAX)
+"""Counters and ids fit PostgreSQL's 32-bit INTEGER."""

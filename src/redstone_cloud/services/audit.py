@@ -17,12 +17,20 @@ from redstone_cloud.db.models import AuditRecord
 def record(
     session: Session, actor: str, action: str, object_type: str, object_id: object, **detail: Any
 ) -> AuditRecord:
-    """Append one record in the caller's transaction: it exists iff the change does."""
+    """Append one record in the caller's transaction: it exists iff the change does.
+
+    Columns have fixed widths (PostgreSQL refuses longer text); a longer actor,
+    action or object id is cut to fit and kept whole in ``detail`` under ``full``.
+    """
+    fields = {"actor": (actor, 128), "action": (action, 64), "object_id": (str(object_id), 128)}
+    cut = {name: value for name, (value, width) in fields.items() if len(value) > width}
+    if cut:
+        detail = {**detail, "full": cut}
     entry = AuditRecord(
-        actor=actor,
-        action=action,
+        actor=actor[:128],
+        action=action[:64],
         object_type=object_type,
-        object_id=str(object_id),
+        object_id=str(object_id)[:128],
         detail=detail,
     )
     session.add(entry)

@@ -175,8 +175,23 @@ def poll_view(session: Session, identity: Identity, poll_interval_s: int) -> Pol
     )
 
 
+def lock_vehicle(session: Session, vehicle_id: int) -> None:
+    """Serialise director publishing per vehicle until the transaction ends.
+
+    Two requests of one vehicle (two polls, a poll and a metadata fetch) may both
+    find the director needs publishing; without this both would sign and insert
+    the same files, and one would fail on the unique file name (a 500). The
+    no-op UPDATE takes the vehicle's row lock on PostgreSQL and the write lock on
+    SQLite; the loser waits, then re-reads and finds the work done.
+    """
+    session.execute(
+        update(Vehicle).where(Vehicle.id == vehicle_id).values(poll_rev=Vehicle.poll_rev)
+    )
+
+
 def offer(session: Session, signer: OnlineRepository, identity: Identity) -> None:
     """First offer to this vehicle: publish its director metadata, mark it offered."""
+    lock_vehicle(session, identity.vehicle_id)
     vehicle = session.get_one(Vehicle, identity.vehicle_id, options=[selectinload(Vehicle.ecus)])
     assignment = director.active_assignment(session, vehicle.id)
     if assignment is None or assignment.state != "pending":
@@ -195,17 +210,26 @@ REFRESH_MARGIN = dt.timedelta(hours=12)
 def ensure_director(session: Session, signer: OnlineRepository, identity: Identity) -> None:
     """Publish director metadata if the vehicle has none, an offer was withdrawn, or the
     signed timestamp is about to expire (the online heartbeat Uptane expects)."""
-    if not identity.director_dirty:
-        timestamp = session.scalar(
-            select(DirectorMetadata.body).where(
-                DirectorMetadata.vehicle_id == identity.vehicle_id,
-                DirectorMetadata.name == "timestamp.json",
-            )
-        )
-        if timestamp is not None and not expires_soon(timestamp, utcnow(), REFRESH_MARGIN):
-            return
+    if not _director_stale(session, identity.vehicle_id, identity.director_dirty):
+        return
+    lock_vehicle(session, identity.vehicle_id)
     vehicle = session.get_one(Vehicle, identity.vehicle_id, options=[selectinload(Vehicle.ecus)])
+    session.refresh(vehicle)
+    if not _director_stale(session, vehicle.id, vehicle.director_dirty):
+        return  # another request published while this one waited for the lock
     director.sync(session, signer, vehicle)
+
+
+def _director_stale(session: Session, vehicle_id: int, dirty: bool) -> bool:
+    if dirty:
+        return True
+    timestamp = session.scalar(
+        select(DirectorMetadata.body).where(
+            DirectorMetadata.vehicle_id == vehicle_id,
+            DirectorMetadata.name == "timestamp.json",
+        )
+    )
+    return timestamp is None or expires_soon(timestamp, utcnow(), REFRESH_MARGIN)
 
 
 # --- manifests ------------------------------------------------------------------------------
@@ -338,7 +362,23 @@ def _campaign_id(session: Session, name: object) -> int | None:
         raise InvalidInput("campaign must be a string")
     campaign_id = session.scalar(select(Campaign.id).where(Campaign.name == name))
     if campaign_id is None:
-        raise NotFound(f"no campaign named {name!r}")
+        raise NotFound(f"no campaign named {name[:128]!r}")
+    return campaign_id
+
+
+def _own_campaign_id(session: Session, identity: Identity, name: object) -> int | None:
+    """The campaign a device upload names, which must be one the vehicle is in (any
+    assignment state: reports and logs arrive after the campaign ended too)."""
+    campaign_id = _campaign_id(session, name)
+    if campaign_id is None:
+        return None
+    member = session.scalar(
+        select(Assignment.id).where(
+            Assignment.campaign_id == campaign_id, Assignment.vehicle_id == identity.vehicle_id
+        )
+    )
+    if member is None:
+        raise Forbidden(f"vehicle {identity.vin} is not in campaign {name!r}")
     return campaign_id
 
 
@@ -351,7 +391,7 @@ def record_event(session: Session, identity: Identity, event: dict[str, Any]) ->
     serial = event.get("ecu_serial", "")
     if not isinstance(detail, dict) or not isinstance(serial, str):
         raise InvalidInput("event detail must be an object and ecu_serial a string")
-    campaign_id = _campaign_id(session, event.get("campaign"))
+    campaign_id = _own_campaign_id(session, identity, event.get("campaign"))
     session.add(
         DeviceEvent(
             vehicle_id=identity.vehicle_id,
@@ -392,7 +432,7 @@ def store_log(
 ) -> int:
     log = DeviceLog(
         vehicle_id=identity.vehicle_id,
-        campaign_id=_campaign_id(session, campaign),
+        campaign_id=_own_campaign_id(session, identity, campaign),
         source=source[:128],
         text=text,
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -74,6 +76,21 @@ def sync(session: Session, director: OnlineRepository, vehicle: Vehicle) -> None
         else:
             session.add(DirectorMetadata(vehicle_id=vehicle.id, name=name, body=body))
     vehicle.director_dirty = False
+
+
+def named_targets(session: Session, vehicle_id: int) -> set[str]:
+    """Target names the vehicle's newest director targets metadata lists (what it may
+    download: its assignment's images, or the deltas signed in their place)."""
+    rows = session.execute(
+        select(DirectorMetadata.name, DirectorMetadata.body).where(
+            DirectorMetadata.vehicle_id == vehicle_id,
+            DirectorMetadata.name.like("%.targets.json"),
+        )
+    ).all()
+    newest = max(rows, key=lambda row: int(row[0].split(".", 1)[0]), default=None)
+    if newest is None:
+        return set()
+    return set(json.loads(newest[1])["signed"]["targets"])
 
 
 def read_file(session: Session, vehicle_id: int, name: str) -> bytes:

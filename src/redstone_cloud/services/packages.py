@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from redstone_cloud.db.models import DeltaJob, Package
 from redstone_cloud.errors import Conflict, InvalidInput, NotFound
+from redstone_cloud.inputs import DB_INT_MAX, check_target_name, check_text
 from redstone_cloud.services import audit
 from redstone_cloud.storage.base import BlobStore
 
@@ -31,19 +32,28 @@ class PackageSpec:
     target: str | None = None
 
     def validate(self) -> None:
-        for label, value in (("name", self.name), ("version", self.version)):
-            if not NAME.match(value):
-                raise InvalidInput(f"package {label} {value!r}: use letters, digits, '.', '_', '-'")
+        """Names become storage paths and Uptane target paths: one component each,
+        no separators, no ``..`` (everywhere a package enters: API, CLI, deltas)."""
+        for label, value, width in (("name", self.name, 128), ("version", self.version, 64)):
+            if not NAME.match(value) or len(value) > width or ".." in value:
+                raise InvalidInput(
+                    f"package {label} {value[:80]!r}: up to {width} letters, digits, "
+                    "'.', '_', '-' (no '..')"
+                )
         if self.kind not in KINDS:
             raise InvalidInput(f"package kind must be one of {KINDS}")
         if not self.hardware_ids or not all(self.hardware_ids):
             raise InvalidInput("a package needs at least one hardware id")
-        if self.release_counter < 0:
-            raise InvalidInput("release counter must not be negative")
-        if self.target is not None and not re.match(r"^[A-Za-z0-9._/-]{1,512}$", self.target):
-            raise InvalidInput(
-                f"target name {self.target!r} has characters outside [A-Za-z0-9._/-]"
-            )
+        for hardware_id in self.hardware_ids:
+            if len(hardware_id) > 128:
+                raise InvalidInput(f"hardware id {hardware_id[:40]!r}... exceeds 128 characters")
+            check_text(hardware_id, "hardware id")
+        if not 0 <= self.release_counter <= DB_INT_MAX:
+            raise InvalidInput(f"release counter must be 0..{DB_INT_MAX}")
+        if len(self.supplier) > 128:
+            raise InvalidInput("supplier exceeds 128 characters")
+        check_text(self.supplier, "supplier")
+        check_target_name(self.target_name)
 
     @property
     def target_name(self) -> str:

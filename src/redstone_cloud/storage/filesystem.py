@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -31,11 +32,15 @@ class FilesystemStore:
     def put(self, key: str, source: BinaryIO, max_bytes: int) -> BlobInfo:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        # A name of its own per call: two uploads of one key (threads of one process, or
+        # several serve processes) never share a temporary file; the last rename wins whole.
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, 0o644)
+        tmp = Path(tmp_name)
         digest = hashlib.sha256()
         length = 0
         try:
-            with tmp.open("wb") as out:
+            with os.fdopen(fd, "wb") as out:
                 while chunk := source.read(CHUNK):
                     length += len(chunk)
                     if length > max_bytes:

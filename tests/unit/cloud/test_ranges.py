@@ -46,3 +46,25 @@ def test_unsatisfiable(header: str, length: int) -> None:
 def test_content_range() -> None:
     assert ByteRange(5, 9, 10).content_range() == "bytes 5-9/10"
     assert ByteRange(5, 9, 10).size == 5
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "bytes=\u0661\u0662-\u0663",  # Arabic-Indic digits: isdigit() is True
+        "bytes=\u00b2-\u00b3",  # superscripts: isdigit() is True, int() refuses
+        "bytes=-\u00b2",
+        "bytes=\uff11-\uff12",  # fullwidth digits
+    ],
+)
+def test_range_with_non_ascii_digits_is_ignored(header: str) -> None:
+    assert parse_range(header, 100) is None
+
+
+def test_range_with_thousands_of_digits_is_never_a_crash() -> None:
+    huge = "9" * 5000
+    with pytest.raises(RangeNotSatisfiable):
+        parse_range(f"bytes={huge}-", 100)
+    assert parse_range(f"bytes=0-{huge}", 100) == ByteRange(0, 99, 100)
+    assert parse_range(f"bytes=-{huge}", 100) == ByteRange(0, 99, 100)
+    assert parse_range(f"bytes={'0' * 5000}1-2", 100) == ByteRange(1, 2, 100)

@@ -57,3 +57,20 @@ def test_may_offer_waits_for_start() -> None:
     assert not may_offer(at(1, 0), None, at(0, 23))
     assert may_offer(at(1, 0), None, at(1, 0))
     assert not may_offer(None, {"start": "01:00", "end": "02:00"}, at(0, 3))
+
+
+@pytest.mark.parametrize(
+    "window",
+    [
+        {"start": "\u00b2\u00b2:00", "end": "04:00"},  # superscript digits: int() refuses
+        {"start": "\u0662\u0662:00", "end": "04:00"},  # Arabic-Indic digits
+        {"start": "22:00", "end": "\uff10\uff14:\uff10\uff10"},  # fullwidth
+        {"start": "22:00", "end": "4:0"},
+        {"days": [True], "start": "22:00", "end": "04:00"},
+        {"days": [5.0], "start": "22:00", "end": "04:00"},
+        ["not", "an", "object"],
+    ],
+)
+def test_window_with_non_ascii_digits_is_refused(window: object) -> None:
+    with pytest.raises(InvalidInput):
+        validate_window(window)  # type: ignore[arg-type]
