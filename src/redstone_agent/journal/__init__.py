@@ -8,6 +8,6 @@ removed. Each record carries a SHA-256 of its content so that media
 corruption is reported instead of silently resuming from garbage.
 """
 
-from redstone_agent.journal.store import Journal, JournalCorrupt, atomic_write
+from redstone_agent.journal.store import Journal, JournalCorrupt, StateWriteError, atomic_write
 
-__all__ = ["Journal", "JournalCorrupt", "atomic_write"]
+__all__ = ["Journal", "JournalCorrupt", "StateWriteError", "atomic_write"]

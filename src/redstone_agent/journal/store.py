@@ -19,6 +19,23 @@ class JournalCorrupt(RedstoneError):
     """The journal file exists but does not hold a valid record."""
 
 
+class StateWriteError(RedstoneError, OSError):
+    """State could not be saved (disk full, read-only, I/O error); the old file is intact.
+
+    An ``OSError`` too, so callers that already handle those keep working; a
+    ``RedstoneError`` so that a command prints it as its one-line error.
+    """
+
+    def __init__(self, path: Path, error: OSError) -> None:
+        self.message = f"cannot save {path}: {error.strerror or error}"
+        super().__init__(self.message)
+        self.errno = error.errno
+        self.filename = str(path)
+
+    def __str__(self) -> str:
+        return self.message
+
+
 def _digest(state: dict[str, Any]) -> str:
     canonical = json.dumps(state, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -37,10 +54,15 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Durably replace ``path`` with ``data``: a power cut leaves the old file or the new one.
 
     Writes a unique temporary file beside it, fsyncs it, renames it over
-    ``path`` and fsyncs the directory so the rename itself survives.
+    ``path`` and fsyncs the directory so the rename itself survives. Any
+    failure (a full disk) is a one-line :class:`StateWriteError` and leaves no
+    temporary file behind.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    except OSError as error:
+        raise StateWriteError(path, error) from error
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as out:
@@ -48,10 +70,15 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
             out.flush()
             os.fsync(out.fileno())
         Path(tmp).replace(path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError) and not isinstance(error, StateWriteError):
+            raise StateWriteError(path, error) from error
         raise
-    fsync_directory(path.parent)
+    try:
+        fsync_directory(path.parent)
+    except OSError as error:
+        raise StateWriteError(path, error) from error
 
 
 class Journal:

@@ -14,6 +14,13 @@ class SlotConfig:
     """One rootfs slot: a block device or, on test benches, a regular file."""
 
     device: Path
+    size: int | None = None
+    """Bytes the slot may hold. Default: a block device's size, a regular file's
+    current length (a file slot is preallocated and never grows past it)."""
+
+    def __post_init__(self) -> None:
+        if self.size is not None and self.size <= 0:
+            raise ValueError(f"size: must be a positive number of bytes, got {self.size}")
 
 
 @dataclass(frozen=True)

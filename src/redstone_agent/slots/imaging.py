@@ -156,12 +156,14 @@ def write_slot(
     verify_readback: bool = False,
     retry: RetryPolicy | None = None,
     source_digest: SourceDigest | None = None,
+    capacity: int | None = None,
 ) -> WriteResult:
     """Stream ``source`` into ``device`` and verify length and hash.
 
     ``sha256``/``size`` describe the image the slot ends up holding;
     ``source_digest``, when given, the bytes read from ``source`` (checked
-    before this returns). Nothing here touches the bootloader: the caller
+    before this returns); ``capacity``, the slot's size, is never written
+    past. Nothing here touches the bootloader: the caller
     switches only after this returns, so an exception means the slot must be
     treated as garbage.
     """
@@ -174,6 +176,7 @@ def write_slot(
             progress=progress,
             cancel=cancel,
             verify_readback=verify_readback,
+            capacity=capacity,
         ) as sink,
     ):
         checked = CheckedSource(raw, source_digest) if source_digest is not None else None

@@ -14,16 +14,19 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import os
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
-from redstone_agent.journal import Journal
+from redstone_agent.journal import Journal, StateWriteError
 from redstone_agent.retry import RetryPolicy
 from redstone_agent.slots.booted import booted_slot
 from redstone_agent.slots.bootloader import BootEnv, open_bootenv
-from redstone_agent.slots.config import SlotsConfig
+from redstone_agent.slots.config import SlotConfig, SlotsConfig
 from redstone_agent.slots.errors import BootloaderError, InstallFailed, InstallRefused
 from redstone_agent.slots.imaging import ActiveImage, SourceDigest, write_slot
 from redstone_agent.slots.safety import check_writable_slot
@@ -72,7 +75,15 @@ class SlotManager:
             if not held:
                 boot = self.bootenv.load_state()
                 return self._view(booted, boot, self.journal.load(), running=True)
-            return self._view(booted, *self._reconcile(booted))
+            try:
+                return self._view(booted, *self._reconcile(booted))
+            except StateWriteError as exc:
+                # A full or read-only state filesystem must not hide the node's
+                # state: show what is on disk, settle it once it can be saved.
+                log.warning("status: %s", exc)
+                boot = self.bootenv.load_state()
+                note = f"not settled: {exc}"
+                return self._view(booted, boot, self.journal.load(), notes=[note])
 
     # -- operations ------------------------------------------------------------------------
 
@@ -102,7 +113,10 @@ class SlotManager:
         with self._lock(wait=False) as held:
             if not held:
                 raise InstallRefused("another install is running on this node")
-            boot, record = self._reconcile(booted)
+            try:
+                boot, record = self._reconcile(booted)
+            except StateWriteError as exc:
+                raise InstallRefused(f"install not started: {exc}") from exc
             state = self._state(booted, boot, record)
             if state is NodeState.TRYING:
                 raise InstallRefused(
@@ -113,6 +127,11 @@ class SlotManager:
             target = other_slot(booted)
             device = self.config.device(target)
             check_writable_slot(device, self.config.device(booted), self.config.mountinfo)
+            capacity = self.capacity(target)
+            if size is not None and capacity is not None and size > capacity:
+                raise InstallRefused(
+                    f"the image needs {size} bytes, slot {target} ({device}) holds {capacity}"
+                )
             intent = {
                 "slot": target,
                 "from": booted,
@@ -122,11 +141,14 @@ class SlotManager:
                 "started": _now(),
             }
             log.info("installing %s into slot %s (%s)", source, target, device)
-            self.journal.save({**intent, "phase": WRITING})
+            try:
+                self.journal.save({**intent, "phase": WRITING})
+            except StateWriteError as exc:
+                raise InstallRefused(f"install not started: {exc}") from exc
             boot = boot.mark_bad(target)
             self.bootenv.save_state(boot)
-            images = self._forget_image(target)
             try:
+                images = self._forget_image(target)
                 result = write_slot(
                     source,
                     device,
@@ -138,10 +160,18 @@ class SlotManager:
                     verify_readback=self.config.verify_readback,
                     retry=retry,
                     source_digest=source_digest,
+                    capacity=capacity,
                 )
             except Exception as exc:
                 reason = f"install into slot {target} failed: {exc}"
-                self.journal.save({"phase": FAILED, "slot": target, "reason": reason, "at": _now()})
+                try:
+                    self.journal.save(
+                        {"phase": FAILED, "slot": target, "reason": reason, "at": _now()}
+                    )
+                except StateWriteError as lost:
+                    # Still "writing" on disk: the next look settles it as
+                    # interrupted (the slot is already marked bad).
+                    log.error("%s", lost)
                 raise InstallFailed(f"{exc} (slot {booted} stays active)") from exc
             intent["size"] = result.size
             self.images.save({**images, target: {"sha256": sha256, "size": result.size}})
@@ -240,6 +270,20 @@ class SlotManager:
             self.journal.clear()
             log.info("bootloader env initialised: slot %s committed and primary", booted)
             return self._view(booted, boot, None)
+
+    def capacity(self, slot: str) -> int | None:
+        """Bytes ``slot`` may hold: its configured size, else the device's or file's length.
+
+        A file-backed slot is as large as it was preallocated (its length now):
+        an image never makes it grow. None only for an empty, unconfigured file.
+        """
+        config: SlotConfig = getattr(self.config, slot)
+        found = _device_length(config.device)
+        if config.size is None:
+            return found or None
+        if found is not None and _is_block(config.device):
+            return min(config.size, found)  # a partition smaller than configured
+        return config.size
 
     # -- internals -------------------------------------------------------------------------
 
@@ -390,6 +434,22 @@ class SlotManager:
             last_error=record["reason"] if phase == FAILED and record else None,
             notes=notes or [],
         )
+
+
+def _is_block(path: Path) -> bool:
+    try:
+        return stat.S_ISBLK(path.stat().st_mode)
+    except OSError:
+        return False
+
+
+def _device_length(path: Path) -> int | None:
+    """A block device's size or a regular file's length; None if it cannot be read."""
+    try:
+        with path.open("rb") as handle:
+            return handle.seek(0, os.SEEK_END)
+    except OSError:
+        return None
 
 
 def _check_sha256(value: str) -> str:

@@ -61,8 +61,8 @@ class VirtualNode:
         )
         (root / "uboot-defaults.env").write_text(BOARD_DEFAULTS)
         config = SlotsConfig(
-            A=SlotConfig(root / "slot-A.img"),
-            B=SlotConfig(root / "slot-B.img"),
+            A=SlotConfig(root / "slot-A.img", slot_size),
+            B=SlotConfig(root / "slot-B.img", slot_size),
             bootloader=BootloaderConfig(
                 backend=backend,
                 uboot=UBootConfig(
@@ -101,11 +101,16 @@ class VirtualNode:
             f"tries = {cfg.tries}\n"
             f'state-dir = "{cfg.state_dir}"\n'
             f'cmdline = "{cfg.cmdline}"\n'
-            f'A = {{ device = "{cfg.A.device}" }}\n'
-            f'B = {{ device = "{cfg.B.device}" }}\n'
+            f"A = {_slot_toml(cfg.A)}\n"
+            f"B = {_slot_toml(cfg.B)}\n"
             "[slots.bootloader]\n"
             f'backend = "{boot.backend}"\n'
             f'uboot = {{ fw-env-config = "{boot.uboot.fw_env_config}", '
             f'defaults = "{boot.uboot.defaults}" }}\n'
             f'grub = {{ envfile = "{boot.grub.envfile}" }}\n'
         )
+
+
+def _slot_toml(slot: SlotConfig) -> str:
+    size = "" if slot.size is None else f", size = {slot.size}"
+    return f'{{ device = "{slot.device}"{size} }}'

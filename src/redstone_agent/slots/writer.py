@@ -166,11 +166,12 @@ def _drop_cache(fd: int, offset: int, length: int) -> None:
         log.debug("posix_fadvise not supported here", exc_info=True)
 
 
-def open_target(target: Path, expected_size: int | None) -> int:
+def open_target(target: Path, expected_size: int | None, capacity: int | None = None) -> int:
     """Open a block device or regular file for writing without truncating it.
 
     A missing target is created as a regular file; anything else (directory,
-    character device, FIFO) is refused, as is a device smaller than the image.
+    character device, FIFO) is refused, as is a device — or a ``capacity``,
+    the slot's configured size — smaller than the image.
     """
     try:
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -186,6 +187,10 @@ def open_target(target: Path, expected_size: int | None) -> int:
                 )
         elif not stat.S_ISREG(mode):
             raise SlotWriteError(f"{target} is neither a block device nor a regular file")
+        if capacity is not None and expected_size is not None and expected_size > capacity:
+            raise SlotWriteError(
+                f"the image needs {expected_size} bytes, slot {target} holds {capacity}"
+            )
     except BaseException:
         os.close(fd)
         raise
@@ -240,6 +245,7 @@ class SlotWriter:
         verify_readback: bool = False,
         chunk_size: int = 4 << 20,
         depth: int = 4,
+        capacity: int | None = None,
     ) -> None:
         if chunk_size <= 0 or chunk_size % ALIGNMENT:
             raise ValueError(f"chunk_size must be a positive multiple of {ALIGNMENT}")
@@ -252,6 +258,8 @@ class SlotWriter:
         self.target = Path(target)
         self.expected_size = expected_size
         self.expected_sha256 = expected_sha256.lower()
+        self.capacity = capacity
+        """Bytes the slot may hold (its configured size): never written past, size known or not."""
         self.received = 0
         """Bytes accepted from the caller so far."""
         self._progress = progress
@@ -268,7 +276,7 @@ class SlotWriter:
         for _ in range(depth):
             self._free.put(_Block(chunk_size))
         self._current: _Block | None = None
-        self._fd = open_target(self.target, expected_size)
+        self._fd = open_target(self.target, expected_size, capacity)
         self._sink = BlockSink(self._fd, self.target)
         self._hasher = _Worker("slot-hash", self._hash_block, self._release)
         self._writer = _Worker("slot-write", self._write_block, self._release)
@@ -298,7 +306,8 @@ class SlotWriter:
         """Append ``data`` to the image; refuses at once anything beyond ``expected_size``."""
         self._check_usable()
         view = memoryview(data).cast("B")
-        if self.expected_size is not None and self.received + len(view) > self.expected_size:
+        limit = self._limit()
+        if limit is not None and self.received + len(view) > limit:
             raise self._too_long()
         while view:
             block = self._block()
@@ -311,15 +320,16 @@ class SlotWriter:
     def write_from(self, source: ReadsInto) -> int:
         """Read ``source`` to its end straight into the aligned blocks (no extra copy).
 
-        Never reads more than ``expected_size`` into the slot: one probe byte
-        beyond it decides between "exact" and "too long".
+        Never reads more than ``expected_size`` (nor ``capacity``) into the
+        slot: one probe byte beyond it decides between "exact" and "too long".
         """
         start = self.received
+        limit = self._limit()
         while True:
             self._check_usable()
             room = self._chunk_size
-            if self.expected_size is not None:
-                room = self.expected_size - self.received
+            if limit is not None:
+                room = limit - self.received
                 if room == 0:
                     if source.readinto(bytearray(1)):
                         raise self._too_long()
@@ -346,7 +356,16 @@ class SlotWriter:
         if block.length == self._chunk_size:
             self._dispatch()
 
-    def _too_long(self) -> ImageMismatch:
+    def _limit(self) -> int | None:
+        """The most bytes this image may have: its expected size, bounded by the slot's."""
+        known = [n for n in (self.expected_size, self.capacity) if n is not None]
+        return min(known) if known else None
+
+    def _too_long(self) -> SlotWriteError:
+        if self.capacity is not None and self._limit() == self.capacity != self.expected_size:
+            return SlotWriteError(
+                f"image for {self.target} is larger than the slot's {self.capacity} bytes"
+            )
         return ImageMismatch(
             f"image for {self.target} is longer than the expected {self.expected_size} bytes"
         )

@@ -253,3 +253,27 @@ def test_block_sink_buffered_by_choice(tmp_path: Path) -> None:
         sink.close()
         os.close(fd)
     assert target.read_bytes() == IMAGE
+
+
+def test_a_file_slot_never_grows_past_its_capacity(tmp_path: Path) -> None:
+    """Known size or not, an image larger than the slot is refused and the file keeps its size."""
+    target = tmp_path / "slot"
+    capacity = len(IMAGE) - 1
+    target.write_bytes(b"\xee" * capacity)
+    with pytest.raises(SlotWriteError, match=f"needs {len(IMAGE)} bytes, slot .* holds {capacity}"):
+        SlotWriter(target, expected_size=len(IMAGE), expected_sha256=SHA, capacity=capacity)
+    assert target.read_bytes() == b"\xee" * capacity  # refused before writing
+    for feed in ([IMAGE], io.BytesIO(IMAGE), pieces(IMAGE, 1000)):
+        with (
+            pytest.raises(SlotWriteError, match=f"larger than the slot's {capacity} bytes"),
+            SlotWriter(
+                target, expected_size=None, expected_sha256=SHA, chunk_size=CHUNK, capacity=capacity
+            ) as writer,
+        ):
+            if isinstance(feed, io.BytesIO):
+                writer.write_from(feed)
+            else:
+                for piece in feed:
+                    writer.write(piece)
+            writer.finish()
+        assert target.stat().st_size == capacity
