@@ -3,10 +3,12 @@
 The same engine commands the Master reaches over SOME/IP, for a technician
 on the node: status, mark-good (commit), mark-bad (rollback), and a local
 install that still goes through the Sub's own Uptane verification.
-Errors come back as D-Bus errors named ``org.redstone.Sub1.Error.<CODE>``.
+Every error comes back as a D-Bus error named ``org.redstone.Sub1.Error.<CODE>``
+(the SOME/IP result code names), with a one-line message.
 """
 
 import json
+import logging
 from collections.abc import Awaitable
 from dataclasses import asdict
 
@@ -15,9 +17,13 @@ from dbus_fast.aio import MessageBus
 from dbus_fast.annotations import DBusBytes, DBusStr, DBusUInt64
 from dbus_fast.service import ServiceInterface, method, signal
 
+from redstone_agent.errors import RedstoneError
+from redstone_agent.someip.interface import ResultCode
 from redstone_agent.someip.messages import InstallRequest, Status
 from redstone_agent.sub.engine import Engine
-from redstone_agent.sub.errors import SubError
+from redstone_agent.sub.errors import SubError, wire_text
+
+log = logging.getLogger(__name__)
 
 BUS_NAME = "org.redstone.Sub"
 OBJECT_PATH = "/org/redstone/Sub"
@@ -32,11 +38,34 @@ def status_json(status: Status) -> str:
     return json.dumps(data, sort_keys=True)
 
 
+def error_name(code: ResultCode) -> str:
+    """The D-Bus error name of a result code: ``org.redstone.Sub1.Error.<CODE>``."""
+    return f"{INTERFACE}.Error.{code.name}"
+
+
+def dbus_error(exc: Exception) -> DBusError:
+    """Every failure as a named D-Bus error with a one-line message (docs/someip.md §8).
+
+    A SubError carries its own result code; any other RedstoneError (a full
+    state disk, a slot layer refusal) and anything unexpected are INTERNAL —
+    never dbus-fast's generic ServiceError with a Python traceback as text.
+    """
+    if isinstance(exc, SubError):
+        code = exc.code
+    else:
+        code = ResultCode.INTERNAL
+        if not isinstance(exc, RedstoneError):
+            log.exception("D-Bus call failed unexpectedly")
+    return DBusError(error_name(code), wire_text(str(exc) or type(exc).__name__))
+
+
 async def _guard(action: Awaitable[None]) -> None:
     try:
         await action
-    except SubError as exc:
-        raise DBusError(f"{INTERFACE}.Error.{exc.code.name}", str(exc)) from exc
+    except DBusError:
+        raise
+    except Exception as exc:
+        raise dbus_error(exc) from exc
 
 
 class SubInterface(ServiceInterface):
@@ -70,11 +99,14 @@ class SubInterface(ServiceInterface):
     async def install(
         self, target: DBusStr, url: DBusStr, sha256: DBusStr, length: DBusUInt64
     ) -> None:
+        await _guard(self._install(target, url, sha256, length))
+
+    async def _install(self, target: str, url: str, sha256: str, length: int) -> None:
         try:
             digest = bytes.fromhex(sha256)
         except ValueError:
-            raise DBusError(f"{INTERFACE}.Error.MALFORMED", "sha256 is not hex") from None
-        await _guard(self._engine.install(InstallRequest(target, url, digest, length)))
+            raise SubError("sha256 is not hex", ResultCode.MALFORMED) from None
+        await self._engine.install(InstallRequest(target, url, digest, length))
 
     @signal(name="StatusChanged")
     def status_changed(self, status: str) -> DBusStr:

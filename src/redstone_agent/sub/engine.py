@@ -15,10 +15,11 @@ import hmac
 import logging
 import threading
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from redstone_agent.journal import Journal, JournalCorrupt
+from redstone_agent.journal import Journal, JournalCorrupt, StateWriteError
+from redstone_agent.retry import RetryPolicy
 from redstone_agent.slots.scheme import other_slot
 from redstone_agent.someip.interface import ResultCode, SubState
 from redstone_agent.someip.messages import Info, InstallRequest, Progress, Status
@@ -36,6 +37,8 @@ Reboot = Callable[[], Awaitable[None]]
 PROGRESS_STEP = 1 << 20
 """Emit a PROGRESS event at most once per MiB written."""
 REBOOT_DELAY_S = 0.3
+MARK_BAD_RETRY = RetryPolicy(attempts=8, base_delay=1.0, max_delay=60.0)
+"""Marking a failed trial slot bad: 8 tries over at most a few minutes, then reboot anyway."""
 
 
 @dataclass
@@ -117,6 +120,7 @@ class Engine:
         trust: SubTrust,
         journal: Journal,
         hooks: Hooks,
+        mark_bad_retry: RetryPolicy = MARK_BAD_RETRY,
     ) -> None:
         self.ecu_serial = ecu_serial
         self.hardware_id = hardware_id
@@ -124,6 +128,7 @@ class Engine:
         self._trust = trust
         self._journal = journal
         self._hooks = hooks
+        self._mark_bad_retry = mark_bad_retry
         self._record = Record()
         self._cancel = threading.Event()
         self._task: asyncio.Task[None] | None = None
@@ -185,13 +190,19 @@ class Engine:
         detail: str = "",
         **changes: Any,
     ) -> None:
-        """Persist the new state (write-ahead), then tell the Master."""
-        r = self._record
-        for key, value in changes.items():
-            setattr(r, key, value)
+        """Persist the new state (write-ahead), then tell the Master.
+
+        All or nothing: when the journal cannot be written (a full state
+        filesystem) the state stays what it was and a one-line SubError says why.
+        """
+        r = replace(self._record, **changes)
         r.state, r.error, r.detail = state, error, wire_text(detail)
         r.seq += 1
-        self._journal.save(r.to_dict())
+        try:
+            self._journal.save(r.to_dict())
+        except StateWriteError as exc:
+            raise SubError(f"cannot record state {state.name}: {exc}") from exc
+        self._record = r
         note = detail if error is ResultCode.OK else f"{error.name}: {detail}".removesuffix(": ")
         log.info(
             "state %s%s",
@@ -208,11 +219,15 @@ class Engine:
 
     async def put_metadata(self, bundle: bytes) -> None:
         require(Command.PUT_METADATA, self.state)
-        assignment = await asyncio.to_thread(
-            self._trust.verify, bundle, self._record.release_counter
-        )
-        self._record.assignment = assignment.to_dict()
-        self._journal.save(self._record.to_dict())
+        try:
+            assignment = await asyncio.to_thread(
+                self._trust.verify, bundle, self._record.release_counter
+            )
+            record = replace(self._record, assignment=assignment.to_dict())
+            self._journal.save(record.to_dict())
+        except StateWriteError as exc:
+            raise SubError(f"verified metadata not kept: {exc}") from exc
+        self._record = record
         log.info("metadata verified: assigned %s", assignment.filename)
 
     async def put_metadata_from(self, url: str, sha256: bytes, length: int) -> None:
@@ -225,15 +240,18 @@ class Engine:
         require(Command.INSTALL, self.state)
         raw = self._record.assignment
         check_install(Assignment.from_dict(raw) if raw else None, request)
-        self._move(
-            S.TRANSFERRING,
-            request=_request_to_dict(request),
-            to_slot=other_slot(self._slots.booted()),
-            switched=False,
-            health_ok=False,
-            bytes_done=0,
-            bytes_total=request.length,
-        )
+        try:
+            self._move(
+                S.TRANSFERRING,
+                request=_request_to_dict(request),
+                to_slot=other_slot(self._slots.booted()),
+                switched=False,
+                health_ok=False,
+                bytes_done=0,
+                bytes_total=request.length,
+            )
+        except SubError as exc:
+            raise SubError(f"install not started: {exc}", ResultCode.INSTALL_FAILED) from exc
         self._start_install()
 
     def _start_install(self) -> None:
@@ -322,8 +340,9 @@ class Engine:
             self._move(S.IDLE, request=None, detail="installed update discarded")
             return
         self._move(S.ROLLING_BACK, error=ResultCode.CANCELLED, detail="rollback requested")
-        await asyncio.to_thread(self._slots.mark_bad, "rollback requested by the Master")
-        self._reboot_soon()
+        await self._mark_bad_then_reboot(
+            ResultCode.CANCELLED, "rollback requested by the Master", REBOOT_DELAY_S
+        )
 
     async def cancel(self) -> None:
         require(Command.CANCEL, self.state)
@@ -335,8 +354,67 @@ class Engine:
 
     async def _fall_back(self, error: ResultCode, detail: str) -> None:
         self._move(S.ROLLING_BACK, error=error, detail=detail)
-        await asyncio.to_thread(self._slots.mark_bad, detail)
+        await self._mark_bad_then_reboot(error, detail, 0.0)
+
+    async def _mark_bad_then_reboot(self, error: ResultCode, reason: str, delay: float) -> None:
+        """Mark the booted slot bad and reboot; if that fails, keep trying in the background.
+
+        The first attempt runs now. A failure (slot layer or bootloader env
+        unwritable) must not leave the Sub in ROLLING_BACK for good: retries
+        follow with backoff, each reported in the status detail, and when
+        they are spent the Sub reboots anyway — the trial slot is uncommitted,
+        so the bootloader's try counter returns to the old slot.
+        """
+        try:
+            await asyncio.to_thread(self._slots.mark_bad, reason)
+        except Exception as exc:
+            log.warning("marking the slot bad failed: %s", exc)
+            task = self._retry_mark_bad(error, reason, exc, delay)
+            self._task = asyncio.get_running_loop().create_task(task)
+            return
+        if delay:
+            self._reboot_soon()
+        else:
+            await self._reboot()
+
+    async def _retry_mark_bad(
+        self, error: ResultCode, reason: str, failure: Exception, delay: float
+    ) -> None:
+        total = self._mark_bad_retry.attempts
+        attempt = 1
+        for attempt, pause in enumerate(self._mark_bad_retry.delays(), start=2):
+            self._report(
+                error,
+                f"{reason}; marking slot {self._record.to_slot} bad failed "
+                f"(attempt {attempt - 1}/{total}: {failure}); retrying in {pause:.1f} s",
+            )
+            await asyncio.sleep(pause)
+            try:
+                await asyncio.to_thread(self._slots.mark_bad, reason)
+            except Exception as exc:
+                log.warning("marking the slot bad failed again: %s", exc)
+                failure = exc
+                continue
+            self._report(error, f"{reason}; slot marked bad at attempt {attempt}: rebooting")
+            break
+        else:
+            log.error("giving up marking the slot bad after %d attempts: %s", attempt, failure)
+            self._report(
+                error,
+                f"{reason}; slot {self._record.to_slot} could not be marked bad ({failure}); "
+                "rebooting: the bootloader's try counter returns to the old slot",
+            )
+        await asyncio.sleep(delay)
         await self._reboot()
+
+    def _report(self, error: ResultCode, detail: str) -> None:
+        """Journal and publish a ROLLING_BACK detail; a full disk only costs the journal line."""
+        try:
+            self._move(S.ROLLING_BACK, error=error, detail=detail)
+        except SubError as exc:
+            log.error("%s", exc)
+            self._record.detail = wire_text(detail)
+            self._hooks.publish(self.status())
 
     def _reboot_soon(self) -> None:
         """Reboot after the method response had time to leave (REBOOT_DELAY_S)."""
@@ -397,13 +475,20 @@ class Engine:
             if booted == r.to_slot:
                 await self._fall_back(r.error, r.detail)  # the reboot did not happen yet
             else:
-                self._slots.acknowledge()
+                self._acknowledge()
                 self._move(S.ROLLED_BACK, error=r.error, detail=r.detail, request=None)
         else:
             self._hooks.publish(self.status())
 
+    def _acknowledge(self) -> None:
+        """Clear the slot layer's rollback report; if that fails it only stays visible there."""
+        try:
+            self._slots.acknowledge()
+        except Exception as exc:
+            log.warning("could not clear the slot layer's rollback report: %s", exc)
+
     def _fallback_detected(self, detail: str) -> None:
-        self._slots.acknowledge()
+        self._acknowledge()
         self._move(S.ROLLED_BACK, error=ResultCode.BOOT_FALLBACK, detail=detail, request=None)
 
     async def _verify_new_slot(self) -> None:

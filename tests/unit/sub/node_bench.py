@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from redstone_agent.journal import Journal
+from redstone_agent.retry import RetryPolicy
 from redstone_agent.slots.virtual import VirtualNode
 from redstone_agent.someip.interface import SubState
 from redstone_agent.someip.messages import DeltaInfo, InstallRequest, Status
 from redstone_agent.sub.config import TrustConfig
-from redstone_agent.sub.engine import Engine, Hooks
+from redstone_agent.sub.engine import MARK_BAD_RETRY, Engine, Hooks
 from redstone_agent.sub.slots_adapter import ManagedSlots
 from redstone_agent.sub.trust import ManifestSigner, SubTrust
 from redstone_agent.uptane.simulator import UptaneSimulator
@@ -32,7 +33,13 @@ class Bench:
     events: list[Status] = field(default_factory=list)
     reboots: int = 0
 
-    def engine(self, journal: Journal | None = None, *, partial: bool = False) -> Engine:
+    def engine(
+        self,
+        journal: Journal | None = None,
+        *,
+        partial: bool = False,
+        mark_bad_retry: RetryPolicy = MARK_BAD_RETRY,
+    ) -> Engine:
         roots = self.sim.trusted_roots()
         trust_dir = self.root / "trust"
         trust_dir.mkdir(exist_ok=True)
@@ -62,6 +69,7 @@ class Bench:
                 health=health,
                 sign_manifest=ManifestSigner(key) if key.exists() else None,
             ),
+            mark_bad_retry=mark_bad_retry,
         )
 
     @property

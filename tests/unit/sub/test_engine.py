@@ -11,11 +11,13 @@ import base64
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from redstone_agent.journal import Journal
+from redstone_agent.retry import RetryPolicy
 from redstone_agent.someip.interface import MethodId, ResultCode, SubState
 from redstone_agent.someip.messages import (
     Blob,
@@ -250,6 +252,99 @@ def test_hostile_metadata_is_verification_failed_in_one_line(bench: Bench, form:
 
     with serve(bench.root / "www") as server:
         asyncio.run(scenario(f"{server.url}/hostile.bundle"))
+
+
+FAST_RETRY = RetryPolicy(attempts=400, base_delay=0.005, max_delay=0.01)
+
+
+def _trial_on_b(bench: Bench, request: InstallRequest) -> None:
+    """Install, activate and reboot into slot B (its trial boot comes next)."""
+
+    async def first_boot() -> None:
+        engine = bench.engine()
+        await install_ready(bench, engine, request)
+        await engine.activate()
+        await asyncio.sleep(0.5)
+
+    asyncio.run(first_boot())
+    assert bench.node.reboot() == "B"
+    bench.reboots = 0
+
+
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    for _ in range(2000):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"never happened: {what}")
+
+
+def test_a_failing_mark_bad_is_retried_with_backoff_and_reported(bench: Bench) -> None:
+    """The slot layer cannot mark the slot bad at first: the Sub retries, reports, reboots."""
+    _trial_on_b(bench, bench.publish("v1.img", os.urandom(10_000), 1))
+    bench.healthy = False
+    lock = bench.node.config.state_dir / "slots.lock"
+    lock.unlink()
+    lock.mkdir()  # a broken state disk: the slot layer's lock cannot be opened
+
+    async def trial_boot() -> None:
+        engine = bench.engine(mark_bad_retry=FAST_RETRY)
+        await engine.recover()  # returns: retries run in the background, the Sub serves
+        assert engine.state is S.ROLLING_BACK
+        await _until(lambda: "retrying in" in engine.status().detail, "a reported retry")
+        assert bench.reboots == 0
+        lock.rmdir()  # the disk recovers
+        await _until(lambda: bench.reboots == 1, "the reboot after marking bad")
+        assert engine.state is S.ROLLING_BACK
+        assert "slot marked bad at attempt" in engine.status().detail
+        await engine.close()
+
+    asyncio.run(trial_boot())
+    assert bench.node.reboot() == "A"
+
+    async def back_on_old() -> None:
+        engine = bench.engine()
+        await engine.recover()
+        assert (engine.state, engine.status().error) == (
+            S.ROLLED_BACK,
+            ResultCode.HEALTH_CHECK_FAILED,
+        )
+
+    asyncio.run(back_on_old())
+
+
+def test_mark_bad_that_never_succeeds_ends_in_a_reboot_not_rolling_back_forever(
+    bench: Bench,
+) -> None:
+    _trial_on_b(bench, bench.publish("v1.img", os.urandom(10_000), 1))
+    bench.healthy = False
+    lock = bench.node.config.state_dir / "slots.lock"
+    lock.unlink()
+    lock.mkdir()
+    give_up = RetryPolicy(attempts=3, base_delay=0.005, max_delay=0.01)
+
+    async def trial_boot() -> None:
+        engine = bench.engine(mark_bad_retry=give_up)
+        await engine.recover()
+        await _until(lambda: bench.reboots == 1, "the reboot after giving up")
+        assert "could not be marked bad" in engine.status().detail
+        assert "try counter returns to the old slot" in engine.status().detail
+
+    boots = []
+    for _ in range(5):  # the bootloader spends B's tries, then returns to A
+        asyncio.run(trial_boot())
+        bench.reboots = 0
+        boots.append(bench.node.reboot())
+        if boots[-1] == "A":
+            break
+    assert boots[-1] == "A", boots
+
+    async def back_on_old() -> None:
+        engine = bench.engine()
+        await engine.recover()  # the broken lock still stops acknowledging: no crash
+        assert engine.state is S.ROLLED_BACK
+
+    asyncio.run(back_on_old())
 
 
 def test_sub_error_carries_its_code() -> None:
