@@ -17,7 +17,9 @@ from redstone_agent.delta import (
     DeltaError,
     DeltaHeader,
     apply_delta,
+    check_target_size,
     read_header,
+    verify_delta,
 )
 from redstone_agent.delta.reader import iter_operations
 
@@ -39,7 +41,9 @@ EPILOG = """\
 examples:
   redstone-delta make rootfs-1.0.ext4 rootfs-1.1.ext4 1.0-to-1.1.rsdelta --jobs 8
   redstone-delta info 1.0-to-1.1.rsdelta --json
+  redstone-delta info 1.0-to-1.1.rsdelta --verify /dev/mmcblk0p2
   redstone-delta apply 1.0-to-1.1.rsdelta /dev/mmcblk0p2 rootfs-1.1.ext4
+  redstone-delta apply 1.0-to-1.1.rsdelta rootfs-1.0.ext4 /dev/mmcblk0p3 --expect-size 512M
   curl -s https://host/1.0-to-1.1.rsdelta | redstone-delta apply - rootfs-1.0.ext4 out.ext4
 
 Exit status is 0 on success, 1 on any error (one line on stderr).
@@ -47,7 +51,7 @@ Exit status is 0 on success, 1 on any error (one line on stderr).
 
 
 def _size(text: str) -> int:
-    units = {"k": 1 << 10, "m": 1 << 20}
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
     suffix = text[-1:].lower()
     try:
         return int(text[:-1]) * units[suffix] if suffix in units else int(text)
@@ -97,12 +101,32 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HEX",
         help="known SHA-256 of SOURCE; skips hashing it first (it is still checked per block)",
     )
+    apply.add_argument(
+        "--expect-size",
+        type=_size,
+        metavar="SIZE",
+        help="the size the new image must have (e.g. its signed length); any other is refused "
+        "before writing. Without it the bound is the device's size or the free space",
+    )
     apply.add_argument("--json", action="store_true", help="print a JSON summary")
 
     info = commands.add_parser("info", help="show a delta's header (and operations)")
     info.add_argument("delta", metavar="DELTA", help="delta file, or - for stdin")
     info.add_argument(
         "--ops", action="store_true", help="also read every operation and count them by kind"
+    )
+    info.add_argument(
+        "--verify",
+        type=Path,
+        metavar="SOURCE",
+        help="also check the delta against SOURCE: its size and hash, every operation's output "
+        "hash and the whole target hash, writing nothing",
+    )
+    info.add_argument(
+        "--source-sha256",
+        type=_sha256,
+        metavar="HEX",
+        help="with --verify: known SHA-256 of SOURCE; skips hashing it first",
     )
     info.add_argument("--json", action="store_true", help="print JSON")
     return parser
@@ -176,21 +200,47 @@ class _FileSink:
         self._file.write(data)
 
 
+def _output_room(target: Path, device: bool) -> tuple[int, str]:
+    """The most the output can take, and the name of that bound for an error message."""
+    if device:
+        with target.open("rb") as f:
+            return f.seek(0, os.SEEK_END), f"bytes the device {target} holds"
+    directory = target.absolute().parent
+    space = os.statvfs(directory)
+    return space.f_bavail * space.f_frsize, f"bytes free on {directory}"
+
+
+def _check_output_bound(args: argparse.Namespace, header: DeltaHeader, device: bool) -> None:
+    """Refuse before writing anything a target larger than expected or than there is room for."""
+    if args.expect_size is not None:
+        check_target_size(header, args.expect_size, "expected (--expect-size)")
+        if header.target_size != args.expect_size:
+            raise DeltaError(
+                f"delta builds {header.target_size} bytes, not the {args.expect_size} "
+                f"expected (--expect-size)"
+            )
+    check_target_size(header, *_output_room(args.target, device))
+
+
 def cmd_apply(args: argparse.Namespace) -> None:
     device = args.target.is_block_device()
     written = args.target if device else args.target.with_name(args.target.name + ".part")
     progress = ProgressLine("apply")
     try:
-        with (
-            _open_delta(args.delta) as delta,
-            args.source.open("rb") as source,
-            written.open("r+b" if device else "wb") as out,
-        ):
-            report = apply_delta(
-                delta, source, _FileSink(out), source_sha256=args.source_sha256, progress=progress
-            )
-            out.flush()
-            os.fsync(out.fileno())
+        with _open_delta(args.delta) as delta, args.source.open("rb") as source:
+            header = read_header(delta)
+            _check_output_bound(args, header, device)
+            with written.open("r+b" if device else "wb") as out:
+                report = apply_delta(
+                    delta,
+                    source,
+                    _FileSink(out),
+                    source_sha256=args.source_sha256,
+                    header=header,
+                    progress=progress,
+                )
+                out.flush()
+                os.fsync(out.fileno())
         if not device:
             written.replace(args.target)
     except OSError as exc:
@@ -207,7 +257,9 @@ def cmd_info(args: argparse.Namespace) -> None:
     with _open_delta(args.delta) as delta:
         header = read_header(delta)
         summary = _header_dict(header)
-        if args.ops:
+        if args.verify is not None:
+            summary |= _verify(args, delta, header)
+        elif args.ops:
             counts: dict[str, int] = {}
             payload: dict[str, int] = {}
             for operation in iter_operations(delta, header):
@@ -217,6 +269,24 @@ def cmd_info(args: argparse.Namespace) -> None:
             summary |= {"ops": counts, "op_bytes": payload}
     lines = [f"{key}: {value}" for key, value in summary.items()]
     _emit(args, summary, "\n".join(lines))
+
+
+def _verify(args: argparse.Namespace, delta: BinaryIO, header: DeltaHeader) -> dict[str, Any]:
+    progress = ProgressLine("verify")
+    try:
+        with args.verify.open("rb") as source:
+            report = verify_delta(
+                delta,
+                source,
+                source_sha256=args.source_sha256,
+                header=header,
+                progress=progress,
+            )
+    except OSError as exc:
+        raise DeltaError(f"{exc.filename or 'I/O'}: {exc.strerror}") from None
+    finally:
+        progress.close()
+    return {"ops": dict(report.ops), "delta_size": report.delta_bytes, "verified": True}
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {

@@ -9,7 +9,9 @@ from redstone_agent.delta.apply import (
     DeltaSink,
     apply_delta,
     check_source,
+    check_target_size,
     sha256_of,
+    verify_delta,
 )
 from redstone_agent.delta.errors import (
     DeltaError,
@@ -17,6 +19,7 @@ from redstone_agent.delta.errors import (
     DeltaTruncatedError,
     DeltaVerificationError,
     SourceMismatchError,
+    TargetTooLargeError,
 )
 from redstone_agent.delta.format import DEFAULT_BLOCK_SIZE, HEADER_SIZE, DeltaHeader, OpKind
 from redstone_agent.delta.reader import read_header
@@ -33,8 +36,11 @@ __all__ = [
     "DeltaVerificationError",
     "OpKind",
     "SourceMismatchError",
+    "TargetTooLargeError",
     "apply_delta",
     "check_source",
+    "check_target_size",
     "read_header",
     "sha256_of",
+    "verify_delta",
 ]

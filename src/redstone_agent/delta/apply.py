@@ -19,7 +19,11 @@ from typing import Protocol
 
 from redstone_agent.delta.bsdiff_payload import apply_payload
 from redstone_agent.delta.codecs import decompress
-from redstone_agent.delta.errors import DeltaVerificationError, SourceMismatchError
+from redstone_agent.delta.errors import (
+    DeltaVerificationError,
+    SourceMismatchError,
+    TargetTooLargeError,
+)
 from redstone_agent.delta.format import HEADER_SIZE, DeltaHeader, OpKind
 from redstone_agent.delta.reader import Operation, iter_operations, read_header
 from redstone_agent.delta.stream import Readable, SourceImage, read_source, stream_size
@@ -58,6 +62,19 @@ def sha256_of(source: SourceImage, size: int) -> bytes:
     return digest.digest()
 
 
+def check_target_size(header: DeltaHeader, limit: int, what: str = "allowed") -> None:
+    """Refuse, before anything is written, a delta whose target is larger than ``limit``.
+
+    A delta is tiny next to what it can claim to build (a ZERO block is a
+    44-byte record), so without a bound a hostile or mistaken delta fills a
+    disk before the final hash can fail. ``what`` names the bound.
+    """
+    if header.target_size > limit:
+        raise TargetTooLargeError(
+            f"delta would write {header.target_size} bytes, more than the {limit} {what}"
+        )
+
+
 def check_source(
     header: DeltaHeader, source: SourceImage, source_sha256: bytes | None = None
 ) -> None:
@@ -89,18 +106,23 @@ def apply_delta(
     source_sha256: bytes | None = None,
     header: DeltaHeader | None = None,
     progress: Callable[[int, int], None] | None = None,
+    max_target_size: int | None = None,
 ) -> ApplyReport:
     """Rebuild the new image from ``delta_stream`` and ``source`` into ``sink``.
 
     ``header``: pass it if the caller already consumed the header from the
     stream with :func:`read_header`. ``source_sha256``: the known hash of the
     active slot; if omitted the source is hashed first (see check_source).
+    ``max_target_size``: the most the sink can take (the slot, the free
+    space); a larger target is refused before the source is even read.
     ``progress(done, total)`` is called after each operation with target bytes.
     Raises a DeltaError subclass on any mismatch; the sink then holds a
     verified prefix of the new image and must be discarded.
     """
     if header is None:
         header = read_header(delta_stream)
+    if max_target_size is not None:
+        check_target_size(header, max_target_size, "bytes the output can take")
     check_source(header, source, source_sha256)
     report = ApplyReport(header, delta_bytes=HEADER_SIZE)
     target_digest = hashlib.sha256()
@@ -120,6 +142,34 @@ def apply_delta(
         raise DeltaVerificationError("rebuilt image does not match the delta's target sha256")
     log.info("delta applied: %d bytes, operations %s", done, dict(report.ops))
     return report
+
+
+class _Discard:
+    def write(self, data: bytes | memoryview, /) -> None:
+        """Verified output nobody needs."""
+
+
+def verify_delta(
+    delta_stream: Readable,
+    source: SourceImage,
+    *,
+    source_sha256: bytes | None = None,
+    header: DeltaHeader | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ApplyReport:
+    """Check that ``delta_stream`` rebuilds its target from ``source``, writing nothing.
+
+    Everything :func:`apply_delta` checks: the source's size and hash, every
+    operation's output hash, the whole target hash. Memory as for apply.
+    """
+    return apply_delta(
+        delta_stream,
+        source,
+        _Discard(),
+        source_sha256=source_sha256,
+        header=header,
+        progress=progress,
+    )
 
 
 def _run(operation: Operation, source: SourceImage) -> bytes:

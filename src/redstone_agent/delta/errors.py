@@ -17,6 +17,10 @@ class DeltaTruncatedError(DeltaFormatError):
     """The delta stream ended before the data its header and operations promise."""
 
 
+class TargetTooLargeError(DeltaError):
+    """The delta would write more than the caller can take (expected size, slot, free space)."""
+
+
 class SourceMismatchError(DeltaError):
     """The delta was made for another source image than the one it is applied to."""
 

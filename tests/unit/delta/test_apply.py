@@ -14,8 +14,10 @@ from redstone_agent.delta import (
     DeltaTruncatedError,
     DeltaVerificationError,
     SourceMismatchError,
+    TargetTooLargeError,
     apply_delta,
     read_header,
+    verify_delta,
 )
 from redstone_agent.delta.format import (
     HEADER_SIZE,
@@ -300,3 +302,51 @@ def test_short_reads_from_a_raw_source_are_fine(make_bytes: MakeBytes) -> None:
     sink = RecordingSink(len(NEW))
     apply_delta(io.BytesIO(delta), _ShortReadSource(OLD), sink)
     assert bytes(sink.data) == NEW
+
+
+class _Unreadable(io.BytesIO):
+    def read(self, size: int | None = -1, /) -> bytes:
+        raise AssertionError("the source was read")
+
+
+def _zero_bomb(target_size: int, block: int) -> bytes:
+    """A tiny delta of ZERO blocks, each with its true hash, that builds ``target_size`` bytes."""
+    header = DeltaHeader(block, len(OLD), sha(OLD), target_size, sha(b"not the zeros"))
+    zero = OpHeader(OpKind.ZERO, Codec.NONE, block, 0, sha(bytes(block)))
+    return encode_header(header) + encode_op(zero) * header.op_count
+
+
+def test_target_larger_than_the_output_can_take_is_refused_before_writing() -> None:
+    """Issue 15 item 4: a few KB of ZERO records with valid hashes wrote far more than the
+    caller could take before the final hash failed; the bound is checked on the header,
+    before the source is read or a byte reaches the sink."""
+    bomb = _zero_bomb(1 << 30, 1 << 20)
+    assert len(bomb) < 50_000
+    sink = RecordingSink(1 << 30)
+    with pytest.raises(
+        TargetTooLargeError,
+        match=r"^delta would write 1073741824 bytes, more than the 4194304 bytes the output",
+    ):
+        apply_delta(io.BytesIO(bomb), _Unreadable(OLD), sink, max_target_size=4 << 20)
+    assert sink.data == b""
+
+
+def test_target_within_the_bound_applies(make_bytes: MakeBytes) -> None:
+    sink = _apply(make_bytes(OLD, NEW), OLD, max_target_size=len(NEW))
+    assert bytes(sink.data) == NEW
+
+
+def test_verify_checks_every_hash_and_writes_nothing(make_bytes: MakeBytes) -> None:
+    delta = make_bytes(OLD, NEW)
+    report = verify_delta(TrickleStream(delta), io.BytesIO(OLD))
+    assert sum(report.ops.values()) == report.header.op_count
+    assert report.delta_bytes == len(delta)
+    with pytest.raises(SourceMismatchError):
+        verify_delta(io.BytesIO(delta), io.BytesIO(NEW))
+    bomb = _zero_bomb(8 * BLOCK, BLOCK)
+    with pytest.raises(DeltaVerificationError, match="target sha256"):
+        verify_delta(io.BytesIO(bomb), io.BytesIO(OLD))
+    ops = _ops(delta)
+    ops[3] = (dataclasses.replace(ops[3][0], sha256=sha(b"lie")), ops[3][1])
+    with pytest.raises(DeltaVerificationError, match="operation 3 "):
+        verify_delta(io.BytesIO(_forge(read_header(io.BytesIO(delta)), ops)), io.BytesIO(OLD))
