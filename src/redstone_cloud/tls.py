@@ -56,7 +56,6 @@ class _Guard:
     _armed_cycle: Any = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
         super().connection_made(transport)  # type: ignore[misc]
         self.app_state = _with_peer_cert(self.app_state, transport)
         self._arm_header_timer()
