@@ -2,7 +2,9 @@
 
 ``open_source`` turns a location into a :class:`ByteSource` that yields the
 raw bytes in order, resumes HTTP transfers across broken connections, caps the
-size and honours a cancel event. ``decompressing`` peels off xz or zstd.
+size and honours a cancel event; opened at an offset it continues an earlier
+transfer (or refuses with ``ResumeRefused``). ``decompressing`` peels off xz
+or zstd.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from redstone_agent.transfer.decompress import (
 )
 from redstone_agent.transfer.errors import (
     CorruptSource,
+    ResumeRefused,
     SourceChanged,
     SourceTooLarge,
     TransferCancelled,
@@ -44,6 +47,7 @@ __all__ = [
     "HeadThen",
     "HttpSource",
     "Pace",
+    "ResumeRefused",
     "SourceChanged",
     "SourceTooLarge",
     "TransferCancelled",
@@ -79,12 +83,18 @@ def open_source(
     session: requests.Session | None = None,
     pace: Pace = DEFAULT_PACE,
     open_timeout: float = DEFAULT_OPEN_TIMEOUT,
+    offset: int = 0,
+    validator: str | None = None,
 ) -> ByteSource:
     """Open a local path, file:// URL or http(s):// URL for streaming its raw bytes.
 
     ``pace`` is the slowest an HTTP transfer may go (minimum rate per window,
     optional total deadline); ``open_timeout`` how long a named pipe may wait
-    for its writer.
+    for its writer. ``offset`` starts at that byte (a resumed transfer): a
+    file seeks, HTTP asks for a Range guarded by ``validator`` (the
+    ``validator`` an earlier source of the same location reported), and
+    whatever cannot continue there — a pipe, a changed or shorter file —
+    raises ``ResumeRefused`` before delivering anything.
     """
     path = local_path(location)
     if path is not None:
@@ -94,6 +104,7 @@ def open_source(
             max_bytes=max_bytes,
             chunk_size=chunk_size,
             open_timeout=open_timeout,
+            offset=offset,
         )
     scheme = urlsplit(location).scheme.lower()
     if scheme not in ("http", "https"):
@@ -107,4 +118,6 @@ def open_source(
         headers=headers,
         session=session,
         pace=pace,
+        offset=offset,
+        validator=validator,
     )

@@ -17,6 +17,14 @@ class SourceChanged(TransferError):
     """The file on the server changed between requests, so a resume would splice two files."""
 
 
+class ResumeRefused(TransferError):
+    """A source opened at an offset cannot continue there (a pipe, a changed or shorter file).
+
+    Raised only when opening, before any byte is delivered: the caller opens
+    the source again from byte 0.
+    """
+
+
 class CorruptSource(TransferError):
     """Compressed data that cannot be decoded (corrupt or truncated stream)."""
 

@@ -12,6 +12,12 @@ a connection that does not is dropped and resumed, and a server that is too
 slow on every connection runs out of attempts like one that fails outright.
 The body is read with ``read1`` (one socket read at a time), so the rule is
 checked after every few bytes of a trickle, not once per filled chunk.
+
+Why a source can start at an offset: an install killed mid-download keeps
+what reached the slot, and a new process continues from there. Its first
+request already carries ``Range`` (and ``If-Range`` with the validator the
+earlier process journaled); anything but the matching 206 of the same file
+is ``ResumeRefused`` before a byte is delivered, and the caller starts at 0.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import urllib3
 
 from redstone_agent.pace import Clock, Pace, PaceWatch
 from redstone_agent.retry import RetryPolicy
-from redstone_agent.transfer.errors import SourceChanged, TransferError
+from redstone_agent.transfer.errors import ResumeRefused, SourceChanged, TransferError
 from redstone_agent.transfer.ranges import (
     RETRYABLE_STATUSES,
     check_resumed_range,
@@ -96,7 +102,14 @@ class _Backoff:
 
 
 class HttpSource(ByteSource):
-    """Raw bytes of an http:// or https:// URL, resumed across broken connections."""
+    """Raw bytes of an http:// or https:// URL, resumed across broken connections.
+
+    With ``offset`` the transfer starts at that byte: the first request asks
+    for ``Range: bytes=offset-`` (with ``If-Range: validator`` when the
+    caller kept one) and must get ``206`` from exactly ``offset`` with a
+    known total and, when an ETag was kept, that same ETag; otherwise
+    ``ResumeRefused`` says why and nothing was delivered.
+    """
 
     def __init__(
         self,
@@ -110,19 +123,25 @@ class HttpSource(ByteSource):
         session: requests.Session | None = None,
         pace: Pace = DEFAULT_PACE,
         clock: Clock = time.monotonic,
+        offset: int = 0,
+        validator: str | None = None,
     ) -> None:
         super().__init__(url, cancel=cancel, max_bytes=max_bytes, chunk_size=chunk_size)
+        if offset < 0:
+            raise ValueError("offset must not be negative")
         self._retry = retry
         self._watch = pace.watch(clock)
         self._headers = {"Accept-Encoding": "identity", **(headers or {})}
         self._own_session = session is None
         self._session = session or requests.Session()
-        self._validator: str | None = None
-        self._etag: str | None = None
+        self.start = offset
+        self.validator = validator if offset else None
+        self._etag = validator if validator and validator.startswith('"') else None
+        self._first = True
         self._backoff = _Backoff(retry, self, self._watch)
         self._response: requests.Response | None = None
         try:
-            self._response = self._open_retrying(0)
+            self._response = self._open_retrying(offset)
         except BaseException:
             self.close()
             raise
@@ -139,8 +158,8 @@ class HttpSource(ByteSource):
         headers = dict(self._headers)
         if offset:
             headers["Range"] = f"bytes={offset}-"
-            if self._validator is not None:
-                headers["If-Range"] = self._validator
+            if self.validator is not None:
+                headers["If-Range"] = self.validator
         timeout = self._retry.timeout
         try:
             response = self._session.get(
@@ -161,13 +180,18 @@ class HttpSource(ByteSource):
         status = f"HTTP {response.status_code} {response.reason}"
         if response.status_code in RETRYABLE_STATUSES:
             raise _Transient(status)
-        if offset == 0:
+        if self._first and offset:
+            self._accept_first_range(response, offset, status)
+            self._first = False
+            return
+        if self._first:
             if response.status_code != 200:
                 raise TransferError(f"GET {self.location}: {status}")
             self.size = parse_length(response.headers.get("Content-Length"))
             self._check_announced_size()
-            self._validator = resume_validator(response.headers)
+            self.validator = resume_validator(response.headers)
             self._etag = response.headers.get("ETag")
+            self._first = False
             return
         if response.status_code == 200:
             raise SourceChanged(
@@ -192,8 +216,37 @@ class HttpSource(ByteSource):
         self.resumed += 1
         log.info("%s: resumed at byte %d", self.location, offset)
 
+    def _accept_first_range(self, response: requests.Response, offset: int, status: str) -> None:
+        """The first answer of a source opened at ``offset``: the same file, from there."""
+        where = f"cannot continue {self.location} at byte {offset}"
+        if response.status_code == 200:
+            raise ResumeRefused(
+                f"{where}: the server sent the whole file (it changed, or ignores Range)"
+            )
+        if response.status_code == 416:
+            raise ResumeRefused(f"{where}: the file is shorter now ({status})")
+        if response.status_code != 206:
+            raise TransferError(f"GET {self.location} from byte {offset}: {status}")
+        content_range = parse_content_range(response.headers.get("Content-Range"))
+        problem = check_resumed_range(offset, None, content_range)
+        if problem is None and content_range is not None and content_range.complete is None:
+            problem = "the server does not say the file's total length"
+        etag = response.headers.get("ETag")
+        if problem is None and self._etag is not None and etag not in (None, self._etag):
+            problem = f"ETag changed from {self._etag} to {etag}"
+        if problem is not None:
+            raise ResumeRefused(f"{where}: {problem}")
+        assert content_range is not None
+        self.size = content_range.complete
+        self._check_announced_size()
+        if self.validator is None:
+            self.validator = resume_validator(response.headers)
+        if self._etag is None:
+            self._etag = etag
+        log.info("%s: continuing at byte %d of %s", self.location, offset, self.size)
+
     def _chunks(self) -> Iterator[bytes]:
-        offset = 0
+        offset = self.start
         while True:
             if self._response is None:
                 self._response = self._open_retrying(offset)

@@ -1,9 +1,11 @@
 """The byte-source interface and the local-file source.
 
-A source yields the raw bytes of an image in order, exactly once. The base
-class enforces what every source owes its caller whatever the transport: the
-size cap (an endless or oversized source stops with SourceTooLarge), the
-cancel event (checked between chunks) and the running byte count.
+A source yields the raw bytes of an image in order, exactly once, from byte
+``start`` (0 unless it was opened at an offset to resume an earlier
+transfer). The base class enforces what every source owes its caller
+whatever the transport: the size cap (an endless or oversized source stops
+with SourceTooLarge), the cancel event (checked between chunks) and the
+running byte count.
 """
 
 from __future__ import annotations
@@ -20,7 +22,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from redstone_agent.transfer.errors import SourceTooLarge, TransferCancelled, TransferError
+from redstone_agent.transfer.errors import (
+    ResumeRefused,
+    SourceTooLarge,
+    TransferCancelled,
+    TransferError,
+)
 from redstone_agent.transfer.stream import ChunkStream
 
 if TYPE_CHECKING:
@@ -46,7 +53,12 @@ class ByteSource(ABC):
         self.resumed = 0
         """How many times the transfer picked up again after a broken connection."""
         self.received = 0
-        """Bytes handed to the caller so far."""
+        """Bytes handed to the caller so far (from ``start`` on)."""
+        self.start = 0
+        """The byte of the file the first delivered byte is (the offset it was opened at)."""
+        self.validator: str | None = None
+        """What identifies this version of the file for a later resume (HTTP: strong
+        ETag or Last-Modified), or None when the source has none."""
         self._cancel = cancel
         self._max_bytes = max_bytes
         self._chunk_size = chunk_size
@@ -73,7 +85,7 @@ class ByteSource(ABC):
 
     def _count(self, received: int) -> None:
         self.received += received
-        if self._max_bytes is not None and self.received > self._max_bytes:
+        if self._max_bytes is not None and self.start + self.received > self._max_bytes:
             raise SourceTooLarge(
                 f"{self.location} sent more than the allowed {self._max_bytes} bytes"
             )
@@ -105,7 +117,7 @@ class ByteSource(ABC):
 
     @abstractmethod
     def _chunks(self) -> Iterator[bytes]:
-        """Yield the raw bytes from the start, each chunk at most ``chunk_size`` long."""
+        """Yield the raw bytes from ``start``, each chunk at most ``chunk_size`` long."""
 
     def close(self) -> None:
         """Release files and connections; safe to call twice."""
@@ -147,6 +159,11 @@ class FileSource(ByteSource):
     opened non-blocking and then given ``open_timeout`` seconds for its
     writer to send the first byte (or to close: an empty image) before
     ``TransferError`` says so; after that it reads like any blocking pipe.
+
+    ``offset`` starts a regular file or block device there (a resumed
+    install). Anything that cannot seek — a pipe, a FIFO, a character device
+    — and a file shorter than ``offset`` refuse it with ``ResumeRefused``
+    before they are opened or read, so the caller can open them from 0.
     """
 
     def __init__(
@@ -157,12 +174,22 @@ class FileSource(ByteSource):
         max_bytes: int | None = None,
         chunk_size: int = 1 << 20,
         open_timeout: float = DEFAULT_OPEN_TIMEOUT,
+        offset: int = 0,
     ) -> None:
         super().__init__(str(path), cancel=cancel, max_bytes=max_bytes, chunk_size=chunk_size)
         self._fd = -1
         self._reading_into = False
+        if offset < 0:
+            raise ValueError("offset must not be negative")
         try:
-            fifo = stat.S_ISFIFO(path.stat().st_mode)
+            mode = path.stat().st_mode
+            fifo = stat.S_ISFIFO(mode)
+            if offset and not (stat.S_ISREG(mode) or stat.S_ISBLK(mode)):
+                # Never opened: a FIFO's writer is not disturbed by the refusal.
+                raise ResumeRefused(
+                    f"source {path} cannot seek (a pipe or character device): "
+                    f"it cannot continue at byte {offset}"
+                )
             flags = os.O_RDONLY | os.O_CLOEXEC | (os.O_NONBLOCK if fifo else 0)
             self._fd = os.open(path, flags)
         except OSError as error:
@@ -172,9 +199,19 @@ class FileSource(ByteSource):
                 self._await_writer(open_timeout)
             self.size = _device_or_file_size(self._fd)
             self._check_announced_size()
+            if offset:
+                self._seek(offset)
         except BaseException:
             self.close()
             raise
+
+    def _seek(self, offset: int) -> None:
+        if self.size is None or offset > self.size:
+            raise ResumeRefused(
+                f"source {self.location} is {self.size} bytes: it cannot continue at byte {offset}"
+            )
+        os.lseek(self._fd, offset, os.SEEK_SET)
+        self.start = offset
 
     def _await_writer(self, timeout: float) -> None:
         """Wait for a FIFO's writer to send data or hang up, then make reads blocking.

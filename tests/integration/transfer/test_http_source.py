@@ -13,6 +13,7 @@ import zstandard
 
 from redstone_agent.retry import RetryPolicy
 from redstone_agent.transfer import (
+    ResumeRefused,
     SourceChanged,
     SourceTooLarge,
     TransferCancelled,
@@ -236,3 +237,78 @@ class socket_that_refuses:
 
     def __exit__(self, *exc: object) -> None:
         self._sock.close()
+
+
+# -- opened at an offset: continuing the transfer of an earlier (killed) process ------------
+
+OFFSET = 1 << 20
+
+
+def test_opened_at_an_offset_the_first_request_is_a_guarded_range(
+    server: tuple[str, Behaviour],
+) -> None:
+    url, plan = server
+    with open_source(url, retry=FAST, offset=OFFSET, validator='"v1"') as source:
+        assert (source.start, source.size, source.validator) == (OFFSET, len(CONTENT), '"v1"')
+        assert b"".join(source) == CONTENT[OFFSET:]
+    assert [(seen.range, seen.if_range) for seen in plan.seen] == [(f"bytes={OFFSET}-", '"v1"')]
+
+
+def test_opened_at_an_offset_it_still_resumes_broken_connections(
+    server: tuple[str, Behaviour],
+) -> None:
+    url, plan = server
+    plan.script = [Act(die_after=65536)]
+    data, resumed = fetch(url, offset=OFFSET, validator='"v1"')
+    assert (data, resumed) == (CONTENT[OFFSET:], 1)
+    assert plan.seen[1].range == f"bytes={OFFSET + 65536}-"
+
+
+def test_without_a_kept_validator_it_adopts_the_servers(server: tuple[str, Behaviour]) -> None:
+    url, plan = server
+    with open_source(url, retry=FAST, offset=OFFSET) as source:
+        assert source.validator == '"v1"'
+        assert b"".join(source) == CONTENT[OFFSET:]
+    assert plan.seen[0].if_range is None
+
+
+def test_a_retryable_status_on_the_first_range_is_retried(server: tuple[str, Behaviour]) -> None:
+    url, plan = server
+    plan.script = [Act(status=503)]
+    assert fetch(url, offset=OFFSET, validator='"v1"')[0] == CONTENT[OFFSET:]
+    assert [seen.range for seen in plan.seen] == [f"bytes={OFFSET}-"] * 2
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        ("changed", "the server sent the whole file (it changed, or ignores Range)"),
+        ("ignores-range", "the server sent the whole file (it changed, or ignores Range)"),
+        ("shorter", "the file is shorter now (HTTP 416"),
+    ],
+)
+def test_a_source_that_cannot_continue_at_the_offset_is_refused_unread(
+    server: tuple[str, Behaviour], setup: str, message: str
+) -> None:
+    """Each case is answered before a body byte is handed over; the caller starts at 0."""
+    url, plan = server
+    if setup == "changed":
+        plan.blob = Blob(os.urandom(len(CONTENT)), etag='"v2"', last_modified=None)
+    elif setup == "ignores-range":
+        plan.honour_range = False
+    else:
+        plan.blob = Blob(CONTENT[:OFFSET])
+    with pytest.raises(ResumeRefused) as refused:
+        open_source(url, retry=FAST, offset=OFFSET, validator='"v1"')
+    assert str(refused.value).startswith(f"cannot continue {url} at byte {OFFSET}: {message}")
+    assert len(plan.seen) == 1
+
+
+def test_a_client_error_on_the_first_range_is_a_plain_failure(
+    server: tuple[str, Behaviour],
+) -> None:
+    url, plan = server
+    plan.script = [Act(status=404)]
+    with pytest.raises(TransferError, match=f"from byte {OFFSET}: HTTP 404") as failed:
+        open_source(url, retry=FAST, offset=OFFSET)
+    assert not isinstance(failed.value, ResumeRefused)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from redstone_agent.transfer import (
+    ResumeRefused,
     SourceTooLarge,
     TransferCancelled,
     TransferError,
@@ -199,3 +200,43 @@ def test_waiting_for_a_writer_can_be_cancelled(tmp_path: Path) -> None:
     cancel = threading.Event()
     cancel.set()
     assert isinstance(_opened_in_time(fifo, cancel=cancel), TransferCancelled)
+
+
+# -- opened at an offset (a resumed install) ------------------------------------------------
+
+
+def test_opened_at_an_offset_a_file_starts_there(image: tuple[Path, bytes]) -> None:
+    path, data = image
+    with open_source(str(path), offset=65536, chunk_size=10_000) as source:
+        assert (source.start, source.size, source.validator) == (65536, len(data), None)
+        assert b"".join(source) == data[65536:]
+        assert source.received == len(data) - 65536
+    with open_source(str(path), offset=len(data)) as source:
+        assert b"".join(source) == b""
+
+
+def test_an_offset_past_the_end_is_refused(image: tuple[Path, bytes]) -> None:
+    path, data = image
+    with pytest.raises(ResumeRefused, match=f"is {len(data)} bytes: it cannot continue at byte"):
+        open_source(str(path), offset=len(data) + 1)
+
+
+def test_a_named_pipe_refuses_an_offset_without_being_opened(tmp_path: Path) -> None:
+    """No writer is waiting here: opening would block, so a refusal proves it never opened."""
+    fifo = tmp_path / "image.fifo"
+    os.mkfifo(fifo)
+    error = _opened_in_time(fifo, offset=4096, open_timeout=30)
+    assert isinstance(error, ResumeRefused)
+    assert str(error) == f"source {fifo} cannot seek (a pipe or character device): " + (
+        "it cannot continue at byte 4096"
+    )
+
+
+def test_an_anonymous_pipe_refuses_an_offset() -> None:
+    read_end, write_end = os.pipe()
+    try:
+        with pytest.raises(ResumeRefused, match="cannot seek"):
+            open_source(f"/dev/fd/{read_end}", offset=1)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
