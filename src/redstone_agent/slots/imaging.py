@@ -9,6 +9,14 @@ whose Uptane target is the delta file, not the image it builds), the raw
 bytes pass through :class:`CheckedSource`: never more than that length is
 read, and the hash is compared before :func:`write_slot` returns — so before
 the slot layer primes the slot.
+
+Resume (docs/transfer.md "Resuming an install"): only a plain full image
+resumes — its slot offsets are its source offsets, and the running SHA-256
+is rebuilt by re-reading the slot. A compressed image or a delta cannot: the
+decoder's or applier's state at that point was never saved, so they start
+from byte 0. :func:`write_slot` reports each durable offset of a plain image
+as a :class:`ResumePoint`; given one back, it continues there, and starts
+from 0 whenever the source cannot continue or the result does not verify.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import io
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,13 +35,24 @@ from redstone_agent.delta import apply_delta, read_header
 from redstone_agent.delta.format import MAGIC as DELTA_MAGIC
 from redstone_agent.retry import RetryPolicy
 from redstone_agent.slots.errors import SourceMismatch
-from redstone_agent.slots.writer import SlotWriter, WriteResult
-from redstone_agent.transfer import ByteSource, HeadThen, decompressing, open_source, peek_into
+from redstone_agent.slots.writer import ALIGNMENT, ImageMismatch, SlotWriter, WriteResult
+from redstone_agent.transfer import (
+    ByteSource,
+    HeadThen,
+    ResumeRefused,
+    decompressing,
+    detect,
+    open_source,
+    peek_into,
+)
+from redstone_agent.transfer.decompress import MAGIC_BYTES
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
     from redstone_agent.delta import DeltaHeader
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -56,6 +76,38 @@ class SourceDigest:
 
     sha256: str
     length: int
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """How far a plain image durably reached its slot, and which version of the source it was.
+
+    ``validator`` is what the source named its version by (HTTP strong ETag
+    or Last-Modified; None for files): a resumed HTTP request sends it in
+    ``If-Range`` so a changed file is answered whole and refused.
+    """
+
+    offset: int
+    validator: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"offset": self.offset, "validator": self.validator}
+
+    @classmethod
+    def from_dict(cls, data: object) -> ResumePoint | None:
+        """The point a journal record names, or None when it names none (or nonsense)."""
+        if not isinstance(data, dict):
+            return None
+        offset, validator = data.get("offset"), data.get("validator")
+        if type(offset) is not int or offset <= 0 or offset % ALIGNMENT:
+            return None
+        if validator is not None and not isinstance(validator, str):
+            return None
+        return cls(offset, validator)
+
+
+Checkpoint = Callable[["ResumePoint | None"], None]
+"""Told each new durable :class:`ResumePoint`, and None when there is none any more."""
 
 
 class CheckedSource:
@@ -157,6 +209,8 @@ def write_slot(
     retry: RetryPolicy | None = None,
     source_digest: SourceDigest | None = None,
     capacity: int | None = None,
+    resume: ResumePoint | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> WriteResult:
     """Stream ``source`` into ``device`` and verify length and hash.
 
@@ -166,30 +220,120 @@ def write_slot(
     past. Nothing here touches the bootloader: the caller
     switches only after this returns, so an exception means the slot must be
     treated as garbage.
+
+    ``checkpoint`` is told each durable :class:`ResumePoint` of a plain
+    image. ``resume`` is one from an earlier, interrupted call for the same
+    image into the same device: the write continues there unless the source
+    cannot (``ResumeRefused``: a pipe, a changed file), the slot does not
+    start like a plain image, or the resumed image fails its length/hash
+    check; each of those starts again from byte 0 (``checkpoint(None)``
+    first, so no stale point outlives the bytes it described).
     """
+    options = _Options(
+        sha256=sha256,
+        size=size,
+        active=active,
+        progress=progress,
+        cancel=cancel,
+        verify_readback=verify_readback,
+        retry=retry or RetryPolicy(),
+        capacity=capacity,
+        checkpoint=checkpoint,
+    )
+    if resume is not None and source_digest is None and size is not None:
+        try:
+            return _write(source, device, options, None, resume)
+        except ResumeRefused as exc:
+            log.warning("%s; writing slot %s from byte 0", exc, device)
+        except ImageMismatch as exc:
+            log.warning("the resumed image does not verify (%s); writing it from byte 0", exc)
+        if checkpoint is not None:
+            checkpoint(None)
+    return _write(source, device, options, source_digest, None)
+
+
+@dataclass(frozen=True)
+class _Options:
+    sha256: str
+    size: int | None
+    active: ActiveImage
+    progress: Callable[[int, int | None], None] | None
+    cancel: threading.Event | None
+    verify_readback: bool
+    retry: RetryPolicy
+    capacity: int | None
+    checkpoint: Checkpoint | None
+
+
+def _write(
+    source: str,
+    device: Path,
+    opts: _Options,
+    source_digest: SourceDigest | None,
+    resume: ResumePoint | None,
+) -> WriteResult:
+    """One pass: from byte 0, or from ``resume`` for a plain image."""
     with (
-        open_source(source, cancel=cancel, retry=retry or RetryPolicy()) as raw,
         SlotWriter(
             device,
-            expected_size=size,
-            expected_sha256=sha256,
-            progress=progress,
-            cancel=cancel,
-            verify_readback=verify_readback,
-            capacity=capacity,
+            expected_size=opts.size,
+            expected_sha256=opts.sha256,
+            progress=opts.progress,
+            cancel=opts.cancel,
+            verify_readback=opts.verify_readback,
+            capacity=opts.capacity,
         ) as sink,
+        open_source(
+            source,
+            cancel=opts.cancel,
+            retry=opts.retry,
+            offset=resume.offset if resume else 0,
+            validator=resume.validator if resume else None,
+        ) as raw,
     ):
+        checkpoint = opts.checkpoint
+
+        def durable(offset: int) -> None:
+            if checkpoint is not None:
+                checkpoint(ResumePoint(offset, raw.validator))
+
+        if resume is not None:
+            _check_resumable(raw, device, opts.size, resume)
+            sink.resume(resume.offset)
+            sink.checkpoint = durable
+            sink.write_from(raw)
+            return sink.finish()
         checked = CheckedSource(raw, source_digest) if source_digest is not None else None
         fed = checked if checked is not None else raw
         head = peek_into(fed, len(DELTA_MAGIC))
         stream = HeadThen(head, fed)
         if head == DELTA_MAGIC:
-            _apply(stream, active, sink, sha256=sha256, size=size)
+            _apply(stream, opts.active, sink, sha256=opts.sha256, size=opts.size)
         else:
+            if checked is None and detect(head) == "none":
+                sink.checkpoint = durable  # plain: slot offsets are source offsets
             sink.write_from(decompressing(stream))
         if checked is not None:
             checked.verify()
         return sink.finish()
+
+
+def _check_resumable(raw: ByteSource, device: Path, size: int | None, resume: ResumePoint) -> None:
+    """Refuse (ResumeRefused) a resume whose source or slot is not a plain image of ``size``."""
+    if raw.size != size:
+        raise ResumeRefused(
+            f"{raw.location} is {raw.size} bytes now, the image is {size}: "
+            f"cannot continue at byte {resume.offset}"
+        )
+    try:
+        with device.open("rb") as handle:
+            head = handle.read(max(MAGIC_BYTES, len(DELTA_MAGIC)))
+    except OSError as error:
+        raise ResumeRefused(f"cannot read the start of {device}: {error.strerror}") from error
+    if head.startswith(DELTA_MAGIC) or detect(head) != "none":
+        raise ResumeRefused(
+            f"slot {device} starts like a compressed image or a delta: only plain images resume"
+        )
 
 
 def _apply(

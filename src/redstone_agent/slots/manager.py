@@ -7,6 +7,13 @@ or :meth:`SlotManager.mark_bad`. If the bootloader fell back, the next look at
 the node turns the pending install into a rollback report that stays until
 acknowledged. A process killed at any instant leaves the old slot primary or a
 fully verified new one primary — never a half-written one.
+
+Resume: while a plain image is written, the ``writing`` record carries its
+durable offset (``resume``: offset, source validator, and the image, device
+and slot it belongs to). An interrupted or transfer-failed install keeps it
+in its ``failed`` record, and the next install of the same image (sha256 and
+size) into the same slot continues there (:func:`write_slot`); any other
+install, ``acknowledge`` or a successful install drops it.
 """
 
 from __future__ import annotations
@@ -28,10 +35,11 @@ from redstone_agent.slots.booted import booted_slot
 from redstone_agent.slots.bootloader import BootEnv, open_bootenv
 from redstone_agent.slots.config import SlotConfig, SlotsConfig
 from redstone_agent.slots.errors import BootloaderError, InstallFailed, InstallRefused
-from redstone_agent.slots.imaging import ActiveImage, SourceDigest, write_slot
+from redstone_agent.slots.imaging import ActiveImage, ResumePoint, SourceDigest, write_slot
 from redstone_agent.slots.safety import check_writable_slot
 from redstone_agent.slots.scheme import SLOTS, BootState, other_slot
 from redstone_agent.slots.status import NodeState, NodeStatus, SlotView
+from redstone_agent.transfer import SourceChanged, TransferError
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +93,22 @@ class SlotManager:
                 note = f"not settled: {exc}"
                 return self._view(booted, boot, self.journal.load(), notes=[note])
 
+    def resume_offset(self, sha256: str, size: int | None) -> int:
+        """Bytes of this image the inactive slot durably holds from an interrupted install.
+
+        What the next :meth:`install` of the same image would continue from
+        (0: from the start); read-only, for progress reports. The install
+        itself decides again, and re-checks the bytes by their final hash.
+        """
+        point = _resume_point(
+            self.journal.load(),
+            other_slot(self.booted),
+            self.config.device(other_slot(self.booted)),
+            sha256.strip().lower(),
+            size,
+        )
+        return point.offset if point is not None else 0
+
     # -- operations ------------------------------------------------------------------------
 
     def install(
@@ -107,6 +131,9 @@ class SlotManager:
         image (a signed delta): at most that many bytes are read and the slot is
         not primed unless they match. On any failure the running
         slot stays primary and the target slot stays marked bad.
+
+        A plain full image continues where an interrupted install of the
+        same image into the same slot left off (see the module docstring).
         """
         sha256 = _check_sha256(sha256)
         booted = self.booted
@@ -140,9 +167,19 @@ class SlotManager:
                 "source": source,
                 "started": _now(),
             }
-            log.info("installing %s into slot %s (%s)", source, target, device)
+            resume = None
+            if source_digest is None:
+                resume = _resume_point(record, target, device, sha256, size)
+            journal = _ResumeJournal(self.journal, intent, device)
+            log.info(
+                "installing %s into slot %s (%s)%s",
+                source,
+                target,
+                device,
+                f", continuing at byte {resume.offset}" if resume else "",
+            )
             try:
-                self.journal.save({**intent, "phase": WRITING})
+                journal.save(resume)
             except StateWriteError as exc:
                 raise InstallRefused(f"install not started: {exc}") from exc
             boot = boot.mark_bad(target)
@@ -161,17 +198,11 @@ class SlotManager:
                     retry=retry,
                     source_digest=source_digest,
                     capacity=capacity,
+                    resume=resume,
+                    checkpoint=journal.checkpoint,
                 )
             except Exception as exc:
-                reason = f"install into slot {target} failed: {exc}"
-                try:
-                    self.journal.save(
-                        {"phase": FAILED, "slot": target, "reason": reason, "at": _now()}
-                    )
-                except StateWriteError as lost:
-                    # Still "writing" on disk: the next look settles it as
-                    # interrupted (the slot is already marked bad).
-                    log.error("%s", lost)
+                self._record_failure(target, exc, journal.kept)
                 raise InstallFailed(f"{exc} (slot {booted} stays active)") from exc
             intent["size"] = result.size
             self.images.save({**images, target: {"sha256": sha256, "size": result.size}})
@@ -348,6 +379,20 @@ class SlotManager:
             self.bootenv.save_state(boot)
         return boot, record
 
+    def _record_failure(self, slot: str, exc: Exception, kept: dict[str, Any] | None) -> None:
+        """Journal a failed install; keep its resume point when only the source failed."""
+        reason = f"install into slot {slot} failed: {exc}"
+        failed: dict[str, Any] = {"phase": FAILED, "slot": slot, "reason": reason, "at": _now()}
+        if kept is not None and _source_failed(exc):
+            # The slot's durable prefix is still the image's: a retry continues there.
+            failed["resume"] = kept
+        try:
+            self.journal.save(failed)
+        except StateWriteError as lost:
+            # Still "writing" on disk: the next look settles it as
+            # interrupted (the slot is already marked bad).
+            log.error("%s", lost)
+
     def _settle_interrupted(
         self, boot: BootState, record: dict[str, Any]
     ) -> tuple[BootState, dict[str, Any]]:
@@ -365,8 +410,14 @@ class SlotManager:
             f"install into slot {slot} was interrupted while {record['phase']}; "
             f"slot {slot} is marked bad"
         )
+        kept = record.get("resume") if record["phase"] == WRITING else None
+        point = ResumePoint.from_dict(kept)
+        if point is not None:
+            reason += f"; its first {point.offset} bytes are kept for a resume"
         log.warning("%s", reason)
         record = {"phase": FAILED, "slot": slot, "reason": reason, "at": _now()}
+        if point is not None:
+            record["resume"] = kept
         self.journal.save(record)
         return boot, record
 
@@ -434,6 +485,81 @@ class SlotManager:
             last_error=record["reason"] if phase == FAILED and record else None,
             notes=notes or [],
         )
+
+
+class _ResumeJournal:
+    """Saves the ``writing`` record with the latest durable offset (from the writing thread).
+
+    A checkpoint that cannot be saved (state disk full) is logged and
+    skipped: the older point on disk is still true, it only resumes from
+    further back. Dropping the point (None) must reach the disk, though:
+    the slot's prefix is about to be overwritten.
+    """
+
+    def __init__(self, journal: Journal, intent: dict[str, Any], device: Path) -> None:
+        self._journal = journal
+        self._intent = intent
+        self._device = device
+        self.kept: dict[str, Any] | None = None
+        """The ``resume`` entry last saved, for the ``failed`` record."""
+
+    def save(self, point: ResumePoint | None) -> None:
+        entry = None
+        if point is not None:
+            entry = {
+                **point.to_dict(),
+                "sha256": self._intent["sha256"],
+                "size": self._intent["size"],
+                "device": str(self._device),
+            }
+        record = {**self._intent, "phase": WRITING}
+        if entry is not None:
+            record["resume"] = entry
+        self._journal.save(record)
+        self.kept = entry
+
+    def checkpoint(self, point: ResumePoint | None) -> None:
+        if point is None:
+            self.save(None)
+            return
+        try:
+            self.save(point)
+        except StateWriteError as exc:
+            log.warning("resume point at byte %d not saved: %s", point.offset, exc)
+
+
+def _resume_point(
+    record: dict[str, Any] | None, slot: str, device: Path, sha256: str, size: int | None
+) -> ResumePoint | None:
+    """The point an interrupted install of this very image into this slot left, else None.
+
+    Same image = same sha256 and a known, equal size; same slot = same slot
+    name and device path. Only a ``writing`` (not yet settled) or ``failed``
+    record carries one.
+    """
+    if not record or record.get("phase") not in (WRITING, FAILED) or size is None:
+        return None
+    entry = record.get("resume")
+    if not isinstance(entry, dict) or record.get("slot") != slot:
+        return None
+    if entry.get("sha256") != sha256 or entry.get("size") != size:
+        return None
+    if entry.get("device") != str(device):
+        return None
+    point = ResumePoint.from_dict(entry)
+    if point is None or point.offset >= size:
+        return None
+    return point
+
+
+def _source_failed(exc: BaseException) -> bool:
+    """Whether a failed install stopped because of its source, leaving the slot's prefix good.
+
+    A transfer that gave up or was cancelled did; a file that changed on the
+    server, a slot that failed to write and an image that did not verify did
+    not (the prefix may be wrong).
+    """
+    return isinstance(exc, TransferError) and not isinstance(exc, SourceChanged)
 
 
 def _is_block(path: Path) -> bool:

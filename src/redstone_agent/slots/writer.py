@@ -11,6 +11,15 @@ Nothing here decides whether a slot may be written (booted slot, mounted
 device): the slot layer checks that before it builds a writer. Leaving the
 context without :meth:`SlotWriter.finish` never claims success; the caller's
 bootloader marks keep the slot unbootable.
+
+Resume: with a ``checkpoint`` callback the writing thread makes what it has
+written durable (fsync) every ``CHECKPOINT_BYTES`` (at most once per
+``CHECKPOINT_SECONDS``) and then reports that offset, which the slot layer
+journals. A later writer for the same image calls :meth:`SlotWriter.resume`
+with it: the slot's first bytes are re-read and hashed (a local read, no
+download) so the running SHA-256 covers the whole image again, and writing
+continues there. Nothing about those bytes is trusted: the length and
+SHA-256 check of :meth:`SlotWriter.finish` covers every byte, old and new.
 """
 
 from __future__ import annotations
@@ -44,6 +53,15 @@ ALIGNMENT = 4096
 
 Progress = Callable[[int, int | None], None]
 """``progress(bytes_written, expected_size)``, called from the writing thread's caller."""
+
+Checkpoint = Callable[[int], None]
+"""``checkpoint(durable_bytes)``, called from the writing thread after an fsync."""
+
+CHECKPOINT_BYTES = 4 << 20
+"""Make the written prefix durable and report it at least this many bytes apart."""
+
+CHECKPOINT_SECONDS = 1.0
+"""…and at most once per this many seconds, so a fast local write pays few fsyncs."""
 
 
 @runtime_checkable
@@ -246,6 +264,9 @@ class SlotWriter:
         chunk_size: int = 4 << 20,
         depth: int = 4,
         capacity: int | None = None,
+        checkpoint: Checkpoint | None = None,
+        checkpoint_bytes: int | None = None,
+        checkpoint_seconds: float | None = None,
     ) -> None:
         if chunk_size <= 0 or chunk_size % ALIGNMENT:
             raise ValueError(f"chunk_size must be a positive multiple of {ALIGNMENT}")
@@ -261,7 +282,16 @@ class SlotWriter:
         self.capacity = capacity
         """Bytes the slot may hold (its configured size): never written past, size known or not."""
         self.received = 0
-        """Bytes accepted from the caller so far."""
+        """Bytes accepted from the caller so far (a resumed prefix included)."""
+        self.checkpoint = checkpoint
+        """Told each durable offset (set it before the first write; None: no checkpoints)."""
+        self.durable = 0
+        """The last offset made durable and reported to ``checkpoint``."""
+        self._checkpoint_bytes = CHECKPOINT_BYTES if checkpoint_bytes is None else checkpoint_bytes
+        self._checkpoint_seconds = (
+            CHECKPOINT_SECONDS if checkpoint_seconds is None else checkpoint_seconds
+        )
+        self._checkpointed_at = time.monotonic()
         self._progress = progress
         self._cancel = cancel
         self._verify_readback = verify_readback
@@ -291,6 +321,27 @@ class SlotWriter:
     def _write_block(self, block: _Block) -> None:
         self._sink.write(block.view[: block.length], block.offset)
         self._written += block.length
+        self._maybe_checkpoint()
+
+    def _maybe_checkpoint(self) -> None:
+        """fsync, then report the durable offset: only whole aligned blocks, never the end.
+
+        The end needs none (``finish`` syncs and the slot layer journals the
+        result); an unaligned offset could not be resumed with ``O_DIRECT``.
+        """
+        written = self._written
+        if (
+            self.checkpoint is None
+            or written % ALIGNMENT
+            or written - self.durable < self._checkpoint_bytes
+            or (self.expected_size is not None and written >= self.expected_size)
+            or time.monotonic() - self._checkpointed_at < self._checkpoint_seconds
+        ):
+            return
+        self._sink.sync()
+        self.durable = written
+        self._checkpointed_at = time.monotonic()
+        self.checkpoint(written)
 
     def _release(self, block: _Block) -> None:
         with self._lock:
@@ -301,6 +352,47 @@ class SlotWriter:
         self._free.put(block)
 
     # -- caller side ------------------------------------------------------------------------
+
+    def resume(self, offset: int) -> None:
+        """Take the slot's first ``offset`` bytes as the image's start and continue after them.
+
+        They are read back and hashed here (no download); only the final
+        length and SHA-256 check says whether they were right. Call it before
+        any write; ``offset`` must be a multiple of ALIGNMENT (what
+        checkpoints report) and below the image's size.
+        """
+        if self.received or self._current is not None:
+            raise RuntimeError(f"SlotWriter for {self.target}: resume() before any write")
+        limit = self._limit()
+        if offset <= 0 or offset % ALIGNMENT or (limit is not None and offset >= limit):
+            raise SlotWriteError(
+                f"cannot resume {self.target} at byte {offset}: not a checkpoint of this image"
+            )
+        try:
+            reader = os.open(self.target, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as error:
+            raise SlotWriteError(f"cannot reopen {self.target}: {error.strerror}") from error
+        block = self._free.get()
+        try:
+            done = 0
+            while done < offset:
+                self._check_usable()
+                want = min(self._chunk_size, offset - done)
+                count = os.preadv(reader, [block.view[:want]], done)
+                if count == 0:
+                    raise SlotWriteError(f"{self.target} ended at byte {done} of {offset}")
+                self._hash.update(block.view[:count])
+                done += count
+        except OSError as error:
+            raise SlotWriteError(
+                f"reading {self.target} at byte {done} failed: {error.strerror}"
+            ) from error
+        finally:
+            self._free.put(block)
+            os.close(reader)
+        self.received = self._written = self.durable = offset
+        self._report()
+        log.info("resuming %s at byte %d (prefix re-hashed)", self.target, offset)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Append ``data`` to the image; refuses at once anything beyond ``expected_size``."""

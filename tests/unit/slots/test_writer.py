@@ -277,3 +277,84 @@ def test_a_file_slot_never_grows_past_its_capacity(tmp_path: Path) -> None:
                     writer.write(piece)
             writer.finish()
         assert target.stat().st_size == capacity
+
+
+# -- checkpoints and resume ---------------------------------------------------------------
+
+
+def write_with_checkpoints(target: Path, data: bytes, every: int) -> list[int]:
+    durable: list[int] = []
+    with SlotWriter(
+        target, expected_size=len(data), expected_sha256=hashlib.sha256(data).hexdigest(),
+        chunk_size=CHUNK, checkpoint=durable.append, checkpoint_bytes=every,
+        checkpoint_seconds=0,
+    ) as writer:  # fmt: skip
+        writer.write(data)
+        writer.finish()
+    return durable
+
+
+def test_checkpoints_are_aligned_durable_offsets_short_of_the_end(tmp_path: Path) -> None:
+    assert write_with_checkpoints(tmp_path / "slot", IMAGE, CHUNK) == [
+        CHUNK * k for k in (1, 2, 3, 4, 5)
+    ]
+    assert write_with_checkpoints(tmp_path / "slot2", IMAGE, 2 * CHUNK) == [2 * CHUNK, 4 * CHUNK]
+    exact = IMAGE[: 3 * CHUNK]
+    # The end is never a checkpoint: finish() syncs it and the slot layer journals the result.
+    assert write_with_checkpoints(tmp_path / "slot3", exact, CHUNK) == [CHUNK, 2 * CHUNK]
+
+
+def test_checkpoints_wait_for_their_interval(tmp_path: Path) -> None:
+    durable: list[int] = []
+    with SlotWriter(
+        tmp_path / "slot", expected_size=len(IMAGE), expected_sha256=SHA, chunk_size=CHUNK,
+        checkpoint=durable.append, checkpoint_bytes=CHUNK, checkpoint_seconds=3600,
+    ) as writer:  # fmt: skip
+        writer.write(IMAGE)
+        writer.finish()
+    assert durable == []
+
+
+def test_resume_rehashes_the_slot_prefix_and_writes_only_the_rest(tmp_path: Path) -> None:
+    target = tmp_path / "slot"
+    offset = 2 * CHUNK
+    target.write_bytes(IMAGE[:offset] + b"\xee" * 100)  # what an interrupted write left
+    reports: list[int] = []
+    with SlotWriter(
+        target, expected_size=len(IMAGE), expected_sha256=SHA, chunk_size=CHUNK,
+        progress=lambda done, _total: reports.append(done),
+    ) as writer:  # fmt: skip
+        writer.resume(offset)
+        assert (writer.received, writer.durable) == (offset, offset)
+        writer.write(IMAGE[offset:])
+        assert writer.finish().sha256 == SHA
+    assert target.read_bytes() == IMAGE
+    assert reports[0] == offset
+
+
+def test_a_resumed_prefix_that_is_not_the_image_fails_the_final_check(tmp_path: Path) -> None:
+    target = tmp_path / "slot"
+    offset = 2 * CHUNK
+    target.write_bytes(IMAGE[:100] + b"\x00" + IMAGE[101:offset])
+    with SlotWriter(target, expected_size=len(IMAGE), expected_sha256=SHA, chunk_size=CHUNK) as w:
+        w.resume(offset)
+        w.write(IMAGE[offset:])
+        with pytest.raises(ImageMismatch, match="has SHA-256"):
+            w.finish()
+
+
+@pytest.mark.parametrize("offset", [0, 4095, len(IMAGE) - len(IMAGE) % 4096 + 4096])
+def test_resume_refuses_what_no_checkpoint_reports(tmp_path: Path, offset: int) -> None:
+    target = tmp_path / "slot"
+    target.write_bytes(IMAGE)
+    writer = SlotWriter(target, expected_size=len(IMAGE), expected_sha256=SHA, chunk_size=CHUNK)
+    with writer, pytest.raises(SlotWriteError, match=f"cannot resume {target} at byte {offset}"):
+        writer.resume(offset)
+
+
+def test_resume_of_a_slot_shorter_than_the_offset_fails(tmp_path: Path) -> None:
+    target = tmp_path / "slot"
+    target.write_bytes(IMAGE[:CHUNK])
+    writer = SlotWriter(target, expected_size=len(IMAGE), expected_sha256=SHA, chunk_size=CHUNK)
+    with writer, pytest.raises(SlotWriteError, match=f"ended at byte {CHUNK} of {2 * CHUNK}"):
+        writer.resume(2 * CHUNK)
