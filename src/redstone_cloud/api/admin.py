@@ -32,7 +32,9 @@ from redstone_cloud.db.models import (
 from redstone_cloud.inputs import DB_INT_MAX
 from redstone_cloud.services import audit, campaigns, device, imagerepo, inventory, packages, pki
 
-router = APIRouter(prefix="/api/v1", tags=["admin"], route_class=CappedJsonRoute)
+router = APIRouter(
+    prefix="/api/v1", tags=["admin"], route_class=CappedJsonRoute, responses=schemas.ADMIN_ERRORS
+)
 
 
 # --- models and baselines ------------------------------------------------------------------------
@@ -447,7 +449,11 @@ async def list_cas(backend: BackendDep, actor: AdminDep) -> list[schemas.CaOut]:
     return await in_transaction(backend, work)
 
 
-@router.get("/pki/cas/{name}/crl", response_class=Response)
+@router.get(
+    "/pki/cas/{name}/crl",
+    response_class=Response,
+    responses={200: {"content": {"application/pkix-crl": {"schema": {"type": "string"}}}}},
+)
 async def ca_crl(name: str, backend: BackendDep, actor: AdminDep) -> Response:
     """The CA's CRL (PEM), for TLS terminators that check revocation themselves."""
     data = await in_transaction(backend, lambda s: pki.crl(s, backend.settings.key_dir, name))
@@ -535,7 +541,16 @@ async def search_audit(
     )
 
 
-@router.get("/audit/export", response_class=StreamingResponse)
+@router.get(
+    "/audit/export",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "JSON Lines, one audit record per line",
+            "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+        }
+    },
+)
 async def export_audit(
     *,
     backend: BackendDep,

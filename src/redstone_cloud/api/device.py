@@ -24,7 +24,13 @@ from redstone_cloud.errors import BadSignature, Forbidden, InvalidInput, NotFoun
 from redstone_cloud.quotas import Budget
 from redstone_cloud.services import device, director, imagerepo, packages
 
-router = APIRouter(tags=["device"])
+router = APIRouter(tags=["device"], responses=schemas.DEVICE_ERRORS)
+
+_JSON_OR_304: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/json": {"schema": {"type": "object"}}}},
+    304: {"description": "not modified (If-None-Match matched the ETag)"},
+}
+_BYTES = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
 
 _FILENAME = re.compile(r"^[A-Za-z0-9._-]{1,160}$")
 
@@ -49,7 +55,7 @@ def _poll(backend: Backend, identity: device.Identity) -> bytes:
     return view.answer(now)[0]
 
 
-@router.get("/api/v1/device/poll")
+@router.get("/api/v1/device/poll", responses=_JSON_OR_304)
 async def poll(
     identity: DeviceDep,
     backend: BackendDep,
@@ -154,7 +160,7 @@ def _metadata_response(body: bytes, if_none_match: str | None) -> Response:
     return Response(body, media_type="application/json", headers={"ETag": etag})
 
 
-@router.get("/uptane/director/{vin}/{filename}")
+@router.get("/uptane/director/{vin}/{filename}", responses=_JSON_OR_304)
 async def director_metadata(
     vin: str,
     filename: str,
@@ -176,7 +182,7 @@ async def director_metadata(
     return _metadata_response(await in_transaction(backend, work), if_none_match)
 
 
-@router.get("/uptane/image/{filename}")
+@router.get("/uptane/image/{filename}", responses=_JSON_OR_304)
 async def image_metadata(
     filename: str,
     identity: DeviceDep,
@@ -214,7 +220,13 @@ def _target_package(
 
 @router.get(
     "/api/v1/device/targets/{target:path}",
-    responses={206: {"description": "partial content"}, 307: {"description": "object store"}},
+    responses={
+        200: {"description": "the whole object", "content": _BYTES},
+        206: {"description": "partial content (Range)", "content": _BYTES},
+        304: {"description": "not modified (If-None-Match matched the ETag)"},
+        307: {"description": "signed object-store URL"},
+        **schemas.errors(416),
+    },
 )
 async def download(
     *,

@@ -9,13 +9,33 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from redstone_cloud.inputs import DB_INT_MAX
 
-ERROR_EXAMPLE = {"error": "one line saying what is wrong"}
-
 
 class ErrorOut(BaseModel):
     """Every error answer (4xx and 5xx): one line."""
 
     error: str
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for error statuses (all share :class:`ErrorOut`)."""
+    return {status: {"model": ErrorOut, "description": _REASONS[status]} for status in statuses}
+
+
+_REASONS = {
+    400: "malformed request (NUL in the URL, bad header)",
+    401: "no or unknown credentials",
+    403: "credentials refused (revoked, expired, another vehicle's data or campaign)",
+    404: "unknown object",
+    405: "method not allowed",
+    409: "conflict (duplicate, wrong state, replayed nonce)",
+    413: "body over its size cap",
+    416: "range not satisfiable",
+    422: "invalid content",
+    429: "the vehicle's quota is used up (see Retry-After)",
+}
+
+ADMIN_ERRORS = errors(400, 401, 404, 405, 409, 413, 422)
+DEVICE_ERRORS = errors(400, 401, 403, 404, 405, 409, 413, 422, 429)
 
 
 class EcuSlotIn(BaseModel):
