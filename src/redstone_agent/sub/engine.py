@@ -240,22 +240,38 @@ class Engine:
         require(Command.INSTALL, self.state)
         raw = self._record.assignment
         check_install(Assignment.from_dict(raw) if raw else None, request)
+        details = _request_to_dict(request)
         try:
             self._move(
                 S.TRANSFERRING,
-                request=_request_to_dict(request),
+                request=details,
                 to_slot=other_slot(self._slots.booted()),
                 switched=False,
                 health_ok=False,
-                bytes_done=0,
+                bytes_done=self._resume_offset(details),
                 bytes_total=request.length,
             )
         except SubError as exc:
             raise SubError(f"install not started: {exc}", ResultCode.INSTALL_FAILED) from exc
         self._start_install()
 
+    def _resume_offset(self, request: dict[str, Any] | None) -> int:
+        """Where the slot layer will continue this install (0: from the start).
+
+        Only a full image resumes; the slot layer keeps the durable offset in
+        its own journal and decides again when the install runs.
+        """
+        if not request or request.get("delta"):
+            return 0
+        try:
+            return self._slots.resume_offset(request["sha256"], request["length"])
+        except Exception as exc:
+            log.warning("cannot read the resume point: %s", exc)
+            return 0
+
     def _start_install(self) -> None:
         self._cancel = threading.Event()
+        self._last_progress = self._record.bytes_done
         self._task = asyncio.get_running_loop().create_task(self._run_install())
 
     async def _run_install(self) -> None:
@@ -456,7 +472,11 @@ class Engine:
             # so booting it means a (premature) trial: check it like any trial.
             await self._verify_new_slot()
         elif r.state in (S.TRANSFERRING, S.PROCESSING):
-            self._move(S.TRANSFERRING, detail="resuming interrupted install", bytes_done=0)
+            offset = self._resume_offset(r.request)
+            where = f"at byte {offset}" if offset else "from the start"
+            self._move(
+                S.TRANSFERRING, detail=f"resuming interrupted install {where}", bytes_done=offset
+            )
             self._start_install()
         elif r.state is S.ACTIVATING:
             if not r.switched:

@@ -67,6 +67,9 @@ class ManagedSlots:
                 raise SubError(str(exc), ResultCode.VERIFICATION_FAILED) from exc
             raise
 
+    def resume_offset(self, sha256: str, size: int) -> int:
+        return self._manager.resume_offset(sha256, size)
+
     def activate(self) -> None:
         status = self._manager.status()
         if status.state is not NodeState.INSTALLED:

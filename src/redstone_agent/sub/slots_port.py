@@ -48,6 +48,13 @@ class Slots(Protocol):
         ``url`` or is rebuilt from ``delta``.
         """
 
+    def resume_offset(self, sha256: str, size: int) -> int:
+        """Bytes of this image an interrupted install left durably in the inactive slot.
+
+        Where the next :meth:`install` of the same full image will continue
+        (0: from the start); only reported in the status, the install decides.
+        """
+
     def activate(self) -> None:
         """Make the freshly installed inactive slot primary with its try counter."""
 

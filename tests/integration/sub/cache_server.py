@@ -1,7 +1,9 @@
 """The Master's image cache for tests: static files with Range, optionally throttled.
 
 Files named ``slow-*`` are sent at ~1 MiB/s so a test can kill a Sub in the
-middle of a download. Run: ``python cache_server.py DIR ADDRESS PORT``.
+middle of a download. Each request is logged to stderr as
+``GET /path STATUS range=<Range header or ->``, which resume tests read.
+Run: ``python cache_server.py DIR ADDRESS PORT``.
 """
 
 from __future__ import annotations
@@ -44,7 +46,11 @@ class Handler(BaseHTTPRequestHandler):
                 time.sleep(CHUNK / SLOW_RATE)
 
     def log_message(self, format: str, *args: object) -> None:
-        sys.stderr.write(f"{self.command} {self.path} {args[1] if len(args) > 1 else ''}\n")
+        status = args[1] if len(args) > 1 else ""
+        sys.stderr.write(
+            f"{self.command} {self.path} {status} range={self.headers.get('Range', '-')}\n"
+        )
+        sys.stderr.flush()
 
 
 def main() -> None:

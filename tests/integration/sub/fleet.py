@@ -147,8 +147,9 @@ class SubNode:
 class Fleet(Scaffold):
     """The Master node, an image cache, Sub nodes and one Uptane simulator."""
 
-    def __init__(self, workdir: Path, sub_count: int) -> None:
+    def __init__(self, workdir: Path, sub_count: int, *, slot_size: int = SLOT_SIZE) -> None:
         self.workdir = workdir
+        self.slot_size = slot_size
         names = ["master"] + [f"sub{i}" for i in range(1, sub_count + 1)]
         self.lab = SomeIpLab(workdir, names)
         self.sim = UptaneSimulator.create()
@@ -180,7 +181,7 @@ class Fleet(Scaffold):
             assert roots.image is not None
             (trust / "image.root.json").write_bytes(roots.image)
             _write_key(trust / "ecu.pem")
-            virtual = VirtualNode.create(net.workdir / "node", slot_size=SLOT_SIZE)
+            virtual = VirtualNode.create(net.workdir / "node", slot_size=self.slot_size)
             sub = SubNode(
                 name,
                 serial=f"ECU-{name.upper()}",

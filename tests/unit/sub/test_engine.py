@@ -549,3 +549,51 @@ def test_master_rollback_during_the_trial_returns_to_the_old_slot(bench: Bench) 
     asyncio.run(trial())
     assert bench.node.reboot() == "A"
     asyncio.run(back())
+
+
+def test_recovered_transfer_reports_and_continues_from_the_slot_layers_offset(
+    bench: Bench,
+) -> None:
+    """What a kill mid-download leaves: TRANSFERRING here, a durable offset in slots.json."""
+    image = os.urandom(96 << 10)
+    request = bench.publish("v1.img", image, 1)
+    offset = 32 << 10
+
+    async def start() -> None:
+        engine = bench.engine()
+        await engine.recover()
+        await engine.put_metadata(bench.sim.bundle().to_bytes())
+        await engine.install(request)
+        await until(engine, S.READY)
+
+    asyncio.run(start())
+    sub_journal = Journal(bench.journal_path)
+    record = sub_journal.load()
+    assert record is not None
+    sub_journal.save({**record, "state": "TRANSFERRING", "bytes_done": 0})
+    slot_b = bench.node.config.B.device
+    with slot_b.open("r+b") as slot:  # the slot holds the durable prefix, the rest is torn
+        slot.seek(offset)
+        slot.write(bytes(len(image) - offset))
+    Journal(bench.node.config.state_dir / "slots.json").save(
+        {"phase": "writing", "slot": "B", "from": "A", "sha256": request.sha256.hex(),
+         "size": len(image), "source": request.url, "started": "x",
+         "resume": {"offset": offset, "validator": None, "sha256": request.sha256.hex(),
+                    "size": len(image), "device": str(slot_b)}}
+    )  # fmt: skip
+    bench.node.bootenv.save_state(bench.node.bootenv.load_state().mark_bad("B"))
+    # Only a real resume can still succeed: the source's prefix is no longer the image's.
+    Path(request.url).write_bytes(bytes(offset) + image[offset:])
+    bench.events.clear()
+
+    async def restart() -> None:
+        engine = bench.engine()
+        await engine.recover()
+        await until(engine, S.READY, S.FAILED)
+        assert engine.state is S.READY
+
+    asyncio.run(restart())
+    resumed = bench.events[0]
+    assert (resumed.state, resumed.bytes_done) == (S.TRANSFERRING, offset)
+    assert resumed.detail == f"resuming interrupted install at byte {offset}"
+    assert slot_b.read_bytes()[: len(image)] == image
