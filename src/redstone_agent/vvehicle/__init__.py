@@ -10,5 +10,6 @@ Modules, one concern each: ``netlab`` (nodes and network), ``plan`` (what
 the vehicle is; every config file), ``images``, ``cloud`` + ``operator``
 (backend and its API), ``imagerepo`` (offline signing), ``subs`` (factory
 provisioning, supervisor), ``ecus`` + ``probe`` (UDS simulators), ``tbox``
-(the Master daemon), ``report`` (summary table), ``vehicle`` (composition).
+(the Master daemon), ``journals`` (watching a running daemon's journal),
+``report`` (summary table), ``vehicle`` (composition).
 """

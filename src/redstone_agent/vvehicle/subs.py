@@ -25,6 +25,7 @@ from redstone_agent.sub.engine import Record
 from redstone_agent.uptane.keys import save_signer
 from redstone_agent.uptane.tufapi import CryptoSigner
 from redstone_agent.vvehicle.images import SUB_SLOT_SIZE, version_of
+from redstone_agent.vvehicle.journals import peek_journal
 from redstone_agent.vvehicle.netlab import Node, executable
 from redstone_agent.vvehicle.plan import EcuPlan, SubFiles, sub_toml
 
@@ -68,6 +69,11 @@ class SubNode:
     @property
     def state_dir(self) -> Path:
         return self.workdir / "sub-state"
+
+    @property
+    def journal(self) -> Path:
+        """The daemon's journal (read it with :func:`peek_journal` while the daemon runs)."""
+        return self.state_dir / "sub.json"
 
     def start(self) -> None:
         self.proc = self.net.spawn(
@@ -126,7 +132,7 @@ class SubNode:
 
     def state(self) -> str:
         """The Sub's update state as its journal names it (``IDLE``, ``TRANSFERRING``...)."""
-        saved = Journal(self.state_dir / "sub.json").load() or {}
+        saved = peek_journal(self.journal)
         return str(saved.get("state", ""))
 
     def booted(self) -> str:
@@ -141,13 +147,13 @@ class SubNode:
 
     def committed_target(self) -> str:
         """The target the Sub's journal names as committed."""
-        saved = Journal(self.state_dir / "sub.json").load() or {}
+        saved = peek_journal(self.journal)
         return str(saved.get("current", ""))
 
     def committed_sha256(self) -> str:
         """The sha256 of the image the Sub's journal names as committed (for a delta
         install: the image it built, not the delta file)."""
-        saved = Journal(self.state_dir / "sub.json").load() or {}
+        saved = peek_journal(self.journal)
         return str(saved.get("current_sha256", ""))
 
 
@@ -177,7 +183,7 @@ def provision_sub(
         current_sha256=hashlib.sha256(factory_image).hexdigest(),
         release_counter=release_counter,
     )
-    Journal(sub.state_dir / "sub.json").save(factory.to_dict())
+    Journal(sub.journal).save(factory.to_dict())
     files = SubFiles(
         state_dir=sub.state_dir,
         director_root=trust / "director.root.json",
