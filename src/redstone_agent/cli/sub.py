@@ -53,7 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument(
         "--sha256", required=True, help="SHA-256 of the uncompressed image (64 hex digits)"
     )
-    install.add_argument("--size", type=int, help="length of the uncompressed image in bytes")
+    install.add_argument(
+        "--size",
+        type=int,
+        help="length of the uncompressed image in bytes; with it, an interrupted install "
+        "of the same plain image continues where it stopped (docs/transfer.md)",
+    )
     good = commands.add_parser("mark-good", help="commit the running slot after a healthy boot")
     bad = commands.add_parser("mark-bad", help="reject the running slot; reboot to fall back")
     bad.add_argument("--reason", default="marked bad by the operator", help="recorded reason")
