@@ -20,7 +20,7 @@ from redstone_agent.cloud.client import DeviceClient
 from redstone_agent.delta.reader import read_header
 from redstone_agent.master.cache import Cache
 from redstone_agent.master.cache_server import CacheServer
-from redstone_agent.master.errors import EcuFailed
+from redstone_agent.master.errors import DownloadPaused, EcuFailed
 from redstone_agent.master.ports import (
     Decision,
     DeltaImage,
@@ -37,7 +37,7 @@ from redstone_agent.master.ports import (
     VerifiedCampaign,
 )
 from redstone_agent.master.topology import EcuSpec
-from redstone_agent.uptane.errors import ManifestError
+from redstone_agent.uptane.errors import DownloadInterrupted, ManifestError
 from redstone_agent.uptane.keys import Signer
 from redstone_agent.uptane.manifests import EcuManifest, sign_ecu_manifest, sign_vehicle_manifest
 from redstone_agent.uptane.primary import PrimaryVerifier
@@ -233,9 +233,12 @@ class TrustAdapter:
                     progress(base + done, total)
 
                 fetch = functools.partial(self._primary.download, target)
-                await asyncio.to_thread(
-                    self._cache.download, fetch, image.sha256, image.length, progress=report
-                )
+                try:
+                    await asyncio.to_thread(
+                        self._cache.download, fetch, image.sha256, image.length, progress=report
+                    )
+                except DownloadInterrupted as exc:
+                    raise DownloadPaused(f"{serial}: {exc}") from exc
                 downloaded[serial] += image.length
             done_before += image.length
         return {

@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from redstone_agent.errors import RedstoneError
 from redstone_agent.journal import Journal, JournalCorrupt
-from redstone_agent.master.errors import CampaignRefused, EcuFailed
+from redstone_agent.master.errors import CampaignRefused, DownloadPaused, EcuFailed
 from redstone_agent.master.orchestrate import PhaseResult, run_phase
 from redstone_agent.master.ports import (
     Clock,
@@ -187,15 +187,16 @@ class Engine:
     # -- the polling entry point ---------------------------------------------------
 
     async def check(self) -> bool:
-        """Poll the cloud and run an offered campaign to its end. True if one ran.
+        """Poll the cloud and run an offered campaign. True if a campaign ended now
+        (the caller polls again at once); False to wait for the next poll.
 
-        An unfinished campaign (e.g. waiting for consent, or a commit that
-        could not reach an ECU) is resumed instead of polling.
+        An unfinished campaign (a paused download, a commit that could not
+        reach an ECU) is resumed instead of polling.
         """
         async with self._lock:
             if self.state not in SETTLED:
                 await self._resume()
-                return True
+                return self.state in SETTLED
             if not self._reported:
                 # The director offers a delta only from an image a manifest reported,
                 # and it fixes its offer at the first poll: report before polling.
@@ -207,7 +208,7 @@ class Engine:
             if offer.campaign == self._record.campaign:
                 return False  # this campaign already ended here; the cloud has our report
             await self._run(offer)
-            return True
+            return self.state in SETTLED
 
     async def recover(self) -> None:
         """After a start: load the journal and do what ON_RESTART says for its state."""
@@ -314,6 +315,13 @@ class Engine:
         plan = self._require_plan()
         try:
             fetched = await self._trust.fetch(plan, self._download_progress)
+        except DownloadPaused as exc:
+            # Out of coverage is normal for a vehicle: keep what is downloaded and
+            # continue (by Range) at the next poll instead of failing the campaign.
+            self._record.detail = f"download paused, continuing at the next poll: {exc}"
+            self._save()
+            log.warning("campaign %s: %s", self._record.campaign, self._record.detail)
+            return
         except RedstoneError as exc:
             self._fail_untouched(str(exc))
             return
@@ -478,7 +486,7 @@ class Engine:
         for ecu in self._record.ecus.values():
             ecu.outcome = EcuOutcome.UNCHANGED
         self._event("install_failed", reason=why)
-        self._finish(S.FAILED, "refused", "no ECU was touched")
+        self._finish(S.FAILED, "refused", f"refused, no ECU was touched: {why}")
 
     def _finish(self, state: CampaignState, outcome: str, detail: str) -> None:
         self._record.last_report = self._record.report(outcome)

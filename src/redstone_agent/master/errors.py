@@ -34,3 +34,7 @@ class EcuUnreachable(EcuFailed):
 
     Unlike its base, nothing was refused: the same step may succeed when tried again.
     """
+
+
+class DownloadPaused(MasterError):
+    """The cloud could not be reached for a while; the download continues at the next poll."""

@@ -59,5 +59,10 @@ class DownloadError(UptaneError):
     """Metadata or a target could not be downloaded (network, HTTP status, size cap, timeout)."""
 
 
+class DownloadInterrupted(DownloadError):
+    """The network failed on every retry (connection, timeout, slow server, 5xx): trying
+    again later may succeed, unlike a wrong hash, an oversized answer or a 404."""
+
+
 class RepositoryToolError(UptaneError):
     """A repository-editing operation cannot be done as asked."""

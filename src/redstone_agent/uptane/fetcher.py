@@ -33,7 +33,7 @@ from tuf.ngclient.fetcher import FetcherInterface
 from redstone_agent.journal import Journal, JournalCorrupt
 from redstone_agent.pace import Clock, Pace, PaceWatch
 from redstone_agent.retry import RetryPolicy
-from redstone_agent.uptane.errors import DownloadError
+from redstone_agent.uptane.errors import DownloadError, DownloadInterrupted
 
 log = logging.getLogger(__name__)
 
@@ -244,8 +244,10 @@ def download_target(
             retryable = not isinstance(exc, DownloadError) or (
                 isinstance(exc, _HttpStatus) and _retryable_status(exc.status)
             )
-            if pause is None or not retryable:
+            if not retryable:
                 raise DownloadError(f"{url}: {exc}") from exc
+            if pause is None:
+                raise DownloadInterrupted(f"{url}: {exc}") from exc
             log.info("resuming %s in %.1f s after: %s", url, pause, exc)
             fetcher._sleep(pause)
     size, digest = hash_file(part)

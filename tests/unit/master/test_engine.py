@@ -19,7 +19,7 @@ import pytest
 
 from redstone_agent.journal import Journal
 from redstone_agent.master.engine import Engine, Hooks
-from redstone_agent.master.errors import CacheFull, EcuFailed
+from redstone_agent.master.errors import CacheFull, DownloadPaused, EcuFailed
 from redstone_agent.master.ports import (
     Decision,
     EcuJob,
@@ -140,6 +140,9 @@ class FakeTrust:
         self.fetches += 1
         if self.refuse == "fetch":
             raise CacheFull("campaign needs 3.0 MiB, cache budget is 1.0 MiB")
+        if self.refuse == "offline":
+            self.refuse = ""
+            raise DownloadPaused("ADAS-1: https://cloud/t: connection refused")
         return {s: Fetched(1000) for s in campaign.targets}
 
 
@@ -419,3 +422,16 @@ def test_activation_as_ready_or_together(vehicle: Vehicle, activation: str) -> N
     assert engine.state is S.DONE
     early = calls.index("ADAS-1 activating") < calls.index("BCM-1 installed")
     assert early is (activation == "as-ready"), calls
+
+
+def test_a_download_cut_by_the_network_waits_for_the_next_poll(vehicle: Vehicle) -> None:
+    assert vehicle.trust is not None
+    vehicle.trust.refuse = "offline"
+    engine = vehicle.engine()
+    assert run(engine.check()) is False  # nothing ended: wait for the next poll
+    assert engine.state is S.DOWNLOADING
+    assert "download paused" in engine.record.detail
+    assert all(e.calls == [] for e in vehicle.ecus.values())
+    assert run(engine.check()) is True
+    assert engine.state is S.DONE and vehicle.trust.fetches == 2
+    assert vehicle.versions() == {"adas-v2", "body-v2", "bcm-v2"}
