@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from redstone_cloud.db.engine import make_engine, make_sessionmaker
 from redstone_cloud.errors import ConfigError
+from redstone_cloud.onlinekeys import DirectorKeyFiles
 from redstone_cloud.pollcache import BoundedCache
 from redstone_cloud.quotas import Quotas
 from redstone_cloud.services.device import PollView
@@ -25,6 +26,7 @@ class Backend:
     sessions: sessionmaker[Session]
     store: BlobStore
     director: OnlineRepository
+    director_keys: DirectorKeyFiles
     image_signer: OnlineRepository | None
     """Development only (``image_online_key``); None: the image repository is uploaded."""
     poll_cache: BoundedCache[PollView] = field(default_factory=lambda: BoundedCache(200_000))
@@ -50,13 +52,15 @@ def make_store(settings: Settings) -> BlobStore:
 
 def open_backend(settings: Settings) -> Backend:
     engine = make_engine(settings.database_url)
-    key = settings.director_online_key or settings.key_dir / "director-online.pem"
+    director_keys = DirectorKeyFiles.from_settings(settings)
+    director_keys.keys()  # create missing keys now; a bad key file is an error at start
     return Backend(
         settings=settings,
         engine=engine,
         sessions=make_sessionmaker(engine),
         store=make_store(settings),
-        director=OnlineRepository.from_key_file(key),
+        director=OnlineRepository(director_keys.keys),
+        director_keys=director_keys,
         image_signer=(
             OnlineRepository.from_key_file(settings.image_online_key)
             if settings.image_online_key

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from redstone_agent.cli.common import new_parser, run_main, setup_logging
 from redstone_cloud import pki as certs
 from redstone_cloud.backend import Backend, open_backend
+from redstone_cloud.commands import director as director_commands
 from redstone_cloud.db import migrate
 from redstone_cloud.db.engine import transaction
 from redstone_cloud.errors import InvalidInput
@@ -53,6 +54,7 @@ examples:
   redstone-cloud --config cloud.toml campaign create spec.json
   redstone-cloud --config cloud.toml campaign start spring-2027
   redstone-cloud --config cloud.toml --json campaign status spring-2027
+  redstone-cloud --config cloud.toml director rotate-keys --role timestamp
 """
 
 
@@ -483,7 +485,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = new_parser(
         PROG,
         "Redstone OTA backend: serve the device and admin API, migrate the database,"
-        " and administer models, vehicles, packages, campaigns, PKI and the audit trail.",
+        " and administer models, vehicles, packages, campaigns, director keys, PKI and the"
+        " audit trail.",
         EPILOG,
     )
     parser.add_argument("--config", type=Path, help="TOML file with a [cloud] table")
@@ -496,6 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pki(sub)
     _add_inventory(sub)
     _add_campaign(sub)
+    director_commands.add(sub)
     _add_deltas(sub)
     _add_openapi(sub)
     _add_audit(sub)

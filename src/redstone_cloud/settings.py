@@ -73,7 +73,16 @@ class Settings:
     poll_interval_s: int = 300
     download_url_expiry_s: int = 3600
     director_online_key: Path | None = None
-    """PEM key that signs director metadata; generated in ``data_dir`` when unset."""
+    """The director's root key (PEM; default ``data_dir/keys/director-online.pem``,
+    generated 0600 when missing). Before per-role keys it signed every role."""
+    director_targets_key: Path | None = None
+    """Director targets key; default ``data_dir/keys/director-targets.pem``."""
+    director_snapshot_key: Path | None = None
+    """Director snapshot key; default ``data_dir/keys/director-snapshot.pem``."""
+    director_timestamp_key: Path | None = None
+    """Director timestamp key; default ``data_dir/keys/director-timestamp.pem``.
+    ``redstone-cloud director rotate-keys`` replaces these files in place and keeps the
+    old keys in ``data_dir/keys/retired``."""
     image_online_key: Path | None = None
     """Development only: sign uploaded packages into the image repository with this
     online key (created on first use). Production signs offline and uploads."""

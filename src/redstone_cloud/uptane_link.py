@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,18 +30,27 @@ from redstone_agent.uptane.keys import (
 from redstone_agent.uptane.manifests import VehicleManifest, new_nonce, verify_vehicle_manifest
 from redstone_agent.uptane.repository import TOP_LEVEL, Assignment, Repository, RoleKeys
 from redstone_agent.uptane.targetinfo import ImageFields
+from redstone_agent.uptane.tufapi import CryptoSigner
 from redstone_cloud.errors import BadSignature, InvalidInput
 
 __all__ = [
     "Assignment",
+    "CryptoSigner",
     "ImageFields",
+    "OnlineKeys",
     "OnlineRepository",
+    "Signer",
     "VehicleManifest",
     "check_public_key",
     "ecu_key",
+    "generate_signer",
+    "keys_outdated",
+    "load_signer",
     "new_nonce",
     "parse_repo_file",
     "peek_nonce",
+    "private_pem",
+    "save_signer",
     "verify_manifest",
 ]
 
@@ -53,6 +63,11 @@ def ecu_key(data: Mapping[str, Any], where: str = "public key") -> Key:
         return public_key_from_dict(dict(data))
     except KeyFileError as exc:
         raise InvalidInput(f"{where}: {exc}") from exc
+
+
+def private_pem(signer: CryptoSigner) -> bytes:
+    """A key file's content (PEM PKCS#8) for ``signer``."""
+    return bytes(signer.private_bytes)
 
 
 def check_public_key(data: Mapping[str, Any], where: str) -> None:
@@ -92,25 +107,70 @@ def verify_manifest(
         raise BadSignature(str(exc)) from exc
 
 
-class OnlineRepository:
-    """Repositories signed with one online key held by the backend: every vehicle's
-    director, and (development only) the image repository."""
+@dataclass(frozen=True)
+class OnlineKeys:
+    """The online signers at hand: each top-level role's current key, and the keys
+    rotations retired (by key id) so a root change can still be signed by the old root."""
 
-    def __init__(self, signer: Signer, expiry: Mapping[str, timedelta] | None = None) -> None:
-        self.signer = signer
+    current: Mapping[str, Signer]
+    retired: Mapping[str, Signer] = field(default_factory=dict)
+
+    @classmethod
+    def single(cls, signer: Signer) -> OnlineKeys:
+        """Every role on one key (the development image repository)."""
+        return cls(dict.fromkeys(TOP_LEVEL, signer))
+
+    def signer(self, role: str) -> Signer:
+        return self.current[role]
+
+    def keyid(self, role: str) -> str:
+        return str(self.current[role].public_key.keyid)
+
+    def by_keyid(self, keyid: str) -> Signer | None:
+        for signer in self.current.values():
+            if signer.public_key.keyid == keyid:
+                return signer
+        return self.retired.get(keyid)
+
+
+def keys_outdated(root: bytes, keys: OnlineKeys) -> bool:
+    """Whether a published root names, for some top-level role, other keys than the
+    current ones (a rotation or the move to per-role keys is due). Unreadable: yes."""
+    try:
+        roles = json.loads(root)["signed"]["roles"]
+        return any(roles[role]["keyids"] != [keys.keyid(role)] for role in TOP_LEVEL)
+    except (ValueError, KeyError, TypeError):
+        return True
+
+
+class OnlineRepository:
+    """Repositories signed with online keys held by the backend: every vehicle's
+    director (one key per top-level role, rotated by ``director rotate-keys``), and
+    (development only) the image repository (one key for every role).
+
+    ``keys`` is asked for the signers at every edit, so a rotation made by another
+    process is followed: a repository whose root names older keys gets a new root
+    version signed by the old and the new root keys, listing the current keys.
+    """
+
+    def __init__(
+        self, keys: Callable[[], OnlineKeys], expiry: Mapping[str, timedelta] | None = None
+    ) -> None:
+        self.keys = keys
         self.expiry = dict(expiry or {})
         """Role lifetimes overriding the uptane package's defaults (tests shorten them)."""
 
     @classmethod
     def from_key_file(cls, path: Path) -> OnlineRepository:
-        """Load the online key, creating it (0600) on first use."""
+        """One online key for every role, creating it (0600) on first use."""
         try:
             if not path.exists():
                 path.parent.mkdir(parents=True, exist_ok=True)
                 save_signer(generate_signer("ed25519"), path)
-            return cls(load_signer(path))
+            keys = OnlineKeys.single(load_signer(path))
         except UptaneError as exc:
             raise InvalidInput(f"online key {path}: {exc}") from exc
+        return cls(lambda: keys)
 
     def edit(
         self, name: str, stored: Mapping[str, bytes], change: Callable[[Repository], None]
@@ -147,9 +207,10 @@ class OnlineRepository:
         return self.edit("image", stored, add)
 
     def _open(self, name: str, stored: Mapping[str, bytes]) -> Repository:
-        keys = {role: RoleKeys([self.signer]) for role in TOP_LEVEL}
+        keys = self.keys()
         if not stored:
-            return Repository.create(name, keys, expiry=self.expiry)
+            role_keys = {role: RoleKeys([keys.signer(role)]) for role in TOP_LEVEL}
+            return Repository.create(name, role_keys, expiry=self.expiry)
         latest: dict[str, tuple[int, bytes]] = {}
         roots: list[tuple[int, bytes]] = []
         for filename, body in stored.items():
@@ -167,8 +228,35 @@ class OnlineRepository:
         repo = Repository.load(name, roles, [body for _, body in sorted(roots)])
         repo.expiry.update(self.expiry)
         for role in TOP_LEVEL:
-            repo.signers[role] = [self.signer]
+            repo.signers[role] = [keys.signer(role)]
+        _follow_keys(repo, keys)
         return repo
+
+
+def _follow_keys(repo: Repository, keys: OnlineKeys) -> None:
+    """Rotate every top-level role whose key in the repository's root is not the current
+    one (TUF root rotation: the next root is signed by the old and the new root keys).
+
+    Root goes first, so the other roles' changes land in the same new root version.
+    """
+    for role in TOP_LEVEL:
+        wanted = keys.signer(role)
+        keyids = list(repo.root.roles[role].keyids)
+        if keyids == [wanted.public_key.keyid]:
+            continue
+        old = [k for k in keyids if k != wanted.public_key.keyid]
+        if role == "root":
+            retired = [s for k in old if (s := keys.by_keyid(k)) is not None]
+            if len(retired) < repo.root.roles["root"].threshold:
+                raise InvalidInput(
+                    f"{repo.name}: its root is signed by key {old[0][:16]}, which is neither"
+                    " current nor retired; put the old root key back in keys/retired"
+                )
+            repo.signers["root"] = [*retired, wanted]
+        repo.rotate_key(role, old[0], wanted)
+        for extra in old[1:]:
+            repo.root.revoke_key(extra, role)
+        repo.root.roles[role].threshold = 1
 
 
 def expires_soon(timestamp: bytes, now: datetime, margin: timedelta) -> bool:

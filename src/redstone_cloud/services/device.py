@@ -32,6 +32,7 @@ from redstone_cloud.uptane_link import (
     OnlineRepository,
     ecu_key,
     expires_soon,
+    keys_outdated,
     new_nonce,
     peek_nonce,
     verify_manifest,
@@ -208,28 +209,36 @@ REFRESH_MARGIN = dt.timedelta(hours=12)
 
 
 def ensure_director(session: Session, signer: OnlineRepository, identity: Identity) -> None:
-    """Publish director metadata if the vehicle has none, an offer was withdrawn, or the
-    signed timestamp is about to expire (the online heartbeat Uptane expects)."""
-    if not _director_stale(session, identity.vehicle_id, identity.director_dirty):
+    """Publish director metadata if the vehicle has none, an offer was withdrawn, the
+    signed timestamp is about to expire (the online heartbeat Uptane expects), or its
+    root names other keys than the current online keys (after a rotation, or data from
+    before per-role keys): the vehicle then gets a new root version and follows it."""
+    if not _director_stale(session, signer, identity.vehicle_id, identity.director_dirty):
         return
     lock_vehicle(session, identity.vehicle_id)
     vehicle = session.get_one(Vehicle, identity.vehicle_id, options=[selectinload(Vehicle.ecus)])
     session.refresh(vehicle)
-    if not _director_stale(session, vehicle.id, vehicle.director_dirty):
+    if not _director_stale(session, signer, vehicle.id, vehicle.director_dirty):
         return  # another request published while this one waited for the lock
     director.sync(session, signer, vehicle)
 
 
-def _director_stale(session: Session, vehicle_id: int, dirty: bool) -> bool:
+def _director_stale(
+    session: Session, signer: OnlineRepository, vehicle_id: int, dirty: bool
+) -> bool:
     if dirty:
         return True
-    timestamp = session.scalar(
-        select(DirectorMetadata.body).where(
+    rows = session.execute(
+        select(DirectorMetadata.name, DirectorMetadata.body).where(
             DirectorMetadata.vehicle_id == vehicle_id,
-            DirectorMetadata.name == "timestamp.json",
+            DirectorMetadata.name.in_(("timestamp.json", "root.json")),
         )
-    )
-    return timestamp is None or expires_soon(timestamp, utcnow(), REFRESH_MARGIN)
+    ).all()
+    files: dict[str, bytes] = dict(rows)
+    timestamp, root = files.get("timestamp.json"), files.get("root.json")
+    if timestamp is None or root is None:
+        return True
+    return expires_soon(timestamp, utcnow(), REFRESH_MARGIN) or keys_outdated(root, signer.keys())
 
 
 # --- manifests ------------------------------------------------------------------------------

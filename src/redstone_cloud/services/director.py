@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from redstone_cloud.db.models import Assignment, Campaign, DirectorMetadata, Package, Vehicle
 from redstone_cloud.errors import NotFound
-from redstone_cloud.services import campaigns, imagerepo, packages
+from redstone_cloud.onlinekeys import ROLES, DirectorKeyFiles
+from redstone_cloud.services import audit, campaigns, imagerepo, packages
 from redstone_cloud.uptane_link import Assignment as DirectorAssignment
 from redstone_cloud.uptane_link import OnlineRepository
 
@@ -102,3 +103,19 @@ def read_file(session: Session, vehicle_id: int, name: str) -> bytes:
     if body is None:
         raise NotFound(f"director has no {name}")
     return body
+
+
+def rotate_keys(
+    session: Session, files: DirectorKeyFiles, actor: str, roles: list[str] | None = None
+) -> dict[str, object]:
+    """New online keys for ``roles`` (default: all four); old ones are kept as retired.
+
+    Nothing is re-signed here: each vehicle's director sees at its next contact that its
+    root names retired keys and publishes a new root version signed by the old and the
+    new root keys (``uptane_link.OnlineRepository``), which the vehicle follows.
+    """
+    rotated = files.rotate(roles or ROLES)
+    keys = {r.role: {"old_keyid": r.old_keyid, "new_keyid": r.new_keyid} for r in rotated}
+    audit.record(session, actor, "director.rotate_keys", "director_keys", ",".join(keys), **keys)
+    vehicles = session.scalar(select(func.count(func.distinct(DirectorMetadata.vehicle_id))))
+    return {"rotated": keys, "vehicles_to_follow": vehicles or 0}

@@ -193,7 +193,7 @@ def test_director_timestamp_is_resigned_before_it_expires(
     steady = timestamp_version(car)
     assert timestamp_version(car) == steady, "a day-long timestamp is not re-signed"
     short_lived = {"timestamp": dt.timedelta(hours=1)}
-    backend.director = OnlineRepository(backend.director.signer, short_lived)
+    backend.director = OnlineRepository(backend.director.keys, short_lived)
     other = fleet.vehicle(2)
     first = timestamp_version(other)
     assert timestamp_version(other) > first, "an expiring timestamp is re-signed"
