@@ -85,6 +85,19 @@ class Operator(_Api):
     def packages(self) -> list[dict[str, Any]]:
         return list(self.call("GET", "/api/v1/packages"))
 
+    def download(self, target: str, into: Path) -> Path:
+        """Any package's or delta's bytes by target name (admin route; the backend audits
+        it). A vehicle certificate downloads only its own assignment."""
+        path = f"/api/v1/targets/{target}"
+        try:
+            response = self.client.get(path, headers=self.headers, follow_redirects=True)
+        except httpx.HTTPError as exc:
+            raise CloudError(f"GET {path}: {exc}") from None
+        if response.status_code != 200:
+            _check(response, f"download {target}")
+        into.write_bytes(response.content)
+        return into
+
     def wait_deltas(
         self, timeout: float = DELTA_TIMEOUT, progress: Callable[[str], None] | None = None
     ) -> list[dict[str, Any]]:

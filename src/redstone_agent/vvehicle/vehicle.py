@@ -243,28 +243,27 @@ class VirtualVehicle(Scaffold):
         sub_hw = {e.hardware_id for e in self.plan.of_kind(EcuKind.SUB)}
         jobs = op.call("GET", "/api/v1/deltas")
         count = 0
-        with self.device() as device:
-            for job in jobs:
-                target = job.get("delta_target")
-                if not target or target in self._signed_deltas:
-                    continue
-                package = packages[target]
-                if not sub_hw & set(package["hardware_ids"]):
-                    continue
-                old = (self.images_dir / job["from_target"]).read_bytes()
-                new = (self.images_dir / job["to_target"]).read_bytes()
-                file = device.download(target, self.images_dir / target)
-                self.repo.add_delta(
-                    file,
-                    target,
-                    package["hardware_ids"][0],
-                    package["release_counter"],
-                    old=old,
-                    new=new,
-                    source_sha256=hashlib.sha256(old).hexdigest(),
-                )
-                self._signed_deltas.add(target)
-                count += 1
+        for job in jobs:
+            target = job.get("delta_target")
+            if not target or target in self._signed_deltas:
+                continue
+            package = packages[target]
+            if not sub_hw & set(package["hardware_ids"]):
+                continue
+            old = (self.images_dir / job["from_target"]).read_bytes()
+            new = (self.images_dir / job["to_target"]).read_bytes()
+            file = op.download(target, self.images_dir / target)  # operator's, not the car's
+            self.repo.add_delta(
+                file,
+                target,
+                package["hardware_ids"][0],
+                package["release_counter"],
+                old=old,
+                new=new,
+                source_sha256=hashlib.sha256(old).hexdigest(),
+            )
+            self._signed_deltas.add(target)
+            count += 1
         return count
 
     def offer(self, version: str, *, deltas: bool = True) -> str:
