@@ -94,10 +94,11 @@ class Settings:
     api_docs: bool = False
     """Serve ``/docs``, ``/redoc`` and ``/openapi.json`` (off in production; the document
     is always available from ``redstone-cloud openapi``)."""
-    device_download_scope: Literal["assignment", "any"] = "any"
-    """``assignment``: a vehicle downloads only the targets its director metadata names
-    (and their deltas); ``any``: every package (what a lab harness that signs deltas
-    with a vehicle certificate needs)."""
+    device_download_scope: Literal["assignment", "any"] = "assignment"
+    """``assignment`` (default): a vehicle downloads only the targets its director
+    metadata names (its images, or the deltas signed in their place); ``any``: every
+    registered vehicle downloads every package (a lab's choice, never production's;
+    operators fetch any package with the admin route ``GET /api/v1/targets/<target>``)."""
     device_events_per_hour: int = 3600
     """Per-vehicle event budget (a token bucket refilled continuously); over it: 429."""
     device_event_bytes_per_hour: int = 16 * 1024**2

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
-from fastapi.responses import RedirectResponse, StreamingResponse
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from redstone_cloud import inputs, ranges
-from redstone_cloud.api import schemas
+from redstone_cloud import inputs
+from redstone_cloud.api import downloads, schemas
 from redstone_cloud.api.common import BackendDep, DeviceDep, in_transaction, read_capped
 from redstone_cloud.api.errors import validation_message
 from redstone_cloud.backend import Backend
@@ -30,7 +28,6 @@ _JSON_OR_304: dict[int | str, dict[str, Any]] = {
     200: {"content": {"application/json": {"schema": {"type": "object"}}}},
     304: {"description": "not modified (If-None-Match matched the ETag)"},
 }
-_BYTES = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
 
 _FILENAME = re.compile(r"^[A-Za-z0-9._-]{1,160}$")
 
@@ -204,30 +201,20 @@ def _target_package(
 ) -> Package:
     """A package by target name, or by its TUF consistent-snapshot name
     ``<sha256>.<name>`` (what tuf.ngclient-based Primaries request); with scope
-    ``assignment`` only one the vehicle's director metadata names (403 otherwise)."""
+    ``assignment`` only one the vehicle's director metadata names or one of its ECUs
+    runs (403 otherwise)."""
     hashed = _HASHED.match(target)
     name = target if hashed is None else hashed["name"]
     inputs.check_target_name(name)
     package = packages.get_package(session, name)
     if hashed is not None and package.sha256 != hashed["sha256"]:
         raise NotFound(f"{target}: no such version of {package.target}")
-    if scope == "assignment" and package.target not in director.named_targets(
-        session, identity.vehicle_id
-    ):
-        raise Forbidden(f"{package.target} is not assigned to this vehicle")
+    if scope == "assignment" and not director.may_download(session, identity.vehicle_id, package):
+        raise Forbidden(f"{package.target} is neither assigned to nor running on this vehicle")
     return package
 
 
-@router.get(
-    "/api/v1/device/targets/{target:path}",
-    responses={
-        200: {"description": "the whole object", "content": _BYTES},
-        206: {"description": "partial content (Range)", "content": _BYTES},
-        304: {"description": "not modified (If-None-Match matched the ETag)"},
-        307: {"description": "signed object-store URL"},
-        **schemas.errors(416),
-    },
-)
+@router.get("/api/v1/device/targets/{target:path}", responses=downloads.RESPONSES)
 async def download(
     *,
     target: str,
@@ -240,33 +227,4 @@ async def download(
     """A target's bytes; honours Range/If-Range, or redirects to a signed object-store URL."""
     scope = backend.settings.device_download_scope
     package = await in_transaction(backend, _target_package, identity, target, scope)
-    etag = f'"{package.sha256}"'
-    common = {"ETag": etag, "Accept-Ranges": "bytes"}
-    if device.etag_matches(etag, if_none_match):
-        return Response(status_code=304, headers=common)
-    url = backend.store.download_url(package.storage_key, backend.settings.download_url_expiry_s)
-    if url is not None:
-        return RedirectResponse(url, status_code=307, headers=common)
-    wanted = ranges.parse_range(range_header, package.length)
-    if wanted is not None and if_range is not None and if_range != etag:
-        wanted = None
-    store, key = backend.store, package.storage_key
-    if wanted is None:
-
-        def whole() -> Iterator[bytes]:
-            yield from store.read(key)
-
-        headers = {**common, "Content-Length": str(package.length)}
-        return StreamingResponse(whole(), media_type="application/octet-stream", headers=headers)
-
-    def part() -> Iterator[bytes]:
-        yield from store.read(key, wanted.start, wanted.end)
-
-    headers = {
-        **common,
-        "Content-Length": str(wanted.size),
-        "Content-Range": wanted.content_range(),
-    }
-    return StreamingResponse(
-        part(), status_code=206, media_type="application/octet-stream", headers=headers
-    )
+    return downloads.object_response(backend, package, range_header, if_range, if_none_match)

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from redstone_cloud.db.models import Assignment, Campaign, DirectorMetadata, Package, Vehicle
+from redstone_cloud.db.models import (
+    Assignment,
+    Campaign,
+    DirectorMetadata,
+    Ecu,
+    Package,
+    Vehicle,
+)
 from redstone_cloud.errors import NotFound
 from redstone_cloud.onlinekeys import ROLES, DirectorKeyFiles
 from redstone_cloud.services import audit, campaigns, imagerepo, packages
@@ -92,6 +99,30 @@ def named_targets(session: Session, vehicle_id: int) -> set[str]:
     if newest is None:
         return set()
     return set(json.loads(newest[1])["signed"]["targets"])
+
+
+def may_download(session: Session, vehicle_id: int, package: Package) -> bool:
+    """Whether the vehicle may download ``package`` under the ``assignment`` scope: its
+    newest director targets name it, or one of its ECUs of a hardware id the package is
+    for runs it (reported in a verified manifest by sha256, or by target name where the
+    ECU reports no hash, as UDS ECUs do). The Master keeps a UDS ECU's current image to
+    flash it back if the update fails."""
+    if package.target in named_targets(session, vehicle_id):
+        return True
+    running = session.scalars(
+        select(Ecu.hardware_id).where(
+            Ecu.vehicle_id == vehicle_id,
+            Ecu.hardware_id.in_(package.hardware_ids),
+            or_(
+                Ecu.installed_sha256 == package.sha256,
+                and_(
+                    or_(Ecu.installed_sha256.is_(None), Ecu.installed_sha256 == ""),
+                    Ecu.installed_target == package.target,
+                ),
+            ),
+        )
+    ).first()
+    return running is not None
 
 
 def read_file(session: Session, vehicle_id: int, name: str) -> bytes:

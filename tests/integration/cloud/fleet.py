@@ -109,6 +109,15 @@ class Fleet:
             content=data,
         )
 
+    def assign(self, vehicle: SimVehicle, *targets: str) -> None:
+        """Offer ``targets`` to ``vehicle`` in a campaign of its own, so that its director
+        names them (a vehicle downloads only its assignment)."""
+        name = f"assign-{vehicle.vin}-{len(self.vehicles)}-{'-'.join(targets)}"[:128]
+        spec = {"name": name, "targeting": {"vins": [vehicle.vin]}, "packages": list(targets)}
+        self.ok("POST", "/api/v1/campaigns", json=spec)
+        self.ok("POST", f"/api/v1/campaigns/{name}/start")
+        assert self.poll(vehicle)["update"] is not None
+
     def vehicle(self, n: int, baseline: str | None = None) -> SimVehicle:
         self.setup_pki()
         vin = vin_of(n)

@@ -127,6 +127,7 @@ def test_events_and_logs_are_recorded_and_searchable(fleet: Fleet, car: SimVehic
 def test_download_with_ranges(fleet: Fleet, car: SimVehicle) -> None:
     data = bytes(range(256)) * 40
     fleet.package("adas", "1.0", "adas-hw", data)
+    fleet.assign(car, "adas-1.0")
     url = "/api/v1/device/targets/adas-1.0"
     whole = fleet.device(car, "GET", url)
     assert whole.status_code == 200 and whole.content == data

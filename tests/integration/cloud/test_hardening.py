@@ -45,6 +45,7 @@ def start_campaign(fleet: Fleet, name: str, vins: list[str], packages: list[str]
 def test_hostile_range_headers_are_never_a_500(fleet: Fleet, car: SimVehicle) -> None:
     data = bytes(range(256)) * 4
     fleet.package("adas", "1.0", "adas-hw", data)
+    fleet.assign(car, "adas-1.0")
     url = "/api/v1/device/targets/adas-1.0"
     for header in ("bytes=\u00b2-\u00b3", "bytes=\u0661-\u0662", "bytes=0-" + "9" * 5000):
         response = fleet.device(car, "GET", url, headers={"Range": header.encode()})  # type: ignore[dict-item]
@@ -221,25 +222,57 @@ def test_vehicle_quotas_on_events_and_logs_answer_429(
         assert post_log(900).status_code == 201
 
 
-def test_vehicle_downloads_only_its_assigned_targets(
+def test_vehicle_downloads_only_its_assigned_targets(fleet: Fleet, backend: Backend) -> None:
+    """The default scope is ``assignment`` (the settings under test are the defaults)."""
+    assert backend.settings.device_download_scope == "assignment"
+    fleet.model()
+    car, other = fleet.vehicle(1), fleet.vehicle(2)
+    fleet.package("adas", "2.0", "adas-hw", b"new adas")
+    fleet.package("tbox", "2.0", "tbox-hw", b"new tbox")
+    assert_error(fleet.device(car, "GET", "/api/v1/device/targets/adas-2.0"), 403)
+    start_campaign(fleet, "mine", [car.vin], ["adas-2.0"])
+    assert fleet.poll(car)["update"] is not None
+    mine = fleet.device(car, "GET", "/api/v1/device/targets/adas-2.0")
+    assert mine.status_code == 200 and mine.content == b"new adas"
+    assert_error(fleet.device(car, "GET", "/api/v1/device/targets/tbox-2.0"), 403)
+    assert_error(fleet.device(other, "GET", "/api/v1/device/targets/adas-2.0"), 403)
+
+
+def test_vehicle_may_download_the_image_it_runs(fleet: Fleet) -> None:
+    """The Master keeps a UDS ECU's current image to flash it back if an update fails."""
+    fleet.model()
+    car, other = fleet.vehicle(1), fleet.vehicle(2)
+    old = fleet.package("bcm", "1.0", "bcm-hw", b"old bcm")
+    url = f"/api/v1/device/targets/{old['sha256']}.bcm-1.0"
+    assert_error(fleet.device(car, "GET", url), 403)
+    bcm = next(serial for serial, hw in car.hardware.items() if hw == "bcm-hw")
+    car.installed[bcm] = ("bcm-1.0", old["length"], old["sha256"], 1)
+    assert fleet.send_manifest(car).status_code == 200
+    running = fleet.device(car, "GET", url)
+    assert running.status_code == 200 and running.content == b"old bcm"
+    assert_error(fleet.device(other, "GET", url), 403)
+    uds = fleet.package("bcm", "0.9", "bcm-hw", b"older bcm")  # a UDS ECU reports no hash
+    car.installed[bcm] = ("bcm-0.9", uds["length"], "", 1)
+    assert fleet.send_manifest(car).status_code == 200
+    assert fleet.device(car, "GET", "/api/v1/device/targets/bcm-0.9").status_code == 200
+    assert_error(fleet.device(car, "GET", "/api/v1/device/targets/bcm-1.0"), 403)
+    adas = fleet.package("adas", "9.0", "adas-hw", b"adas")
+    car.installed[bcm] = ("adas-9.0", adas["length"], adas["sha256"], 1)  # another ECU's kind
+    assert fleet.send_manifest(car).status_code == 200
+    assert_error(fleet.device(car, "GET", "/api/v1/device/targets/adas-9.0"), 403)
+
+
+def test_scope_any_lets_every_vehicle_download_every_package(
     database_url: str, tmp_path: Path, backend: Backend
 ) -> None:
-    backend.settings = make_settings(
-        database_url, tmp_path / "data", device_download_scope="assignment"
-    )
+    backend.settings = make_settings(database_url, tmp_path / "data", device_download_scope="any")
     with TestClient(create_app(backend)) as client:
         fleet = Fleet(client)
         fleet.model()
-        car, other = fleet.vehicle(1), fleet.vehicle(2)
+        car = fleet.vehicle(1)
         fleet.package("adas", "2.0", "adas-hw", b"new adas")
-        fleet.package("tbox", "2.0", "tbox-hw", b"new tbox")
-        assert_error(fleet.device(car, "GET", "/api/v1/device/targets/adas-2.0"), 403)
-        start_campaign(fleet, "mine", [car.vin], ["adas-2.0"])
-        assert fleet.poll(car)["update"] is not None
-        mine = fleet.device(car, "GET", "/api/v1/device/targets/adas-2.0")
-        assert mine.status_code == 200 and mine.content == b"new adas"
-        assert_error(fleet.device(car, "GET", "/api/v1/device/targets/tbox-2.0"), 403)
-        assert_error(fleet.device(other, "GET", "/api/v1/device/targets/adas-2.0"), 403)
+        anything = fleet.device(car, "GET", "/api/v1/device/targets/adas-2.0")
+        assert anything.status_code == 200 and anything.content == b"new adas"
 
 
 def test_two_simultaneous_polls_never_race_the_director_publish(

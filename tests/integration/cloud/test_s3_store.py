@@ -85,6 +85,7 @@ def test_device_download_redirects_to_the_store(
             car = fleet.vehicle(1)
             data = b"offloaded" * 1000
             fleet.package("adas", "1.0", "adas-hw", data)
+            fleet.assign(car, "adas-1.0")
             answer = fleet.device(
                 car, "GET", "/api/v1/device/targets/adas-1.0", follow_redirects=False
             )
