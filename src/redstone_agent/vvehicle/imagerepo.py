@@ -58,19 +58,7 @@ class ImageRepo:
     def add_image(
         self, file: Path, target: str, hardware_id: str, release_counter: int, version: str
     ) -> None:
-        _repo(
-            "add-target",
-            str(self.workspace),
-            str(file),
-            "--path",
-            target,
-            "--hardware-id",
-            hardware_id,
-            "--release-counter",
-            str(release_counter),
-            "--version",
-            version,
-        )
+        self._add_target(file, target, hardware_id, release_counter, "--version", version)
 
     def add_delta(
         self,
@@ -92,6 +80,13 @@ class ImageRepo:
             raise VehicleError(f"delta {target} does not apply: {exc}") from None
         if rebuilt.getvalue() != new:
             raise VehicleError(f"delta {target} does not rebuild the new image: not signing it")
+        self._add_target(
+            file, target, hardware_id, release_counter, "--delta-source", source_sha256
+        )
+
+    def _add_target(
+        self, file: Path, target: str, hardware_id: str, release_counter: int, *extra: str
+    ) -> None:
         _repo(
             "add-target",
             str(self.workspace),
@@ -102,8 +97,7 @@ class ImageRepo:
             hardware_id,
             "--release-counter",
             str(release_counter),
-            "--delta-source",
-            source_sha256,
+            *extra,
         )
 
     def sign(self) -> list[tuple[str, bytes]]:

@@ -309,19 +309,24 @@ def _region() -> str:
     return f"name = {_q(name)}\naddress = {address:#x}\nsize = {size:#x}\n"
 
 
+def _link(ecu: EcuPlan, address: str, *, doip_extra: str = "") -> str:
+    """The transport section both ends of a UDS ECU share (tester and simulator)."""
+    if ecu.kind is EcuKind.UDS_DOCAN:
+        return _can_link()
+    return (
+        "[doip]\n"
+        f"host = {_q(address)}\n"
+        f"tcp_port = {DOIP_PORT}\n"
+        f"udp_port = {DOIP_PORT}\n"
+        f"logical_address = {DOIP_LOGICAL_ADDRESS:#06x}\n"
+        f"{doip_extra}"
+    )
+
+
 def uds_ecu_toml(ecu: EcuPlan, *, address: str) -> str:
     """The Master's (tester's) file for a UDS ECU (``docs/uds.md``): dual bank, so a
     failed check leaves the ECU on its running bank and rollback is a bank switch."""
-    if ecu.kind is EcuKind.UDS_DOCAN:
-        link = _can_link()
-    else:
-        link = (
-            "[doip]\n"
-            f"host = {_q(address)}\n"
-            f"tcp_port = {DOIP_PORT}\n"
-            f"udp_port = {DOIP_PORT}\n"
-            f"logical_address = {DOIP_LOGICAL_ADDRESS:#06x}\n"
-        )
+    link = _link(ecu, address)
     return (
         f"name = {_q(ecu.role)}\n"
         f'transport = "{ecu.transport}"\n'
@@ -336,17 +341,7 @@ def uds_ecu_toml(ecu: EcuPlan, *, address: str) -> str:
 
 def sim_toml(ecu: EcuPlan, *, address: str, version: str, faults: Mapping[str, object]) -> str:
     """The simulator's file: the same link, the ECU running *version* in bank A."""
-    if ecu.kind is EcuKind.UDS_DOCAN:
-        link = _can_link()
-    else:
-        link = (
-            "[doip]\n"
-            f"host = {_q(address)}\n"
-            f"tcp_port = {DOIP_PORT}\n"
-            f"udp_port = {DOIP_PORT}\n"
-            f"logical_address = {DOIP_LOGICAL_ADDRESS:#06x}\n"
-            f"vin = {_q(VIN)}\n"
-        )
+    link = _link(ecu, address, doip_extra=f"vin = {_q(VIN)}\n")
     fault_lines = "".join(f"{k} = {json.dumps(v)}\n" for k, v in sorted(faults.items()))
     return (
         f"name = {_q(ecu.role)}\n"
