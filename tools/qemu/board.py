@@ -41,6 +41,11 @@ def disk_template() -> Path:
     return build_disk_template(kernel, initrd)
 
 
+UBOOT_READY = "Hit any key to stop autoboot"
+"""U-Boot printed this before it reads the disk: a reset earlier is the emulator's, not ours."""
+EMULATOR_RESET_RETRIES = 2
+
+
 @dataclass
 class Board:
     """One test board: a private disk image and the files describing it under ``workdir``."""
@@ -123,8 +128,19 @@ class Board:
         """Boot once until the guest powers off or resets; the console log is kept."""
         self.boots += 1
         console = self.workdir / f"boot-{self.boots}.log"
-        cycle = power_cycle(self.disk, console, timeout_s)
-        text = console.read_text(errors="replace") if console.exists() else ""
+        for attempt in range(1 + EMULATOR_RESET_RETRIES):
+            cycle = power_cycle(self.disk, console, timeout_s)
+            text = console.read_text(errors="replace") if console.exists() else ""
+            if cycle.timed_out or not text or UBOOT_READY in text:
+                break
+            # Seen under TCG on a busy host: the emulated CPU resets while U-Boot is
+            # still initialising its own devices, before it reads the disk or runs any
+            # of our scripts. Nothing under test ran, so the boot is simply redone.
+            log.warning(
+                "boot %d: QEMU reset before U-Boot's autoboot (attempt %d); booting again",
+                self.boots,
+                attempt + 1,
+            )
         record = BootRecord(text, timed_out=cycle.timed_out)
         log.info(
             "boot %d: U-Boot chose %s, Linux ran %s, ended by %s after %.1f s (%s)",
