@@ -142,14 +142,26 @@ class Gate(StrEnum):
     """Moments the engine asks the policy before it goes on."""
 
     DOWNLOAD = "download"
+    """Before the images are downloaded (download-heavy work)."""
     INSTALL = "install"
+    """Once, before any ECU is touched (consent in mode ``ask``)."""
+    FLASH = "flash"
+    """Before each UDS flash: the ECU is out of service while it runs."""
     ACTIVATE = "activate"
+    """Before each ECU switches to its new image (a Sub reboots)."""
 
 
 class Policy(Protocol):
-    """Consent and vehicle-state preconditions: allowed now, wait, or refuse."""
+    """Consent, vehicle-state preconditions and the user's commands:
+    allowed now, wait, or refuse. Also asked *during* a UDS flash or an
+    activation (``watched``), so a broken rule postpones the ECUs not yet started."""
 
     async def check(self, gate: Gate, campaign: str, consent_required: bool) -> Verdict: ...
+
+    async def wait_change(self, timeout_s: float) -> None:
+        """Return when an answer may have changed (a signal, a consent, a command),
+        or after ``timeout_s``; the engine then asks :meth:`check` again."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -160,6 +172,7 @@ class OfferedCampaign:
     consent_required: bool
     ecus: Mapping[str, str]
     """ECU serial -> offered target name."""
+    release_notes_url: str = ""
 
 
 @dataclass(frozen=True)

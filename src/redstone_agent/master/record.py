@@ -106,6 +106,15 @@ class CampaignRecord:
     """One line: why the campaign failed or rolled back ("" while all is well)."""
     ecus: dict[str, EcuRecord] = field(default_factory=dict)
     last_report: dict[str, Any] | None = None
+    blocked_by: str = ""
+    """One line while the campaign waits: the failing precondition with its live value,
+    or the consent it waits for ("" when nothing blocks it)."""
+    source: str = ""
+    """Where the campaign came from: "" for the cloud, else the offline bundle's path."""
+    release_notes_url: str = ""
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+    """UDS diagnostics around the campaign (``master/diagnostics.py``): the
+    snapshot taken before any ECU was touched, then the diff after the end."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -117,6 +126,10 @@ class CampaignRecord:
             "error": self.error,
             "ecus": {s: e.to_dict() for s, e in self.ecus.items()},
             "last_report": self.last_report,
+            "blocked_by": self.blocked_by,
+            "source": self.source,
+            "release_notes_url": self.release_notes_url,
+            "diagnostics": self.diagnostics,
         }
 
     @classmethod
@@ -130,6 +143,10 @@ class CampaignRecord:
             error=str(data.get("error", "")),
             ecus={s: EcuRecord.from_dict(e) for s, e in data.get("ecus", {}).items()},
             last_report=data.get("last_report"),
+            blocked_by=str(data.get("blocked_by", "")),
+            source=str(data.get("source", "")),
+            release_notes_url=str(data.get("release_notes_url", "")),
+            diagnostics=dict(data.get("diagnostics") or {}),
         )
 
     def report(self, outcome: str) -> dict[str, Any]:

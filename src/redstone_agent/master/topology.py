@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Literal
 
 from redstone_agent.config import ConfigError, load
+from redstone_agent.vehicle.config import VehicleSettings
 
 
 class EcuKind(StrEnum):
@@ -132,6 +133,21 @@ class TimeoutSettings:
 
 
 @dataclass(frozen=True)
+class DiagnosticsSettings:
+    """UDS diagnostics around every campaign (docs/master.md §8)."""
+
+    enabled: bool = True
+    dtc_status_mask: int = 0x09
+    """reportDTCByStatusMask mask: testFailed | confirmedDTC by default."""
+    clear_new_dtcs: bool = False
+    """After commit, clear (0x14) the DTCs that appeared during the update."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.dtc_status_mask <= 0xFF:
+            raise ValueError("dtc-status-mask must be 1..255")
+
+
+@dataclass(frozen=True)
 class MasterConfig:
     vin: str
     ecu_key: Path
@@ -143,9 +159,14 @@ class MasterConfig:
     state_dir: Path = Path("/var/lib/redstone/master")
     cache: CacheSettings = field(default_factory=CacheSettings)
     timeouts: TimeoutSettings = field(default_factory=TimeoutSettings)
-    consent: Literal["auto", "required"] = "auto"
-    """``auto``: install as soon as everything is downloaded; ``required``: wait for
-    an accept (D-Bus/``redstonectl``) when the campaign asks for consent."""
+    consent: Literal["auto", "ask", "ask-before-activation", "required"] = "auto"
+    """``auto``: ask only when the campaign says so (cloud ``consent_required``);
+    ``ask``: always ask before any ECU is touched; ``ask-before-activation``: Subs
+    receive their images in the background, and the first step the driver would
+    notice (a UDS flash, a reboot) waits for the accept. ``required`` = ``ask``."""
+    vehicle: VehicleSettings | None = None
+    """CAN-signal preconditions; without it nothing about the vehicle's state is checked."""
+    diagnostics: DiagnosticsSettings = field(default_factory=DiagnosticsSettings)
     log_format: Literal["text", "json"] = "text"
     activation: Literal["as-ready", "together"] = "as-ready"
     """``as-ready``: each ECU switches to its new image as soon as it holds it (the

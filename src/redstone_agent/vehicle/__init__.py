@@ -1,0 +1,1 @@
+"""Vehicle-state preconditions from the vehicle's CAN bus (python-can + cantools)."""
