@@ -36,6 +36,13 @@ class Faults:
     boot_failure: int = 0
     """The next N freshly flashed images fail to start after reset (the bootloader
     marks them invalid and falls back to the other bank if it has one)."""
+    dtcs_after_flash: list[int] = field(default_factory=list)
+    """DTC codes the ECU sets (status ``ecusim.dtc.ACTIVE_STATUS``) each time it starts
+    a freshly flashed image: "the update broke something" for diagnostics tests."""
+
+    def __post_init__(self) -> None:
+        for code in self.dtcs_after_flash:
+            _check_dtc_code(code)
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,56 @@ class SimMemory:
     version_length: int = 16
     initial_version: str = "1.0.0"
     """Version of the image the ECU ships with (in bank A)."""
+
+
+@dataclass(frozen=True)
+class SimDtc:
+    """A DTC in the ECU's fault memory at power-up (factory state)."""
+
+    code: int
+    """3-byte DTC, e.g. ``0xC14000`` (U0140-00)."""
+    status: int = 0x2F
+    """Status byte; the default is an active fault (testFailed, testFailedThisOperationCycle,
+    pendingDTC, confirmedDTC, testFailedSinceLastClear)."""
+
+    def __post_init__(self) -> None:
+        _check_dtc_code(self.code)
+        if not 0 <= self.status <= 0xFF:
+            raise ValueError(f"DTC 0x{self.code:06X}: status must be 0x00..0xFF")
+
+
+@dataclass(frozen=True)
+class SimDiagnostics:
+    """Fault memory (0x19, 0x14) and the software identification DIDs besides the version."""
+
+    dtcs: list[SimDtc] = field(default_factory=list)
+    availability_mask: int = 0xFF
+    """DTCStatusAvailabilityMask: status bits the ECU supports (others read as 0)."""
+    dids: dict[str, str] = field(default_factory=lambda: {"0xF195": "ECUSIM-1.0"})
+    """DID (hex, e.g. ``0xF195``) → ASCII value answered to ReadDataByIdentifier."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.availability_mask <= 0xFF:
+            raise ValueError("availability-mask must be 0x01..0xFF")
+        self.did_values()  # refuse bad keys at load time
+
+    def did_values(self) -> dict[int, bytes]:
+        """The DIDs by number, values as bytes."""
+        values: dict[int, bytes] = {}
+        for key, value in self.dids.items():
+            try:
+                did = int(key, 16)
+            except ValueError:
+                did = -1
+            if not 0 <= did <= 0xFFFF:
+                raise ValueError(f"dids: {key!r} is not a DID (write it in hex, e.g. 0xF195)")
+            values[did] = value.encode("ascii", "replace")
+        return values
+
+
+def _check_dtc_code(code: int) -> None:
+    if not 0 < code <= 0xFFFFFF:
+        raise ValueError(f"DTC 0x{code:X} must be a 3-byte code other than 0")
 
 
 @dataclass(frozen=True)
@@ -104,10 +161,16 @@ class SimConfig:
     """Seconds an erase takes (answered with NRC 0x78 meanwhile)."""
     reset_time: float = 0.05
     faults: Faults = field(default_factory=Faults)
+    diagnostics: SimDiagnostics = field(default_factory=SimDiagnostics)
 
     def __post_init__(self) -> None:
         if self.docan is None and self.doip is None:
             raise ValueError("configure at least one of [docan] and [doip]")
+        taken = {self.version_did, self.fingerprint_did} & set(self.diagnostics.did_values())
+        if taken:
+            raise ValueError(
+                f"diagnostics.dids: 0x{taken.pop():04X} is already the version or fingerprint DID"
+            )
 
 
 def load_sim(path: Path | str) -> SimConfig:

@@ -4,7 +4,8 @@
 after a delay (so NRC 0x78 "response pending" can precede a slow answer), and
 whether the ECU resets or loses power afterwards. Transports (ISO-TP, DoIP)
 only move bytes; all behaviour — sessions with S3, SecurityAccess lockout, the
-flash model, injected faults — lives here and is testable byte by byte.
+flash model, fault memory (DTCs), injected faults — lives here and is testable
+byte by byte.
 """
 
 from __future__ import annotations
@@ -16,9 +17,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from redstone_agent.ecusim.config import SimConfig
+from redstone_agent.ecusim.dtc import ACTIVE_STATUS, FaultMemory, encode_records
 from redstone_agent.ecusim.flash import FlashFault, FlashMemory
 from redstone_agent.uds.blocks import COMPRESSION_METHODS
 from redstone_agent.uds.config import Region
+from redstone_agent.uds.diagnostics import (
+    DTC_FORMAT_ISO14229_1,
+    REPORT_DTC_BY_STATUS_MASK,
+    REPORT_NUMBER_OF_DTC_BY_STATUS_MASK,
+    REPORT_SUPPORTED_DTC,
+)
 from redstone_agent.uds.security import compute_key
 
 log = logging.getLogger(__name__)
@@ -111,10 +119,14 @@ class SimulatedEcu:
         self.power_loss_armed = self.faults.power_loss_after_blocks > 0
         self.fresh_bank: int | None = None
         """Bank flashed since the last reset, for the boot-failure fault."""
+        self.fault_memory = FaultMemory(config.diagnostics, known=self.faults.dtcs_after_flash)
+        self.identification = config.diagnostics.did_values()
         self.max_block_length = 0xFFF
         self.services: dict[int, Callable[[bytes, float, Reply], bytes | None]] = {
             0x10: self._session_control,
             0x11: self._ecu_reset,
+            0x14: self._clear_diagnostic_information,
+            0x19: self._read_dtc_information,
             0x22: self._read_did,
             0x27: self._security_access,
             0x28: self._communication_control,
@@ -215,6 +227,10 @@ class SimulatedEcu:
             mem.banks[mem.active].valid = False
             if mem.dual_bank and mem.banks[previous].valid:
                 mem.active = previous
+        if self.fresh_bank == mem.active and mem.banks[mem.active].valid:
+            for code in self.faults.dtcs_after_flash:
+                log.info("%s: the new image sets DTC 0x%06X", self.config.name, code)
+                self.fault_memory.record(code, ACTIVE_STATUS)
         self.fresh_bank = None
         self.mode = "application" if mem.banks[mem.active].valid else "bootloader"
         self._enter_session(DEFAULT)
@@ -243,6 +259,8 @@ class SimulatedEcu:
             return bytes([self.session])
         if did == ACTIVE_BANK_DID:
             return bytes([self.memory.active])
+        if did in self.identification:
+            return self.identification[did]
         raise Negative(NRC_RANGE)
 
     def _write_did(self, request: bytes, now: float, reply: Reply) -> bytes | None:
@@ -254,6 +272,45 @@ class SimulatedEcu:
         self._require(PROGRAMMING, unlocked=True)
         self.fingerprint = bytes(request[3:])
         return request[1:3]
+
+    def _read_dtc_information(self, request: bytes, now: float, reply: Reply) -> bytes | None:
+        """0x19 sub-functions 0x01 (count), 0x02 (by status mask), 0x0A (supported)."""
+        self._require_application()
+        if len(request) < 2:
+            raise Negative(NRC_LENGTH)
+        sub, memory = request[1], self.fault_memory
+        lengths = {
+            REPORT_NUMBER_OF_DTC_BY_STATUS_MASK: 3,
+            REPORT_DTC_BY_STATUS_MASK: 3,
+            REPORT_SUPPORTED_DTC: 2,
+        }
+        if sub not in lengths:  # no suppress bit: 0x19 sub-functions use all 8 bits
+            raise Negative(NRC_SUBFUNCTION)
+        if len(request) != lengths[sub]:
+            raise Negative(NRC_LENGTH)
+        head = bytes([sub, memory.availability])
+        if sub == REPORT_SUPPORTED_DTC:
+            return head + encode_records(memory.supported())
+        matching = memory.matching(request[2])
+        if sub == REPORT_DTC_BY_STATUS_MASK:
+            return head + encode_records(matching)
+        return head + bytes([DTC_FORMAT_ISO14229_1]) + len(matching).to_bytes(2, "big")
+
+    def _clear_diagnostic_information(
+        self, request: bytes, now: float, reply: Reply
+    ) -> bytes | None:
+        """0x14 groupOfDTC: 0xFFFFFF = all, else one supported DTC."""
+        self._require_application()
+        if len(request) != 4:
+            raise Negative(NRC_LENGTH)
+        if not self.fault_memory.clear(int.from_bytes(request[1:4], "big")):
+            raise Negative(NRC_RANGE)
+        return b""
+
+    def _require_application(self) -> None:
+        """The fault memory belongs to the application: a bootloader does not know 0x19/0x14."""
+        if self.mode != "application":
+            raise Negative(NRC_SERVICE_NOT_SUPPORTED)
 
     def _security_access(self, request: bytes, now: float, reply: Reply) -> bytes | None:
         sec = self.config.security

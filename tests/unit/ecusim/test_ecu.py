@@ -54,7 +54,7 @@ def programming(ecu: SimulatedEcu, now: float = 1.0) -> None:
         ("2E F1 5A 01 02", "7F 2E 7F"),
         ("31 01 FF 00 44 00 00 10 00 00 00 08 00", "7F 31 7F"),
         ("34 00 44 00 00 10 00 00 00 00 10", "7F 34 7F"),
-        ("19 02 FF", "7F 19 11"),
+        ("2F F1 89 00", "7F 2F 11"),  # InputOutputControl: not simulated
     ],
 )
 def test_default_session_answers(request_hex: str, response: str) -> None:
