@@ -119,12 +119,12 @@ def execute(args: argparse.Namespace) -> int:
         pid = signal_daemon(config.state_dir, signal.SIGUSR1)
         print(f"asked redstone-master (pid {pid}) to poll now")
         return 0
+    from redstone_agent.master.policy import ConsentStore
+
     status = read_status(config.state_dir)
-    if status["state"] != "awaiting" or not status["campaign"]:
+    if status["state"] in ("idle", "done", "failed") or not status["campaign"]:
         raise RedstoneError(f"no campaign is waiting for consent (state: {status['state']})")
-    consent = config.state_dir / "consent"
-    consent.mkdir(parents=True, exist_ok=True)
-    (consent / status["campaign"]).write_text(args.command + "\n")
+    ConsentStore(config.state_dir / "consent").answer(status["campaign"], args.command)
     signal_daemon(config.state_dir, signal.SIGUSR1)
     print(f"{args.command}ed campaign {status['campaign']}")
     return 0

@@ -1,4 +1,4 @@
-"""The real ports: cloud client, Uptane Primary + cache, the TBox itself, consent policy.
+"""The real ports: cloud client, Uptane Primary + cache, the TBox itself.
 
 These adapt the libraries (``cloud``, ``uptane.primary``, ``master.cache``)
 to the engine's narrow ports. Blocking library calls run in worker threads
@@ -11,6 +11,7 @@ import asyncio
 import functools
 import json
 import logging
+import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -22,18 +23,15 @@ from redstone_agent.master.cache import Cache
 from redstone_agent.master.cache_server import CacheServer
 from redstone_agent.master.errors import DownloadPaused, EcuFailed
 from redstone_agent.master.ports import (
-    Decision,
     DeltaImage,
     EcuJob,
     EcuPort,
     EcuStanding,
     Fetched,
-    Gate,
     Image,
     OfferedCampaign,
     ProgressFn,
     StepResult,
-    Verdict,
     VerifiedCampaign,
 )
 from redstone_agent.master.topology import EcuSpec
@@ -89,6 +87,22 @@ class CloudAdapter:
 
     async def report_manifest(self) -> Mapping[str, str]:
         nonce = await self._call(self._client.nonce)
+        manifests = await self._manifests(nonce)
+        data = sign_vehicle_manifest(self._vin, self._primary, nonce, manifests, self._signer)
+        ack = await self._call(self._client.post_manifest, data)
+        log.info(
+            "vehicle manifest accepted (%d ECUs%s)",
+            len(manifests),
+            f"; changed: {', '.join(ack.changed_ecus)}" if ack.changed_ecus else "",
+        )
+        return {serial: _running(envelope) for serial, envelope in manifests.items()}
+
+    async def collect_running(self) -> Mapping[str, str]:
+        manifests = await self._manifests(secrets.token_hex(16))
+        return {serial: _running(envelope) for serial, envelope in manifests.items()}
+
+    async def _manifests(self, nonce: str) -> dict[str, dict[str, Any]]:
+        """Every ECU's signed manifest for ``nonce``; an ECU that cannot answer is left out."""
         serials = list(self._ecus)
         answers = await asyncio.gather(
             *(self._ecus[s].manifest(nonce) for s in serials), return_exceptions=True
@@ -99,14 +113,7 @@ class CloudAdapter:
                 log.warning("no manifest from %s: %s", serial, answer)
             else:
                 manifests[serial] = answer
-        data = sign_vehicle_manifest(self._vin, self._primary, nonce, manifests, self._signer)
-        ack = await self._call(self._client.post_manifest, data)
-        log.info(
-            "vehicle manifest accepted (%d ECUs%s)",
-            len(manifests),
-            f"; changed: {', '.join(ack.changed_ecus)}" if ack.changed_ecus else "",
-        )
-        return {serial: _running(envelope) for serial, envelope in manifests.items()}
+        return manifests
 
     async def event(
         self, kind: str, campaign: str | None, ecu_serial: str = "", **detail: Any
@@ -309,33 +316,3 @@ class SelfPort:
 
     async def rollback(self, job: EcuJob) -> StepResult:
         return StepResult(detail="untouched")
-
-
-class ConfigPolicy:
-    """Consent from config: ``auto`` allows; ``required`` waits for ``redstone-master accept``.
-
-    An accept (or a decline) is a file ``<state-dir>/consent/<campaign>`` holding
-    ``accept`` or ``decline``, written by the CLI; the CAN-signal preconditions
-    and the D-Bus HMI plug in here as further policies.
-    """
-
-    def __init__(self, mode: str, state_dir: Path) -> None:
-        self._mode = mode
-        self._dir = state_dir / "consent"
-
-    async def check(self, gate: Gate, campaign: str, consent_required: bool) -> Verdict:
-        if gate is not Gate.INSTALL or not consent_required or self._mode == "auto":
-            return Verdict(Decision.ALLOW)
-        answer = consent_answer(self._dir, campaign)
-        if answer == "accept":
-            return Verdict(Decision.ALLOW, "accepted")
-        if answer == "decline":
-            return Verdict(Decision.REFUSE, "the user declined the update")
-        return Verdict(Decision.WAIT, "waiting for consent (redstone-master accept)")
-
-
-def consent_answer(directory: Path, campaign: str) -> str:
-    try:
-        return (directory / campaign).read_text().strip()
-    except OSError:
-        return ""

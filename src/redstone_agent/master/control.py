@@ -93,7 +93,7 @@ class Progress:
     """The campaign state (``transferring``, ``activating`` ...)."""
 
 
-BUSY_STEPS = frozenset({"installing", "activating", "committing", "rolling-back", "postponed"})
+BUSY_STEPS = frozenset({"installing", "activating", "committing", "rolling-back", "waiting"})
 
 
 def progress(record: CampaignRecord) -> Progress:

@@ -28,11 +28,13 @@ from redstone_agent.cloud.config import CloudConfig
 from redstone_agent.cloud.schedule import PollSchedule
 from redstone_agent.errors import RedstoneError
 from redstone_agent.journal import Journal, atomic_write
-from redstone_agent.master.adapters import CloudAdapter, ConfigPolicy, SelfPort, TrustAdapter
+from redstone_agent.master.adapters import CloudAdapter, SelfPort, TrustAdapter
 from redstone_agent.master.cache import Cache
 from redstone_agent.master.cache_server import CacheServer
 from redstone_agent.master.campaign_log import CampaignLog
+from redstone_agent.master.controller import LogRing, MasterController
 from redstone_agent.master.engine import Engine, Hooks
+from redstone_agent.master.policy import ConsentStore, Preconditions, VehiclePolicy
 from redstone_agent.master.ports import EcuPort
 from redstone_agent.master.record import CampaignRecord
 from redstone_agent.master.states import SETTLED
@@ -73,6 +75,8 @@ class MasterDaemon:
         self._kill_in = os.environ.get(KILL_IN_ENV, "")
         self._campaign_log = CampaignLog()
         logging.getLogger().addHandler(self._campaign_log)
+        self._log_ring = LogRing()
+        logging.getLogger().addHandler(self._log_ring)
         state_dir = config.state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
         self._status_path = state_dir / STATUS_FILE
@@ -112,6 +116,12 @@ class MasterDaemon:
         self.ports: dict[str, EcuPort] = {}
         self.cloud: CloudAdapter | None = None
         self.engine: Engine | None = None
+        self.controller: MasterController | None = None
+        self.consent = ConsentStore(state_dir / "consent")
+        self._vehicle: Any = None
+        """CAN preconditions (``vehicle.provider.CanPreconditions``) with ``[master.vehicle]``."""
+        self._dbus: Any = None
+        self._dbus_iface: Any = None
 
     def _wire(self) -> Engine:
         """Ports and engine; SOME/IP clients need a connected stack, so this runs in start()."""
@@ -125,17 +135,21 @@ class MasterDaemon:
             ecus=self.ports,
             signer=signer,
         )
-        return Engine(
+        preconditions: Preconditions | None = self._vehicle
+        engine = Engine(
             ecus=config.ecus,
             ports=self.ports,
             cloud=self.cloud,
             trust=TrustAdapter(self._primary, self.cache, self.server, config.ecus),
-            policy=ConfigPolicy(config.consent, state_dir),
+            policy=VehiclePolicy(config.consent, self.consent, preconditions),
             journal=Journal(state_dir / "campaign.json"),
             plan_journal=Journal(state_dir / "plan.json"),
             hooks=Hooks(publish=self._publish),
             activation=config.activation,
+            interrupt=config.vehicle is not None and config.vehicle.on_break == "abort",
         )
+        self.controller = MasterController(engine, self.consent, self.check_now, self._log_ring)
+        return engine
 
     def _port(self, spec: EcuSpec, master_signer: Signer) -> EcuPort:
         if spec.kind is EcuKind.SUB:
@@ -179,6 +193,8 @@ class MasterDaemon:
             log.warning("cannot write %s: %s", self._status_path, exc)
         campaign = f" {record.campaign}" if record.campaign else ""
         self._notifier.status(f"{record.state.value}{campaign}: {record.detail}")
+        if self.controller is not None:
+            self.controller.published(record)
         if changed:
             self._follow_log(record)
 
@@ -199,8 +215,14 @@ class MasterDaemon:
     async def start(self) -> None:
         if self._stack is not None:
             await self._stack.connect()
+        if self.config.vehicle is not None:
+            from redstone_agent.vehicle.provider import CanPreconditions
+
+            self._vehicle = CanPreconditions(self.config.vehicle)
+            await self._vehicle.start()
         self.engine = self._wire()
         await self.server.start()
+        await self._export_dbus()
         (self.config.state_dir / PID_FILE).write_text(f"{os.getpid()}\n")
         self._notifier.ready("serving the cache; recovering")
         log.info(
@@ -211,8 +233,25 @@ class MasterDaemon:
             self.server.port,
         )
 
+    async def _export_dbus(self) -> None:
+        """Publish org.redstone.Master1; without a bus the campaign still runs (logged)."""
+        where = self.config.dbus
+        if where == "none" or self.controller is None:
+            return
+        from redstone_agent.master.dbus_api import export
+
+        kind, address = (where, None) if where in ("system", "session") else ("system", where)
+        try:
+            self._dbus, self._dbus_iface = await export(self.controller, kind, address)
+        except Exception as exc:
+            log.error("D-Bus API not available on the %s bus: %s", where, exc)
+        else:
+            log.info("D-Bus API org.redstone.Master1 on the %s bus", where)
+
     def check_now(self) -> None:
         self._check_now.set()
+        if self.engine is not None:
+            self.engine.nudge()
 
     async def poll_loop(self) -> None:
         """Recover, then poll: the server's interval after success, backoff after errors."""
@@ -239,6 +278,10 @@ class MasterDaemon:
 
     async def stop(self) -> None:
         self._notifier.stopping()
+        if self._dbus is not None:
+            self._dbus.disconnect()
+        if self._vehicle is not None:
+            await self._vehicle.close()
         await self.server.close()
         if self._stack is not None:
             with contextlib.suppress(Exception):

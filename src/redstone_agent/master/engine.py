@@ -30,9 +30,12 @@ from typing import Any, Literal
 
 from redstone_agent.errors import RedstoneError
 from redstone_agent.journal import Journal, JournalCorrupt
+from redstone_agent.master.control import ControlError
 from redstone_agent.master.errors import CampaignRefused, DownloadPaused, EcuFailed
+from redstone_agent.master.gating import Gatekeeper, Interrupted
 from redstone_agent.master.orchestrate import PhaseResult, run_phase
 from redstone_agent.master.ports import (
+    Cause,
     Clock,
     CloudPort,
     Decision,
@@ -44,6 +47,7 @@ from redstone_agent.master.ports import (
     Policy,
     StepResult,
     TrustPort,
+    Verdict,
     VerifiedCampaign,
 )
 from redstone_agent.master.record import (
@@ -55,6 +59,7 @@ from redstone_agent.master.record import (
     plan_to_dict,
 )
 from redstone_agent.master.states import (
+    ECU_TOUCHING,
     ON_RESTART,
     SETTLED,
     CampaignState,
@@ -74,6 +79,8 @@ TRANSPORTS = {
 }
 
 StepFn = Callable[[EcuPort, EcuJob], Awaitable[StepResult]]
+BundleOpener = Callable[[str], Awaitable[tuple[OfferedCampaign, TrustPort]]]
+"""Open an offline bundle by path: its offer and the trust port that verifies it."""
 
 
 @dataclass(frozen=True)
@@ -94,7 +101,8 @@ class Hooks:
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     clock: Clock = time.monotonic
     wait_poll_s: float = 5.0
-    """How often a waiting campaign asks the policy again."""
+    """How often a waiting campaign asks the policy again (it also asks at once
+    when the policy reports a change)."""
     retry_s: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 30.0)
     """Pauses between attempts of a step that must not give up (commit, rollback)."""
 
@@ -114,6 +122,8 @@ class Engine:
         plan_journal: Journal,
         hooks: Hooks | None = None,
         activation: Literal["as-ready", "together"] = "as-ready",
+        interrupt: bool = False,
+        open_bundle: BundleOpener | None = None,
     ) -> None:
         self._specs = {e.serial: e for e in ecus}
         self._ports = ports
@@ -124,6 +134,16 @@ class Engine:
         self._plan_journal = plan_journal
         self._hooks = hooks or Hooks()
         self._activation = activation
+        self._interrupt = interrupt
+        """``[master.vehicle] on-break = "abort"``: a broken rule stops a running UDS flash."""
+        self._open_bundle = open_bundle
+        self._bundle_trust: TrustPort | None = None
+        self._gates = Gatekeeper(
+            policy,
+            lambda: (self._record.campaign, self._record.consent_required),
+            poll_s=self._hooks.wait_poll_s,
+        )
+        self._background: set[asyncio.Task[None]] = set()
         self._record = CampaignRecord()
         self._plan: VerifiedCampaign | None = None
         self._lock = asyncio.Lock()
@@ -234,19 +254,97 @@ class Engine:
             if action is not Restart.NOTHING:
                 await self._resume()
 
+    # -- the operator's commands (D-Bus, redstonectl) -------------------------------
+
+    def nudge(self) -> None:
+        """A consent answer arrived: a waiting gate asks the policy again now."""
+        self._gates.nudge()
+
+    async def cancel(self, reason: str = "cancelled by the user") -> None:
+        """Stop the campaign: untouched -> failed; touched -> rolled back (all-old).
+        Returns at once; the campaign ends in the background."""
+        state = self.state
+        if state in SETTLED:
+            raise ControlError("NoCampaign", f"no campaign to cancel (state: {state.value})")
+        if state is S.COMMITTING:
+            raise ControlError(
+                "PastCommitPoint",
+                "the campaign is past its commit point and completes forward (all-new)",
+            )
+        if state is S.ROLLING_BACK:
+            return
+        log.warning("campaign %s: %s", self._record.campaign, reason)
+        self._gates.abort(reason)
+        self._in_background()
+
+    async def rollback(self) -> None:
+        """Roll every touched ECU back now (only between the first touch and the commit)."""
+        if self.state not in ECU_TOUCHING and self.state is not S.ROLLING_BACK:
+            if self.state is S.COMMITTING:
+                await self.cancel()  # raises PastCommitPoint
+            raise ControlError(
+                "NotTouched",
+                f"no ECU has been touched yet (state: {self.state.value}); cancel stops it",
+            )
+        await self.cancel("rollback requested by the user")
+
+    async def install_bundle(self, path: str) -> str:
+        """Run the campaign of an offline bundle; return its name once it is verified
+        (ControlError BadBundle with the one-line reason when it is not)."""
+        if self._open_bundle is None:
+            raise ControlError("BadBundle", "this Master cannot install offline bundles")
+        async with self._lock:
+            if self.state not in SETTLED:
+                raise ControlError(
+                    "Busy", f"campaign {self._record.campaign} is {self.state.value}"
+                )
+            try:
+                offer, trust = await self._open_bundle(path)
+            except RedstoneError as exc:
+                raise ControlError("BadBundle", _one_line(exc)) from None
+            self._bundle_trust = trust
+            self._start(offer, source=path)
+            await self._sync()
+            if self.state is S.FAILED:
+                raise ControlError("BadBundle", self._record.error)
+        self._in_background()
+        return offer.campaign
+
+    def _in_background(self) -> None:
+        """Let the campaign go on from its journaled state (the caller does not wait)."""
+
+        async def resume() -> None:
+            async with self._lock:
+                await self._resume()
+
+        if self._lock.locked():
+            return  # the running campaign sees the command at its next gate
+        task = asyncio.get_running_loop().create_task(resume())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(_log_background_failure)
+
     # -- the campaign ----------------------------------------------------------------
 
-    async def _run(self, offer: OfferedCampaign) -> None:
+    def _start(self, offer: OfferedCampaign, *, source: str = "") -> None:
+        self._gates.reset()
         self._record = CampaignRecord(
             campaign=offer.campaign,
             consent_required=offer.consent_required,
             last_report=self._record.last_report,
             seq=self._record.seq,
             state=self._record.state,
+            source=source,
+            release_notes_url=offer.release_notes_url,
         )
         self._plan = None
         self._plan_journal.save({})
-        self._move(S.SYNCING, "reporting versions and verifying metadata")
+        where = f"from bundle {source}" if source else "reporting versions"
+        self._move(S.SYNCING, f"{where}; verifying metadata")
+
+    async def _run(self, offer: OfferedCampaign) -> None:
+        self._bundle_trust = None
+        self._start(offer)
         await self._resume()
 
     async def _resume(self) -> None:
@@ -270,16 +368,22 @@ class Engine:
 
     async def _sync(self) -> None:
         try:
-            running = await self._cloud.report_manifest()
-            self._reported = True
-            offer = await self._cloud.poll()
-            if offer is None or offer.campaign != self._record.campaign:
-                self._move(S.IDLE, "the offer was withdrawn")
-                return
-            plan = await self._trust.verify(offer, running)
+            if self._record.source:
+                offer, trust = await self._bundle()
+                running = await self._cloud.collect_running()
+            else:
+                trust = self._trust
+                running = await self._cloud.report_manifest()
+                self._reported = True
+                polled = await self._cloud.poll()
+                if polled is None or polled.campaign != self._record.campaign:
+                    self._move(S.IDLE, "the offer was withdrawn")
+                    return
+                offer = polled
+            plan = await trust.verify(offer, running)
             self._check_plan(plan)
         except RedstoneError as exc:
-            self._fail_untouched(str(exc))
+            self._fail_untouched(_one_line(exc))
             return
         self._plan = plan
         self._plan_journal.save(plan_to_dict(plan))
@@ -308,13 +412,29 @@ class Engine:
         if not plan.targets:
             raise CampaignRefused("the director assigns no image to any ECU of this vehicle")
 
+    async def _bundle(self) -> tuple[OfferedCampaign, TrustPort]:
+        """The running campaign's bundle (opened again after a restart)."""
+        if self._open_bundle is None:
+            raise CampaignRefused("this Master cannot install offline bundles")
+        offer, trust = await self._open_bundle(self._record.source)
+        if offer.campaign != self._record.campaign:
+            raise CampaignRefused(
+                f"bundle {self._record.source} now holds campaign {offer.campaign}, "
+                f"not {self._record.campaign}"
+            )
+        self._bundle_trust = trust
+        return offer, trust
+
     async def _download(self) -> None:
         if not await self._gate(Gate.DOWNLOAD):
             return
         self._event("download_started")
         plan = self._require_plan()
         try:
-            fetched = await self._trust.fetch(plan, self._download_progress)
+            trust = self._trust
+            if self._record.source:
+                trust = self._bundle_trust or (await self._bundle())[1]
+            fetched = await trust.fetch(plan, self._download_progress)
         except DownloadPaused as exc:
             # Out of coverage is normal for a vehicle: keep what is downloaded and
             # continue (by Range) at the next poll instead of failing the campaign.
@@ -337,34 +457,58 @@ class Engine:
 
     async def _await_go(self) -> None:
         if await self._gate(Gate.INSTALL):
-            if self._record.consent_required:
-                self._event("consent_given")
             self._event("install_started")
             self._move(S.TRANSFERRING, "installing on every ECU")
 
     async def _gate(self, gate: Gate) -> bool:
-        """Ask the policy until it allows (True) or refuses (campaign failed, False)."""
-        last = ""
-        while True:
-            verdict = await self._policy.check(
-                gate, self._record.campaign, self._record.consent_required
-            )
-            if verdict.decision is Decision.ALLOW:
-                return True
-            if verdict.decision is Decision.REFUSE:
+        """Wait at a campaign-wide gate: True when allowed; False when refused
+        (then the campaign has failed untouched or is rolling back)."""
+        verdict = await self._gates.hold(gate, lambda v: self._waiting(gate, v))
+        self._passed(verdict)
+        if verdict.decision is Decision.ALLOW:
+            return True
+        why = f"refused before {gate.value}: {verdict.reason}"
+        if self.state in (S.SYNCING, S.DOWNLOADING, S.AWAITING):
+            self._fail_untouched(why)
+        else:
+            self._record.error = why
+            self._move(S.ROLLING_BACK, why)
+        return False
+
+    def _waiting(self, gate: Gate, verdict: Verdict, serial: str = "") -> None:
+        """A gate answered WAIT (or a new reason to wait): status, log and events say why."""
+        r = self._record
+        r.blocked_by = verdict.reason
+        r.detail = f"waiting before {gate.value}: {verdict.reason}"
+        if serial:
+            self._ecu(serial, "waiting", verdict.reason)
+        else:
+            self._save()
+            log.info("campaign %s: %s", r.campaign, r.detail)
+        if verdict.cause is Cause.CONSENT and r.consent != "asked":
+            r.consent = "asked"
+            self._event("consent_requested", gate=gate.value)
+        elif verdict.cause is Cause.POSTPONED and r.consent != "postponed":
+            r.consent = "postponed"
+            self._event("consent_postponed", reason=verdict.reason)
+        elif verdict.cause is Cause.VEHICLE:
+            self._event("precondition_blocked", gate=gate.value, reason=verdict.reason)
+
+    def _passed(self, verdict: Verdict) -> None:
+        """A gate answered ALLOW or REFUSE: clear the block, report consent once."""
+        r = self._record
+        r.blocked_by = ""
+        if verdict.cause is Cause.CONSENT and verdict.decision is Decision.ALLOW:
+            if r.consent != "given":
+                r.consent = "given"
+                self._event("consent_given")
+        elif verdict.decision is Decision.REFUSE:
+            if verdict.cause is Cause.CONSENT:
+                r.consent = "denied"
                 self._event("consent_denied", reason=verdict.reason)
-                if self.state in (S.SYNCING, S.DOWNLOADING, S.AWAITING):
-                    self._fail_untouched(f"refused before {gate.value}: {verdict.reason}")
-                else:
-                    self._record.error = f"refused before {gate.value}: {verdict.reason}"
-                    self._move(S.ROLLING_BACK, self._record.error)
-                return False
-            if verdict.reason != last:
-                last = verdict.reason
-                self._record.detail = f"waiting before {gate.value}: {verdict.reason}"
-                self._save()
-                log.info("campaign %s: %s", self._record.campaign, self._record.detail)
-            await self._hooks.sleep(self._hooks.wait_poll_s)
+            else:
+                self._event("cancelled", reason=verdict.reason)
+        self._save()
 
     async def _transfer(self) -> None:
         stages = [Stage("installing", "installed", self._install_one)]
@@ -379,10 +523,7 @@ class Engine:
             self._start_rollback(result)
 
     async def _activation_allowed_now(self) -> bool:
-        verdict = await self._policy.check(
-            Gate.ACTIVATE, self._record.campaign, self._record.consent_required
-        )
-        return verdict.decision is Decision.ALLOW
+        return (await self._gates.ask(Gate.ACTIVATE)).decision is Decision.ALLOW
 
     async def _install_one(self, port: EcuPort, job: EcuJob) -> StepResult:
         serial = job.serial
@@ -489,6 +630,8 @@ class Engine:
         self._finish(S.FAILED, "refused", f"refused, no ECU was touched: {why}")
 
     def _finish(self, state: CampaignState, outcome: str, detail: str) -> None:
+        self._gates.reset()
+        self._record.blocked_by = ""
         self._record.last_report = self._record.report(outcome)
         self._move(state, detail)
         self._event("campaign_report", report=self._record.last_report)
@@ -530,22 +673,62 @@ class Engine:
     async def _stages(self, stages: Sequence[Stage], *, reverse: bool = False) -> PhaseResult:
         """Run ``stages`` one after the other on each ECU, the ECUs under the ordering rules."""
         jobs = {job.serial: job for job in self._jobs()}
-        clock = self._hooks.clock
 
         async def operation(spec: EcuSpec) -> None:
             for stage in stages:
-                started = clock()
-                self._ecu(spec.serial, stage.doing)
-                try:
-                    result = await stage.step(self._ports[spec.serial], jobs[spec.serial])
-                except Exception as exc:
-                    self._record.ecus[spec.serial].seconds += clock() - started
-                    self._ecu(spec.serial, "failed", _describe(spec.serial, exc))
-                    raise
-                self._record.ecus[spec.serial].seconds += clock() - started
-                self._ecu(spec.serial, stage.done, result.detail)
+                await self._one_stage(stage, spec, jobs[spec.serial])
 
         return await run_phase([self._specs[s] for s in jobs], operation, reverse=reverse)
+
+    def _gate_of(self, stage: Stage, spec: EcuSpec) -> Gate | None:
+        """The gate an ECU waits at before ``stage`` (None: no gate, nothing to wait for)."""
+        if stage.doing == "installing" and spec.kind.is_uds:
+            return Gate.FLASH  # the ECU is out of service while it is flashed
+        if stage.doing == "activating" and spec.kind is EcuKind.SUB:
+            return Gate.ACTIVATE  # the Sub reboots
+        if stage.doing == "rolling-back" and self._record.ecus[spec.serial].step != "pending":
+            return Gate.RESTORE
+        return None
+
+    async def _one_stage(self, stage: Stage, spec: EcuSpec, job: EcuJob) -> None:
+        """Wait at the ECU's gate, run the step watched, and again if it was stopped."""
+        serial, clock = spec.serial, self._hooks.clock
+        gate = self._gate_of(stage, spec)
+        forward = stage.doing not in ("committing", "rolling-back")
+        while True:
+            if gate is not None:
+                verdict = await self._gates.hold(gate, lambda v: self._waiting(gate, v, serial))
+                self._passed(verdict)
+                if verdict.decision is Decision.REFUSE:
+                    raise CampaignRefused(
+                        f"{serial}: refused before {gate.value}: {verdict.reason}"
+                    )
+            elif forward and self._gates.aborting:
+                raise CampaignRefused(f"{serial}: {self._gates.aborting}")
+            started = clock()
+            self._ecu(serial, stage.doing)
+            step = stage.step(self._ports[serial], job)
+            try:
+                if forward:
+                    outcome = await self._gates.run_watched(
+                        gate, step, interrupt=self._interrupt and gate is Gate.FLASH
+                    )
+                else:
+                    outcome = await step
+            except Exception as exc:
+                self._record.ecus[serial].seconds += clock() - started
+                self._ecu(serial, "failed", _describe(serial, exc))
+                raise
+            self._record.ecus[serial].seconds += clock() - started
+            if isinstance(outcome, Interrupted):
+                why = outcome.verdict.reason
+                if outcome.verdict.decision is Decision.REFUSE:
+                    self._ecu(serial, "failed", f"stopped: {why}")
+                    raise CampaignRefused(f"{serial}: stopped: {why}")
+                self._ecu(serial, "waiting", f"stopped, will run again: {why}")
+                continue
+            self._ecu(serial, stage.done, outcome.detail)
+            return
 
 
 def _one_line(exc: BaseException) -> str:
@@ -556,6 +739,11 @@ def _one_line(exc: BaseException) -> str:
 def _describe(serial: str, exc: BaseException) -> str:
     line = _one_line(exc)
     return line if isinstance(exc, EcuFailed) or line.startswith(serial) else f"{serial}: {line}"
+
+
+def _log_background_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("campaign stopped unexpectedly: %s", task.exception())
 
 
 def _log_event_failure(task: asyncio.Task[None]) -> None:

@@ -132,10 +132,26 @@ class Decision(StrEnum):
     REFUSE = "refuse"
 
 
+class Cause(StrEnum):
+    """What a verdict stems from (the engine reports consent events from it)."""
+
+    NONE = ""
+    CONSENT = "consent"
+    """The driver's answer: waiting for it, given, or declined."""
+    POSTPONED = "postponed"
+    """The driver postponed; the policy asks again when the time is up."""
+    VEHICLE = "vehicle"
+    """A vehicle-state rule (CAN signals) does not hold."""
+    USER = "user"
+    """An operator's cancel or rollback command."""
+
+
 @dataclass(frozen=True)
 class Verdict:
     decision: Decision
     reason: str = ""
+    """One line; for a broken rule the rule and its live value."""
+    cause: Cause = Cause.NONE
 
 
 class Gate(StrEnum):
@@ -149,6 +165,9 @@ class Gate(StrEnum):
     """Before each UDS flash: the ECU is out of service while it runs."""
     ACTIVATE = "activate"
     """Before each ECU switches to its new image (a Sub reboots)."""
+    RESTORE = "restore"
+    """Before a touched ECU is rolled back: the vehicle's rules only, never consent
+    or a cancel (a rollback must not be refused, only wait until it is safe)."""
 
 
 class Policy(Protocol):
@@ -206,6 +225,11 @@ class CloudPort(Protocol):
     async def report_manifest(self) -> Mapping[str, str]:
         """Collect every ECU's manifest with a fresh nonce, sign and upload the vehicle's;
         return ECU serial -> the target it reports running ("" when unknown)."""
+        ...
+
+    async def collect_running(self) -> Mapping[str, str]:
+        """What every ECU reports running, asked locally without the cloud
+        (an offline bundle installs where there is no coverage)."""
         ...
 
     async def event(

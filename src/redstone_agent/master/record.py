@@ -112,6 +112,8 @@ class CampaignRecord:
     source: str = ""
     """Where the campaign came from: "" for the cloud, else the offline bundle's path."""
     release_notes_url: str = ""
+    consent: str = ""
+    """The driver's answer as reported: "", asked, postponed, given, denied."""
     diagnostics: dict[str, Any] = field(default_factory=dict)
     """UDS diagnostics around the campaign (``master/diagnostics.py``): the
     snapshot taken before any ECU was touched, then the diff after the end."""
@@ -129,6 +131,7 @@ class CampaignRecord:
             "blocked_by": self.blocked_by,
             "source": self.source,
             "release_notes_url": self.release_notes_url,
+            "consent": self.consent,
             "diagnostics": self.diagnostics,
         }
 
@@ -146,6 +149,7 @@ class CampaignRecord:
             blocked_by=str(data.get("blocked_by", "")),
             source=str(data.get("source", "")),
             release_notes_url=str(data.get("release_notes_url", "")),
+            consent=str(data.get("consent", "")),
             diagnostics=dict(data.get("diagnostics") or {}),
         )
 

@@ -167,6 +167,9 @@ class MasterConfig:
     vehicle: VehicleSettings | None = None
     """CAN-signal preconditions; without it nothing about the vehicle's state is checked."""
     diagnostics: DiagnosticsSettings = field(default_factory=DiagnosticsSettings)
+    dbus: str = "system"
+    """Where ``org.redstone.Master1`` is published: ``system``, ``session``, ``none``,
+    or a bus address (``unix:path=/run/dbus/system_bus_socket``)."""
     log_format: Literal["text", "json"] = "text"
     activation: Literal["as-ready", "together"] = "as-ready"
     """``as-ready``: each ECU switches to its new image as soon as it holds it (the
