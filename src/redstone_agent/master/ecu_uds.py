@@ -19,7 +19,15 @@ Uptane target it runs, only a version, so the Master remembers the image
 (target, sha256, length, release counter, version) it last installed, the one
 before it (the other bank of a dual-bank ECU) and the one it is flashing now
 (``pending``, written before the flash starts). The version manifest names the
-journaled image only when the ECU's version confirms it.
+journaled image only when the ECU's version confirms it. The factory image is
+journaled by name only (``installed-target``); the first job whose
+``previous`` is that target brings its verified hash, length and release
+counter (:meth:`UdsPort.learn_installed`), so later manifests carry them.
+
+**Diagnostics** (a :class:`~redstone_agent.master.diagnostics.DiagnosticPort`):
+software-version DIDs and DTCs read before and after a campaign, and DTCs
+cleared on request (``uds/diagnostics.py``), one conversation at a time like
+every other operation here.
 """
 
 from __future__ import annotations
@@ -34,10 +42,12 @@ from pathlib import Path
 from typing import Any
 
 from redstone_agent.journal import Journal, JournalCorrupt
+from redstone_agent.master.diagnostics import EcuDiagnosis
 from redstone_agent.master.errors import EcuFailed
 from redstone_agent.master.ports import EcuJob, EcuStanding, Image, ProgressFn, StepResult
 from redstone_agent.master.topology import EcuSpec
 from redstone_agent.uds.config import EcuConfig
+from redstone_agent.uds.diagnostics import SOFTWARE_VERSION_DIDS, clear_ecu, read_ecu
 from redstone_agent.uds.errors import ImageError, TransportError, UdsError
 from redstone_agent.uds.flasher import DEFAULT_FINGERPRINT, Flasher, FlashImage, FlashReport
 from redstone_agent.uds.flasher import Progress as FlashProgress
@@ -210,14 +220,70 @@ class UdsPort:
         return sign_ecu_manifest(manifest, self._signer)
 
     async def standing(self, job: EcuJob) -> EcuStanding:
+        self._learn_from(job)
         async with self._lock:
             version = await asyncio.to_thread(self._read_version)
         return standing_of(version, job, self._load())
+
+    def learn_installed(self, image: Image) -> bool:
+        """Take the verified hash, length and release counter of ``image`` for the
+        journaled image of the same target that lacks them (the factory image).
+        True when the journal changed. The version stays as journaled."""
+        record = self._load()
+        known = record.image
+        if known.sha256 or not image.sha256 or known.target != image.target:
+            return False
+        learned = dataclasses.replace(
+            known, sha256=image.sha256, length=image.length, release_counter=image.release_counter
+        )
+        self._save(dataclasses.replace(record, image=learned))
+        log.info("%s: journaled %s now carries its hash", self.serial, known.target)
+        return True
+
+    def _learn_from(self, job: EcuJob) -> None:
+        if job.previous is not None:
+            self.learn_installed(job.previous)
+
+    # -- diagnostics ---------------------------------------------------------
+
+    async def diagnose(self, status_mask: int) -> EcuDiagnosis:
+        """Software versions and the DTCs matching ``status_mask``. Never raises: an ECU
+        that does not answer gives a diagnosis with ``error`` set (one line)."""
+        dids = tuple(dict.fromkeys((self._ecu.dids.version, *SOFTWARE_VERSION_DIDS)))
+        async with self._lock:
+            try:
+                reading = await asyncio.to_thread(
+                    read_ecu,
+                    self._ecu,
+                    dids=dids,
+                    status_mask=status_mask,
+                    link_factory=self._link_factory,
+                )
+            except Exception as exc:  # a diagnosis must never stop a campaign
+                log.exception("%s: diagnosis failed", self.serial)
+                return EcuDiagnosis(self.serial, error=_one_line(f"diagnosis failed: {exc}"))
+        return EcuDiagnosis(self.serial, reading.versions, reading.dtcs, reading.error)
+
+    async def clear_dtcs(self, codes: list[int]) -> None:
+        """ClearDiagnosticInformation of each code (0xFFFFFF = all); raises :class:`EcuFailed`
+        (one line) when the ECU refuses or does not answer."""
+        if not codes:
+            return
+        async with self._lock:
+            try:
+                await asyncio.to_thread(
+                    clear_ecu, self._ecu, list(codes), link_factory=self._link_factory
+                )
+            except UdsError as exc:
+                raise EcuFailed(
+                    self.serial, f"clearing DTCs failed: {_one_line(str(exc))}"
+                ) from None
 
     # -- steps ---------------------------------------------------------------
 
     async def install(self, job: EcuJob, progress: ProgressFn) -> StepResult:
         """Flash, reset and verify ``job.new`` unless the ECU already runs it."""
+        self._learn_from(job)
         async with self._lock:
             version = await asyncio.to_thread(self._read_version)
             if version == job.new.version:
@@ -252,6 +318,7 @@ class UdsPort:
 
     async def rollback(self, job: EcuJob) -> StepResult:
         """Flash ``job.previous`` back (or switch banks) unless the ECU already runs it."""
+        self._learn_from(job)
         async with self._lock:
             version = await asyncio.to_thread(self._read_version)
             record = self._load()

@@ -230,7 +230,9 @@ def read_ecu(
         return Reading(versions, tuple(read_dtcs(channel, status_mask)))
     except UdsError as exc:
         log.warning("%s: diagnostics incomplete: %s", ecu.name, exc)
-        return Reading(versions, (), " ".join(str(exc).split()))
+        line = " ".join(str(exc).split())
+        named = line if line.startswith(f"ECU {ecu.name}:") else f"ECU {ecu.name}: {line}"
+        return Reading(versions, (), named)
     finally:
         channel.drop()
 
