@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from redstone_agent.cli.ecusim import apply_overrides, build_parser
 from redstone_agent.config import ConfigError, from_dict
 from redstone_agent.ecusim.config import (
     Faults,
@@ -184,3 +185,12 @@ def test_example_configs_carry_stored_dtcs() -> None:
         sim = load_sim(EXAMPLES / name)
         assert len(sim.diagnostics.dtcs) >= 2, name
         assert 0xF195 in sim.diagnostics.did_values()
+
+
+def test_cli_fault_sets_dtcs_after_flash() -> None:
+    args = build_parser().parse_args(
+        [str(EXAMPLES / "sim-gateway.toml"), "--fault", "dtcs_after_flash=[0x9A0B1C]"]
+    )
+    config = apply_overrides(load_sim(args.config), args)
+    assert config.faults.dtcs_after_flash == [0x9A0B1C]
+    assert [d.code for d in config.diagnostics.dtcs] == [0xC07300, 0xC10100]
