@@ -51,6 +51,11 @@ class BundleError(UptaneError):
     """A forwarded metadata bundle is malformed or too large."""
 
 
+class OfflineBundleError(UptaneError):
+    """An offline (USB/local) update bundle is unreadable, malformed, hostile, for
+    another vehicle, or lacks a file its verified metadata names (docs/bundle.md)."""
+
+
 class ManifestError(UptaneError):
     """A version manifest is malformed, badly signed, stale or replayed."""
 

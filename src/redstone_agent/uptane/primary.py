@@ -14,10 +14,12 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import quote
 
 import requests
 from tuf.api import exceptions as tuf_errors
+from tuf.ngclient.fetcher import FetcherInterface
 
 from redstone_agent.retry import RetryPolicy
 from redstone_agent.uptane.bundle import DIRECTOR, IMAGE, MetadataBundle, RepositoryMetadata
@@ -79,6 +81,22 @@ class PrimaryResult:
         return self.verification.targets
 
 
+class PrimarySource(Protocol):
+    """Where the Master's trust comes from: :class:`PrimaryVerifier` over the network,
+    or :class:`redstone_agent.uptane.offline.OfflinePrimary` over a USB bundle. Both
+    verify the same way; only the bytes travel differently."""
+
+    def refresh(
+        self, ecus: Mapping[str, EcuState] | None = None, previous: MetadataBundle | None = None
+    ) -> PrimaryResult: ...
+
+    def image_target(self, path: str, serial: str, hardware_id: str) -> VerifiedTarget: ...
+
+    def download(
+        self, target: VerifiedTarget, dest: Path, progress: Progress | None = None
+    ) -> Path: ...
+
+
 class PrimaryVerifier:
     """Refreshes director and image repository and verifies a vehicle's assignments."""
 
@@ -89,13 +107,17 @@ class PrimaryVerifier:
         *,
         session: requests.Session | None = None,
         clock: Clock = system_clock,
+        metadata_fetcher: FetcherInterface | None = None,
     ) -> None:
+        """``metadata_fetcher`` serves the metadata from elsewhere than HTTP (an offline
+        bundle: ``uptane.offline``); the checks stay exactly the same."""
         if roots.image is None:
             raise MetadataError(IMAGE, "the Primary needs a trusted image-repository root")
         self.config = config
         self.roots = roots
         self.clock = clock
         self.fetcher = RequestsFetcher(session, config.retry, config.limits)
+        self._metadata_fetcher: FetcherInterface = metadata_fetcher or self.fetcher
 
     def _updater(self, name: str, url: str, root: bytes) -> Updater:
         caps = self.config.caps
@@ -107,7 +129,9 @@ class PrimaryVerifier:
             snapshot_max_length=caps.snapshot,
             targets_max_length=caps.targets,
         )
-        return Updater(str(directory), url, fetcher=self.fetcher, config=config, bootstrap=root)
+        return Updater(
+            str(directory), url, fetcher=self._metadata_fetcher, config=config, bootstrap=root
+        )
 
     def refresh(
         self, ecus: Mapping[str, EcuState] | None = None, previous: MetadataBundle | None = None
