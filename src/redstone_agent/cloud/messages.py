@@ -31,6 +31,8 @@ class Offer:
     consent_required: bool
     ecus: Mapping[str, OfferedImage]
     """ECU serial -> image (read-only)."""
+    release_notes_url: str = ""
+    """Where the campaign's release notes are, for the HMI ("" when it has none)."""
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,8 @@ MAX_ACK_BYTES = 64 * 1024
 MAX_ERROR_BYTES = 4096
 """Of an error answer only the start is read: enough for ``{"error": "<one line>"}``."""
 MAX_REASON_CHARS = 300
+MAX_URL_CHARS = 2048
+"""A release-notes URL is at most this long (the backend refuses longer ones)."""
 """A quoted server message is cut to this, so a hostile one cannot flood the logs."""
 
 _ETAG = re.compile(r'^(W/)?"[\x21\x23-\x7e]{0,128}"$')
@@ -165,6 +167,16 @@ class _Fields:
             return None
         return self.string(key)
 
+    def optional_text(self, key: str, limit: int) -> str:
+        """A string that may be absent or empty (then ""), of at most ``limit`` characters."""
+        value = self.doc.get(key, "")
+        if not isinstance(value, str) or len(value) > limit:
+            raise self.fail(
+                self._name(key),
+                f"expected a string of at most {limit} characters, got {_kind(value)}",
+            )
+        return value
+
     def boolean(self, key: str) -> bool:
         value = self.get(key)
         if not isinstance(value, bool):
@@ -263,6 +275,7 @@ def _offer(fields: _Fields) -> Offer:
         state=fields.string("state"),
         consent_required=fields.boolean("consent_required"),
         ecus=MappingProxyType(ecus),
+        release_notes_url=fields.optional_text("release_notes_url", MAX_URL_CHARS),
     )
 
 

@@ -83,6 +83,7 @@ class CloudAdapter:
             offer.campaign,
             offer.consent_required,
             {serial: image.target for serial, image in offer.ecus.items()},
+            offer.release_notes_url,
         )
 
     async def report_manifest(self) -> Mapping[str, str]:

@@ -73,6 +73,14 @@ def test_poll_with_update_is_typed_and_read_only() -> None:
         result.update.ecus["ecu-2"] = OfferedImage("x", 1, SHA, 1)  # type: ignore[index]
 
 
+def test_poll_reads_the_release_notes_url_and_defaults_it_to_empty() -> None:
+    url = "https://oem.example/notes/spring-2027"
+    offered = poll(encode(poll_doc(update_doc(release_notes_url=url)))).result.update
+    assert offered is not None and offered.release_notes_url == url
+    older = poll(encode(poll_doc(update_doc()))).result.update  # a backend before the field
+    assert older is not None and older.release_notes_url == ""
+
+
 def test_poll_ignores_fields_it_does_not_know() -> None:
     doc = poll_doc(update_doc(priority="high"), server_time="now")
     assert poll(encode(doc)).result.update is not None
@@ -186,6 +194,11 @@ MALFORMED: list[tuple[bytes, str]] = [
     (encode(poll_doc(update_doc(**_ecu(sha256=SHA.upper())))), "sha256: not of the form"),
     (encode(poll_doc(update_doc(**_ecu(sha256="ab")))), "sha256: not of the form"),
     (encode(poll_doc(update_doc(**_ecu(target="")))), "update.ecus.ecu-1.target: expected"),
+    (encode(poll_doc(update_doc(release_notes_url=7))), "update.release_notes_url: expected"),
+    (
+        encode(poll_doc(update_doc(release_notes_url="https://x/" + "n" * 2048))),
+        "update.release_notes_url: expected a string of at most 2048 characters",
+    ),
 ]
 
 
