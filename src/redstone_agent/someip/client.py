@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import logging
 import time
+import weakref
 from collections.abc import Callable, Collection
 
 from redstone_agent.someip.binding import ClientBinding, Stack
@@ -30,6 +31,11 @@ from redstone_agent.someip.messages import (
     ManifestRequest,
     MetadataLocation,
     Progress,
+    ProxiedSerial,
+    ProxiedStatus,
+    ProxiedStatusRequest,
+    ProxyInstallRequest,
+    ProxyManifestRequest,
     Response,
     Status,
 )
@@ -41,6 +47,7 @@ POLL_CALL_TIMEOUT_S = 1.0
 
 StatusListener = Callable[[Status], None]
 ProgressListener = Callable[[Progress], None]
+ProxiedListener = Callable[[ProxiedStatus], None]
 
 
 class SubClient:
@@ -52,7 +59,11 @@ class SubClient:
         self._timeout = timeout
         self._status_listeners: list[StatusListener] = []
         self._progress_listeners: list[ProgressListener] = []
+        self._proxied_listeners: list[ProxiedListener] = []
         self._changed = asyncio.Event()
+        self._proxied_changed = asyncio.Event()
+        self.last_proxied: dict[str, ProxiedStatus] = {}
+        """Newest ProxiedStatus per serial (events and polls)."""
         self._event_seen = asyncio.Event()
         self.last_status: Status | None = None
         binding.subscribe(self._on_event)
@@ -64,6 +75,10 @@ class SubClient:
 
     def on_progress(self, listener: ProgressListener) -> None:
         self._progress_listeners.append(listener)
+
+    def on_proxied(self, listener: ProxiedListener) -> None:
+        """PROXIED_STATUS events (1.1) of every UDS ECU behind this Sub."""
+        self._proxied_listeners.append(listener)
 
     def _on_event(self, event_id: int, payload: bytes) -> None:
         self._event_seen.set()
@@ -77,12 +92,23 @@ class SubClient:
                 progress = Progress.decode(payload)
                 for p_listener in self._progress_listeners:
                     p_listener(progress)
+            elif event_id == EventId.PROXIED_STATUS:
+                proxied = ProxiedStatus.decode(payload)
+                self._remember_proxied(proxied)
+                for x_listener in self._proxied_listeners:
+                    x_listener(proxied)
         except MalformedPayload as exc:
             log.warning("%s: dropped malformed event 0x%04x: %s", self.name, event_id, exc)
 
     def _remember(self, status: Status) -> None:
         self.last_status = status
         self._changed.set()
+
+    def _remember_proxied(self, status: ProxiedStatus) -> None:
+        known = self.last_proxied.get(status.serial)
+        if known is None or status.seq >= known.seq:
+            self.last_proxied[status.serial] = status
+        self._proxied_changed.set()
 
     # -- calls -------------------------------------------------------------
 
@@ -129,6 +155,30 @@ class SubClient:
 
     async def cancel(self) -> None:
         await self._call(MethodId.CANCEL)
+
+    # -- 1.1: UDS ECUs behind the Sub ------------------------------------------
+
+    async def get_proxied_status(
+        self, serial: str, *, refresh: bool = False, timeout: float | None = None
+    ) -> ProxiedStatus:
+        """Where UDS ECU ``serial`` behind this Sub stands; ``refresh`` re-reads its version."""
+        request = ProxiedStatusRequest(serial, refresh).encode()
+        body = await self._call(MethodId.GET_PROXIED_STATUS, request, timeout=timeout)
+        status = ProxiedStatus.decode(body)
+        if status.serial != serial:
+            raise MalformedPayload(f"asked for {serial}, the answer is about {status.serial}")
+        self._remember_proxied(status)
+        return status
+
+    async def proxy_manifest(self, serial: str, nonce: bytes) -> bytes:
+        request = ProxyManifestRequest(serial, nonce).encode()
+        return Blob.decode(await self._call(MethodId.PROXY_MANIFEST, request)).data
+
+    async def proxy_install(self, request: ProxyInstallRequest) -> None:
+        await self._call(MethodId.PROXY_INSTALL, request.encode())
+
+    async def proxy_rollback(self, serial: str) -> None:
+        await self._call(MethodId.PROXY_ROLLBACK, ProxiedSerial(serial).encode())
 
     # -- waiting -----------------------------------------------------------
 
@@ -182,6 +232,38 @@ class SubClient:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), min(poll, left))
 
+    async def wait_for_proxied(
+        self,
+        serial: str,
+        timeout: float,
+        until: Callable[[ProxiedStatus], bool],
+        *,
+        poll: float = 0.5,
+    ) -> ProxiedStatus:
+        """The first ProxiedStatus of ``serial`` satisfying ``until`` (events wake us,
+        GetProxiedStatus is the truth); survives the Sub's restarts like wait_for_state."""
+        deadline = time.monotonic() + timeout
+        poll_timeout = min(self._timeout, max(2 * poll, POLL_CALL_TIMEOUT_S))
+        while True:
+            status = self.last_proxied.get(serial)
+            if status is None or not until(status):
+                try:
+                    status = await self.get_proxied_status(serial, timeout=poll_timeout)
+                except (CallTimeout, ServiceUnavailable) as exc:
+                    log.debug("%s: proxied status poll failed: %s", self.name, exc)
+            if status is not None and until(status):
+                return status
+            left = deadline - time.monotonic()
+            if left <= 0:
+                seen = status.state.name if status else "nothing"
+                raise SomeIpError(f"{self.name}: waited {timeout:g}s for {serial}, last saw {seen}")
+            self._proxied_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._proxied_changed.wait(), min(poll, left))
+
+
+_clients: weakref.WeakKeyDictionary[Stack, dict[int, SubClient]] = weakref.WeakKeyDictionary()
+
 
 def open_sub_client(
     stack: Stack,
@@ -192,6 +274,16 @@ def open_sub_client(
     base_port: int = 30600,
     timeout: float = 3.0,
 ) -> SubClient:
-    """A client for one Sub; each instance gets its own local port pair."""
-    port = base_port + 2 * instance_id
-    return SubClient(stack.client(instance_id, local_address, port), name, timeout=timeout)
+    """The client for one Sub on ``stack``; each instance gets its own local port pair.
+
+    One per Sub and stack: the Sub's own port and the ports of the UDS ECUs behind
+    it share it. Two would bind the same ports with the same client id and session
+    counter, and each could take the other's answers.
+    """
+    known = _clients.setdefault(stack, {})
+    client = known.get(instance_id)
+    if client is None:
+        port = base_port + 2 * instance_id
+        binding = stack.client(instance_id, local_address, port)
+        client = known[instance_id] = SubClient(binding, name, timeout=timeout)
+    return client

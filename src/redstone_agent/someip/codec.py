@@ -115,6 +115,11 @@ class Reader:
             raise MalformedPayload(f"{what} longer than {limit} bytes")
         return self._take(length, what)
 
+    def more(self) -> bool:
+        """Whether bytes are left: fields a later minor version appended (absent from older
+        senders, whose payloads then end here)."""
+        return self._pos < len(self._data)
+
     def rest(self) -> bytes:
         """Everything not consumed yet (a response envelope's body)."""
         chunk = bytes(self._data[self._pos :])

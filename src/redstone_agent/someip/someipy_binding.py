@@ -33,10 +33,11 @@ from redstone_agent.someip.errors import (
     SomeIpError,
 )
 from redstone_agent.someip.interface import (
+    ANY_MINOR_VERSION,
     CONTROL_SERVICE_ID,
     INTERFACE_MAJOR,
-    INTERFACE_MINOR,
     OFFER_PERIOD_MS,
+    SD_MINOR_VERSION,
     SD_TTL_S,
     STATUS_EVENTGROUP_ID,
     STATUS_SERVICE_ID,
@@ -83,14 +84,20 @@ def _someipy() -> Any:
 
 
 def _services(handler: MethodHandler | None) -> tuple[Any, Any, Any]:
-    """Build (control service, status service, status eventgroup) for someipy."""
+    """Build (control service, status service, status eventgroup) for someipy.
+
+    A Sub (``handler`` given) offers minor version :data:`SD_MINOR_VERSION`; a
+    Master looks for any minor: someipy matches minor versions exactly, and the
+    real one travels in GetInfo (docs/someip.md §1).
+    """
     sp = _someipy()
     udp = sp.TransportLayerProtocol.UDP
+    minor = SD_MINOR_VERSION if handler is not None else ANY_MINOR_VERSION
     control = (
         sp.ServiceBuilder()
         .with_service_id(CONTROL_SERVICE_ID)
         .with_major_version(INTERFACE_MAJOR)
-        .with_minor_version(INTERFACE_MINOR)
+        .with_minor_version(minor)
     )
     for method in MethodId:
         control.with_method(sp.Method(int(method), udp, _adapt(method, handler)))
@@ -99,7 +106,7 @@ def _services(handler: MethodHandler | None) -> tuple[Any, Any, Any]:
         sp.ServiceBuilder()
         .with_service_id(STATUS_SERVICE_ID)
         .with_major_version(INTERFACE_MAJOR)
-        .with_minor_version(INTERFACE_MINOR)
+        .with_minor_version(minor)
         .with_eventgroup(group)
         .build()
     )

@@ -100,7 +100,7 @@ HOSTILE = [
     (MetadataLocation, b"\x00\x08http://m" + SHA + b"\x00" * 8, "bundle length"),
     (MetadataLocation, b"\x00\x08http://m" + SHA + b"\xff" * 8, "bundle length"),
     (Blob, b"\x00\x00\x00\x10abc", "truncated in data"),
-    (Response, b"\x0d\x00\x00", "unknown result code 13"),
+    (Response, b"\x63\x00\x00", "unknown result code 99"),
 ]
 
 
