@@ -38,7 +38,7 @@ from redstone_agent.master.topology import EcuSpec
 from redstone_agent.uptane.errors import DownloadInterrupted, ManifestError
 from redstone_agent.uptane.keys import Signer
 from redstone_agent.uptane.manifests import EcuManifest, sign_ecu_manifest, sign_vehicle_manifest
-from redstone_agent.uptane.primary import PrimaryVerifier
+from redstone_agent.uptane.primary import PrimarySource
 from redstone_agent.uptane.verifier import EcuState, VerifiedTarget
 
 log = logging.getLogger(__name__)
@@ -135,11 +135,16 @@ def _running(envelope: Mapping[str, Any]) -> str:
 
 
 class TrustAdapter:
-    """TrustPort over the Uptane Primary, the cache and the cache server."""
+    """TrustPort over the Uptane Primary, the cache and the cache server.
+
+    The Primary is the online ``PrimaryVerifier`` or, for a USB bundle, an
+    ``uptane.offline.OfflinePrimary`` (``master.bundle.open_bundle``): everything
+    else, Subs and UDS ports included, is the same for both.
+    """
 
     def __init__(
         self,
-        primary: PrimaryVerifier,
+        primary: PrimarySource,
         cache: Cache,
         server: CacheServer,
         ecus: Sequence[EcuSpec],
