@@ -8,6 +8,7 @@ server needs no token.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import getpass
 import json
@@ -287,14 +288,20 @@ def _campaign_spec(data: dict[str, Any]) -> campaigns.CampaignSpec:
         consent_required=bool(data.get("consent_required", False)),
         start_at=dt.datetime.fromisoformat(start_at) if start_at else None,
         window=data.get("window"),
+        release_notes_url=str(data.get("release_notes_url", "")),
     )
+
+
+def _create_campaign(session: Session, args: argparse.Namespace) -> str:
+    spec = _from_file(args.file, _campaign_spec)
+    if args.release_notes_url is not None:
+        spec = dataclasses.replace(spec, release_notes_url=args.release_notes_url)
+    return campaigns.create(session, _actor(), spec).name
 
 
 def cmd_campaign(backend: Backend, args: argparse.Namespace) -> Any:
     actions: dict[str, Callable[[Session], Any]] = {
-        "create": lambda s: (
-            campaigns.create(s, _actor(), _from_file(args.file, _campaign_spec)).name
-        ),
+        "create": lambda s: _create_campaign(s, args),
         "start": lambda s: campaigns.start(s, _actor(), args.name),
         "pause": lambda s: campaigns.pause(s, _actor(), args.name, args.reason).state,
         "resume": lambda s: campaigns.resume(s, _actor(), args.name).state,
@@ -425,8 +432,12 @@ def _add_inventory(sub: Any) -> None:
 def _add_campaign(sub: Any) -> None:
     campaign = sub.add_parser("campaign", help="define and drive campaigns")
     campaign_sub = campaign.add_subparsers(dest="campaign_command", required=True)
-    campaign_sub.add_parser("create", help="from a JSON file (see docs/api.md)").add_argument(
-        "file"
+    create = campaign_sub.add_parser("create", help="from a JSON file (see docs/api.md)")
+    create.add_argument("file")
+    create.add_argument(
+        "--release-notes-url",
+        metavar="URL",
+        help="where the release notes are (shown to the driver); overrides the file's",
     )
     for verb in ("start", "resume", "status"):
         campaign_sub.add_parser(verb).add_argument("name")

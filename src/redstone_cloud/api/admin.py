@@ -318,6 +318,7 @@ async def create_campaign(
         consent_required=body.consent_required,
         start_at=body.start_at,
         window=body.window,
+        release_notes_url=body.release_notes_url,
     )
 
     def work(session: Session) -> dict[str, Any]:

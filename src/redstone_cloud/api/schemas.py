@@ -154,6 +154,11 @@ class CampaignIn(BaseModel):
         None,
         description='maintenance window, e.g. {"days": [5, 6], "start": "22:00", "end": "04:00"}',
     )
+    release_notes_url: str = Field(
+        "",
+        max_length=2048,
+        description="http(s) URL of the release notes, shown to the driver; empty: none",
+    )
 
 
 class ReasonIn(BaseModel):

@@ -255,6 +255,8 @@ class Campaign(Base):
     consent_required: Mapped[bool] = mapped_column(Boolean, default=False)
     start_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     window: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    release_notes_url: Mapped[str] = mapped_column(String(2048), default="", server_default="")
+    """Where drivers and workshops read what the campaign changes ("" when nowhere)."""
     created_at: Mapped[dt.datetime] = _created()
     packages: Mapped[list[CampaignPackage]] = relationship(
         cascade="all, delete-orphan", order_by="CampaignPackage.id"

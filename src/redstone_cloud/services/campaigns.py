@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, selectinload
@@ -100,12 +102,40 @@ class CampaignSpec:
     consent_required: bool = False
     start_at: dt.datetime | None = None
     window: dict[str, Any] | None = None
+    release_notes_url: str = ""
+
+
+RELEASE_NOTES_URL_MAX = 2048
+_PRINTABLE_ASCII = re.compile(r"[!-~]+")
+"""No spaces, no control characters, nothing outside ASCII (IDNs in punycode)."""
+
+
+def validate_release_notes_url(url: str) -> None:
+    """Empty, or an absolute http(s) URL of printable ASCII: a vehicle's HMI shows it."""
+    if not url:
+        return
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        parts = None
+    if (
+        parts is None
+        or len(url) > RELEASE_NOTES_URL_MAX
+        or not _PRINTABLE_ASCII.fullmatch(url)
+        or parts.scheme not in ("http", "https")
+        or not parts.netloc
+    ):
+        raise InvalidInput(
+            f"release_notes_url must be an http:// or https:// URL of at most "
+            f"{RELEASE_NOTES_URL_MAX} printable ASCII characters"
+        )
 
 
 def create(session: Session, actor: str, spec: CampaignSpec) -> Campaign:
     """A draft campaign; nothing reaches a vehicle until :func:`start`."""
     spec.targeting.validate()
     validate_window(spec.window)
+    validate_release_notes_url(spec.release_notes_url)
     if session.scalar(select(Campaign.id).where(Campaign.name == spec.name)) is not None:
         raise Conflict(f"campaign {spec.name!r} already exists")
     if not spec.packages:
@@ -132,6 +162,7 @@ def create(session: Session, actor: str, spec: CampaignSpec) -> Campaign:
         consent_required=spec.consent_required,
         start_at=spec.start_at,
         window=spec.window,
+        release_notes_url=spec.release_notes_url,
         packages=packages,
         groups=[
             RolloutGroup(
@@ -453,6 +484,7 @@ def status(session: Session, name: str) -> dict[str, Any]:
         "consent_required": campaign.consent_required,
         "start_at": campaign.start_at.isoformat() if campaign.start_at else None,
         "window": campaign.window,
+        "release_notes_url": campaign.release_notes_url,
         "targeting": campaign.targeting,
         "packages": [cp.package.target for cp in campaign.packages],
         "counts": dict(total),

@@ -154,6 +154,7 @@ def poll_view(session: Session, identity: Identity, poll_interval_s: int) -> Pol
     update_doc = {
         "campaign": campaign.name,
         "consent_required": campaign.consent_required,
+        "release_notes_url": campaign.release_notes_url,
         "state": "offered" if assignment.state == "pending" else assignment.state,
         "ecus": {
             serial: {
