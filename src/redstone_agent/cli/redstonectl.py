@@ -465,6 +465,14 @@ class Watch:
             raise Unreachable(f"{self.client.service.label} left {self.client.where.label}")
         return event
 
+    async def batch(self) -> list[Event]:
+        """The next event and every one already queued behind it (one change of the
+        record arrives as PropertiesChanged, StateChanged and ProgressChanged)."""
+        events = [await self.next()]
+        while not self.events.empty():
+            events.append(await self.next())
+        return events
+
 
 def say(line: str) -> None:
     """One line on stdout, now (a pipe must see it before the next change)."""
@@ -548,17 +556,22 @@ def render(status: dict[str, Any]) -> Any:
     return Group(*parts)
 
 
-class Display:
-    """Either a rich live view (a terminal) or plain lines (a pipe, a log)."""
+CHANGES = frozenset({"state", "progress", "properties"})
 
-    def __init__(self, client: Client, live: bool) -> None:
+
+class Display:
+    """How a watch shows the campaign: ``live`` (rich, on a terminal), ``plain``
+    (a line per change) or ``json`` (the Status() document, compact, per change)."""
+
+    def __init__(self, client: Client, mode: str) -> None:
         self.client = client
-        self.live = live
+        self.mode = mode
         self._view: Any = None
+        self._last_json = ""
 
     @contextlib.contextmanager
     def shown(self) -> Iterator[None]:
-        if not self.live:
+        if self.mode != "live":
             yield
             return
         from rich.live import Live
@@ -573,22 +586,37 @@ class Display:
         status: dict[str, Any] = json.loads(text)
         return status
 
-    async def start(self) -> dict[str, Any]:
+    async def start(self) -> None:
+        """Show where the campaign is now."""
         status = await self.status()
-        if self._view is not None:
-            self._view.update(render(status), refresh=True)
-        else:
+        if self.mode == "plain":
             for line in snapshot_lines(status):
                 say(line)
-        return status
-
-    async def show(self, event: Event) -> None:
-        if self._view is not None:
-            if event.kind in ("state", "progress", "properties"):
-                self._view.update(render(await self.status()), refresh=True)
         else:
-            for line in plain_lines(event):
-                say(line)
+            self._redraw(status)
+
+    async def show(self, events: list[Event]) -> None:
+        if self.mode == "plain":
+            for event in events:
+                for line in plain_lines(event):
+                    say(line)
+        elif any(event.kind in CHANGES for event in events):
+            self._redraw(await self.status())
+
+    def _redraw(self, status: dict[str, Any]) -> None:
+        if self._view is not None:
+            self._view.update(render(status), refresh=True)
+        elif self.mode == "json":
+            text = json.dumps(status)
+            if text != self._last_json:
+                self._last_json = text
+                say(text)
+
+
+def display_mode(args: argparse.Namespace) -> str:
+    if getattr(args, "json", False):
+        return "json"
+    return "live" if sys.stdout.isatty() else "plain"
 
 
 # -- the commands ----------------------------------------------------------------------
@@ -605,22 +633,12 @@ async def cmd_status(client: Client, args: argparse.Namespace) -> int:
         (text,) = await client.call("status", "Status")
         say(text if args.json else describe_master(json.loads(text)))
         return EXIT_OK
-    watch = await Watch.start(client)
-    display = Display(client, live=sys.stdout.isatty() and not args.json)
+    watch = await Watch.start(client)  # first: no change after the snapshot is missed
+    display = Display(client, display_mode(args))
     with display.shown():
-        if args.json:
-            (text,) = await client.call("status", "Status")
-            say(json.dumps(json.loads(text)))
-        else:
-            await display.start()
+        await display.start()
         while True:
-            event = await watch.next()
-            if args.json:
-                if event.kind in ("state", "progress", "properties"):
-                    (text,) = await client.call("status", "Status")
-                    say(json.dumps(json.loads(text)))
-            else:
-                await display.show(event)
+            await display.show(await watch.batch())
 
 
 def describe_master(status: dict[str, Any]) -> str:
@@ -686,14 +704,15 @@ async def cmd_install(client: Client, args: argparse.Namespace) -> int:
     watch = await Watch.start(client)  # before the call: no step of the campaign is missed
     (name,) = await client.call("install", "InstallBundle", "s", [str(bundle)])
     say(f"installing campaign {name} from {bundle}")
-    display = Display(client, live=sys.stdout.isatty())
+    display = Display(client, display_mode(args))
     state, detail = "", ""
     with display.shown():
         while state not in SETTLED:
-            event = await watch.next()
-            await display.show(event)
-            if event.kind == "state":
-                state, detail = event.args
+            events = await watch.batch()
+            await display.show(events)
+            for event in events:
+                if event.kind == "state" and state not in SETTLED:
+                    state, detail = event.args
     if state == "done":
         say(f"campaign {name}: done ({detail})" if detail else f"campaign {name}: done")
         return EXIT_OK

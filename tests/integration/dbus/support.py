@@ -102,6 +102,9 @@ class FakeControl:
     """Method name (``accept``, ``install_bundle`` ...) -> what it raises."""
     logs: list[str] = field(default_factory=list)
     campaign_name: str = "bundle-campaign"
+    log_while_read: str = ""
+    """A line ``recent_logs`` logs (LogLine out first) before it answers: the race
+    a follower must not print twice."""
     after_install: Callable[[], Coroutine[Any, Any, None]] | None = None
     """Run as a task after install_bundle answered: drives the campaign a watcher follows."""
     _record_listeners: list[RecordListener] = field(default_factory=list)
@@ -116,6 +119,8 @@ class FakeControl:
 
     def recent_logs(self, lines: int) -> list[str]:
         self._called("recent_logs", lines)
+        if self.log_while_read:
+            self.log(self.log_while_read)
         return self.logs[-lines:] if lines else []
 
     def check_now(self) -> None:

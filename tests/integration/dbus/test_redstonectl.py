@@ -237,6 +237,45 @@ def test_logs_follow_prints_new_lines_once(address: str) -> None:
     assert code == 0
 
 
+def test_logs_follow_prints_a_line_logged_during_the_read_once(address: str) -> None:
+    """A LogLine sent before Logs() answered is in the answer: printed once, in order."""
+    control = FakeControl()
+    control.logs = ["old 1"]
+    control.log_while_read = "racing 2"
+
+    async def scenario() -> tuple[list[str], int]:
+        async with serving(control, address):
+            follow = await Following.start(address, "logs", "-f", "-n", "5")
+            seen = await follow.lines(2)
+            control.log("new 3")
+            seen.append(await follow.line())
+            return seen, await follow.interrupt()
+
+    seen, code = asyncio.run(scenario())
+    assert seen == ["old 1", "racing 2", "new 3"]
+    assert code == 0
+
+
+def test_status_watch_json_prints_one_document_per_change(address: str) -> None:
+    control = FakeControl(campaign_record())
+
+    async def scenario() -> tuple[list[str], int]:
+        async with serving(control, address):
+            watch = await Following.start(address, "status", "--watch", "--json")
+            seen = [await watch.line()]
+            control.change(state=CampaignState.AWAITING, detail="waiting for consent")
+            seen.append(await watch.line())
+            control.change(blocked_by="driver consent")
+            seen.append(await watch.line())
+            return seen, await watch.interrupt()
+
+    seen, code = asyncio.run(scenario())
+    documents = [json.loads(line) for line in seen]
+    assert [d["state"] for d in documents] == ["transferring", "awaiting", "awaiting"]
+    assert [d["blocked_by"] for d in documents] == ["", "", "driver consent"]
+    assert code == 0
+
+
 def test_status_watch_without_a_terminal_prints_a_line_per_change(address: str) -> None:
     control = FakeControl(campaign_record())
 
