@@ -46,6 +46,29 @@ class HealthConfig:
 
 
 @dataclass(frozen=True)
+class ProxiedEcuConfig:
+    """A legacy UDS ECU on this Sub's bus that the Sub flashes for the Master
+    (``[[sub.uds-ecus]]``, docs/someip.md §11)."""
+
+    serial: str
+    """The serial the director assigns targets to (the Master's ``behind`` ECU)."""
+    hardware_id: str
+    """Checked against the director's and the image repository's claims."""
+    uds_config: Path
+    """The ECU's UDS file: addressing, security, regions (docs/uds.md §2)."""
+    installed_target: str = ""
+    """The factory image's target name (the Sub journals every later install)."""
+    ecu_key: Path | None = None
+    """Signs this ECU's version manifest (default: the Sub's ``trust.ecu-key``)."""
+
+    def __post_init__(self) -> None:
+        if not self.serial:
+            raise ValueError("serial must not be empty")
+        if not self.hardware_id:
+            raise ValueError(f"ECU {self.serial}: hardware-id must not be empty")
+
+
+@dataclass(frozen=True)
 class SubConfig:
     """Identity, network, trust, health and reboot policy of one Sub."""
 
@@ -59,3 +82,18 @@ class SubConfig:
     dbus: Literal["system", "session", "none"] = "system"
     log_format: Literal["text", "json"] = "text"
     """``json``: one JSON object per line with state/seq/error/target fields."""
+    uds_ecus: list[ProxiedEcuConfig] = field(default_factory=list)
+    """UDS ECUs this Sub flashes on the Master's behalf (interface 1.1)."""
+
+    def __post_init__(self) -> None:
+        seen: dict[str, int] = {}
+        for i, ecu in enumerate(self.uds_ecus):
+            if ecu.serial == self.ecu_serial:
+                raise ValueError(
+                    f"uds-ecus[{i}].serial {ecu.serial!r} is this Sub's own ecu-serial"
+                )
+            if ecu.serial in seen:
+                raise ValueError(
+                    f"uds-ecus[{i}].serial {ecu.serial!r} repeats uds-ecus[{seen[ecu.serial]}]"
+                )
+            seen[ecu.serial] = i

@@ -23,10 +23,11 @@ from redstone_agent.service.sdnotify import Notifier
 from redstone_agent.slots import SlotsConfig
 from redstone_agent.someip.binding import ServerBinding, Stack
 from redstone_agent.someip.interface import STATUS_HEARTBEAT_S, EventId
-from redstone_agent.someip.messages import Progress, Status
+from redstone_agent.someip.messages import Progress, ProxiedStatus, Status
 from redstone_agent.sub.config import SubConfig
 from redstone_agent.sub.engine import Engine, Hooks
 from redstone_agent.sub.health import check_health
+from redstone_agent.sub.proxied import REBOOT_WAIT_S, Proxy
 from redstone_agent.sub.service import SubService
 from redstone_agent.sub.slots_adapter import ManagedSlots
 from redstone_agent.sub.slots_port import Slots
@@ -47,7 +48,9 @@ def _describe(status: Status) -> str:
 class SubDaemon:
     """One running Sub: engine + SOME/IP server + optional D-Bus + systemd notify."""
 
-    def __init__(self, config: SubConfig, slots: Slots, stack: Stack) -> None:
+    def __init__(
+        self, config: SubConfig, slots: Slots, stack: Stack, *, source: str = "sub.toml"
+    ) -> None:
         self.config = config
         self._stack = stack
         self._notifier = Notifier()
@@ -74,6 +77,7 @@ class SubDaemon:
             journal=Journal(config.state_dir / "sub.json"),
             hooks=hooks,
         )
+        self.proxy = Proxy.build(config, self._publish_proxied, source=source)
 
     def _publish(self, status: Status) -> None:
         if self._server is not None:
@@ -86,7 +90,18 @@ class SubDaemon:
         if self._server is not None:
             self._server.send_event(EventId.PROGRESS, progress.encode())
 
+    def _publish_proxied(self, status: ProxiedStatus) -> None:
+        if self._server is not None:
+            self._server.send_event(EventId.PROXIED_STATUS, status.encode())
+
     async def _reboot(self) -> None:
+        if not self.proxy.idle():
+            # Never pull our own power while we flash an ECU behind us (docs/someip.md §11).
+            log.warning(
+                "postponing the reboot until %s finish(es)", ", ".join(self.proxy.working())
+            )
+            if not await self.proxy.wait_idle(REBOOT_WAIT_S):
+                log.error("proxied operation still running after %.0f s; rebooting", REBOOT_WAIT_S)
         argv = self.config.reboot_command
         log.warning("rebooting: %s", " ".join(argv))
         try:
@@ -100,7 +115,8 @@ class SubDaemon:
         await self._stack.connect()
         self._server = self._stack.server(some.instance_id, some.address, some.port)
         await self.engine.recover()
-        await self._server.offer(SubService(self.engine).handle)
+        await self.proxy.recover()
+        await self._server.offer(SubService(self.engine, self.proxy).handle)
         if self.config.dbus != "none":
             from redstone_agent.sub.dbus_api import export
 
@@ -131,6 +147,7 @@ class SubDaemon:
 
     async def stop(self) -> None:
         self._notifier.stopping()
+        await self.proxy.close()
         await self.engine.close()
         if self._server is not None:
             with contextlib.suppress(Exception):
@@ -179,7 +196,10 @@ def run(config_path: Path) -> int:
         from redstone_agent.someip.someipy_binding import SomeipyStack
 
         daemon = SubDaemon(
-            config, ManagedSlots(slots_config), SomeipyStack(config.someip.daemon_socket)
+            config,
+            ManagedSlots(slots_config),
+            SomeipyStack(config.someip.daemon_socket),
+            source=str(config_path),
         )
         return asyncio.run(serve(daemon))
     except RedstoneError as exc:

@@ -7,21 +7,27 @@ running and its state is untouched unless the command was valid.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 
 from redstone_agent.someip.binding import RETURN_MALFORMED, RETURN_UNKNOWN_METHOD, Reply
 from redstone_agent.someip.errors import MalformedPayload
-from redstone_agent.someip.interface import MethodId, ResultCode
+from redstone_agent.someip.interface import INTERFACE_MINOR, MethodId, ResultCode
 from redstone_agent.someip.messages import (
     Blob,
     InstallRequest,
     ManifestRequest,
     MetadataLocation,
+    ProxiedSerial,
+    ProxiedStatusRequest,
+    ProxyInstallRequest,
+    ProxyManifestRequest,
     Response,
 )
 from redstone_agent.sub.engine import Engine
 from redstone_agent.sub.errors import SubError, wire_text
+from redstone_agent.sub.proxied import Proxy
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +35,9 @@ log = logging.getLogger(__name__)
 class SubService:
     """The method handler a :class:`ServerBinding` calls."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, proxy: Proxy | None = None) -> None:
         self._engine = engine
+        self._proxy = proxy or Proxy(engine.ecu_serial, {})
         self._routes: dict[int, Callable[[bytes], Awaitable[bytes]]] = {
             MethodId.GET_INFO: self._get_info,
             MethodId.GET_STATUS: self._get_status,
@@ -42,6 +49,10 @@ class SubService:
             MethodId.COMMIT: self._no_args(engine.commit),
             MethodId.ROLLBACK: self._no_args(engine.rollback),
             MethodId.CANCEL: self._no_args(engine.cancel),
+            MethodId.GET_PROXIED_STATUS: self._get_proxied_status,
+            MethodId.PROXY_MANIFEST: self._proxy_manifest,
+            MethodId.PROXY_INSTALL: self._proxy_install,
+            MethodId.PROXY_ROLLBACK: self._proxy_rollback,
         }
 
     async def handle(self, method_id: int, payload: bytes) -> Reply:
@@ -77,7 +88,9 @@ class SubService:
         return call
 
     async def _get_info(self, _payload: bytes) -> bytes:
-        return self._engine.info().encode()
+        info = self._engine.info()
+        proxied = self._proxy.serials
+        return dataclasses.replace(info, interface_minor=INTERFACE_MINOR, proxied=proxied).encode()
 
     async def _get_status(self, _payload: bytes) -> bytes:
         return self._engine.status().encode()
@@ -97,4 +110,26 @@ class SubService:
 
     async def _install(self, payload: bytes) -> bytes:
         await self._engine.install(InstallRequest.decode(payload))
+        return b""
+
+    # -- 1.1: UDS ECUs behind this Sub (sub/proxied.py) ------------------------------
+
+    async def _get_proxied_status(self, payload: bytes) -> bytes:
+        request = ProxiedStatusRequest.decode(payload)
+        ecu = self._proxy.ecu(request.serial)
+        status = await ecu.refreshed_status() if request.refresh else ecu.status()
+        return status.encode()
+
+    async def _proxy_manifest(self, payload: bytes) -> bytes:
+        request = ProxyManifestRequest.decode(payload)
+        manifest = await self._proxy.ecu(request.serial).manifest(request.nonce_text())
+        return Blob(manifest).encode()
+
+    async def _proxy_install(self, payload: bytes) -> bytes:
+        request = ProxyInstallRequest.decode(payload)
+        await self._proxy.ecu(request.serial).install(request)
+        return b""
+
+    async def _proxy_rollback(self, payload: bytes) -> bytes:
+        await self._proxy.ecu(ProxiedSerial.decode(payload).serial).rollback()
         return b""
