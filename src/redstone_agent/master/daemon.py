@@ -167,6 +167,22 @@ class MasterDaemon:
                 timeout=some.call_timeout_s,
             )
             return SubPort(spec, client, self.config.timeouts)
+        if spec.behind:  # a UDS ECU its Sub flashes for us (docs/someip.md §11)
+            from redstone_agent.master.ecu_proxied import ProxiedPort
+            from redstone_agent.someip.client import open_sub_client
+
+            host = self.config.ecu(spec.behind)
+            assert self._stack is not None and host is not None  # check_topology
+            some = self.config.someip
+            client = open_sub_client(
+                self._stack,
+                host.serial,
+                host.instance_id,
+                some.address,
+                base_port=some.port,
+                timeout=some.call_timeout_s,
+            )
+            return ProxiedPort(spec, client, self.config.timeouts)
         signer = load_signer(spec.ecu_key) if spec.ecu_key else master_signer
         if spec.kind is EcuKind.SELF:
             return SelfPort(spec, signer, self.config.state_dir)

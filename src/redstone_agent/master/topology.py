@@ -7,7 +7,9 @@ each with its kind:
   by its instance id;
 * ``uds-docan`` / ``uds-doip`` — a legacy ECU the Master flashes itself over
   UDS; addressing lives in the ECU's own file (``docs/uds.md``), named by
-  ``uds-config``;
+  ``uds-config``. With ``behind = "<sub serial>"`` the Sub flashes it on its own
+  bus instead (docs/someip.md §11): its addressing then lives in the Sub's
+  ``[[sub.uds-ecus]]``, not here;
 * ``self`` — the TBox itself (reports its manifest; its self-update is a
   separate capability).
 
@@ -64,19 +66,38 @@ class EcuSpec:
     The Master journals each later install; this is only the starting point."""
     ecu_key: Path | None = None
     """kind = uds-*/self: key that signs this ECU's version manifest (default: the Master's)."""
+    behind: str = ""
+    """kind = uds-*: the serial of the Sub that flashes this ECU on its own bus
+    (interface 1.1). Its addressing and manifest key then live in the Sub's config."""
 
     def __post_init__(self) -> None:
         if not self.serial:
             raise ValueError("serial must not be empty")
         if self.kind is EcuKind.SUB and self.instance_id <= 0:
             raise ValueError(f"ECU {self.serial}: a sub needs instance-id >= 1")
-        if self.kind.is_uds and self.uds_config is None:
-            raise ValueError(f"ECU {self.serial}: a {self.kind} ECU needs uds-config")
+        if self.behind and not self.kind.is_uds:
+            raise ValueError(f"ECU {self.serial}: behind is only for uds-docan/uds-doip ECUs")
+        if self.behind and self.uds_config is not None:
+            raise ValueError(
+                f"ECU {self.serial}: uds-config is not used behind a Sub "
+                f"(its addressing lives in {self.behind}'s [[sub.uds-ecus]])"
+            )
+        if self.behind and self.ecu_key is not None:
+            raise ValueError(
+                f"ECU {self.serial}: ecu-key is not used behind a Sub "
+                f"({self.behind} signs its manifest: [[sub.uds-ecus]] ecu-key)"
+            )
+        if self.kind.is_uds and self.uds_config is None and not self.behind:
+            raise ValueError(f"ECU {self.serial}: a {self.kind} ECU needs uds-config (or behind)")
         if self.kind is not EcuKind.SUB and self.instance_id:
             raise ValueError(f"ECU {self.serial}: instance-id is only for kind 'sub'")
 
     @property
     def bus_name(self) -> str:
+        """The lock two flashes may not share. Behind a Sub the bus is that Sub's: by
+        default every ECU behind one Sub shares one (``<sub>:uds``)."""
+        if self.behind:
+            return f"{self.behind}:{self.bus or 'uds'}"
         return self.bus or f"ecu:{self.serial}"
 
 
@@ -231,8 +252,26 @@ def check_topology(config: MasterConfig, source: str) -> None:
                     f"master.ecus[{i}].depends-on[{j}]",
                     f"{dep} is in a later group ({config.ecus[seen[dep]].group} > {ecu.group})",
                 )
+    _check_behind(config, source, seen)
     _check_cycles(config, source)
     _check_uds_addresses(config, source)
+
+
+def _check_behind(config: MasterConfig, source: str, seen: dict[str, int]) -> None:
+    """``behind`` names another ECU of this vehicle, of kind sub."""
+    for i, ecu in enumerate(config.ecus):
+        if not ecu.behind:
+            continue
+        key = f"master.ecus[{i}].behind"
+        if ecu.behind == ecu.serial:
+            raise ConfigError(source, key, f"{ecu.serial} cannot be behind itself")
+        if ecu.behind not in seen:
+            raise ConfigError(source, key, f"no ECU has serial {ecu.behind!r}")
+        host = config.ecus[seen[ecu.behind]]
+        if host.kind is not EcuKind.SUB:
+            raise ConfigError(
+                source, key, f"{ecu.behind} is of kind {host.kind.value!r}, not 'sub'"
+            )
 
 
 def _check_cycles(config: MasterConfig, source: str) -> None:
@@ -259,8 +298,8 @@ def _check_uds_addresses(config: MasterConfig, source: str) -> None:
 
     claimed: dict[tuple[str, str], str] = {}
     for i, ecu in enumerate(config.ecus):
-        if not ecu.kind.is_uds:
-            continue
+        if not ecu.kind.is_uds or ecu.behind:
+            continue  # an ECU behind a Sub: the Sub's config holds its addressing
         key = f"master.ecus[{i}].uds-config"
         assert ecu.uds_config is not None
         try:
