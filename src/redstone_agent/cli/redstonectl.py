@@ -361,10 +361,12 @@ class Client:
         if name in NOT_THERE:
             return self.not_running()
         if name == ACCESS_DENIED:
-            return Refused(
-                f"{command}: not allowed for this user "
-                "(root and group 'redstone' may command; everyone may read)"
+            who = (
+                "root and group 'redstone' may command; everyone may read"
+                if self.service is MASTER
+                else "only root and group 'redstone' may use the Sub's API"
             )
+            return Refused(f"{command}: not allowed for this user ({who})")
         for interface in (INTERFACE, SUB_INTERFACE):
             if name.startswith(f"{interface}.Error."):
                 code = name.removeprefix(f"{interface}.Error.")
@@ -390,7 +392,8 @@ class Event:
 
     kind: ``state`` (state, detail), ``progress`` (percent, ecu, phase),
     ``properties`` (name -> value), ``log`` (line), ``reply`` (the marked
-    reply arrived), ``gone`` (the Master left the bus).
+    reply arrived), ``gone`` (the Master left the bus), ``lost`` (the bus
+    connection closed).
     """
 
     kind: str
@@ -405,6 +408,13 @@ class Watch:
         self.events: asyncio.Queue[Event] = asyncio.Queue()
         self._marked = -1
         client.bus.add_message_handler(self._on_message)
+        self._connection = asyncio.get_running_loop().create_task(self._until_disconnected())
+
+    async def _until_disconnected(self) -> None:
+        """The bus itself going away ends a watch too (not only the Master leaving it)."""
+        with contextlib.suppress(Exception):
+            await self.client.bus.wait_for_disconnect()  # type: ignore[no-untyped-call]  # dbus-fast leaves it unannotated
+        self.events.put_nowait(Event("lost"))
 
     @classmethod
     async def start(cls, client: Client) -> Watch:
@@ -441,7 +451,7 @@ class Watch:
             return Event("reply") if message.reply_serial == self._marked else None
         if kind is not MessageType.SIGNAL:
             return None
-        if message.member == "NameOwnerChanged" and message.interface == "org.freedesktop.DBus":
+        if message.sender == "org.freedesktop.DBus" and message.member == "NameOwnerChanged":
             name, _old, new = message.body
             return Event("gone") if name == self.client.service.bus_name and not new else None
         if message.path != self.client.service.path:
@@ -463,6 +473,8 @@ class Watch:
         event = await self.events.get()
         if event.kind == "gone":
             raise Unreachable(f"{self.client.service.label} left {self.client.where.label}")
+        if event.kind == "lost":
+            raise Unreachable(f"lost {self.client.where.label}")
         return event
 
     async def batch(self) -> list[Event]:

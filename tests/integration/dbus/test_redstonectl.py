@@ -29,8 +29,10 @@ from rich.console import Console
 
 from redstone_agent.cli import redstonectl
 from redstone_agent.master.control import ControlError
+from redstone_agent.master.dbus_api import export
 from redstone_agent.master.states import CampaignState
 from tests.integration.dbus.support import (
+    BusDaemon,
     FakeControl,
     campaign_record,
     finish_campaign,
@@ -441,6 +443,28 @@ def test_watch_ends_with_3_when_the_master_leaves(address: str) -> None:
     result = asyncio.run(scenario())
     assert result.code == 3
     assert "left" in one_error_line(result)
+
+
+def test_logs_follow_ends_with_3_when_the_bus_goes_away(tmp_path: Path) -> None:
+    control = FakeControl()
+    control.logs = ["old 1"]
+
+    async def scenario(daemon: BusDaemon) -> Result:
+        bus, _iface = await export(control, "session", daemon.address)
+        follow = await Following.start(daemon.address, "logs", "-f")
+        await follow.line()
+        # SIGKILL: no orderly shutdown that would first tell it the Master left.
+        daemon.proc.kill()
+        daemon.proc.wait()
+        code = await follow.proc.wait()
+        bus.disconnect()
+        assert follow.proc.stderr is not None
+        return Result(code, "", (await follow.proc.stderr.read()).decode())
+
+    with session_bus(tmp_path) as daemon:
+        result = asyncio.run(scenario(daemon))
+    assert result.code == 3
+    assert "lost the bus at" in one_error_line(result)
 
 
 # -- install ---------------------------------------------------------------------------
