@@ -198,18 +198,22 @@ class MasterInterface(ServiceInterface):
         ``PropertiesChanged`` (the changed properties), then ``StateChanged``
         when the record made a transition, then ``ProgressChanged``."""
         try:
-            before, after = self._view, View.of(record)
-            self._view = after
-            old, new = before.properties(), after.properties()
-            changed = {name: value for name, value in new.items() if old[name] != value}
+            after = View.of(record)
+        except Exception:  # a bug in deriving the view: say so, keep the Master running
+            log.exception("cannot show the campaign record on D-Bus")
+            return
+        before, self._view = self._view, after
+        old, new = before.properties(), after.properties()
+        changed = {name: value for name, value in new.items() if old[name] != value}
+        try:
             if changed:
                 self.emit_properties_changed(changed)
             if after.key != before.key:
                 self.state_changed(after.state, after.detail)
             if after.progress != before.progress:
                 self.progress_changed(*after.progress)
-        except Exception:
-            log.debug("could not publish the campaign record on D-Bus", exc_info=True)
+        except Exception:  # the bus is gone; the next Get still answers from the view
+            log.debug("could not signal the campaign record on D-Bus", exc_info=True)
 
     def log_line(self, line: str) -> None:
         """Send one log line as ``LogLine``; silent on failure (logging it would loop)."""

@@ -434,3 +434,17 @@ def test_an_hmi_binds_with_a_generated_proxy(address: str) -> None:
                 hmi.disconnect()
 
     asyncio.run(scenario())
+
+
+def test_changes_after_the_bus_went_away_do_not_reach_the_master(address: str) -> None:
+    """The control keeps calling its listeners after a disconnect: they must not raise."""
+    control = FakeControl()
+
+    async def scenario() -> None:
+        async with serving(control, address) as (interface, _client):
+            pass
+        control.change(state=CampaignState.SYNCING, detail="after the bus")
+        control.log("a line nobody hears")
+        assert interface.state_property == "syncing"
+
+    asyncio.run(scenario())
