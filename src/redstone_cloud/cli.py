@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from redstone_agent.cli.common import new_parser, run_main, setup_logging
 from redstone_cloud import pki as certs
 from redstone_cloud.backend import Backend, open_backend
+from redstone_cloud.commands import bundle as bundle_commands
 from redstone_cloud.commands import director as director_commands
 from redstone_cloud.db import migrate
 from redstone_cloud.db.engine import transaction
@@ -56,6 +57,7 @@ examples:
   redstone-cloud --config cloud.toml campaign start spring-2027
   redstone-cloud --config cloud.toml --json campaign status spring-2027
   redstone-cloud --config cloud.toml director rotate-keys --role timestamp
+  redstone-cloud --config cloud.toml bundle WDB12345678901234 --output car.rsbundle
 """
 
 
@@ -511,6 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inventory(sub)
     _add_campaign(sub)
     director_commands.add(sub)
+    bundle_commands.add(sub)
     _add_deltas(sub)
     _add_openapi(sub)
     _add_audit(sub)
