@@ -33,6 +33,7 @@ from redstone_agent.master.cache import Cache
 from redstone_agent.master.cache_server import CacheServer
 from redstone_agent.master.campaign_log import CampaignLog
 from redstone_agent.master.controller import LogRing, MasterController
+from redstone_agent.master.diagnostics import DiagnosticPort
 from redstone_agent.master.engine import Engine, Hooks
 from redstone_agent.master.policy import ConsentStore, Preconditions, VehiclePolicy
 from redstone_agent.master.ports import EcuPort
@@ -147,9 +148,20 @@ class MasterDaemon:
             hooks=Hooks(publish=self._publish),
             activation=config.activation,
             interrupt=config.vehicle is not None and config.vehicle.on_break == "abort",
+            diagnostics=self._diagnostic_ports(),
+            dtc_status_mask=config.diagnostics.dtc_status_mask,
+            clear_new_dtcs=config.diagnostics.clear_new_dtcs,
         )
         self.controller = MasterController(engine, self.consent, self.check_now, self._log_ring)
         return engine
+
+    def _diagnostic_ports(self) -> dict[str, DiagnosticPort]:
+        """The ECUs read before and after each campaign: every UDS ECU the Master flashes."""
+        if not self.config.diagnostics.enabled:
+            return {}
+        from redstone_agent.master.ecu_uds import UdsPort
+
+        return {s: p for s, p in self.ports.items() if isinstance(p, UdsPort)}
 
     def _port(self, spec: EcuSpec, master_signer: Signer) -> EcuPort:
         if spec.kind is EcuKind.SUB:
@@ -254,10 +266,10 @@ class MasterDaemon:
         where = self.config.dbus
         if where == "none" or self.controller is None:
             return
-        from redstone_agent.master.dbus_api import export
-
         kind, address = (where, None) if where in ("system", "session") else ("system", where)
         try:
+            from redstone_agent.master.dbus_api import export
+
             self._dbus, self._dbus_iface = await export(self.controller, kind, address)
         except Exception as exc:
             log.error("D-Bus API not available on the %s bus: %s", where, exc)

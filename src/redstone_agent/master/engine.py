@@ -31,6 +31,15 @@ from typing import Any, Literal
 from redstone_agent.errors import RedstoneError
 from redstone_agent.journal import Journal, JournalCorrupt
 from redstone_agent.master.control import ControlError
+from redstone_agent.master.diagnostics import (
+    DiagnosticPort,
+    Snapshot,
+    clear_new_dtcs,
+    diff,
+    report,
+    summary,
+    take_snapshot,
+)
 from redstone_agent.master.errors import CampaignRefused, DownloadPaused, EcuFailed
 from redstone_agent.master.gating import Gatekeeper, Interrupted
 from redstone_agent.master.orchestrate import PhaseResult, run_phase
@@ -124,6 +133,9 @@ class Engine:
         activation: Literal["as-ready", "together"] = "as-ready",
         interrupt: bool = False,
         open_bundle: BundleOpener | None = None,
+        diagnostics: Mapping[str, DiagnosticPort] | None = None,
+        dtc_status_mask: int = 0x09,
+        clear_new_dtcs: bool = False,
     ) -> None:
         self._specs = {e.serial: e for e in ecus}
         self._ports = ports
@@ -137,6 +149,10 @@ class Engine:
         self._interrupt = interrupt
         """``[master.vehicle] on-break = "abort"``: a broken rule stops a running UDS flash."""
         self._open_bundle = open_bundle
+        self._diagnostics = dict(diagnostics or {})
+        """UDS ECUs read before and after every campaign (versions, DTCs)."""
+        self._dtc_mask = dtc_status_mask
+        self._clear_new_dtcs = clear_new_dtcs
         self._bundle_trust: TrustPort | None = None
         self._gates = Gatekeeper(
             policy,
@@ -457,6 +473,7 @@ class Engine:
 
     async def _await_go(self) -> None:
         if await self._gate(Gate.INSTALL):
+            await self._diagnose_before()
             self._event("install_started")
             self._move(S.TRANSFERRING, "installing on every ECU")
 
@@ -582,6 +599,7 @@ class Engine:
             if result.ok:
                 for ecu in self._record.ecus.values():
                     ecu.outcome = EcuOutcome.UPDATED
+                await self._diagnose_after(clear=self._clear_new_dtcs)
                 self._finish(S.DONE, "updated", "every ECU runs and committed its new image")
                 return
             if pause is None:
@@ -619,7 +637,33 @@ class Engine:
             stuck = ", ".join(sorted(failures))
             self._record.error += f"; could not roll back {stuck}"
         self._event("rolled_back", reason=self._record.error)
+        await self._diagnose_after(clear=False)
         self._finish(S.FAILED, "rolled-back", "every ECU is back on its old image")
+
+    # -- UDS diagnostics around the campaign (docs/uds.md §5) ---------------------------
+
+    async def _diagnose_before(self) -> None:
+        """Versions and DTCs of every UDS ECU, journaled with the move to transferring."""
+        if not self._diagnostics:
+            return
+        before = await take_snapshot(self._diagnostics.values(), self._dtc_mask)
+        self._record.diagnostics = {"before": before.to_dict()}
+
+    async def _diagnose_after(self, *, clear: bool) -> None:
+        """Read again, put the DTCs that appeared into the report, clear them if told."""
+        saved = self._record.diagnostics.get("before")
+        if not self._diagnostics or not saved:
+            return
+        after = await take_snapshot(self._diagnostics.values(), self._dtc_mask)
+        change = diff(Snapshot.from_dict(saved), after)
+        found = report(change)
+        if change.has_new_dtcs:
+            log.warning("campaign %s: %s", self._record.campaign, summary(change))
+            if clear:
+                found["cleared"] = await clear_new_dtcs(self._diagnostics, change)
+            self._event("dtc_report", **found)
+        self._record.diagnostics.update(after=after.to_dict(), report=found)
+        self._save()
 
     def _fail_untouched(self, why: str) -> None:
         """A failure before any ECU was touched: nothing to undo."""

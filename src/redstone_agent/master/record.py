@@ -160,6 +160,7 @@ class CampaignRecord:
             "outcome": outcome,
             "detail": self.error or self.detail,
             "ecus": [e.report_row() for e in self.ecus.values()],
+            "diagnostics": self.diagnostics.get("report"),
         }
 
 
