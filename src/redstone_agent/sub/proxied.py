@@ -125,20 +125,20 @@ class ProxiedTrust:
             root = root_path.read_bytes()
             repository = MetadataBundle.from_bytes(bundle).repository(IMAGE)
             image = verify_repository(IMAGE, root, repository, system_clock())
-            for name in names:
+        except (OSError, UptaneError) as exc:
+            raise VerificationFailed(f"image repository rejected: {exc}") from exc
+        for name in names:
+            try:  # a role the bundle lacks only means "not verifiable this way"
                 target = image.find_target(name)
                 if target is None:
                     continue
                 fields = ImageFields.from_target(target)
-                found[name] = Signed(
-                    name,
-                    target.length,
-                    sha256_of(target, "image repository"),
-                    tuple(fields.hardware_ids),
-                    str(fields.extra.get("version", "")),
-                )
-        except (OSError, UptaneError) as exc:
-            raise VerificationFailed(f"image repository rejected: {exc}") from exc
+                sha256 = sha256_of(target, "image repository")
+            except UptaneError as exc:
+                log.info("%s not found in the forwarded image repository: %s", name, exc)
+                continue
+            version = str(fields.extra.get("version", ""))
+            found[name] = Signed(name, target.length, sha256, tuple(fields.hardware_ids), version)
         return assignment, found
 
 
