@@ -36,7 +36,7 @@ from redstone_agent.master.controller import LogRing, MasterController
 from redstone_agent.master.diagnostics import DiagnosticPort
 from redstone_agent.master.engine import Engine, Hooks
 from redstone_agent.master.policy import ConsentStore, Preconditions, VehiclePolicy
-from redstone_agent.master.ports import EcuPort
+from redstone_agent.master.ports import EcuPort, OfferedCampaign, TrustPort
 from redstone_agent.master.record import CampaignRecord
 from redstone_agent.master.states import SETTLED
 from redstone_agent.master.topology import EcuKind, EcuSpec, MasterConfig, load_master_config
@@ -96,6 +96,10 @@ class MasterDaemon:
                 poll_interval_s=cloud.poll_interval_s,
             )
         )
+        self._roots = TrustedRoots(
+            _read(config.trust.director_root, "trust.director-root"),
+            _read(config.trust.image_root, "trust.image-root"),
+        )
         primary = PrimaryVerifier(
             PrimaryConfig(
                 director_url=self.client.director_url,
@@ -105,10 +109,7 @@ class MasterDaemon:
                 # [master.cloud] timeout-s holds for metadata and images too, not only polls.
                 retry=RetryPolicy(timeout=cloud.timeout_s),
             ),
-            TrustedRoots(
-                _read(config.trust.director_root, "trust.director-root"),
-                _read(config.trust.image_root, "trust.image-root"),
-            ),
+            self._roots,
             session=self.client.session,
         )
         self._signer = signer
@@ -148,12 +149,28 @@ class MasterDaemon:
             hooks=Hooks(publish=self._publish),
             activation=config.activation,
             interrupt=config.vehicle is not None and config.vehicle.on_break == "abort",
+            open_bundle=self._open_bundle,
             diagnostics=self._diagnostic_ports(),
             dtc_status_mask=config.diagnostics.dtc_status_mask,
             clear_new_dtcs=config.diagnostics.clear_new_dtcs,
         )
         self.controller = MasterController(engine, self.consent, self.check_now, self._log_ring)
         return engine
+
+    async def _open_bundle(self, path: str) -> tuple[OfferedCampaign, TrustPort]:
+        """An offline bundle's campaign, verified against the same pinned roots (docs/bundle.md)."""
+        from redstone_agent.master.bundle import open_bundle
+
+        config = self.config
+        return await open_bundle(
+            Path(path),
+            vin=config.vin,
+            ecus=config.ecus,
+            roots=self._roots,
+            metadata_dir=config.state_dir / "uptane",
+            cache=self.cache,
+            server=self.server,
+        )
 
     def _diagnostic_ports(self) -> dict[str, DiagnosticPort]:
         """The ECUs read before and after each campaign: every UDS ECU the Master flashes."""
