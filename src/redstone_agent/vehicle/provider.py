@@ -138,6 +138,9 @@ class CanPreconditions:
 
     @property
     def name(self) -> str:
+        """The bus as logs name it: ``socketcan:can0``, or a given bus's own description."""
+        if self._bus is not None and not self._owns_bus:
+            return str(self._bus.channel_info)
         return f"{self.settings.interface}:{self.settings.channel}"
 
     async def start(self) -> None:
