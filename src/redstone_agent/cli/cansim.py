@@ -14,7 +14,7 @@ from cantools.database.can import Database
 
 from redstone_agent.cli.common import new_parser, run_main, setup_logging
 from redstone_agent.vehicle.provider import open_bus
-from redstone_agent.vehicle.signals import load_dbc
+from redstone_agent.vehicle.signals import EXAMPLE_DBC, load_dbc
 from redstone_agent.vehicle.simulator import (
     BUILTIN,
     DEFAULT_CYCLE_MS,
@@ -26,7 +26,7 @@ from redstone_agent.vehicle.simulator import (
 
 PROG = "redstone-cansim"
 
-DEFAULT_DBC = Path(os.environ.get("REDSTONE_VEHICLE_DBC", "/etc/redstone/vehicle.dbc"))
+DEFAULT_DBC = Path(os.environ.get("REDSTONE_VEHICLE_DBC") or EXAMPLE_DBC)
 
 DESCRIPTION = f"""\
 Simulate the ECUs that put the vehicle's state on its CAN bus, so the Master's
@@ -41,17 +41,19 @@ built-in scenarios (no file needed): {", ".join(BUILTIN)}
 
 EPILOG = """\
 examples:
-  redstone-cansim --dbc etc/redstone/vehicle.dbc --interface socketcan --channel vcan0
-  redstone-cansim --dbc etc/redstone/vehicle.dbc --interface udp_multicast \\
-      --channel 239.74.163.2 --scenario etc/redstone/scenarios/driving-then-parked.toml --loop
-  redstone-cansim --dbc etc/redstone/vehicle.dbc --interface virtual --json   # progress as JSON
+  redstone-cansim --interface socketcan --channel vcan0      # park-drive-park, example DBC
+  redstone-cansim --interface udp_multicast --channel 239.74.163.2 \\
+      --scenario etc/redstone/scenarios/driving-then-parked.toml --loop
+  redstone-cansim --dbc /etc/redstone/vehicle.dbc --scenario my-car.toml --json
 
 Runs the scenario once (forever with --loop) and exits 0, or on SIGINT/SIGTERM.
 It prints one line per step (JSON with --json). udp_multicast leaves the host on
 eth0 in the default network namespace: run it inside a namespace. Scenario
 format, signals and rules: docs/vehicle.md.
 
-dbc: --dbc or $REDSTONE_VEHICLE_DBC, default /etc/redstone/vehicle.dbc.
+dbc: --dbc or $REDSTONE_VEHICLE_DBC, default the example installed with
+Redstone (etc/redstone/vehicle.dbc in the source tree), which the built-in
+scenarios are written for.
 """
 
 

@@ -32,6 +32,10 @@ from redstone_agent.vehicle.rules import Sample, Scalar, SignalSpec
 
 log = logging.getLogger(__name__)
 
+EXAMPLE_DBC = Path(__file__).resolve().with_name("vehicle.dbc")
+"""The example DBC installed with the package (``etc/redstone/vehicle.dbc`` links to it):
+the signals of docs/vehicle.md §1 and of the simulator's built-in scenarios."""
+
 
 def load_dbc(path: Path) -> Database:
     """Read a DBC file, or raise a one-line DbcError naming it."""

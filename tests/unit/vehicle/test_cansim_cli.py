@@ -30,7 +30,7 @@ def test_help_names_the_builtins_and_shows_examples(capsys: pytest.CaptureFixtur
     assert caught.value.code == 0
     out = capsys.readouterr().out
     assert "park-drive-park, driving-then-parked" in out
-    assert "examples:" in out and "redstone-cansim --dbc etc/redstone/vehicle.dbc" in out
+    assert "examples:" in out and "--scenario etc/redstone/scenarios/" in out
     for option in ("--interface", "--channel", "--dbc", "--scenario", "--loop", "--json"):
         assert option in out
 
@@ -46,6 +46,16 @@ def test_json_prints_one_object_per_step(
     assert lines[0]["scenario"] == "short"
     assert lines[1]["signals"] == {"speed_kph": 20, "gear": "P"}
     assert lines[1]["malformed"] == ["gear"]
+
+
+def test_default_dbc_is_the_installed_example(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("REDSTONE_VEHICLE_DBC", raising=False)
+    scenario = tmp_path / "short.toml"
+    scenario.write_text(SHORT)
+    assert main(["--interface", "virtual", "--channel", "x", "--scenario", str(scenario)]) == 0
+    assert capsys.readouterr().out.count("\n") == 2
 
 
 def test_text_progress(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,7 +10,13 @@ import pytest
 from redstone_agent.config import ConfigError
 from redstone_agent.vehicle.errors import DbcError
 from redstone_agent.vehicle.rules import Sample
-from redstone_agent.vehicle.signals import SignalStore, load_dbc, signal_index, signal_specs
+from redstone_agent.vehicle.signals import (
+    EXAMPLE_DBC,
+    SignalStore,
+    load_dbc,
+    signal_index,
+    signal_specs,
+)
 
 DBC = Path(__file__).resolve().parents[3] / "etc" / "redstone" / "vehicle.dbc"
 
@@ -34,6 +40,10 @@ def store() -> tuple[SignalStore, Clock]:
 def frame(name: str, **values: float | str) -> tuple[int, bytes]:
     message = load_dbc(DBC).get_message_by_name(name)
     return message.frame_id, bytes(message.encode(values))
+
+
+def test_etc_dbc_is_the_example_installed_with_the_package() -> None:
+    assert DBC.read_bytes() == EXAMPLE_DBC.read_bytes()
 
 
 def test_shipped_dbc_has_every_signal_with_a_cycle_time() -> None:
