@@ -2,7 +2,7 @@
 
 Run ``python -m redstone_agent.someip.someipyd --config someipyd.json`` (same
 arguments and JSON config as someipy's ``someipyd``) on *every* node, Master
-and Subs alike. someipy's daemon code runs unchanged except for two classes
+and Subs alike. someipy's daemon code runs unchanged except for three classes
 this module swaps in before its ``main()`` builds anything (docs/someip.md §10):
 
 1. **UDP endpoint** (``UDPSomeipEndpoint``). someipy keeps one stream parser
@@ -21,8 +21,15 @@ this module swaps in before its ``main()`` builds anything (docs/someip.md §10)
    ERROR message (E_WRONG_PROTOCOL_VERSION, E_UNKNOWN_SERVICE,
    E_WRONG_INTERFACE_VERSION, E_UNKNOWN_METHOD) and hands ERROR answers to
    the waiting caller like responses.
+3. **Local clients** (``DaemonServer``). A client process that dies while the
+   daemon still has data queued for it (a Sub power-cut while events flow)
+   makes the daemon's next read raise ``ConnectionResetError`` instead of
+   returning end-of-file; someipy then never runs its disconnect handler, so
+   the dead process's offers stay registered and catch every request meant for
+   the restarted one, which never answers. Ours treats any end of a client's
+   stream as its disconnection.
 
-Both reach into someipy's private modules; they are pinned to 2.1.2's
+All three reach into someipy's private modules; they are pinned to 2.1.2's
 layout (``someipy>=2.1`` in pyproject; re-check on every someipy upgrade).
 """
 
@@ -238,18 +245,42 @@ def _daemon_class() -> type:
     return Daemon
 
 
-def install() -> None:
-    """Swap the two classes into someipy's modules; idempotent.
+@functools.cache
+def _server_class() -> type:
+    """someipy's local socket server, but every end of a client is a disconnection (patch 3)."""
+    from someipy._internal._daemon import daemon_server as stock
 
-    someipyd's ``async_main`` looks ``SomeipDaemon`` up in its module when it
-    runs, and the endpoint factory looks ``UDPSomeipEndpoint`` up in its own
-    module each time it opens an endpoint: rebinding those names is enough.
+    class Server(stock.DaemonServer):  # type: ignore[misc]
+        async def _handle_client(self, reader: Any, writer: Any) -> None:
+            client_id = id(writer)
+            self._logger.info(f"New client connected: {client_id}")
+            client = stock.DaemonServerClient(reader, writer, client_id, self._logger)
+            await self.client_connected.invoke(self, stock.ClientConnectedEventArgs(client))
+            try:
+                while await client.read_next_message() is not None:
+                    pass
+            except Exception as exc:  # ECONNRESET from a killed client, or garbage
+                log.warning("client %s went away: %r; removing what it offered", client_id, exc)
+            finally:
+                await self.client_disconnected.invoke(self, stock.ClientConnectedEventArgs(client))
+
+    return Server
+
+
+def install() -> None:
+    """Swap the three classes into someipy's modules; idempotent.
+
+    someipyd's ``async_main`` looks ``SomeipDaemon`` and ``DaemonServer`` up in
+    its module when it runs, and the endpoint factory looks ``UDPSomeipEndpoint``
+    up in its own module each time it opens an endpoint: rebinding those names
+    is enough.
     """
     import someipy.someipyd as stock
     from someipy._internal import someip_endpoint_factory
 
     someip_endpoint_factory.UDPSomeipEndpoint = _datagram_endpoint_class()
     stock.SomeipDaemon = _daemon_class()
+    stock.DaemonServer = _server_class()
 
 
 def main() -> None:
