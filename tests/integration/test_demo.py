@@ -6,6 +6,7 @@ Both examples check every step themselves; these tests hold them to it.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +41,17 @@ def test_main_job_updates_the_whole_vehicle_then_rolls_every_ecu_back(tmp_path: 
     assert all(row["actual"] == second["expected"] for row in second["ecus"])
     assert any(row["bytes_saved"] > 0 for row in first["ecus"]), "no delta was used"
     assert "check memory routine" in second["detail"]
+    # The car drives when campaign 1 arrives: the Master holds it on the live CAN
+    # signals and goes on by itself once the car is parked (root: the lab has CAN).
+    if os.geteuid() == 0:
+        assert "master holds the campaign while the car drives: speed_kph <= 0 fails" in stderr
+        assert "the campaign goes on by itself" in stderr
+    # Campaign 2 asks the driver; the demo accepts over D-Bus with redstonectl.
+    assert "the driver accepted with redstonectl accept" in stderr
+    assert "waiting for the driver's consent" in stderr
+    # The gateway's new image logs a DTC when it starts: the report names it.
+    assert first["diagnostics"].startswith("1 new DTC: VV-GATEWAY-0001 U0123-00")
+    assert second["diagnostics"] == "0 new DTCs"
     listing = subprocess.run(["ip", "netns", "list"], check=True, capture_output=True, text=True)
     namespaces = listing.stdout
     assert f"rs{proc.pid}x" not in namespaces, "the vehicle left network namespaces behind"

@@ -72,6 +72,7 @@ class MasterDaemon:
         self._notifier = Notifier()
         self._check_now = asyncio.Event()
         self._last_publish = 0.0
+        self._flush: asyncio.TimerHandle | None = None
         self._last_state = ""
         self._kill_in = os.environ.get(KILL_IN_ENV, "")
         self._campaign_log = CampaignLog()
@@ -226,7 +227,15 @@ class MasterDaemon:
         now = time.monotonic()
         changed = f"{record.state.value}:{record.seq}" != self._last_state
         if not changed and now - self._last_publish < PROGRESS_INTERVAL_S:
+            # Throttled, not dropped: the last change of a burst (an ECU that now
+            # waits for the car to park) is published when the interval is over.
+            if self._flush is None:
+                wait = PROGRESS_INTERVAL_S - (now - self._last_publish)
+                self._flush = asyncio.get_running_loop().call_later(wait, self._flush_now, record)
             return
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
         self._last_state, self._last_publish = f"{record.state.value}:{record.seq}", now
         if changed and record.state.value == self._kill_in:
             log.warning("%s=%s: killing this process now", KILL_IN_ENV, self._kill_in)
@@ -242,6 +251,10 @@ class MasterDaemon:
             self.controller.published(record)
         if changed:
             self._follow_log(record)
+
+    def _flush_now(self, record: CampaignRecord) -> None:
+        self._flush = None
+        self._publish(self.engine.record if self.engine is not None else record)
 
     def _follow_log(self, record: CampaignRecord) -> None:
         """Collect the campaign's log lines; upload them when it ends (docs/api.md §3.5)."""

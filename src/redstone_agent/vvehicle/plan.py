@@ -153,14 +153,15 @@ class VehiclePlan:
             ],
         }
 
-    def campaign_json(self, name: str, version: str) -> dict[str, object]:
-        """Body of ``POST /api/v1/campaigns``: every updatable ECU to *version*, no consent."""
+    def campaign_json(self, name: str, version: str, *, consent: bool = False) -> dict[str, object]:
+        """Body of ``POST /api/v1/campaigns``: every updatable ECU to *version*;
+        ``consent``: the driver must accept it."""
         return {
             "name": name,
             "targeting": {"vins": [self.vin]},
             "packages": [e.target(version) for e in self.updatable],
             "groups": [{"percent": 100, "success_threshold": 100, "error_threshold": 100}],
-            "consent_required": False,
+            "consent_required": consent,
         }
 
 
@@ -195,16 +196,28 @@ class MasterFiles:
     """role → the key that signs that UDS ECU's manifest."""
 
 
-def master_toml(plan: VehiclePlan, files: MasterFiles, *, address: str, cloud_url: str) -> str:
-    """The TBox's ``master.toml`` (schema: :mod:`redstone_agent.master.topology`)."""
+def master_toml(
+    plan: VehiclePlan,
+    files: MasterFiles,
+    *,
+    address: str,
+    cloud_url: str,
+    dbus: str = "none",
+    consent: str = "auto",
+    vehicle: str = "",
+) -> str:
+    """The TBox's ``master.toml`` (schema: :mod:`redstone_agent.master.topology`);
+    ``vehicle`` is a ready ``[master.vehicle]`` table (CAN preconditions) or ""."""
     lines = [
         "# Written by redstone-vehicle: the virtual vehicle's TBox.",
         "[master]",
         f"vin = {_q(plan.vin)}",
         f"ecu-key = {_q(files.ecu_key)}",
         f"state-dir = {_q(files.state_dir)}",
-        'consent = "auto"',
+        f"consent = {_q(consent)}",
+        f"dbus = {_q(dbus)}",
         "",
+        vehicle,
         "[master.cloud]",
         f"url = {_q(cloud_url)}",
         f"cert = {_q(files.cert)}",

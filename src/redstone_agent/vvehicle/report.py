@@ -26,6 +26,8 @@ class CampaignResult:
     """Per ECU: the Master's report fields plus ``actual`` (what the ECU runs now)."""
     expected: str
     """The version every ECU must run now."""
+    diagnostics: str = ""
+    """One line: the DTCs that appeared during the update (docs/master.md §9)."""
 
     @property
     def consistent(self) -> bool:
@@ -39,6 +41,7 @@ class CampaignResult:
             "detail": self.detail,
             "expected": self.expected,
             "consistent": self.consistent,
+            "diagnostics": self.diagnostics,
             "ecus": self.rows,
         }
 
@@ -59,12 +62,14 @@ def merge(
         row["actual"] = actual.get(serial, "?")
         rows.append(row)
     rows += reported.values()
+    diagnostics = report.get("diagnostics")
     return CampaignResult(
         campaign=str(report.get("campaign", "")),
         outcome=str(report.get("outcome", "")),
         detail=str(report.get("detail", "")),
         rows=rows,
         expected=expected,
+        diagnostics=str(diagnostics.get("summary", "")) if isinstance(diagnostics, dict) else "",
     )
 
 
@@ -108,4 +113,6 @@ def table(result: CampaignResult) -> str:
             text.append("  ".join("-" * w for w in widths))
     verdict = "every ECU runs" if result.consistent else "NOT every ECU runs"
     text.append(f"{verdict} {result.expected}")
+    if result.diagnostics:
+        text.append(f"UDS diagnostics: {result.diagnostics}")
     return "\n".join(text)

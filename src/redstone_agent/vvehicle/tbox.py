@@ -34,6 +34,10 @@ class TBox:
     def log(self) -> Path:
         return self.node.workdir / "master.log"
 
+    def command(self, *args: str) -> list[str]:
+        """``redstone-master --config FILE ARGS``."""
+        return self._command(*args)
+
     def _command(self, *args: str) -> list[str]:
         return [executable("redstone-master"), "--config", str(self.config), *args]
 
@@ -91,8 +95,10 @@ class TBox:
         *,
         timeout: float = CAMPAIGN_TIMEOUT,
         progress: Callable[[str], None] = lambda _line: None,
+        on_status: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
-        """Start the Master (if needed), make it poll, and return its report of *campaign*."""
+        """Start the Master (if needed), make it poll, and return its report of *campaign*;
+        ``on_status`` sees each status read meanwhile."""
         self.start()
         deadline = time.monotonic() + timeout
         asked = False
@@ -113,6 +119,8 @@ class TBox:
             report = status.get("last_report")
             if isinstance(report, dict) and report.get("campaign") == campaign:
                 return report
+            if on_status is not None:
+                on_status(status)
             state = f"{status.get('state', '?')} {status.get('detail', '')}".strip()
             if state != last_state:
                 progress(f"master: {state}")
