@@ -229,16 +229,20 @@ class Engine:
         An unfinished campaign (a paused download, a commit that could not
         reach an ECU) is resumed instead of polling.
         """
-        async with self._lock:
-            if self.state not in SETTLED:
-                await self._resume()
-                return self.state in SETTLED
+        offer = None
+        if self.state in SETTLED and not self._lock.locked():
+            # Network calls outside the lock: a USB bundle or a cancel from D-Bus must
+            # not wait for a poll that hangs on a dead link.
             if not self._reported:
                 # The director offers a delta only from an image a manifest reported,
                 # and it fixes its offer at the first poll: report before polling.
                 await self._cloud.report_manifest()
                 self._reported = True
             offer = await self._cloud.poll()
+        async with self._lock:
+            if self.state not in SETTLED:
+                await self._resume()
+                return self.state in SETTLED
             if offer is None:
                 return False
             if offer.campaign == self._record.campaign:
@@ -686,6 +690,8 @@ class Engine:
         try:
             await self._cloud.report_manifest()
         except Exception as exc:
+            # Offline (a bundle installed without coverage): the next poll reports first.
+            self._reported = False
             log.warning("could not report the final manifest (next poll will): %s", exc)
 
     # -- phases over ECUs -----------------------------------------------------------

@@ -364,12 +364,12 @@ class VirtualVehicle(Scaffold):
             found[uds.ecu.serial] = uds_ecus.read_version(uds, self.master)
         return found
 
-    def redstonectl(self, *args: str) -> str:
+    def redstonectl(self, *args: str, timeout: float = 30.0) -> str:
         """Run ``redstonectl --bus <the lab's bus> ARGS`` on the TBox; its stdout."""
         if self.bus is None:
             raise VehicleError("no D-Bus in this lab (dbus-daemon is not installed)")
         return self.master.run(
-            [executable("redstonectl"), "--bus", self.bus.address, *args], timeout=30.0
+            [executable("redstonectl"), "--bus", self.bus.address, *args], timeout=timeout
         )
 
     def run_campaign(

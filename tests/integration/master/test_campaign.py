@@ -10,11 +10,16 @@ from what the previous one left (``Car.current``).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from redstone_agent.vvehicle.errors import LabError
 from tests.integration.master.campaign_support import (
     CAMPAIGN_TIMEOUT_S,
     Car,
@@ -183,3 +188,71 @@ def test_sub_vanishing_mid_transfer_resumes(car: Car) -> None:
         car.assert_all(new)
         car.assert_rows(report, old, new, "updated")
         car.assert_cloud_learns(campaign, new, "succeeded")
+
+
+def test_offline_bundle_installed_with_redstonectl_while_the_cloud_is_unreachable(
+    car: Car, tmp_path: Path
+) -> None:
+    """A workshop installs a USB bundle: verified like an online campaign (a tampered one
+    is refused in one line, nothing touched), run with no cloud, reported once back."""
+    old = car.current
+    vehicle = car.vehicle
+    assert vehicle.cloud is not None
+    with car.diagnosed():
+        car.tbox.stop()  # the campaign is assigned while the TBox is off the network
+        campaign, new = car.offer()
+        bundle = tmp_path / "update.rsbundle"
+        subprocess.run(
+            [
+                str(Path(sys.executable).with_name("redstone-cloud")),
+                "--config",
+                str(vehicle.cloud.config),
+                "bundle",
+                vehicle.plan.vin,
+                "--output",
+                str(bundle),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        tampered = tmp_path / "tampered.rsbundle"
+        tampered.write_bytes(_flip_in_member(bundle.read_bytes(), "director/", "targets"))
+        vehicle.lab.unplug("cloud")
+        try:
+            car.tbox.start()
+            wait_for("the Master on D-Bus", lambda: _answers(vehicle), CAMPAIGN_TIMEOUT_S)
+            with pytest.raises(LabError) as refused:
+                vehicle.redstonectl("install", str(tampered))
+            line = str(refused.value)
+            assert "install refused (BadBundle): director repository" in line, line
+            assert car.tbox.status()["state"] in ("idle", "done", "failed")
+            vehicle.redstonectl("install", str(bundle), timeout=CAMPAIGN_TIMEOUT_S)
+            report = car.tbox.status()["last_report"]
+        finally:
+            vehicle.lab.plug("cloud")
+        assert (report["campaign"], report["outcome"]) == (campaign, "updated"), report
+        car.assert_all(new)
+        car.assert_rows(report, old, new, "updated")
+        car.tbox.check_now()  # back in coverage: the signed manifest tells the cloud
+        car.assert_cloud_learns(campaign, new, "succeeded")
+
+
+def _answers(vehicle: Any) -> bool | None:
+    try:
+        vehicle.redstonectl("status", "--json")
+    except LabError:
+        return None
+    return True
+
+
+def _flip_in_member(data: bytes, prefix: str, part: str) -> bytes:
+    """The bundle (a tar) with one byte changed in its first member under *prefix*
+    whose name holds *part*."""
+    import io
+    import tarfile
+
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        member = next(m for m in tar.getmembers() if m.name.startswith(prefix) and part in m.name)
+    offset = member.offset_data + member.size // 2
+    return data[:offset] + bytes([data[offset] ^ 0x01]) + data[offset + 1 :]
