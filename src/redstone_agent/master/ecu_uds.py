@@ -33,6 +33,7 @@ every other operation here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -370,13 +371,29 @@ class UdsPort:
             if step.phase == "download":
                 loop.call_soon_threadsafe(progress, step.done, step.total)
 
+        cancel = threading.Event()
         try:
             fallback = None
             if previous is not None and before is not None:
                 fallback = FlashImage(before, previous.version)
-            return await self._flasher.install_async(
-                FlashImage(data, image.version), previous=fallback, progress=forward
+            work = asyncio.ensure_future(
+                self._flasher.install_async(
+                    FlashImage(data, image.version),
+                    previous=fallback,
+                    progress=forward,
+                    cancel=cancel,
+                )
             )
+            try:
+                return await asyncio.shield(work)
+            except asyncio.CancelledError:
+                # Stopped by the campaign (a rule broke, a cancel): the worker stops at
+                # its next request and leaves the ECU in its bootloader; wait for it, so
+                # the bus is free and no flash of this ECU runs behind our back.
+                cancel.set()
+                with contextlib.suppress(Exception):
+                    await work
+                raise
         except ImageError as exc:  # refused before touching the ECU
             self._save(dataclasses.replace(self._load(), pending=None))
             raise EcuFailed(self.serial, _one_line(str(exc))) from None

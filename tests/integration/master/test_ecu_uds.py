@@ -245,3 +245,32 @@ def test_manifest_during_a_flash_says_so_without_waiting(start: Start, tmp_path:
         await flash
 
     asyncio.run(scenario())
+
+
+def test_a_flash_stopped_by_the_campaign_ends_before_the_call_returns_and_runs_again(
+    start: Start, tmp_path: Path
+) -> None:
+    """on-break = "abort": the engine cancels install(); the worker thread must stop at
+    its next request before the cancel returns (the bus is free, no flash behind our
+    back), and the next install flashes the ECU from its bootloader to the new image."""
+    sim, port = start()
+    old, new = cached(tmp_path, "1.0.0"), cached(tmp_path, "2.0.0", size=60_000)
+    job = EcuJob("BCM-01", new=new, previous=old)
+
+    async def scenario() -> None:
+        downloading = asyncio.Event()
+        flash = asyncio.create_task(port.install(job, lambda _d, _t: downloading.set()))
+        await asyncio.wait_for(downloading.wait(), 20)
+        flash.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await flash
+        blocks = sim.ecu.blocks_seen
+        await asyncio.sleep(0.2)
+        assert sim.ecu.blocks_seen == blocks, "the flash went on after the cancel returned"
+        assert await port.standing(job) is not EcuStanding.NEW
+        result = await port.install(job, lambda _d, _t: None)
+        assert result.bytes_sent == new.length
+        assert await port.standing(job) is EcuStanding.NEW
+        assert version_of(sim) == "2.0.0"
+
+    asyncio.run(scenario())
