@@ -62,6 +62,8 @@ def describe(status: dict[str, Any]) -> str:
         lines.append(f"campaign: {status['campaign']}")
     if status.get("error"):
         lines.append(f"error: {status['error']}")
+    if status.get("blocked_by"):
+        lines.append(f"blocked by: {status['blocked_by']}")
     for serial, ecu in status.get("ecus", {}).items():
         progress = ""
         if ecu["bytes_total"] and ecu["step"] in ("installing", "pending"):
@@ -74,6 +76,9 @@ def describe(status: dict[str, Any]) -> str:
     if report:
         lines.append(f"last report: {report['campaign']} {report['outcome']}")
         lines.extend(report_table(report))
+        diagnostics = report.get("diagnostics")
+        if isinstance(diagnostics, dict) and diagnostics.get("summary"):
+            lines.append(f"UDS diagnostics: {diagnostics['summary']}")
     return "\n".join(lines)
 
 

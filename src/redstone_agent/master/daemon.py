@@ -276,8 +276,13 @@ class MasterDaemon:
         if self.config.vehicle is not None:
             from redstone_agent.vehicle.provider import CanPreconditions
 
-            self._vehicle = CanPreconditions(self.config.vehicle)
-            await self._vehicle.start()
+            self._vehicle = CanPreconditions(self.config.vehicle)  # rule/DBC errors stop us
+            try:
+                await self._vehicle.start()
+            except RedstoneError as exc:
+                # No CAN is no vehicle state: every rule counts as unknown, so campaigns
+                # wait (status names the rule) instead of the Master not starting at all.
+                log.error("vehicle state unavailable, campaigns will wait: %s", exc)
         self.engine = self._wire()
         await self.server.start()
         await self._export_dbus()
