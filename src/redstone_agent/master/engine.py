@@ -411,7 +411,7 @@ class Engine:
             serial: EcuRecord(
                 serial=serial,
                 kind=self._specs[serial].kind.value,
-                transport=TRANSPORTS[self._specs[serial].kind],
+                transport=_transport(self._specs[serial]),
                 old=image_name(running.get(serial, "")),
                 new=image_name(image.target),
             )
@@ -779,6 +779,11 @@ class Engine:
                 continue
             self._ecu(serial, stage.done, outcome.detail)
             return
+
+
+def _transport(spec: EcuSpec) -> str:
+    """How the ECU is reached, for the report: ``doip via ECU-ADAS-0001`` behind a Sub."""
+    return TRANSPORTS[spec.kind] + (f" via {spec.behind}" if spec.behind else "")
 
 
 def _one_line(exc: BaseException) -> str:

@@ -155,7 +155,7 @@ class TimeoutSettings:
 
 @dataclass(frozen=True)
 class DiagnosticsSettings:
-    """UDS diagnostics around every campaign (docs/master.md §8)."""
+    """UDS diagnostics around every campaign (docs/master.md §9)."""
 
     enabled: bool = True
     dtc_status_mask: int = 0x09
