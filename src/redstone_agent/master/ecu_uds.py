@@ -37,7 +37,6 @@ import contextlib
 import dataclasses
 import logging
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,37 +48,17 @@ from redstone_agent.master.ports import EcuJob, EcuStanding, Image, ProgressFn, 
 from redstone_agent.master.topology import EcuSpec
 from redstone_agent.uds.config import EcuConfig
 from redstone_agent.uds.diagnostics import SOFTWARE_VERSION_DIDS, clear_ecu, read_ecu
-from redstone_agent.uds.errors import ImageError, TransportError, UdsError
-from redstone_agent.uds.flasher import DEFAULT_FINGERPRINT, Flasher, FlashImage, FlashReport
+from redstone_agent.uds.errors import ImageError, UdsError
+from redstone_agent.uds.flasher import Flasher, FlashImage, FlashReport
 from redstone_agent.uds.flasher import Progress as FlashProgress
 from redstone_agent.uds.link import LinkFactory, open_link
 from redstone_agent.uds.rollback import Outcome
-from redstone_agent.uds.sequence import ProgrammingSequence, TransferStats, read_raw
-from redstone_agent.uds.session import Channel
+from redstone_agent.uds.running import Installed, reported_image
+from redstone_agent.uds.running import describe_outcome as describe_running
 from redstone_agent.uptane.keys import Signer
 from redstone_agent.uptane.manifests import EcuManifest, sign_ecu_manifest
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Installed:
-    """One journaled image: what the ECU runs when its version DID says ``version``."""
-
-    target: str
-    sha256: str = ""
-    """Empty when unknown (the factory image)."""
-    length: int = 0
-    release_counter: int = 0
-    version: str = ""
-    """Empty when unknown: then any readable version is taken to be this image."""
-
-    @classmethod
-    def of(cls, image: Image) -> Installed:
-        return cls(image.target, image.sha256, image.length, image.release_counter, image.version)
-
-    def matches(self, version: str) -> bool:
-        return bool(version) and self.version in ("", version)
 
 
 @dataclass(frozen=True)
@@ -133,18 +112,7 @@ def _expected_old(job: EcuJob, record: Record) -> Installed | None:
 
 def describe_outcome(report: FlashReport) -> str:
     """What the ECU runs after a failed flash, in words."""
-    after = report.version_after
-    return {
-        Outcome.UNCHANGED: f"it still runs {after}",
-        Outcome.BANK_SWITCHED: f"it switched back to its other bank and runs {after}",
-        Outcome.RESTORED: f"the previous image was flashed back and runs {after}",
-        Outcome.CANCELLED: "cancelled; it waits in its bootloader",
-    }.get(
-        report.outcome,
-        f"it runs {after}"
-        if after
-        else "it reports no version (left in its bootloader, or unreachable)",
-    )
+    return describe_running(report.outcome, report.version_after)
 
 
 def _one_line(text: str) -> str:
@@ -182,23 +150,10 @@ class UdsPort:
             # A flash owns the ECU (minutes): say so rather than wait for it.
             return self._sign(nonce, Installed(""), None, f"flashing {pending.version}")
         async with self._lock:
-            version = await asyncio.to_thread(self._read_version)
+            version = await asyncio.to_thread(self._flasher.read_version)
             record = self._load()
-        known = next(
-            (i for i in (record.pending, record.image) if i and version and i.matches(version)),
-            None,
-        )
-        if known is not None:
-            return self._sign(nonce, known, version, f"runs {version}")
-        why = (
-            f"the ECU reports version {version!r}, not the journaled {record.image.version!r}"
-            "; image hash unknown"
-            if version
-            else "version unreadable: the ECU is in its bootloader or does not answer"
-        )
-        # By default an image's version is its target name (ports.Image.version).
-        unconfirmed = Installed(version or "", release_counter=record.image.release_counter)
-        return self._sign(nonce, unconfirmed, version, why)
+        image, detail = reported_image(version, record.image, record.pending)
+        return self._sign(nonce, image, version, detail)
 
     def _sign(
         self, nonce: str, image: Installed, version: str | None, detail: str
@@ -223,7 +178,7 @@ class UdsPort:
     async def standing(self, job: EcuJob) -> EcuStanding:
         self._learn_from(job)
         async with self._lock:
-            version = await asyncio.to_thread(self._read_version)
+            version = await asyncio.to_thread(self._flasher.read_version)
         return standing_of(version, job, self._load())
 
     def learn_installed(self, image: Image) -> bool:
@@ -286,7 +241,7 @@ class UdsPort:
         """Flash, reset and verify ``job.new`` unless the ECU already runs it."""
         self._learn_from(job)
         async with self._lock:
-            version = await asyncio.to_thread(self._read_version)
+            version = await asyncio.to_thread(self._flasher.read_version)
             if version == job.new.version:
                 self._settle(job.new)
                 return StepResult(detail=f"already runs {version}")
@@ -321,7 +276,7 @@ class UdsPort:
         """Flash ``job.previous`` back (or switch banks) unless the ECU already runs it."""
         self._learn_from(job)
         async with self._lock:
-            version = await asyncio.to_thread(self._read_version)
+            version = await asyncio.to_thread(self._flasher.read_version)
             record = self._load()
             if standing_of(version, job, record) is EcuStanding.OLD:
                 if job.previous is not None:
@@ -348,7 +303,12 @@ class UdsPort:
                     f"cannot roll back from {version or 'the bootloader'}: no previous image "
                     "and the ECU is single-bank",
                 )
-            running = await asyncio.to_thread(self._switch_bank)
+            try:
+                running = await asyncio.to_thread(self._flasher.switch_bank)
+            except UdsError as exc:
+                raise EcuFailed(
+                    self.serial, f"switching banks failed: {_one_line(str(exc))}"
+                ) from None
             old = _expected_old(job, record)
             if not running or running == job.new.version or (old and not old.matches(running)):
                 raise EcuFailed(
@@ -407,41 +367,6 @@ class UdsPort:
                 self._save(dataclasses.replace(record, pending=None))
             return
         self._save(Record(now, before=record.image))
-
-    def _switch_bank(self) -> str | None:
-        """Dual bank without a previous image: make the other bank active, reset, read back."""
-        channel = Channel(self._ecu, self._link_factory)
-        prog = self._ecu.programming
-        try:
-            sequence = ProgrammingSequence(
-                channel, DEFAULT_FINGERPRINT, lambda *_: None, threading.Event(), TransferStats()
-            )
-            sequence.enter_programming()
-            sequence.routine("switch bank", self._ecu.routines.switch_bank)
-            try:
-                channel.call("ECU reset", lambda c: c.ecu_reset(prog.reset_type), retry=False)
-            except TransportError as exc:
-                log.warning("%s; assuming the ECU reset", exc)
-            channel.drop()
-            time.sleep(prog.reset_settle)
-            channel.reconnect(0.0)
-        except UdsError as exc:
-            raise EcuFailed(self.serial, f"switching banks failed: {_one_line(str(exc))}") from None
-        finally:
-            channel.drop()
-        return self._read_version()
-
-    def _read_version(self) -> str | None:
-        """The version DID (blocking), or None when the ECU does not answer it."""
-        channel = Channel(self._ecu, self._link_factory)
-        try:
-            raw = channel.call("read version", lambda c: read_raw(c, self._ecu.dids.version))
-        except UdsError as exc:
-            log.info("%s: version unreadable: %s", self.serial, exc)
-            return None
-        finally:
-            channel.drop()
-        return raw.rstrip(b"\x00\xff").decode("ascii", "replace") or None
 
     # -- journal -------------------------------------------------------------
 

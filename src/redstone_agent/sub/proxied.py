@@ -43,7 +43,6 @@ from redstone_agent.sub.proxy import (
     BUSY,
     ON_RESTART,
     Command,
-    Installed,
     Job,
     JobImage,
     Record,
@@ -60,13 +59,12 @@ from redstone_agent.sub.proxy import (
 from redstone_agent.sub.trust import Assignment, ManifestSigner, SubTrust
 from redstone_agent.transfer import TransferError, open_source
 from redstone_agent.uds.config import EcuConfig, load_ecu
-from redstone_agent.uds.errors import ImageError, TransportError, UdsError
-from redstone_agent.uds.flasher import DEFAULT_FINGERPRINT, Flasher, FlashImage, FlashReport
+from redstone_agent.uds.errors import ImageError, UdsError
+from redstone_agent.uds.flasher import Flasher, FlashImage, FlashReport
 from redstone_agent.uds.flasher import Progress as FlashProgress
 from redstone_agent.uds.link import LinkFactory, open_link
 from redstone_agent.uds.rollback import Outcome
-from redstone_agent.uds.sequence import ProgrammingSequence, TransferStats, read_raw
-from redstone_agent.uds.session import Channel
+from redstone_agent.uds.running import Installed
 
 log = logging.getLogger(__name__)
 P = ProxiedState
@@ -162,7 +160,6 @@ class ProxiedEcu:
         self._sub_serial = sub_serial
         self._ecu = ecu
         self._publish = publish
-        self._link_factory = link_factory
         self._dir = ecu_dir(state_dir, config.serial)
         self._dir.mkdir(parents=True, exist_ok=True)
         self._journal = Journal(self._dir / "ecu.json")
@@ -490,7 +487,7 @@ class ProxiedEcu:
             await asyncio.wait_for(asyncio.shield(self._read), REFRESH_BUDGET_S)
 
     async def _read_version(self) -> str | None:
-        version = await self._locked(self._version_now)
+        version = await self._locked(self._flasher.read_version)
         if (version or "") != self._record.version:
             self._record.version = version or ""
             self._publish(self.status())
@@ -500,40 +497,12 @@ class ProxiedEcu:
         async with self._lock:
             return await asyncio.to_thread(blocking)
 
-    def _version_now(self) -> str | None:
-        """The version DID (blocking), or None when the ECU does not answer it."""
-        channel = Channel(self._ecu, self._link_factory)
-        try:
-            raw = channel.call("read version", lambda c: read_raw(c, self._ecu.dids.version))
-        except (UdsError, OSError) as exc:
-            log.info("%s: version unreadable: %s", self.serial, exc)
-            return None
-        finally:
-            channel.drop()
-        return raw.rstrip(b"\x00\xff").decode("ascii", "replace") or None
-
     def _switch_bank(self) -> str | None:
-        """Dual bank without a previous image: make the other bank active, reset, read back."""
-        channel = Channel(self._ecu, self._link_factory)
-        prog = self._ecu.programming
+        """Dual bank without a previous image: the other bank, reset, the version read back."""
         try:
-            sequence = ProgrammingSequence(
-                channel, DEFAULT_FINGERPRINT, lambda *_: None, threading.Event(), TransferStats()
-            )
-            sequence.enter_programming()
-            sequence.routine("switch bank", self._ecu.routines.switch_bank)
-            try:
-                channel.call("ECU reset", lambda c: c.ecu_reset(prog.reset_type), retry=False)
-            except TransportError as exc:
-                log.warning("%s; assuming the ECU reset", exc)
-            channel.drop()
-            time.sleep(prog.reset_settle)
-            channel.reconnect(0.0)
+            return self._flasher.switch_bank()
         except UdsError as exc:
             raise SubError(f"switching banks failed: {exc}", ResultCode.INSTALL_FAILED) from None
-        finally:
-            channel.drop()
-        return self._version_now()
 
     def _fetch(self, image: JobImage, name: str) -> Path:
         """``image`` on disk, hashed; fetched from the Master's cache unless already there."""

@@ -35,6 +35,7 @@ from redstone_agent.someip.messages import ProxiedImage, ProxiedStatus, ProxyIns
 from redstone_agent.sub.errors import VerificationFailed, WrongState
 from redstone_agent.sub.trust import Assignment
 from redstone_agent.uds.rollback import Outcome
+from redstone_agent.uds.running import Installed, describe_outcome, reported_image
 
 P = ProxiedState
 
@@ -77,26 +78,6 @@ ON_RESTART: dict[ProxiedState, Resume] = {
 
 BUSY = frozenset(ON_RESTART) - PROXIED_SETTLED
 """States in which the ECU belongs to an operation: never read or flashed by another."""
-
-
-@dataclass(frozen=True)
-class Installed:
-    """One image as journaled: what the ECU runs when its version DID says ``version``."""
-
-    target: str
-    sha256: str = ""
-    """Empty when unknown (the factory image)."""
-    length: int = 0
-    release_counter: int = 0
-    version: str = ""
-    """Empty when unknown: then any readable version is taken to be this image."""
-
-    @classmethod
-    def of(cls, image: JobImage) -> Installed:
-        return cls(image.target, image.sha256, image.length, image.release_counter, image.version)
-
-    def matches(self, version: str | None) -> bool:
-        return bool(version) and self.version in ("", version)
 
 
 @dataclass(frozen=True)
@@ -323,14 +304,8 @@ def after_flash(
     now = running
     if outcome is Outcome.RESTORED and job.previous is not None:
         now = Installed.of(job.previous)
-    what = {
-        Outcome.UNCHANGED: f"it still runs {version}",
-        Outcome.BANK_SWITCHED: f"it switched back to its other bank and runs {version}",
-        Outcome.RESTORED: f"the previous image was flashed back and runs {version}",
-        Outcome.CANCELLED: "cancelled; it waits in its bootloader",
-    }.get(
-        outcome,
-        f"it runs {version}" if version else "it reports no version (left in its bootloader)",
+    what = describe_outcome(
+        outcome, version, silent="it reports no version (left in its bootloader)"
     )
     detail = f"flashing {new.version} failed: {error or outcome.value}; {what}"
     return Settled(P.FAILED, now, ResultCode.INSTALL_FAILED, detail)
@@ -380,13 +355,4 @@ def manifest_image(record: Record, version: str | None) -> tuple[Installed, str]
     The journaled image only when the ECU's version confirms it; otherwise the
     version read (by default an image's version is its target name) and no hash.
     """
-    if record.running.matches(version):
-        return record.running, f"runs {version}"
-    if version:
-        why = (
-            f"the ECU reports version {version!r}, not the journaled "
-            f"{record.running.version!r}; image hash unknown"
-        )
-    else:
-        why = "version unreadable: the ECU is in its bootloader or does not answer"
-    return Installed(version or "", release_counter=record.running.release_counter), why
+    return reported_image(version, record.running)

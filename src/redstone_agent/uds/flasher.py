@@ -174,6 +174,27 @@ class Flasher:
             steps=run.steps,
         )
 
+    def read_version(self) -> str | None:
+        """The version DID now (blocking), or None when the ECU does not answer it."""
+        channel = Channel(self.ecu, self.link_factory)
+        try:
+            return self._try_read_version(channel) or None
+        finally:
+            channel.drop()
+
+    def switch_bank(self) -> str | None:
+        """Make a dual-bank ECU's other bank active, reset, and read the version back
+        (blocking; None when unreadable): the rollback when no previous image is at hand.
+
+        Raises :class:`UdsError` when the switch itself fails.
+        """
+        run = _Run(Channel(self.ecu, self.link_factory), self._notifier(None))
+        try:
+            self._switch_bank(run)
+        finally:
+            run.channel.drop()
+        return self.read_version()
+
     def _check_image(self, image: FlashImage) -> None:
         region = self.ecu.region(image.region)
         if not image.data:
