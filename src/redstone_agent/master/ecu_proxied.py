@@ -33,20 +33,23 @@ settled                     another version, or none (bootloader)     FAILED
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import json
-import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
-from redstone_agent.master.ecu_sub import failure, one_line
-from redstone_agent.master.errors import EcuFailed, EcuUnreachable
+from redstone_agent.master.ecu_sub import (
+    QUERY_WAIT_S,
+    SubCalls,
+    deadline_after,
+    failure,
+    one_line,
+)
+from redstone_agent.master.errors import EcuFailed
 from redstone_agent.master.ports import EcuJob, EcuStanding, Image, ProgressFn, StepResult
 from redstone_agent.master.topology import EcuSpec, TimeoutSettings
 from redstone_agent.someip.client import SubClient
-from redstone_agent.someip.errors import CallTimeout, RemoteError, ServiceUnavailable, SomeIpError
+from redstone_agent.someip.errors import RemoteError, SomeIpError
 from redstone_agent.someip.interface import (
     PROXIED_SETTLED,
     PROXY_MINOR,
@@ -60,13 +63,7 @@ from redstone_agent.someip.messages import (
     ProxyInstallRequest,
 )
 
-log = logging.getLogger(__name__)
 P = ProxiedState
-T = TypeVar("T")
-
-QUERY_WAIT_S = 60.0
-"""How long manifest()/standing() keep asking a Sub that does not answer (a reboot)."""
-RETRY_S = 0.2
 
 
 def standing_of(status: ProxiedStatus, job: EcuJob) -> EcuStanding:
@@ -121,28 +118,23 @@ class ProxiedPort:
         self._client = client
         self._timeouts = timeouts
         self._progress: ProgressFn | None = None
+        self._calls = SubCalls(spec.serial, via=spec.behind)
         client.on_proxied(self._forward_progress)
 
     # -- queries -------------------------------------------------------------
 
     async def manifest(self, nonce: str) -> dict[str, Any]:
-        deadline = _deadline(QUERY_WAIT_S)
+        deadline = deadline_after(QUERY_WAIT_S)
         await self._check_sub(deadline)
-        raw = await self._ask(
+        raw = await self._calls.ask(
             "ProxyManifest",
             lambda: self._client.proxy_manifest(self.serial, nonce.encode()),
             deadline,
         )
-        try:
-            envelope = json.loads(raw)
-        except ValueError as exc:
-            raise EcuFailed(self.serial, f"manifest is not JSON: {exc}") from None
-        if not isinstance(envelope, dict):
-            raise EcuFailed(self.serial, "manifest is not a JSON object")
-        return envelope
+        return self._calls.manifest(raw)
 
     async def standing(self, job: EcuJob) -> EcuStanding:
-        deadline = _deadline(QUERY_WAIT_S)
+        deadline = deadline_after(QUERY_WAIT_S)
         await self._check_sub(deadline)
         return standing_of(await self._status(deadline, refresh=True), job)
 
@@ -150,7 +142,7 @@ class ProxiedPort:
 
     async def install(self, job: EcuJob, progress: ProgressFn) -> StepResult:
         """ProxyInstall and wait until the Sub settles; an ECU on the new image is left alone."""
-        deadline = _deadline(self._timeouts.install_s)
+        deadline = deadline_after(self._timeouts.install_s)
         await self._check_sub(deadline)
         new = job.new
         request = install_request(self.serial, job)
@@ -169,7 +161,7 @@ class ProxiedPort:
                 if settled and status.version == new.version:
                     return StepResult(detail=f"already runs {new.version}")
                 if settled:
-                    if await self._command(
+                    if await self._calls.command(
                         "ProxyInstall", lambda: self._client.proxy_install(request), deadline
                     ):
                         sent = status.seq
@@ -196,7 +188,7 @@ class ProxiedPort:
     async def rollback(self, job: EcuJob) -> StepResult:
         """ProxyRollback unless the ECU already runs its previous image; a flash under way
         is waited for, never cut off."""
-        deadline = _deadline(self._timeouts.rollback_s)
+        deadline = deadline_after(self._timeouts.rollback_s)
         await self._check_sub(deadline)
         sent: int | None = None
         while True:
@@ -212,7 +204,7 @@ class ProxiedPort:
                 if status.error is ResultCode.OK:
                     why = f"rolled back but runs {status.version or 'no readable version'}"
                 raise EcuFailed(self.serial, why)
-            if await self._command(
+            if await self._calls.command(
                 "ProxyRollback", lambda: self._client.proxy_rollback(self.serial), deadline
             ):
                 sent = status.seq
@@ -224,7 +216,7 @@ class ProxiedPort:
 
     async def _check_sub(self, deadline: float) -> None:
         """Refuse, in one line, a Sub that cannot flash this ECU for us."""
-        info = await self._ask("GetInfo", self._client.get_info, deadline)
+        info = await self._calls.ask("GetInfo", self._client.get_info, deadline)
         if info.interface_minor < PROXY_MINOR:
             raise EcuFailed(
                 self.serial,
@@ -246,7 +238,7 @@ class ProxiedPort:
             self._progress(status.bytes_done, status.bytes_total)
 
     async def _status(self, deadline: float, *, refresh: bool = False) -> ProxiedStatus:
-        return await self._ask(
+        return await self._calls.ask(
             "GetProxiedStatus",
             lambda: self._client.get_proxied_status(self.serial, refresh=refresh),
             deadline,
@@ -263,45 +255,3 @@ class ProxiedPort:
             raise EcuFailed(self.serial, failure(exc.code, exc.detail)) from None
         except SomeIpError as exc:
             raise EcuFailed(self.serial, f"timed out: {one_line(str(exc))}") from None
-
-    async def _ask(self, what: str, call: Callable[[], Awaitable[T]], deadline: float) -> T:
-        """A query, asked again through timeouts and the Sub's reboots until ``deadline``."""
-        while True:
-            try:
-                return await call()
-            except (CallTimeout, ServiceUnavailable) as exc:
-                if time.monotonic() > deadline:
-                    raise EcuUnreachable(
-                        self.serial, f"{what} to Sub {self.sub} unanswered: {exc}"
-                    ) from None
-                await asyncio.sleep(RETRY_S)
-            except RemoteError as exc:
-                raise EcuFailed(self.serial, f"{what}: {failure(exc.code, exc.detail)}") from None
-            except SomeIpError as exc:
-                raise EcuFailed(self.serial, f"{what}: {one_line(str(exc))}") from None
-
-    async def _command(
-        self, what: str, call: Callable[[], Awaitable[None]], deadline: float
-    ) -> bool:
-        """True if accepted; False if the answer is unknown or WRONG_STATE (read the status
-        and decide again); EcuFailed if refused."""
-        if time.monotonic() > deadline:
-            raise EcuUnreachable(self.serial, f"{what} not carried out in time")
-        try:
-            await call()
-        except (CallTimeout, ServiceUnavailable) as exc:
-            log.info("%s: %s unanswered (%s); reading the status", self.serial, what, exc)
-            await asyncio.sleep(RETRY_S)
-            return False
-        except RemoteError as exc:
-            if exc.code == ResultCode.WRONG_STATE:
-                log.info("%s: %s refused in this state; reading the status", self.serial, what)
-                return False
-            raise EcuFailed(self.serial, failure(exc.code, exc.detail)) from None
-        except SomeIpError as exc:
-            raise EcuFailed(self.serial, f"{what}: {one_line(str(exc))}") from None
-        return True
-
-
-def _deadline(seconds: float) -> float:
-    return time.monotonic() + seconds

@@ -124,6 +124,68 @@ def failure(code: ResultCode | int, detail: str) -> str:
     return one_line(f"{name}: {detail}" if detail else name)
 
 
+def deadline_after(seconds: float) -> float:
+    return time.monotonic() + seconds
+
+
+class SubCalls:
+    """Calls to a Sub for the port of ECU ``serial`` (the Sub itself, or an ECU ``via`` it):
+    queries asked again until a deadline, commands whose answer may be lost, and
+    every failure one line (:class:`EcuFailed` or :class:`EcuUnreachable`)."""
+
+    def __init__(self, serial: str, *, via: str = "") -> None:
+        self.serial = serial
+        self._to = f" to Sub {via}" if via else ""
+
+    async def ask(self, what: str, call: Callable[[], Awaitable[T]], deadline: float) -> T:
+        """A query, asked again through timeouts and the Sub's reboots until ``deadline``."""
+        while True:
+            try:
+                return await call()
+            except (CallTimeout, ServiceUnavailable) as exc:
+                if time.monotonic() > deadline:
+                    raise EcuUnreachable(
+                        self.serial, f"{what}{self._to} unanswered: {exc}"
+                    ) from None
+                await asyncio.sleep(RETRY_S)
+            except RemoteError as exc:
+                raise EcuFailed(self.serial, f"{what}: {failure(exc.code, exc.detail)}") from None
+            except SomeIpError as exc:
+                raise EcuFailed(self.serial, f"{what}: {one_line(str(exc))}") from None
+
+    async def command(
+        self, what: str, call: Callable[[], Awaitable[None]], deadline: float
+    ) -> bool:
+        """Send a command: True if accepted; False if the answer is unknown or WRONG_STATE
+        (the caller reads the status and decides again); EcuFailed if refused."""
+        if time.monotonic() > deadline:
+            raise EcuUnreachable(self.serial, f"{what} not carried out in time")
+        try:
+            await call()
+        except (CallTimeout, ServiceUnavailable) as exc:
+            log.info("%s: %s unanswered (%s); reading the status", self.serial, what, exc)
+            await asyncio.sleep(RETRY_S)
+            return False
+        except RemoteError as exc:
+            if exc.code == ResultCode.WRONG_STATE:
+                log.info("%s: %s refused in this state; reading the status", self.serial, what)
+                return False
+            raise EcuFailed(self.serial, failure(exc.code, exc.detail)) from None
+        except SomeIpError as exc:
+            raise EcuFailed(self.serial, f"{what}: {one_line(str(exc))}") from None
+        return True
+
+    def manifest(self, raw: bytes) -> dict[str, Any]:
+        """The signed manifest the Sub sent: a JSON object, else EcuFailed."""
+        try:
+            envelope = json.loads(raw)
+        except ValueError as exc:
+            raise EcuFailed(self.serial, f"manifest is not JSON: {exc}") from None
+        if not isinstance(envelope, dict):
+            raise EcuFailed(self.serial, "manifest is not a JSON object")
+        return envelope
+
+
 class SubPort:
     """One Sub as the campaign engine sees it (an :class:`EcuPort`)."""
 
@@ -133,25 +195,20 @@ class SubPort:
         self._client = client
         self._timeouts = timeouts
         self._progress: ProgressFn | None = None
+        self._calls = SubCalls(spec.serial)
         client.on_progress(self._forward_progress)
 
     # -- queries -------------------------------------------------------------
 
     async def manifest(self, nonce: str) -> dict[str, Any]:
-        deadline = _deadline(QUERY_WAIT_S)
-        raw = await self._ask(
+        deadline = deadline_after(QUERY_WAIT_S)
+        raw = await self._calls.ask(
             "GetManifest", lambda: self._client.get_manifest(nonce.encode()), deadline
         )
-        try:
-            envelope = json.loads(raw)
-        except ValueError as exc:
-            raise EcuFailed(self.serial, f"manifest is not JSON: {exc}") from None
-        if not isinstance(envelope, dict):
-            raise EcuFailed(self.serial, "manifest is not a JSON object")
-        return envelope
+        return self._calls.manifest(raw)
 
     async def standing(self, job: EcuJob) -> EcuStanding:
-        deadline = _deadline(QUERY_WAIT_S)
+        deadline = deadline_after(QUERY_WAIT_S)
         status = await self._status(deadline)
         current = await self._current(deadline) if status.state in SETTLED else ""
         return standing_of(status, current, job.new.target)
@@ -160,7 +217,7 @@ class SubPort:
 
     async def install(self, job: EcuJob, progress: ProgressFn) -> StepResult:
         """Metadata, Install, wait for Ready; a Ready (or later) Sub is left alone."""
-        deadline = _deadline(self._timeouts.install_s)
+        deadline = deadline_after(self._timeouts.install_s)
         target = job.new.target
         request = install_request(job)
 
@@ -185,7 +242,7 @@ class SubPort:
                         return StepResult(detail=f"already runs {target} (committed)")
                     if not await self._put_metadata(job, deadline):
                         continue
-                    if await self._command("Install", install, deadline):
+                    if await self._calls.command("Install", install, deadline):
                         sent = status.seq
                         await self._wait_after(status, {S.READY, S.FAILED, S.IDLE}, deadline)
                     elif sent is None:
@@ -194,7 +251,7 @@ class SubPort:
                     await self._wait_after(status, {S.READY, S.FAILED, S.IDLE}, deadline)
                 elif state in BUSY or state is S.READY:
                     log.info("%s: discarding a pending install of %s", self.serial, status.target)
-                    if await self._command("Cancel", self._client.cancel, deadline):
+                    if await self._calls.command("Cancel", self._client.cancel, deadline):
                         await self._wait_after(status, SETTLED | {S.READY}, deadline)
                 elif state is S.ROLLING_BACK:
                     await self._wait_after(status, SETTLED, deadline)
@@ -220,13 +277,13 @@ class SubPort:
             else:
                 await self._client.put_metadata(job.bundle)
 
-        return await self._command("PutMetadata", send, deadline)
+        return await self._calls.command("PutMetadata", send, deadline)
 
     # -- activate / commit ---------------------------------------------------
 
     async def activate(self, job: EcuJob) -> StepResult:
         """Activate (the Sub reboots) and wait for a healthy trial boot."""
-        deadline = _deadline(self._timeouts.activate_s)
+        deadline = deadline_after(self._timeouts.activate_s)
         target = job.new.target
         # READY again: the Sub was cut off before it switched the bootloader (docs/someip.md §7).
         after_trial = {S.READY, S.VERIFYING, S.ROLLING_BACK, S.ROLLED_BACK, S.FAILED, S.COMMITTED}
@@ -238,7 +295,7 @@ class SubPort:
             if ours and state in (S.ACTIVATING, S.VERIFYING):
                 await self._wait_after(status, after_trial, deadline, until=_not_checking)
             elif ours and state is S.READY:
-                if await self._command("Activate", self._client.activate, deadline):
+                if await self._calls.command("Activate", self._client.activate, deadline):
                     await self._wait_after(status, after_trial, deadline, until=_not_checking)
             elif state in (S.ROLLING_BACK, S.ROLLED_BACK):
                 raise EcuFailed(self.serial, failure(status.error, status.detail))
@@ -249,7 +306,7 @@ class SubPort:
 
     async def commit(self, job: EcuJob) -> StepResult:
         """Commit a healthy trial; a Sub already committed on the new target is left alone."""
-        deadline = _deadline(self._timeouts.activate_s)
+        deadline = deadline_after(self._timeouts.activate_s)
         target = job.new.target
         while True:
             status = await self._status(deadline)
@@ -257,7 +314,7 @@ class SubPort:
             if state in SETTLED and await self._current(deadline) == target:
                 return StepResult(detail=f"committed {target}")
             if ours and healthy_trial(status):
-                if await self._command("Commit", self._client.commit, deadline):
+                if await self._calls.command("Commit", self._client.commit, deadline):
                     await self._wait_after(
                         status, SETTLED | {S.ROLLING_BACK}, deadline, until=_not_checking
                     )
@@ -274,7 +331,7 @@ class SubPort:
 
     async def rollback(self, job: EcuJob) -> StepResult:
         """Back to the old image from any state before commit (never after: no such method)."""
-        deadline = _deadline(self._timeouts.rollback_s)
+        deadline = deadline_after(self._timeouts.rollback_s)
         target = job.new.target
         while True:
             status = await self._status(deadline)
@@ -289,10 +346,10 @@ class SubPort:
                     )
                 return StepResult(detail=f"runs {current or 'its factory image'}")
             if state is S.READY or state is S.VERIFYING:
-                if await self._command("Rollback", self._client.rollback, deadline):
+                if await self._calls.command("Rollback", self._client.rollback, deadline):
                     await self._wait_after(status, SETTLED, deadline)
             elif state in BUSY:
-                if await self._command("Cancel", self._client.cancel, deadline):
+                if await self._calls.command("Cancel", self._client.cancel, deadline):
                     await self._wait_after(status, SETTLED | {S.READY}, deadline)
             else:  # ACTIVATING (no command allowed) or ROLLING_BACK: let it settle
                 await self._wait_after(status, SETTLED | {S.READY, S.VERIFYING}, deadline)
@@ -304,48 +361,12 @@ class SubPort:
             self._progress(progress.bytes_done, progress.bytes_total)
 
     async def _status(self, deadline: float) -> Status:
-        return await self._ask("GetStatus", self._client.get_status, deadline)
+        return await self._calls.ask("GetStatus", self._client.get_status, deadline)
 
     async def _current(self, deadline: float) -> str:
         """The committed image's target name (GetInfo)."""
-        info = await self._ask("GetInfo", self._client.get_info, deadline)
+        info = await self._calls.ask("GetInfo", self._client.get_info, deadline)
         return info.current_target
-
-    async def _ask(self, what: str, call: Callable[[], Awaitable[T]], deadline: float) -> T:
-        """A query, asked again through timeouts and reboots until ``deadline``."""
-        while True:
-            try:
-                return await call()
-            except (CallTimeout, ServiceUnavailable) as exc:
-                if time.monotonic() > deadline:
-                    raise EcuUnreachable(self.serial, f"{what} unanswered: {exc}") from None
-                await asyncio.sleep(RETRY_S)
-            except RemoteError as exc:
-                raise EcuFailed(self.serial, f"{what}: {failure(exc.code, exc.detail)}") from None
-            except SomeIpError as exc:
-                raise EcuFailed(self.serial, f"{what}: {one_line(str(exc))}") from None
-
-    async def _command(
-        self, what: str, call: Callable[[], Awaitable[None]], deadline: float
-    ) -> bool:
-        """Send a command: True if accepted; False if the answer is unknown or WRONG_STATE
-        (the caller reads the status and decides again); EcuFailed if refused."""
-        if time.monotonic() > deadline:
-            raise EcuUnreachable(self.serial, f"{what} not carried out in time")
-        try:
-            await call()
-        except (CallTimeout, ServiceUnavailable) as exc:
-            log.info("%s: %s unanswered (%s); reading the status", self.serial, what, exc)
-            await asyncio.sleep(RETRY_S)
-            return False
-        except RemoteError as exc:
-            if exc.code == ResultCode.WRONG_STATE:
-                log.info("%s: %s refused in this state; reading the status", self.serial, what)
-                return False
-            raise EcuFailed(self.serial, failure(exc.code, exc.detail)) from None
-        except SomeIpError as exc:
-            raise EcuFailed(self.serial, f"{what}: {one_line(str(exc))}") from None
-        return True
 
     async def _wait_after(
         self,
@@ -375,7 +396,3 @@ def _not_checking(status: Status) -> bool:
 def _describe(status: Status) -> str:
     detail = f" ({one_line(status.detail)})" if status.detail else ""
     return f"state {status.state.name} of {status.target or 'no target'}{detail}"
-
-
-def _deadline(seconds: float) -> float:
-    return time.monotonic() + seconds
