@@ -69,6 +69,13 @@ def _nonce(raw: bytes) -> str:
         raise MalformedPayload("nonce must be ASCII text") from None
 
 
+def _read_nonce(reader: Reader) -> bytes:
+    """A manifest request's nonce, refused unless :func:`_nonce` can carry it."""
+    nonce = reader.blob("nonce", MAX_NONCE)
+    _nonce(nonce)
+    return nonce
+
+
 @dataclass(frozen=True)
 class Response:
     """Envelope of every method response: result code, detail text, body."""
@@ -219,12 +226,7 @@ class ManifestRequest:
 
     @classmethod
     def decode(cls, payload: bytes) -> ManifestRequest:
-        nonce = Reader(payload).blob("nonce", MAX_NONCE)
-        if not nonce:
-            raise MalformedPayload("nonce must not be empty")
-        request = cls(nonce)
-        request.nonce_text()
-        return request
+        return cls(_read_nonce(Reader(payload)))
 
     def nonce_text(self) -> str:
         """The nonce as the manifest carries it (the backend's nonces are ASCII hex)."""
@@ -364,9 +366,7 @@ class ProxyManifestRequest:
     @classmethod
     def decode(cls, payload: bytes) -> ProxyManifestRequest:
         r = Reader(payload)
-        request = cls(_serial(r), r.blob("nonce", MAX_NONCE))
-        request.nonce_text()
-        return request
+        return cls(_serial(r), _read_nonce(r))
 
     def nonce_text(self) -> str:
         return _nonce(self.nonce)
