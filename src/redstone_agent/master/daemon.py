@@ -21,7 +21,7 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redstone_agent.cloud.client import DeviceClient
 from redstone_agent.cloud.config import CloudConfig
@@ -47,6 +47,9 @@ from redstone_agent.someip.binding import Stack
 from redstone_agent.uptane.keys import Signer, load_signer
 from redstone_agent.uptane.primary import PrimaryConfig, PrimaryVerifier
 from redstone_agent.uptane.verifier import TrustedRoots
+
+if TYPE_CHECKING:
+    from redstone_agent.someip.client import SubClient
 
 log = logging.getLogger("redstone.master")
 STATUS_FILE = "status.json"
@@ -184,35 +187,14 @@ class MasterDaemon:
     def _port(self, spec: EcuSpec, master_signer: Signer) -> EcuPort:
         if spec.kind is EcuKind.SUB:
             from redstone_agent.master.ecu_sub import SubPort
-            from redstone_agent.someip.client import open_sub_client
 
-            assert self._stack is not None
-            some = self.config.someip
-            client = open_sub_client(
-                self._stack,
-                spec.serial,
-                spec.instance_id,
-                some.address,
-                base_port=some.port,
-                timeout=some.call_timeout_s,
-            )
-            return SubPort(spec, client, self.config.timeouts)
+            return SubPort(spec, self._sub_client(spec), self.config.timeouts)
         if spec.behind:  # a UDS ECU its Sub flashes for us (docs/someip.md §11)
             from redstone_agent.master.ecu_proxied import ProxiedPort
-            from redstone_agent.someip.client import open_sub_client
 
             host = self.config.ecu(spec.behind)
-            assert self._stack is not None and host is not None  # check_topology
-            some = self.config.someip
-            client = open_sub_client(
-                self._stack,
-                host.serial,
-                host.instance_id,
-                some.address,
-                base_port=some.port,
-                timeout=some.call_timeout_s,
-            )
-            return ProxiedPort(spec, client, self.config.timeouts)
+            assert host is not None  # check_topology
+            return ProxiedPort(spec, self._sub_client(host), self.config.timeouts)
         signer = load_signer(spec.ecu_key) if spec.ecu_key else master_signer
         if spec.kind is EcuKind.SELF:
             return SelfPort(spec, signer, self.config.state_dir)
@@ -221,6 +203,21 @@ class MasterDaemon:
 
         assert spec.uds_config is not None
         return UdsPort(spec, load_ecu(spec.uds_config), self.config.state_dir, signer)
+
+    def _sub_client(self, sub: EcuSpec) -> SubClient:
+        """The SOME/IP client of Sub ``sub`` (open_sub_client shares one per Sub)."""
+        from redstone_agent.someip.client import open_sub_client
+
+        assert self._stack is not None
+        some = self.config.someip
+        return open_sub_client(
+            self._stack,
+            sub.serial,
+            sub.instance_id,
+            some.address,
+            base_port=some.port,
+            timeout=some.call_timeout_s,
+        )
 
     def _publish(self, record: CampaignRecord) -> None:
         """status.json for ``redstone-master status``; STATUS= for systemctl status."""
