@@ -247,16 +247,17 @@ def session_bus(tmp_path: Path) -> Iterator[BusDaemon]:
 
 
 @contextlib.contextmanager
-def system_bus(tmp_path: Path) -> Iterator[BusDaemon]:
-    """A system-type bus whose only service policy is the repository's Master policy.
+def system_bus(tmp_path: Path, policy: Path = POLICY) -> Iterator[BusDaemon]:
+    """A system-type bus whose only service policy is ``policy`` (the repository's
+    Master policy unless told otherwise).
 
     Its socket lives in a world-traversable directory so that ``nobody`` can
     connect (pytest's tmp dirs are root-only).
     """
-    public = Path(tempfile.mkdtemp(prefix=f"rs-master-dbus-{os.getpid()}-"))
+    public = Path(tempfile.mkdtemp(prefix=f"rs-dbus-{os.getpid()}-"))
     public.chmod(0o755)
     config = tmp_path / "system-bus.conf"
-    config.write_text(SYSTEM_BUS_CONFIG.format(socket=public / "bus", policy=POLICY))
+    config.write_text(SYSTEM_BUS_CONFIG.format(socket=public / "bus", policy=policy))
     try:
         daemon = BusDaemon([f"--config-file={config}"], tmp_path / "dbus-daemon.log")
         try:
