@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 
 from tests.integration.netns import SomeIpLab, stop_process
+from tests.integration.vehicle.support import DBC, park_drive_park
 from tests.support import require_tool
 
 pytestmark = pytest.mark.root
 
-DBC = Path(__file__).resolve().parents[3] / "etc" / "redstone" / "vehicle.dbc"
 GROUP = "239.74.163.9"
 """The udp_multicast group of this lab's CAN bus (inside the lab only)."""
 DEADLINE_S = 90.0
@@ -126,14 +126,8 @@ def test_simulator_and_preconditions_across_namespaces(tmp_path: Path) -> None:
                 stop_process(simulator)  # type: ignore[arg-type]
             stop_process(observer)  # type: ignore[arg-type]
     assert observer.returncode == 0, observer.stderr.read() if observer.stderr else ""
-    phases: list[list[list[str]]] = []
-    for reasons in (o["flash"] for o in observed):
-        if phases and bool(phases[-1][-1]) == bool(reasons):
-            phases[-1].append(reasons)
-        else:
-            phases.append([reasons])
-    assert [bool(phase[0]) for phase in phases] == [True, False, True, False, True], observed
-    unknown, _, driving, _, silent = phases
+    reports: list[list[str]] = [o["flash"] for o in observed]
+    unknown, driving, silent = park_drive_park(reports)
     assert all("unknown (never received)" in r for r in unknown[0])
     assert any('gear in ["P"] fails: gear = D' in reasons for reasons in driving), driving
     assert any("speed_kph <= 0 fails: speed_kph = 42.5" in reasons for reasons in driving)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import tomllib
-from pathlib import Path
 
 import can
 
@@ -19,8 +18,8 @@ from redstone_agent.vehicle.config import VehicleSettings
 from redstone_agent.vehicle.provider import CanPreconditions
 from redstone_agent.vehicle.signals import load_dbc
 from redstone_agent.vehicle.simulator import CanSimulator, StepEvent, parse_scenario
+from tests.integration.vehicle.support import DBC, park_drive_park
 
-DBC = Path(__file__).resolve().parents[3] / "etc" / "redstone" / "vehicle.dbc"
 DEADLINE_S = 60.0
 """Only a broken implementation gets near this; nothing asserts how long a wait took."""
 
@@ -42,15 +41,7 @@ _channels = itertools.count()
 
 def test_park_drive_park_on_a_virtual_bus() -> None:
     observed = asyncio.run(asyncio.wait_for(drive(), DEADLINE_S))
-    # Group what the provider reported after each wake by "blocked or not".
-    phases: list[list[tuple[str, ...]]] = []
-    for reasons in observed:
-        if phases and bool(phases[-1][-1]) == bool(reasons):
-            phases[-1].append(reasons)
-        else:
-            phases.append([reasons])
-    assert [bool(phase[0]) for phase in phases] == [True, False, True, False, True], observed
-    unknown, _, driving, _, silent = phases
+    unknown, driving, silent = park_drive_park(observed)
     assert (
         all(r.endswith("is unknown (never received)") for r in unknown[0]) and len(unknown[0]) == 3
     )
