@@ -14,7 +14,7 @@ import pytest
 from redstone_agent.master.bundle import open_bundle
 from redstone_agent.master.cache import Cache
 from redstone_agent.master.cache_server import CacheServer
-from redstone_agent.master.ports import Fetched, OfferedCampaign, VerifiedCampaign
+from redstone_agent.master.ports import Fetched, OfferedCampaign, TrustPort, VerifiedCampaign
 from redstone_agent.master.topology import EcuKind, EcuSpec
 from redstone_agent.uptane.bundle import MetadataBundle
 from redstone_agent.uptane.errors import OfflineBundleError, UptaneError
@@ -71,6 +71,27 @@ def write_bundle(path: Path, sim: UptaneSimulator, *, without: str = "") -> Path
     return path
 
 
+async def open_for(
+    bundle: Path,
+    sim: UptaneSimulator,
+    tmp_path: Path,
+    cache: Cache,
+    server: CacheServer,
+    *,
+    vin: str = VIN,
+) -> tuple[OfferedCampaign, TrustPort]:
+    """open_bundle for :data:`ECUS`, pinned to ``sim``'s roots."""
+    return await open_bundle(
+        bundle,
+        vin=vin,
+        ecus=ECUS,
+        roots=sim.trusted_roots(),
+        metadata_dir=tmp_path / "uptane",
+        cache=cache,
+        server=server,
+    )
+
+
 def run(work: Callable[[Cache, CacheServer], Awaitable[T]], tmp_path: Path) -> T:
     async def main() -> T:
         cache = Cache(tmp_path / "cache", 1 << 20)
@@ -92,15 +113,7 @@ def test_a_bundle_campaign_is_verified_and_fetched_like_an_online_one(
     async def work(
         cache: Cache, server: CacheServer
     ) -> tuple[OfferedCampaign, VerifiedCampaign, dict[str, Fetched], str]:
-        offer, trust = await open_bundle(
-            bundle,
-            vin=VIN,
-            ecus=ECUS,
-            roots=sim.trusted_roots(),
-            metadata_dir=tmp_path / "uptane",
-            cache=cache,
-            server=server,
-        )
+        offer, trust = await open_for(bundle, sim, tmp_path, cache, server)
         plan = await trust.verify(offer, {"BCM-1": "bcm-1"})
         fetched = await trust.fetch(plan, lambda done, total: None)
         return offer, plan, dict(fetched), server.target_url("")
@@ -130,15 +143,7 @@ def test_a_missing_rollback_image_fails_the_verification(
     bundle = write_bundle(tmp_path / "b.tar", sim, without="bcm-1")
 
     async def work(cache: Cache, server: CacheServer) -> None:
-        offer, trust = await open_bundle(
-            bundle,
-            vin=VIN,
-            ecus=ECUS,
-            roots=sim.trusted_roots(),
-            metadata_dir=tmp_path / "uptane",
-            cache=cache,
-            server=server,
-        )
+        offer, trust = await open_for(bundle, sim, tmp_path, cache, server)
         await trust.verify(offer, {"BCM-1": "bcm-1"})
 
     with pytest.raises(OfflineBundleError, match="bundle lacks target bcm-1 "):
@@ -149,15 +154,7 @@ def test_open_refuses_another_vehicles_bundle(sim: UptaneSimulator, tmp_path: Pa
     bundle = write_bundle(tmp_path / "b.tar", sim)
 
     async def work(cache: Cache, server: CacheServer) -> None:
-        await open_bundle(
-            bundle,
-            vin="RSTEST00000000002",
-            ecus=ECUS,
-            roots=sim.trusted_roots(),
-            metadata_dir=tmp_path / "uptane",
-            cache=cache,
-            server=server,
-        )
+        await open_for(bundle, sim, tmp_path, cache, server, vin="RSTEST00000000002")
 
     with pytest.raises(UptaneError, match=f"bundle is for vehicle {VIN}, this is RSTEST0+2$"):
         run(work, tmp_path)
