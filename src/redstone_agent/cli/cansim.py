@@ -13,6 +13,7 @@ from pathlib import Path
 from cantools.database.can import Database
 
 from redstone_agent.cli.common import new_parser, run_main, setup_logging
+from redstone_agent.errors import RedstoneError
 from redstone_agent.vehicle.provider import open_bus
 from redstone_agent.vehicle.signals import EXAMPLE_DBC, load_dbc
 from redstone_agent.vehicle.simulator import (
@@ -76,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"scenario TOML file, or a built-in name ({', '.join(BUILTIN)}); "
         "default park-drive-park",
     )
+    parser.add_argument(
+        "--bus-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a further python-can bus argument (repeatable), e.g. port=43114 hop_limit=0",
+    )
     parser.add_argument("--loop", action="store_true", help="repeat the scenario until stopped")
     parser.add_argument(
         "--cycle-ms",
@@ -102,8 +110,19 @@ def describe(event: StepEvent) -> str:
     )
 
 
+def bus_options(items: list[str]) -> dict[str, int | str]:
+    """``KEY=VALUE`` words as python-can keyword arguments (integers where they parse)."""
+    options: dict[str, int | str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise RedstoneError(f"--bus-option {item!r}: expected KEY=VALUE, e.g. port=43114")
+        options[key] = int(value) if value.lstrip("-").isdigit() else value
+    return options
+
+
 async def play(args: argparse.Namespace, db: Database, scenario: Scenario) -> int:
-    bus = open_bus(args.interface, args.channel)
+    bus = open_bus(args.interface, args.channel, **bus_options(args.bus_option))
 
     def report(event: StepEvent) -> None:
         line = json.dumps(event.as_dict()) if args.json else describe(event)

@@ -237,13 +237,14 @@ class TrustAdapter:
         await asyncio.to_thread(self._cache.reserve, needed, keep)
         total, done_before = sum(needed.values()), 0
         downloaded = {s: self._early.pop(s, 0) for s in campaign.targets}
+        loop = asyncio.get_running_loop()
         for serial, image, key in wanted:
             if not self._cache.has(image.sha256, image.length):
                 target = await self._fetchable(key, serial, image)
                 base = done_before
 
-                def report(done: int, _total: int, base: int = base) -> None:
-                    progress(base + done, total)
+                def report(done: int, _total: int, base: int = base) -> None:  # worker thread
+                    loop.call_soon_threadsafe(progress, base + done, total)
 
                 fetch = functools.partial(self._primary.download, target)
                 try:

@@ -328,6 +328,11 @@ class MasterDaemon:
             except RedstoneError as exc:
                 delay = self.schedule.after_error()
                 log.warning("poll failed (%s); next try in %.0f s", exc, delay)
+            except Exception:
+                # A bug must not end the poll loop silently: the journal keeps the
+                # campaign, and the next round resumes it.
+                delay = self.schedule.after_error()
+                log.exception("campaign step failed unexpectedly; next try in %.0f s", delay)
             if delay > 0:
                 self._check_now.clear()
                 with contextlib.suppress(TimeoutError):

@@ -14,6 +14,8 @@ class VehicleSettings:
     interface: str = "socketcan"
     """python-can interface (``socketcan`` in a vehicle; ``virtual``/``udp_multicast`` in tests)."""
     channel: str = "can0"
+    bus_options: dict[str, int | str] = field(default_factory=dict)
+    """Further python-can bus arguments, e.g. ``{ port = 43114 }`` for ``udp_multicast``."""
     rules: list[str] = field(default_factory=list)
     """Checked before every UDS flash and every activation, and watched while they run,
     e.g. ``speed_kph <= 0``, ``gear in ["P"]``, ``battery_v >= 12.2``."""

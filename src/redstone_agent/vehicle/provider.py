@@ -149,7 +149,9 @@ class CanPreconditions:
             return
         loop = asyncio.get_running_loop()
         if self._bus is None:
-            self._bus = open_bus(self.settings.interface, self.settings.channel)
+            self._bus = open_bus(
+                self.settings.interface, self.settings.channel, **self.settings.bus_options
+            )
             # Only the frames the rules need: a vehicle bus carries thousands a second.
             self._bus.set_filters(
                 [

@@ -22,6 +22,8 @@ from redstone_agent.vvehicle.plan import _list, _q
 
 VEHICLE_CAN_GROUP = "239.74.163.3"
 """udp_multicast group of the body CAN bus (the DoCAN bus uses another)."""
+VEHICLE_CAN_PORT = 43114
+"""Its own UDP port: the DoCAN bus's sockets (port 43113) never see these frames."""
 RULES = ["speed_kph <= 0", 'gear in ["P"]', "battery_v >= 12.2"]
 """Checked before every UDS flash and Sub reboot, and watched while they run."""
 FRESHNESS_MS = 1000
@@ -72,6 +74,7 @@ class VehicleBus:
                 f"dbc = {_q(self.dbc)}",
                 'interface = "udp_multicast"',
                 f"channel = {_q(VEHICLE_CAN_GROUP)}",
+                f"bus-options = {{ port = {VEHICLE_CAN_PORT} }}",
                 f"rules = {_list(RULES)}",
                 f"freshness-ms = {FRESHNESS_MS}",
                 'on-break = "finish"',
@@ -98,6 +101,12 @@ class VehicleBus:
                 "udp_multicast",
                 "--channel",
                 VEHICLE_CAN_GROUP,
+                # TTL 0: the frames stay in the TBox's namespace (sender and reader are
+                # both there) instead of flooding every node's link, the cloud's too.
+                "--bus-option",
+                f"port={VEHICLE_CAN_PORT}",
+                "--bus-option",
+                "hop_limit=0",
                 "--scenario",
                 str(scenario),
             ],
