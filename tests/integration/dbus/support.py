@@ -34,11 +34,7 @@ PROPERTIES = "org.freedesktop.DBus.Properties"
 REPO = Path(__file__).resolve().parents[3]
 POLICY = REPO / "systemd" / "org.redstone.Master.conf"
 
-SYSTEM_BUS_CONFIG = """<busconfig>
-  <type>system</type>
-  <listen>unix:path={socket}</listen>
-  <auth>EXTERNAL</auth>
-  <!-- What Debian's /usr/share/dbus-1/system.conf allows by default. -->
+DEBIAN_DEFAULT_POLICY = """  <!-- What Debian's /usr/share/dbus-1/system.conf allows by default. -->
   <policy context="default">
     <allow user="*"/>
     <deny own="*"/>
@@ -52,9 +48,17 @@ SYSTEM_BUS_CONFIG = """<busconfig>
     <allow receive_type="error"/>
     <allow receive_type="signal"/>
   </policy>
-  <include>{policy}</include>
-</busconfig>
 """
+
+
+def system_bus_config(socket: Path, extra: str) -> str:
+    """A system-type bus on *socket* with Debian's default rules, then *extra*
+    (``<include>``/``<includedir>``/``<servicedir>`` lines)."""
+    return (
+        "<busconfig>\n  <type>system</type>\n"
+        f"  <listen>unix:path={socket}</listen>\n  <auth>EXTERNAL</auth>\n"
+        f"{DEBIAN_DEFAULT_POLICY}  {extra}\n</busconfig>\n"
+    )
 
 
 def campaign_record() -> CampaignRecord:
@@ -257,7 +261,7 @@ def system_bus(tmp_path: Path, policy: Path = POLICY) -> Iterator[BusDaemon]:
     public = Path(tempfile.mkdtemp(prefix=f"rs-dbus-{os.getpid()}-"))
     public.chmod(0o755)
     config = tmp_path / "system-bus.conf"
-    config.write_text(SYSTEM_BUS_CONFIG.format(socket=public / "bus", policy=policy))
+    config.write_text(system_bus_config(public / "bus", f"<include>{policy}</include>"))
     try:
         daemon = BusDaemon([f"--config-file={config}"], tmp_path / "dbus-daemon.log")
         try:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.dbus.support import BusDaemon
+from tests.integration.dbus.support import BusDaemon, system_bus_config
 from tests.integration.systemd.image import SYSTEMD, IniFile, sysusers_names, unit
 from tests.support import require_tool
 
@@ -28,37 +28,15 @@ DOCTYPE = '<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configurati
 POLICY_ELEMENTS = {"busconfig", "policy", "allow", "deny"}
 SERVICES = {"org.redstone.Master", "org.redstone.Sub"}
 
-# A system-type bus that includes a directory of policies and of activation
-# files, as /usr/share/dbus-1/system.conf does, with Debian's default rules.
-BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>system</type>
-  <listen>unix:path={socket}</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow user="*"/>
-    <deny own="*"/>
-    <deny send_type="method_call"/>
-    <allow send_destination="org.freedesktop.DBus"/>
-    <allow send_type="signal"/>
-    <allow send_requested_reply="true" send_type="method_return"/>
-    <allow send_requested_reply="true" send_type="error"/>
-    <allow receive_type="method_call"/>
-    <allow receive_type="method_return"/>
-    <allow receive_type="error"/>
-    <allow receive_type="signal"/>
-  </policy>
-  <servicedir>{services}</servicedir>
-  <includedir>{policies}</includedir>
-</busconfig>
-"""
-
 
 def start_bus(tmp_path: Path, policies: Path, services: Path) -> tuple[BusDaemon, Path]:
     config = tmp_path / "bus.conf"
     config.write_text(
-        BUS_CONFIG.format(socket=tmp_path / "bus", services=services, policies=policies)
+        # As /usr/share/dbus-1/system.conf does: directories of policies and activation files.
+        system_bus_config(
+            tmp_path / "bus",
+            f"<servicedir>{services}</servicedir>\n  <includedir>{policies}</includedir>",
+        )
     )
     log = tmp_path / "dbus-daemon.log"
     return BusDaemon([f"--config-file={config}", "--nosyslog"], log), log
