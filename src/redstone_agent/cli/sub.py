@@ -10,7 +10,7 @@ from pathlib import Path
 
 from redstone_agent.cli.common import ProgressLine, new_parser, run_main, setup_logging
 from redstone_agent.config import load
-from redstone_agent.slots import NodeStatus, SlotManager, SlotsConfig
+from redstone_agent.slots import NodeState, NodeStatus, SlotManager, SlotsConfig
 from redstone_agent.slots.scheme import other_slot
 
 PROG = "redstone-sub"
@@ -32,6 +32,7 @@ typical cycle:
   reboot
   redstone-sub status          # state: trying
   redstone-sub mark-good       # after your health check passed
+  redstone-sub mark-good --if-trying   # a boot-assessment unit: no-op on a committed slot
 
 states: idle, installing, installed (reboot pending), trying (uncommitted),
 reverting (reboot to return), rolled-back (acknowledge to clear).
@@ -62,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     good = commands.add_parser("mark-good", help="commit the running slot after a healthy boot")
     bad = commands.add_parser("mark-bad", help="reject the running slot; reboot to fall back")
     bad.add_argument("--reason", default="marked bad by the operator", help="recorded reason")
+    for verdict in (good, bad):
+        verdict.add_argument(
+            "--if-trying",
+            action="store_true",
+            help="only when the running slot is on trial; otherwise change nothing (exit 0). "
+            "For boot-assessment units: a committed slot must not be re-marked",
+        )
     discard = commands.add_parser(
         "discard", help="undo an installed update before rebooting: the running slot stays"
     )
@@ -100,6 +108,14 @@ def execute(args: argparse.Namespace) -> int:
             )
         finally:
             progress.close()
+    elif (
+        args.command in ("mark-good", "mark-bad")
+        and args.if_trying
+        and ((status := manager.status()).state is not NodeState.TRYING)
+    ):
+        print(
+            f"{PROG}: not on trial (state {status.state.value}): nothing to mark", file=sys.stderr
+        )
     elif args.command == "mark-good":
         status = manager.mark_good()
     elif args.command == "mark-bad":

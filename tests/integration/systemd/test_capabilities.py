@@ -80,21 +80,6 @@ def node(tmp_path: Path, loop_devices: list[str]) -> VirtualNode:
     return node
 
 
-def on_trial(config: Path) -> bool:
-    """The commit unit's trial condition, run as the unit runs it (its own
-    capability set), with this node's program and config."""
-    (script,) = [
-        argv[2]
-        for key, argv in unit(COMMIT).commands()
-        if key == "ExecCondition" and "status" in argv[2]
-    ]
-    script = script.replace("/usr/bin/redstone-sub", REDSTONE_SUB)
-    script = script.replace("/etc/redstone/sub.toml", str(config))
-    result = subprocess.run([*setpriv_for(COMMIT), "/bin/sh", "-c", script], check=False)
-    assert result.returncode in (0, 1), result
-    return result.returncode == 0
-
-
 def sub_as(name: str, config: Path, *args: str) -> dict[str, object]:
     result = subprocess.run(
         [*setpriv_for(name), REDSTONE_SUB, "--config", str(config), *args, "--json"],
@@ -136,13 +121,15 @@ def test_an_ab_cycle_on_block_devices_needs_no_capability(
     assert status["state"] == "installed"
     assert slot_sha256(node.config.B.device, image.size) == image.sha256
 
-    assert not on_trial(config), "installed, not yet booted: nothing to commit"
+    # The commit unit's command, as the unit runs it: installed, not yet booted —
+    # nothing to commit, and the waiting update stays.
+    assert sub_as(COMMIT, config, "mark-good", "--if-trying")["state"] == "installed"
 
     assert node.reboot() == "B"  # the bootloader spends a try on the new slot
     assert sub_as("redstone-health.service", config, "status")["state"] == "trying"
-    assert on_trial(config)
-    assert sub_as(COMMIT, config, "mark-good")["state"] == "idle"
-    assert not on_trial(config), "committed: the commit unit steps aside"
+    assert sub_as(COMMIT, config, "mark-good", "--if-trying")["state"] == "idle"
+    # Committed: the unit's command leaves the slot alone from now on.
+    assert sub_as(COMMIT, config, "mark-good", "--if-trying")["state"] == "idle"
 
     boot = node.bootenv.load_state()
     assert boot.primary == "B" and boot.slots["B"].ok
