@@ -13,7 +13,8 @@ import hashlib
 import logging
 import time
 import weakref
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
+from typing import TypeVar
 
 from redstone_agent.someip.binding import ClientBinding, Stack
 from redstone_agent.someip.errors import (
@@ -41,6 +42,7 @@ from redstone_agent.someip.messages import (
 )
 
 log = logging.getLogger(__name__)
+_S = TypeVar("_S", Status, ProxiedStatus)
 
 POLL_CALL_TIMEOUT_S = 1.0
 """Deadline of one GetStatus poll inside :meth:`SubClient.wait_for_state`."""
@@ -210,27 +212,16 @@ class SubClient:
         def done(status: Status | None) -> bool:
             return status is not None and status.state in states and until(status)
 
-        deadline = time.monotonic() + timeout
-        # A poll sent while the Sub reboots is lost; waiting the full call timeout
-        # for it would also ignore the STATUS events that arrive meanwhile.
-        poll_timeout = min(self._timeout, max(2 * poll, POLL_CALL_TIMEOUT_S))
-        while True:
-            status = self.last_status
-            if not done(status):
-                try:
-                    status = await self.get_status(timeout=poll_timeout)
-                except (CallTimeout, ServiceUnavailable) as exc:
-                    log.debug("%s: status poll failed: %s", self.name, exc)
-            if status is not None and done(status):
-                return status
-            left = deadline - time.monotonic()
-            if left <= 0:
-                seen = status.state.name if status else "nothing"
-                wanted = ", ".join(s.name for s in states)
-                raise SomeIpError(f"{self.name}: waited {timeout:g}s for {wanted}, last saw {seen}")
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), min(poll, left))
+        wanted = ", ".join(s.name for s in states)
+        return await self._wait_until(
+            wanted,
+            lambda: self.last_status,
+            self.get_status,
+            done,
+            changed=self._changed,
+            timeout=timeout,
+            poll=poll,
+        )
 
     async def wait_for_proxied(
         self,
@@ -242,24 +233,57 @@ class SubClient:
     ) -> ProxiedStatus:
         """The first ProxiedStatus of ``serial`` satisfying ``until`` (events wake us,
         GetProxiedStatus is the truth); survives the Sub's restarts like wait_for_state."""
+
+        def done(status: ProxiedStatus | None) -> bool:
+            return status is not None and until(status)
+
+        def ask(timeout: float) -> Awaitable[ProxiedStatus]:
+            return self.get_proxied_status(serial, timeout=timeout)
+
+        return await self._wait_until(
+            serial,
+            lambda: self.last_proxied.get(serial),
+            ask,
+            done,
+            changed=self._proxied_changed,
+            timeout=timeout,
+            poll=poll,
+        )
+
+    async def _wait_until(
+        self,
+        wanted: str,
+        last: Callable[[], _S | None],
+        ask: Callable[[float], Awaitable[_S]],
+        done: Callable[[_S | None], bool],
+        *,
+        changed: asyncio.Event,
+        timeout: float,
+        poll: float,
+    ) -> _S:
+        """The first status ``done`` accepts: the last event's, else a fresh poll's.
+
+        A poll sent while the Sub reboots is lost; waiting the full call timeout
+        for it would also ignore the events that arrive meanwhile, so polls get a
+        short deadline and events wake the loop between them."""
         deadline = time.monotonic() + timeout
         poll_timeout = min(self._timeout, max(2 * poll, POLL_CALL_TIMEOUT_S))
         while True:
-            status = self.last_proxied.get(serial)
-            if status is None or not until(status):
+            status = last()
+            if not done(status):
                 try:
-                    status = await self.get_proxied_status(serial, timeout=poll_timeout)
+                    status = await ask(poll_timeout)
                 except (CallTimeout, ServiceUnavailable) as exc:
-                    log.debug("%s: proxied status poll failed: %s", self.name, exc)
-            if status is not None and until(status):
+                    log.debug("%s: status poll failed: %s", self.name, exc)
+            if status is not None and done(status):
                 return status
             left = deadline - time.monotonic()
             if left <= 0:
-                seen = status.state.name if status else "nothing"
-                raise SomeIpError(f"{self.name}: waited {timeout:g}s for {serial}, last saw {seen}")
-            self._proxied_changed.clear()
+                seen = status.state.name if status is not None else "nothing"
+                raise SomeIpError(f"{self.name}: waited {timeout:g}s for {wanted}, last saw {seen}")
+            changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._proxied_changed.wait(), min(poll, left))
+                await asyncio.wait_for(changed.wait(), min(poll, left))
 
 
 _clients: weakref.WeakKeyDictionary[Stack, dict[int, SubClient]] = weakref.WeakKeyDictionary()
