@@ -58,6 +58,8 @@ def _mib(n: int) -> str:
 def describe(status: dict[str, Any]) -> str:
     """Human-readable status: one line for the campaign, one per ECU, then the last report."""
     lines = [f"state: {status['state']}" + (f" ({status['detail']})" if status["detail"] else "")]
+    if status.get("daemon_running") is False:
+        lines.append("daemon: not running (this is the last status it wrote)")
     if status["campaign"]:
         lines.append(f"campaign: {status['campaign']}")
     if status.get("error"):
@@ -109,11 +111,13 @@ def execute(args: argparse.Namespace) -> int:
         from redstone_agent.master.daemon import run
 
         return run(args.config)
-    from redstone_agent.master.daemon import read_status, signal_daemon
+    from redstone_agent.master.daemon import read_status, running_pid, signal_daemon
 
     config = load_master_config(args.config)
     if args.command == "status":
         status = read_status(config.state_dir)
+        # status.json outlives the daemon: say whether anyone is still behind it.
+        status["daemon_running"] = running_pid(config.state_dir) is not None
         if args.json:
             json.dump(status, sys.stdout, indent=2)
             sys.stdout.write("\n")

@@ -408,6 +408,16 @@ def read_status(state_dir: Path) -> dict[str, Any]:
     return data
 
 
+def running_pid(state_dir: Path) -> int | None:
+    """The running daemon's pid (its pid file names a live process), else None."""
+    try:
+        pid = int((state_dir / PID_FILE).read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
+
+
 def signal_daemon(state_dir: Path, signum: int) -> int:
     """Send ``signum`` to the running daemon (pid file); return its pid."""
     try:
