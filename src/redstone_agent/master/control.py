@@ -31,7 +31,8 @@ class ControlError(RedstoneError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
-        """One of: NoCampaign, NotWaiting, Busy, PastCommitPoint, BadBundle, BadArgument."""
+        """One of: NoCampaign, NotWaiting, NotTouched, Busy, PastCommitPoint, BadBundle,
+        BadArgument (docs/dbus.md §5)."""
 
 
 class MasterControl(Protocol):

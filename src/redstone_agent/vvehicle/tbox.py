@@ -36,16 +36,13 @@ class TBox:
 
     def command(self, *args: str) -> list[str]:
         """``redstone-master --config FILE ARGS``."""
-        return self._command(*args)
-
-    def _command(self, *args: str) -> list[str]:
         return [executable("redstone-master"), "--config", str(self.config), *args]
 
     def start(self, env: Mapping[str, str] | None = None) -> None:
         """Start the daemon unless it runs; *env* adds to its environment (e.g. the
         fault injection ``REDSTONE_MASTER_KILL_IN``, docs/master.md §8)."""
         if self.proc is None or self.proc.poll() is not None:
-            self.proc = self.node.spawn(self._command("run"), env=dict(env or {}), log=self.log)
+            self.proc = self.node.spawn(self.command("run"), env=dict(env or {}), log=self.log)
 
     @property
     def running(self) -> bool:
@@ -72,7 +69,7 @@ class TBox:
 
     def check_now(self) -> None:
         """Make the running daemon poll at once (``redstone-master check-now``)."""
-        self.node.run(self._command("check-now"), timeout=20.0)
+        self.node.run(self.command("check-now"), timeout=20.0)
 
     def log_tail(self, lines: int = 40) -> str:
         """The last *lines* of the daemon's log (for a failure message)."""
@@ -83,7 +80,7 @@ class TBox:
         return "\n".join(text.rstrip().splitlines()[-lines:])
 
     def status(self) -> dict[str, Any]:
-        out = self.node.run(self._command("status", "--json"), timeout=20.0)
+        out = self.node.run(self.command("status", "--json"), timeout=20.0)
         parsed = json.loads(out)
         if not isinstance(parsed, dict):
             raise VehicleError(f"redstone-master status --json printed {out[:80]!r}")
@@ -111,7 +108,7 @@ class TBox:
             try:
                 status = self.status()
                 if not asked:
-                    self.node.run(self._command("check-now"), timeout=20.0)
+                    self.node.run(self.command("check-now"), timeout=20.0)
                     asked = True
             except LabError:
                 time.sleep(STATUS_INTERVAL_S)  # the daemon is still starting
