@@ -3,7 +3,8 @@ SUMMARY = "Redstone A/B boot script for U-Boot and the fw_env.config of its env"
 DESCRIPTION = "boot.scr compiled from etc/u-boot/boot.cmd of the Redstone tree \
                (docs/boot.md): it picks slot A or B from the redstone_* env \
                variables and appends redstone.slot= to the kernel command line. \
-               Deployed for the boot partition (IMAGE_BOOT_FILES); the package \
+               Deployed for the two raw copies scriptA/scriptB of \
+               wic/redstone-ab.wks (and the boot partition); the package \
                installs /etc/fw_env.config, where redstone-sub finds the env."
 SECTION = "bsp"
 
