@@ -1,4 +1,4 @@
-"""The real ports: cloud client, Uptane Primary + cache, the TBox itself.
+"""The real ports: cloud client, Uptane Primary + cache (the TBox itself: ``ecu_self.py``).
 
 These adapt the libraries (``cloud``, ``uptane.primary``, ``master.cache``)
 to the engine's narrow ports. Blocking library calls run in worker threads
@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, TypeVar
 
 from redstone_agent.cloud.client import DeviceClient
@@ -24,20 +22,17 @@ from redstone_agent.master.cache_server import CacheServer
 from redstone_agent.master.errors import DownloadPaused, EcuFailed
 from redstone_agent.master.ports import (
     DeltaImage,
-    EcuJob,
     EcuPort,
-    EcuStanding,
     Fetched,
     Image,
     OfferedCampaign,
     ProgressFn,
-    StepResult,
     VerifiedCampaign,
 )
 from redstone_agent.master.topology import EcuSpec
 from redstone_agent.uptane.errors import DownloadInterrupted, ManifestError
 from redstone_agent.uptane.keys import Signer
-from redstone_agent.uptane.manifests import EcuManifest, sign_ecu_manifest, sign_vehicle_manifest
+from redstone_agent.uptane.manifests import EcuManifest, sign_vehicle_manifest
 from redstone_agent.uptane.primary import PrimarySource
 from redstone_agent.uptane.verifier import EcuState, VerifiedTarget
 
@@ -280,46 +275,3 @@ class TrustAdapter:
 def _saving(image: Image, delta: DeltaImage | None) -> int:
     """Bytes a delta saved on the cloud link (and the vehicle network)."""
     return max(image.length - delta.length, 0) if delta is not None else 0
-
-
-class SelfPort:
-    """The TBox in the vehicle manifest. Its own A/B update is not part of this port yet."""
-
-    def __init__(self, spec: EcuSpec, signer: Signer, state_dir: Path) -> None:
-        self.serial = spec.serial
-        self._spec = spec
-        self._signer = signer
-        self._installed = state_dir / "tbox-installed.json"
-
-    def _current(self) -> dict[str, Any]:
-        try:
-            data = json.loads(self._installed.read_text())
-            return data if isinstance(data, dict) else {}
-        except (OSError, ValueError):
-            return {}
-
-    async def manifest(self, nonce: str) -> dict[str, Any]:
-        current = self._current()
-        manifest = EcuManifest(
-            ecu_serial=self.serial,
-            filename=str(current.get("target", self._spec.installed_target)),
-            length=int(current.get("length", 0)),
-            sha256=str(current.get("sha256", "")),
-            release_counter=int(current.get("release_counter", 0)),
-            nonce=nonce,
-            report={"hardware_id": self._spec.hardware_id, "role": "primary"},
-        )
-        return sign_ecu_manifest(manifest, self._signer)
-
-    async def standing(self, job: EcuJob) -> EcuStanding:
-        return EcuStanding.OLD
-
-    async def _refuse(self, job: EcuJob, *_: Any) -> StepResult:
-        raise EcuFailed(self.serial, "the TBox cannot update its own slots yet")
-
-    install = _refuse
-    activate = _refuse
-    commit = _refuse
-
-    async def rollback(self, job: EcuJob) -> StepResult:
-        return StepResult(detail="untouched")

@@ -28,15 +28,16 @@ from redstone_agent.cloud.config import CloudConfig
 from redstone_agent.cloud.schedule import PollSchedule
 from redstone_agent.errors import RedstoneError
 from redstone_agent.journal import Journal, atomic_write
-from redstone_agent.master.adapters import CloudAdapter, SelfPort, TrustAdapter
+from redstone_agent.master.adapters import CloudAdapter, TrustAdapter
 from redstone_agent.master.cache import Cache
 from redstone_agent.master.cache_server import CacheServer
 from redstone_agent.master.campaign_log import CampaignLog
 from redstone_agent.master.controller import LogRing, MasterController
 from redstone_agent.master.diagnostics import DiagnosticPort
+from redstone_agent.master.ecu_self import SelfPort
 from redstone_agent.master.engine import Engine, Hooks
 from redstone_agent.master.policy import ConsentStore, Preconditions, VehiclePolicy
-from redstone_agent.master.ports import EcuPort, OfferedCampaign, TrustPort
+from redstone_agent.master.ports import EcuPort, OfferedCampaign, SelfUpdate, TrustPort
 from redstone_agent.master.record import CampaignRecord
 from redstone_agent.master.states import SETTLED
 from redstone_agent.master.topology import EcuKind, EcuSpec, MasterConfig, load_master_config
@@ -157,9 +158,27 @@ class MasterDaemon:
             diagnostics=self._diagnostic_ports(),
             dtc_status_mask=config.diagnostics.dtc_status_mask,
             clear_new_dtcs=config.diagnostics.clear_new_dtcs,
+            self_update=self._self_update(),
         )
         self.controller = MasterController(engine, self.consent, self.check_now, self._log_ring)
         return engine
+
+    def _self_update(self) -> SelfUpdate | None:
+        """``[master.self]``: the new TBox image's checks and the reboot (docs/master.md §2)."""
+        settings = self.config.self
+        if settings is None:
+            return None
+        from redstone_agent.master.self_checks import health_checks, reboot
+
+        health = settings.health
+        argv = list(settings.reboot_command)
+        return SelfUpdate(
+            reboot=lambda: reboot(argv),
+            checks=health_checks(health, self.client.nonce),
+            ecus_answer=health.ecus,
+            timeout_s=health.timeout_s,
+            interval_s=health.interval_s,
+        )
 
     async def _open_bundle(self, path: str) -> tuple[OfferedCampaign, TrustPort]:
         """An offline bundle's campaign, verified against the same pinned roots (docs/bundle.md)."""
@@ -197,12 +216,27 @@ class MasterDaemon:
             return ProxiedPort(spec, self._sub_client(host), self.config.timeouts)
         signer = load_signer(spec.ecu_key) if spec.ecu_key else master_signer
         if spec.kind is EcuKind.SELF:
-            return SelfPort(spec, signer, self.config.state_dir)
+            own = self.config.self
+            slots = None
+            if own is not None:
+                from redstone_agent.slots import SlotManager
+
+                slots = SlotManager(own.slots)
+            return SelfPort(spec, signer, self.config.state_dir, slots)
+        if spec.kind is EcuKind.BOOTLOADER:
+            return self._bootloader_port(spec)
         from redstone_agent.master.ecu_uds import UdsPort
         from redstone_agent.uds.config import load_ecu
 
         assert spec.uds_config is not None
         return UdsPort(spec, load_ecu(spec.uds_config), self.config.state_dir, signer)
+
+    def _bootloader_port(self, spec: EcuSpec) -> EcuPort:
+        """The TBox's boot script (its two copies), switched through the self slots' env."""
+        raise RedstoneError(
+            f"ECU {spec.serial}: kind 'bootloader' needs the boot-script store, "
+            "which this build does not have yet"
+        )
 
     def _sub_client(self, sub: EcuSpec) -> SubClient:
         """The SOME/IP client of Sub ``sub`` (open_sub_client shares one per Sub)."""

@@ -3,14 +3,20 @@
 One campaign at a time runs through the states of ``master/states.py``::
 
     idle -> syncing -> downloading -> awaiting -> transferring -> processing
-         -> activating -> verifying -> committing -> done
-    (any failure from transferring to verifying) -> rolling-back -> failed
+         -> activating -> verifying [-> updating-tbox -> tbox-trial] -> committing -> done
+    (any failure from transferring to tbox-trial) -> rolling-back -> failed
 
 Nothing before *transferring* touches an ECU, so a failure there (bad
 metadata, a cache that cannot hold the images, consent refused) ends in
 *failed* with the vehicle untouched. From *transferring* to *verifying* a
 failure of any ECU rolls every ECU back (all-old). *committing* is the commit
 point: from there on the campaign only goes forward (all-new).
+
+The TBox's own ECUs (``states.SCOPE``) are updated once every other ECU runs
+its new image: *updating-tbox* writes them, *tbox-trial* reboots the TBox
+(write-ahead: journaled first) and decides after the reboot, in whichever
+Master comes up — the new one checks its health and commits or rejects its
+slot; the old one (rejected, or the bootloader fell back) rolls back.
 
 Write-ahead: :meth:`Engine._move` saves the record before the step it
 announces runs; the verified plan is saved once. :meth:`Engine.recover`
@@ -52,8 +58,11 @@ from redstone_agent.master.ports import (
     EcuPort,
     EcuStanding,
     Gate,
+    HealthCheck,
     OfferedCampaign,
     Policy,
+    SelfUpdate,
+    SelfUpdatePort,
     StepResult,
     TrustPort,
     Verdict,
@@ -67,15 +76,17 @@ from redstone_agent.master.record import (
     plan_from_dict,
     plan_to_dict,
 )
+from redstone_agent.master.self_health import assess
 from redstone_agent.master.states import (
     ECU_TOUCHING,
     ON_RESTART,
+    SCOPE,
     SETTLED,
     CampaignState,
     Restart,
     require,
 )
-from redstone_agent.master.topology import EcuKind, EcuSpec
+from redstone_agent.master.topology import EcuKind, EcuSpec, Tier
 
 log = logging.getLogger(__name__)
 S = CampaignState
@@ -85,6 +96,7 @@ TRANSPORTS = {
     EcuKind.UDS_DOCAN: "docan",
     EcuKind.UDS_DOIP: "doip",
     EcuKind.SELF: "self",
+    EcuKind.BOOTLOADER: "self",
 }
 
 StepFn = Callable[[EcuPort, EcuJob], Awaitable[StepResult]]
@@ -136,6 +148,7 @@ class Engine:
         diagnostics: Mapping[str, DiagnosticPort] | None = None,
         dtc_status_mask: int = 0x09,
         clear_new_dtcs: bool = False,
+        self_update: SelfUpdate | None = None,
     ) -> None:
         self._specs = {e.serial: e for e in ecus}
         self._ports = ports
@@ -153,6 +166,11 @@ class Engine:
         """UDS ECUs read before and after every campaign (versions, DTCs)."""
         self._dtc_mask = dtc_status_mask
         self._clear_new_dtcs = clear_new_dtcs
+        self._self_update = self_update
+        """``[master.self]``: how the TBox reboots and checks its new image (None: it
+        does not update itself, and a campaign naming its ECUs is refused)."""
+        self._rebooting = False
+        """This process asked for the TBox's reboot: it only waits to be stopped."""
         self._bundle_trust: TrustPort | None = None
         self._gates = Gatekeeper(
             policy,
@@ -229,6 +247,8 @@ class Engine:
         An unfinished campaign (a paused download, a commit that could not
         reach an ECU) is resumed instead of polling.
         """
+        if self._rebooting:
+            return False  # the TBox reboots; the Master that comes up goes on
         offer = None
         if self.state in SETTLED and not self._lock.locked():
             # Network calls outside the lock: a USB bundle or a cancel from D-Bus must
@@ -377,6 +397,8 @@ class Engine:
             S.PROCESSING: self._processing,
             S.ACTIVATING: self._activate,
             S.VERIFYING: self._verifying,
+            S.UPDATING_TBOX: self._update_tbox,
+            S.TBOX_TRIAL: self._tbox_trial,
             S.COMMITTING: self._commit,
             S.ROLLING_BACK: self._roll_back,
         }
@@ -424,13 +446,19 @@ class Engine:
             spec = self._specs.get(serial)
             if spec is None:
                 raise CampaignRefused(f"the campaign names ECU {serial}, which this vehicle lacks")
-            if spec.kind is EcuKind.SELF:
+            if spec.kind.tier is Tier.TBOX and self._self_update is None:
                 raise CampaignRefused(
-                    f"the campaign updates the TBox itself ({serial}); "
-                    "this Master does not update its own slots yet"
+                    f"the campaign updates the TBox itself ({serial}), but this Master "
+                    "has no [master.self] (its own slots, health check and reboot)"
                 )
         if not plan.targets:
             raise CampaignRefused("the director assigns no image to any ECU of this vehicle")
+        kinds = {self._specs[s].kind for s in plan.targets}
+        if EcuKind.BOOTLOADER in kinds and EcuKind.SELF not in kinds:
+            raise CampaignRefused(
+                "the campaign updates the TBox's boot script without its rootfs; only a "
+                "reboot into a new rootfs slot proves a boot script before it is committed"
+            )
 
     async def _bundle(self) -> tuple[OfferedCampaign, TrustPort]:
         """The running campaign's bundle (opened again after a restart)."""
@@ -573,17 +601,156 @@ class Engine:
             self._start_rollback(result)
 
     async def _verifying(self) -> None:
-        await self._check_standing(
-            {EcuStanding.TRIAL, EcuStanding.NEW},
-            S.COMMITTING,
-            "all ECUs run their new images: committing",
+        if self._jobs((Tier.TBOX,)):
+            next_state, detail = S.UPDATING_TBOX, "every other ECU runs its new image: the TBox"
+        else:
+            next_state, detail = S.COMMITTING, "all ECUs run their new images: committing"
+        await self._check_standing({EcuStanding.TRIAL, EcuStanding.NEW}, next_state, detail)
+
+    # -- the TBox itself, last (docs/master.md §2, "The TBox itself") --------------------
+
+    async def _update_tbox(self) -> None:
+        """Boot script written and switched, then the rootfs slot written and primed."""
+        result = await self._stages(
+            [
+                Stage("installing", "installed", self._install_one),
+                Stage("activating", "trial", lambda p, j: p.activate(j)),
+            ]
         )
+        if result.ok:
+            self._move(S.TBOX_TRIAL, "rebooting the TBox into its new slot")
+        else:
+            self._start_rollback(result)
+
+    async def _tbox_trial(self) -> None:
+        """Reboot into the new slot, or decide where the reboot left us (ON_RESTART ASSESS)."""
+        found = self._self_job()
+        assert found is not None  # _check_plan: a TBox campaign always updates the rootfs
+        job, port = found
+        serial = job.serial
+        try:
+            boot = await port.boot(job)
+        except Exception as exc:  # slot layer unreadable: decide at the next poll
+            self._record.detail = f"cannot tell where the TBox booted, will retry: {exc}"
+            self._save()
+            log.error("campaign %s: %s", self._record.campaign, self._record.detail)
+            return
+        standing = boot.standing
+        if standing is EcuStanding.INSTALLED:  # primed, not rebooted yet (or killed before)
+            if self._gates.aborting:
+                self._record.error = self._gates.aborting
+                self._move(S.ROLLING_BACK, self._gates.aborting)
+            elif await self._gate(Gate.ACTIVATE):
+                self._ecu(serial, "rebooting", "into its new slot")
+                await self._reboot("into the new TBox slot")
+        elif standing is EcuStanding.TRIAL:  # the new Master, after the reboot
+            await self._judge_tbox(job, port)
+        elif standing is EcuStanding.NEW:
+            self._move(S.COMMITTING, "the TBox's new slot is committed: committing the rest")
+        elif standing is EcuStanding.FAILED:  # rejected, the reboot back did not happen
+            await self._reboot("back to the old TBox slot")
+        else:  # the old Master: the new slot was rejected, or the bootloader fell back
+            why = self._record.error or f"{serial}: {boot.reason or 'its new image did not boot'}"
+            self._record.error = why
+            self._ecu(serial, "failed", why)
+            self._event("install_failed", reason=why)
+            self._move(S.ROLLING_BACK, why)
+
+    async def _judge_tbox(self, job: EcuJob, port: SelfUpdatePort) -> None:
+        """On the new slot: health check, then commit (forward) or reject and reboot back."""
+        update = self._self_update
+        assert update is not None  # _check_plan
+        self._ecu(job.serial, "checking", "health check of the new TBox image")
+        checks = list(update.checks)
+        if update.ecus_answer and self._jobs((Tier.VEHICLE,)):
+            checks.append(HealthCheck("ECUs", self._vehicle_on_trial))
+        healthy, why = await assess(
+            checks,
+            clock=self._hooks.clock,
+            sleep=self._hooks.sleep,
+            timeout_s=update.timeout_s,
+            interval_s=update.interval_s,
+            stopped=lambda: self._gates.aborting,
+        )
+        if healthy:
+            self._ecu(job.serial, "trial", why)
+            self._move(S.COMMITTING, "the TBox runs its new image and is healthy: committing")
+            return
+        # Journaled before the slot is marked bad: the old Master reports this reason.
+        stopped = self._gates.aborting
+        self._record.error = (
+            f"{job.serial}: {stopped}"
+            if stopped
+            else f"{job.serial}: the new TBox image failed its health check: {why}"
+        )
+        self._ecu(job.serial, "rejected", why)
+        log.error("campaign %s: %s", self._record.campaign, self._record.error)
+        await port.reject(job, why)
+        await self._reboot("back to the old TBox slot")
+
+    async def _vehicle_on_trial(self) -> tuple[bool, str]:
+        """Every other ECU of the campaign answers the new TBox and runs its new image."""
+        for job in self._jobs((Tier.VEHICLE,)):
+            try:
+                standing = await self._ports[job.serial].standing(job)
+            except Exception as exc:
+                return False, f"{job.serial} does not answer: {_one_line(exc)}"
+            if standing not in (EcuStanding.TRIAL, EcuStanding.NEW):
+                return False, f"{job.serial} is {standing.value}"
+        return True, "every ECU answers"
+
+    async def _reboot(self, why: str) -> None:
+        """Ask for the TBox's reboot once; this process then only waits to be stopped."""
+        update = self._self_update
+        assert update is not None
+        if self._rebooting:
+            return
+        self._rebooting = True
+        self._record.detail = f"rebooting {why}"
+        self._save()
+        log.warning("campaign %s: rebooting %s", self._record.campaign, why)
+        try:
+            await update.reboot()
+        except Exception as exc:
+            self._rebooting = False
+            self._record.detail = f"reboot {why} failed, trying again at the next poll: {exc}"
+            self._save()
+            log.error("campaign %s: %s", self._record.campaign, self._record.detail)
+
+    def _self_job(self) -> tuple[EcuJob, SelfUpdatePort] | None:
+        """The campaign's job for the TBox's rootfs and its port (None: not in the campaign)."""
+        for job in self._jobs((Tier.TBOX,)):
+            if self._specs[job.serial].kind is EcuKind.SELF:
+                port = self._ports[job.serial]
+                assert hasattr(port, "boot"), f"{job.serial}: not a self-update port"
+                return job, port  # type: ignore[return-value]
+        return None
+
+    async def _tbox_left_on_trial(self) -> bool:
+        """A rollback that finds the TBox on its new slot: reject it and reboot, the old
+        Master then rolls every ECU back. True when this process must stop here."""
+        found = self._self_job()
+        if found is None:
+            return False
+        job, port = found
+        try:
+            boot = await port.boot(job)
+        except Exception as exc:
+            log.warning("cannot tell where the TBox booted (%s): rolling back the rest", exc)
+            return False
+        if boot.standing is EcuStanding.TRIAL:
+            self._ecu(job.serial, "rejected", self._record.error)
+            await port.reject(job, self._record.error or "the campaign rolls back")
+        elif boot.standing is not EcuStanding.FAILED:
+            return False
+        await self._reboot("back to the old TBox slot to roll back")
+        return True
 
     async def _check_standing(
         self, good: set[EcuStanding], next_state: CampaignState, detail: str
     ) -> None:
         problems = []
-        for job in self._jobs():
+        for job in self._jobs(SCOPE[self.state]):
             try:
                 standing = await self._ports[job.serial].standing(job)
             except Exception as exc:  # an ECU that cannot answer is not ready
@@ -620,6 +787,8 @@ class Engine:
         self._move(S.ROLLING_BACK, why)
 
     async def _roll_back(self) -> None:
+        if await self._tbox_left_on_trial():
+            return  # the old Master, on the old slot, rolls every ECU back
         failures: dict[str, BaseException] = {}
         for pause in (*self._hooks.retry_s, None):
             result = await self._phase(
@@ -701,7 +870,8 @@ class Engine:
             raise CampaignRefused("the verified plan is missing from the journal")
         return self._plan
 
-    def _jobs(self) -> list[EcuJob]:
+    def _jobs(self, tiers: Sequence[Tier] = (Tier.VEHICLE, Tier.TBOX)) -> list[EcuJob]:
+        """The campaign's ECU jobs of ``tiers``."""
         plan = self._require_plan()
         return [
             EcuJob(
@@ -713,6 +883,7 @@ class Engine:
                 bundle_url=plan.bundle_url,
             )
             for serial, image in plan.targets.items()
+            if self._specs[serial].kind.tier in tiers
         ]
 
     async def _phase(
@@ -721,14 +892,21 @@ class Engine:
         return await self._stages([Stage(doing, done, step)], reverse=reverse)
 
     async def _stages(self, stages: Sequence[Stage], *, reverse: bool = False) -> PhaseResult:
-        """Run ``stages`` one after the other on each ECU, the ECUs under the ordering rules."""
-        jobs = {job.serial: job for job in self._jobs()}
+        """Run ``stages`` one after the other on each ECU, the ECUs under the ordering rules,
+        tier after tier as ``states.SCOPE`` says for the current state."""
+        result = PhaseResult()
+        for tier in SCOPE[self.state]:
+            jobs = {job.serial: job for job in self._jobs((tier,))}
 
-        async def operation(spec: EcuSpec) -> None:
-            for stage in stages:
-                await self._one_stage(stage, spec, jobs[spec.serial])
+            async def operation(spec: EcuSpec, jobs: dict[str, EcuJob] = jobs) -> None:
+                for stage in stages:
+                    await self._one_stage(stage, spec, jobs[spec.serial])
 
-        return await run_phase([self._specs[s] for s in jobs], operation, reverse=reverse)
+            found = await run_phase([self._specs[s] for s in jobs], operation, reverse=reverse)
+            result.outcomes.update(found.outcomes)
+            if not found.ok and not reverse:
+                break  # a forward phase stops at the first failure
+        return result
 
     def _gate_of(self, stage: Stage, spec: EcuSpec) -> Gate | None:
         """The gate an ECU waits at before ``stage`` (None: no gate, nothing to wait for)."""

@@ -3,6 +3,8 @@
 Rules (docs/master.md §4):
 
 * every ECU of a lower ``group`` finishes the phase before a higher group starts it;
+  the kind's rank comes first (``EcuSpec.order``): the TBox's boot script
+  before its rootfs;
 * an ECU starts only after the ECUs it ``depends-on`` finished the phase;
 * two UDS flashes never share a bus at the same time (a CAN bus or a DoIP
   gateway serves one programming session well, two badly); Subs pull their
@@ -56,10 +58,10 @@ async def run_phase(
     def before(ecu: EcuSpec) -> list[str]:
         """Serials that must finish first (only those taking part in this phase)."""
         if reverse:
-            later = [e.serial for e in ecus if e.group > ecu.group]
+            later = [e.serial for e in ecus if e.order > ecu.order]
             dependents = [e.serial for e in ecus if ecu.serial in e.depends_on]
             return later + dependents
-        earlier = [e.serial for e in ecus if e.group < ecu.group]
+        earlier = [e.serial for e in ecus if e.order < ecu.order]
         return earlier + [d for d in ecu.depends_on if d in serials]
 
     async def one(ecu: EcuSpec) -> None:

@@ -13,7 +13,7 @@ knowing how far the killed Master got.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -124,6 +124,57 @@ class EcuPort(Protocol):
     async def rollback(self, job: EcuJob) -> StepResult:
         """Return the ECU to its previous image, from whatever step it is in."""
         ...
+
+
+@dataclass(frozen=True)
+class TBoxBoot:
+    """Where the TBox's own reboot left it with respect to its job."""
+
+    standing: EcuStanding
+    """INSTALLED: the new slot is primed, the reboot has not happened; TRIAL: runs the
+    new slot, not committed; NEW: committed; FAILED: runs the new slot, which was
+    rejected (the reboot back is pending); OLD: runs the old slot and the new one will
+    not be tried again (rejected, or the bootloader fell back)."""
+    reason: str = ""
+    """For OLD: the slot layer's account of the fallback ("" when it has none)."""
+
+
+class SelfUpdatePort(EcuPort, Protocol):
+    """The TBox's own rootfs slots: an :class:`EcuPort` whose ``activate`` only checks the
+    new slot is primed (the engine reboots), plus what the reboot needs."""
+
+    async def boot(self, job: EcuJob) -> TBoxBoot:
+        """Where the TBox stands after (or before) its reboot into ``job.new``."""
+        ...
+
+    async def reject(self, job: EcuJob, reason: str) -> None:
+        """Mark the running trial slot bad: the next boot returns to the old slot."""
+        ...
+
+
+HealthFn = Callable[[], Awaitable[tuple[bool, str]]]
+"""One check: (passed, one line saying what was seen)."""
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    name: str
+    run: HealthFn
+
+
+@dataclass(frozen=True)
+class SelfUpdate:
+    """What the engine needs to update the TBox itself (``[master.self]``)."""
+
+    reboot: Callable[[], Awaitable[None]]
+    """Ask the system to reboot (``reboot-command``); returns once asked."""
+    checks: Sequence[HealthCheck] = ()
+    """The new image's health check (units, cloud, a command), all must pass."""
+    ecus_answer: bool = True
+    """Also check that every other ECU of the campaign answers and runs its new image."""
+    timeout_s: float = 300.0
+    """How long the checks may keep failing before the new image is rejected."""
+    interval_s: float = 5.0
 
 
 class Decision(StrEnum):

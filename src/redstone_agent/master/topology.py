@@ -10,12 +10,18 @@ each with its kind:
   ``uds-config``. With ``behind = "<sub serial>"`` the Sub flashes it on its own
   bus instead (docs/someip.md §11): its addressing then lives in the Sub's
   ``[[sub.uds-ecus]]``, not here;
-* ``self`` — the TBox itself (reports its manifest; its self-update is a
-  separate capability).
+* ``self`` — the TBox itself: it reports its manifest, and with a
+  ``[master.self]`` table (its own A/B slots, health check, reboot command)
+  a campaign updates its rootfs too;
+* ``bootloader`` — the TBox's U-Boot boot script, kept in two redundant
+  copies (its ``bootscript`` table, ``slots/bootscript``); it needs
+  ``[master.self]``, whose U-Boot env it switches.
 
 Ordering: a lower ``group`` is updated before a higher one; ``depends-on``
 names ECUs that must finish a phase before this one starts it; ECUs on the
-same ``bus`` are never flashed at the same time. Every check here raises
+same ``bus`` are never flashed at the same time. The TBox's own ECUs
+(:attr:`EcuKind.tier` ``tbox``) come after every other ECU, the boot script
+before the rootfs (:attr:`EcuKind.rank`). Every check here raises
 :class:`ConfigError` naming the file, the key and what was expected.
 """
 
@@ -25,10 +31,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from redstone_agent.config import ConfigError, load
+from redstone_agent.slots.config import SlotsConfig
 from redstone_agent.vehicle.config import VehicleSettings
+
+
+class Tier(StrEnum):
+    """Which part of the vehicle an ECU belongs to, for the campaign's order."""
+
+    VEHICLE = "vehicle"
+    """Reached over the vehicle network (Subs, UDS ECUs): updated first."""
+    TBOX = "tbox"
+    """The TBox's own boot script and rootfs: updated last, across its own reboot."""
 
 
 class EcuKind(StrEnum):
@@ -36,10 +52,21 @@ class EcuKind(StrEnum):
     UDS_DOCAN = "uds-docan"
     UDS_DOIP = "uds-doip"
     SELF = "self"
+    BOOTLOADER = "bootloader"
 
     @property
     def is_uds(self) -> bool:
         return self in (EcuKind.UDS_DOCAN, EcuKind.UDS_DOIP)
+
+    @property
+    def tier(self) -> Tier:
+        return Tier.TBOX if self in (EcuKind.SELF, EcuKind.BOOTLOADER) else Tier.VEHICLE
+
+    @property
+    def rank(self) -> int:
+        """Order inside a phase before ``group``: the boot script switches before the
+        rootfs slot is primed, so whatever boots next boots both (0 for every other kind)."""
+        return {EcuKind.BOOTLOADER: 1, EcuKind.SELF: 2}.get(self, 0)
 
 
 @dataclass(frozen=True)
@@ -69,6 +96,8 @@ class EcuSpec:
     behind: str = ""
     """kind = uds-*: the serial of the Sub that flashes this ECU on its own bus
     (interface 1.1). Its addressing and manifest key then live in the Sub's config."""
+    bootscript: dict[str, Any] = field(default_factory=dict)
+    """kind = bootloader: the boot script's copies (``slots.bootscript.BootScriptConfig``)."""
 
     def __post_init__(self) -> None:
         if not self.serial:
@@ -91,6 +120,17 @@ class EcuSpec:
             raise ValueError(f"ECU {self.serial}: a {self.kind} ECU needs uds-config (or behind)")
         if self.kind is not EcuKind.SUB and self.instance_id:
             raise ValueError(f"ECU {self.serial}: instance-id is only for kind 'sub'")
+        if (self.kind is EcuKind.BOOTLOADER) != bool(self.bootscript):
+            raise ValueError(
+                f"ECU {self.serial}: a bootloader ECU needs a bootscript table"
+                if self.kind is EcuKind.BOOTLOADER
+                else f"ECU {self.serial}: bootscript is only for kind 'bootloader'"
+            )
+
+    @property
+    def order(self) -> tuple[int, int]:
+        """What ``group`` ordering compares: (kind rank, group)."""
+        return (self.kind.rank, self.group)
 
     @property
     def bus_name(self) -> str:
@@ -169,6 +209,42 @@ class DiagnosticsSettings:
 
 
 @dataclass(frozen=True)
+class SelfHealthSettings:
+    """What the new TBox image must show after its reboot before the campaign commits."""
+
+    units: list[str] = field(default_factory=list)
+    """systemd units that must be active (``systemctl is-active``)."""
+    cloud: bool = True
+    """The backend answers (a nonce over mutual TLS)."""
+    ecus: bool = True
+    """Every other ECU of the campaign answers and still runs its new image."""
+    command: list[str] = field(default_factory=list)
+    """A command that must exit 0 (argv, no shell)."""
+    timeout_s: float = 300.0
+    """How long the checks may keep failing after the start before the image is rejected."""
+    interval_s: float = 5.0
+    """Pause between two rounds of checks."""
+
+    def __post_init__(self) -> None:
+        if self.timeout_s < 0 or self.interval_s <= 0:
+            raise ValueError("timeout-s must be >= 0 and interval-s > 0")
+
+
+@dataclass(frozen=True)
+class SelfSettings:
+    """``[master.self]``: the TBox's own A/B slots, so campaigns update its rootfs."""
+
+    slots: SlotsConfig
+    """Same shape as a Sub's ``[slots]`` (docs/boot.md)."""
+    health: SelfHealthSettings = field(default_factory=SelfHealthSettings)
+    reboot_command: list[str] = field(default_factory=lambda: ["systemctl", "reboot"])
+
+    def __post_init__(self) -> None:
+        if not self.reboot_command:
+            raise ValueError("reboot-command must name a command")
+
+
+@dataclass(frozen=True)
 class MasterConfig:
     vin: str
     ecu_key: Path
@@ -196,6 +272,9 @@ class MasterConfig:
     """``as-ready``: each ECU switches to its new image as soon as it holds it (the
     shortest campaign; still all-or-nothing, as nothing commits before every ECU is
     healthy); ``together``: no ECU switches before every ECU holds its new image."""
+    self: SelfSettings | None = None
+    """``[master.self]``; without it the TBox only reports its manifest and a campaign
+    naming it is refused."""
 
     @property
     def primary(self) -> EcuSpec:
@@ -253,6 +332,7 @@ def check_topology(config: MasterConfig, source: str) -> None:
                     f"{dep} is in a later group ({config.ecus[seen[dep]].group} > {ecu.group})",
                 )
     _check_behind(config, source, seen)
+    _check_tbox(config, source)
     _check_cycles(config, source)
     _check_uds_addresses(config, source)
 
@@ -272,6 +352,29 @@ def _check_behind(config: MasterConfig, source: str, seen: dict[str, int]) -> No
             raise ConfigError(
                 source, key, f"{ecu.behind} is of kind {host.kind.value!r}, not 'sub'"
             )
+
+
+def _check_tbox(config: MasterConfig, source: str) -> None:
+    """A bootloader ECU: at most one, and it switches the U-Boot env of ``[master.self]``."""
+    loaders = [i for i, e in enumerate(config.ecus) if e.kind is EcuKind.BOOTLOADER]
+    if len(loaders) > 1:
+        raise ConfigError(
+            source, f"master.ecus[{loaders[1]}].kind", "only one ECU may be of kind 'bootloader'"
+        )
+    if not loaders:
+        return
+    key = f"master.ecus[{loaders[0]}].kind"
+    if config.self is None:
+        raise ConfigError(
+            source, key, "a bootloader ECU needs [master.self] (its U-Boot env and slots)"
+        )
+    if config.self.slots.bootloader.backend != "uboot":
+        raise ConfigError(
+            source,
+            key,
+            "a bootloader ECU updates a U-Boot boot script; [master.self.slots.bootloader] "
+            f"backend is {config.self.slots.bootloader.backend!r}",
+        )
 
 
 def _check_cycles(config: MasterConfig, source: str) -> None:
