@@ -70,8 +70,12 @@ def _read(path: Path, what: str) -> bytes:
 class MasterDaemon:
     """One running Master: engine, cache server, cloud client, ECU ports, systemd notify."""
 
-    def __init__(self, config: MasterConfig, stack: Stack | None) -> None:
+    def __init__(
+        self, config: MasterConfig, stack: Stack | None, config_path: Path | None = None
+    ) -> None:
         self.config = config
+        self._config_path = str(config_path or "master.toml")
+        """Where relative paths of a bootloader ECU's ``bootscript`` table start."""
         self._stack = stack
         self._notifier = Notifier()
         self._check_now = asyncio.Event()
@@ -224,19 +228,25 @@ class MasterDaemon:
                 slots = SlotManager(own.slots)
             return SelfPort(spec, signer, self.config.state_dir, slots)
         if spec.kind is EcuKind.BOOTLOADER:
-            return self._bootloader_port(spec)
+            return self._bootloader_port(spec, signer)
         from redstone_agent.master.ecu_uds import UdsPort
         from redstone_agent.uds.config import load_ecu
 
         assert spec.uds_config is not None
         return UdsPort(spec, load_ecu(spec.uds_config), self.config.state_dir, signer)
 
-    def _bootloader_port(self, spec: EcuSpec) -> EcuPort:
-        """The TBox's boot script (its two copies), switched through the self slots' env."""
-        raise RedstoneError(
-            f"ECU {spec.serial}: kind 'bootloader' needs the boot-script store, "
-            "which this build does not have yet"
-        )
+    def _bootloader_port(self, spec: EcuSpec, signer: Signer) -> EcuPort:
+        """The TBox's boot script (its two copies), switched in the self slots' U-Boot env."""
+        from redstone_agent.master.ecu_bootloader import BootloaderPort
+        from redstone_agent.master.topology import bootscript_config
+        from redstone_agent.slots.bootloader import UBootEnv
+        from redstone_agent.slots.bootscript import BootScriptStore
+
+        own = self.config.self
+        assert own is not None  # check_topology
+        script = bootscript_config(spec, self._config_path)
+        store = BootScriptStore(script, UBootEnv(own.slots.bootloader.uboot))
+        return BootloaderPort(spec, store, signer)
 
     def _sub_client(self, sub: EcuSpec) -> SubClient:
         """The SOME/IP client of Sub ``sub`` (open_sub_client shares one per Sub)."""
@@ -422,11 +432,11 @@ def run(config_path: Path) -> int:
         from redstone_agent.someip.someipy_binding import SomeipyStack
 
         stack = SomeipyStack(config.someip.daemon_socket)
-    return asyncio.run(_main(config, stack))
+    return asyncio.run(_main(config, stack, config_path))
 
 
-async def _main(config: MasterConfig, stack: Stack | None) -> int:
-    return await serve(MasterDaemon(config, stack))
+async def _main(config: MasterConfig, stack: Stack | None, config_path: Path) -> int:
+    return await serve(MasterDaemon(config, stack, config_path))
 
 
 def read_status(state_dir: Path) -> dict[str, Any]:

@@ -31,11 +31,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from redstone_agent.config import ConfigError, load
 from redstone_agent.slots.config import SlotsConfig
 from redstone_agent.vehicle.config import VehicleSettings
+
+if TYPE_CHECKING:
+    from redstone_agent.slots.bootscript import BootScriptConfig
 
 
 class Tier(StrEnum):
@@ -375,6 +378,25 @@ def _check_tbox(config: MasterConfig, source: str) -> None:
             "a bootloader ECU updates a U-Boot boot script; [master.self.slots.bootloader] "
             f"backend is {config.self.slots.bootloader.backend!r}",
         )
+    where = f"master.ecus[{loaders[0]}].bootscript"
+    script = bootscript_config(config.ecus[loaders[0]], source)
+    own = config.self.slots.bootloader.uboot.fw_env_config
+    if "fw-env-config" in config.ecus[loaders[0]].bootscript and script.uboot.fw_env_config != own:
+        raise ConfigError(
+            source,
+            f"{where}.fw-env-config",
+            f"{script.uboot.fw_env_config} is not the TBox's own env ({own}): "
+            "the boot script switches in the env its slots use",
+        )
+
+
+def bootscript_config(spec: EcuSpec, source: str) -> BootScriptConfig:
+    """The ``bootscript`` table of a bootloader ECU, paths relative to the config file."""
+    from redstone_agent.slots.bootscript import BootScriptConfig
+
+    return BootScriptConfig.from_table(
+        spec.bootscript, where=f"{source}: ECU {spec.serial} bootscript", base=Path(source).parent
+    )
 
 
 def _check_cycles(config: MasterConfig, source: str) -> None:

@@ -76,3 +76,53 @@ def test_can_id_clash_on_one_bus(tmp_path: Path) -> None:
     path.write_text(text.replace('bus = "eth0"\ngroup = 1', 'bus = "can0"\ngroup = 1'))
     with pytest.raises(ConfigError, match="can-id 0x7e0 on bus can0 is also used by ECU-BCM-0001"):
         load_master_config(path)
+
+
+def test_master_self_reads_like_a_subs_slots(tmp_path: Path) -> None:
+    config = load_master_config(EXAMPLE)
+    own = config.self
+    assert own is not None
+    assert own.slots.device("B") == Path("/dev/mmcblk0p3") and own.slots.tries == 3
+    assert own.health.units == ["redstone-someipyd.service"] and own.health.ecus
+    assert own.reboot_command == ["systemctl", "reboot"]
+    bare = _variant(tmp_path, "[master.self]\n", "[master.ignored]\n")
+    with pytest.raises(ConfigError, match=r"master.ignored: unknown key"):
+        load_master_config(bare)
+
+
+BOOTLOADER = """
+[[master.ecus]]
+serial = "TBOX-0001-BOOT"
+kind = "bootloader"
+hardware-id = "tbox-bootscript"
+bootscript = { A = { device = "script-a.bin" }, B = { device = "script-b.bin" }%s }
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "cut", "key", "problem"),
+    [
+        ("", "", None, None),
+        (', fw-env-config = "/etc/other.config"', "", "bootscript.fw-env-config", "own env"),
+        ("", "[master.self.health]", "ecus[5].kind", "needs [master.self]"),
+        (', colour = "red"', "", "bootscript", "colour"),
+    ],
+)
+def test_bootloader_ecu_needs_the_tboxs_own_uboot_env(
+    tmp_path: Path, extra: str, cut: str, key: str | None, problem: str | None
+) -> None:
+    text = EXAMPLE.read_text().replace('"ecus/', f'"{EXAMPLE.parent}/ecus/')
+    if cut:  # drop [master.self] and its sub-tables
+        start = text.index("[master.self]")
+        text = text[:start] + text[text.index("# The vehicle: one table per ECU.") :]
+    path = tmp_path / "master.toml"
+    path.write_text(text + BOOTLOADER % extra)
+    if key is None:
+        spec = load_master_config(path).ecu("TBOX-0001-BOOT")
+        assert spec is not None and spec.kind is EcuKind.BOOTLOADER
+        assert spec.order > (0, 99)  # after every other kind, whatever its group
+        return
+    with pytest.raises(ConfigError) as caught:
+        load_master_config(path)
+    message = str(caught.value)
+    assert "\n" not in message and key in message and problem in message, message
