@@ -1,22 +1,24 @@
-"""The test board's GPT disk: boot partition, two rootfs slots, raw env partition.
+"""A board's GPT disk: boot partition, two rootfs slots, raw env and boot-script partitions.
 
 Built without root: ``sfdisk`` on a file, ``mkfs.vfat -C`` plus ``mcopy`` for
-the FAT boot partition, ``mkfs.ext4 -d`` for slot A, and plain writes at the
-partition offsets. The template (slot A holding version 1, slot B and the env
-empty) is cached; each test works on its own copy.
+the FAT boot partition, ``mkfs.ext4 -d`` for slot A (and the vehicle board's
+data partition), and plain writes at the partition offsets. The compiled
+product script (``redstone.scr``, the same bytes as on the FAT) goes raw into
+both ``scriptA`` and ``scriptB`` (issue 12: the board script loads it from
+there). The template (slot A holding the factory image, slot B and the env
+empty) is cached per layout; each test works on its own sparse copy.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
 from tools.qemu.cache import cached, input_key
 from tools.qemu.errors import HarnessError
 from tools.qemu.kernel import Kernel
-from tools.qemu.layout import BOOT, DISK_SECTORS, SECTOR, SLOT_A, Partition, sfdisk_script
+from tools.qemu.layout import BOOT, SCRIPT_A, SCRIPT_B, SECTOR, TEST, Layout, Partition
 from tools.qemu.rootfs import Health, build_rootfs
 from tools.qemu.run import run, run_bytes
 
@@ -34,8 +36,12 @@ def compile_script(source: Path, output: Path, name: str) -> None:
     run(["mkimage", "-A", "arm", "-T", "script", "-C", "none", "-n", name, "-d", source, output])
 
 
-def write_into(disk: Path, part: Partition, image: Path) -> None:
-    """Copy ``image`` to the start of ``part`` in ``disk``; refuse one that does not fit."""
+def write_into(disk: Path, part: Partition, image: Path, *, sparse: bool = False) -> None:
+    """Copy ``image`` to the start of ``part`` in ``disk``; refuse one that does not fit.
+
+    ``sparse``: skip all-zero chunks (only where the partition is known blank, e.g. a
+    fresh template), so holes stay holes.
+    """
     size = image.stat().st_size
     if size > part.size:
         raise HarnessError(f"{image} ({size} bytes) does not fit partition {part.name}")
@@ -44,7 +50,8 @@ def write_into(disk: Path, part: Partition, image: Path) -> None:
         with image.open("rb") as source:
             offset = part.offset
             while chunk := source.read(COPY_CHUNK):
-                os.pwrite(fd, chunk, offset)
+                if not sparse or chunk.count(0) != len(chunk):
+                    os.pwrite(fd, chunk, offset)
                 offset += len(chunk)
         os.fsync(fd)
     finally:
@@ -68,8 +75,14 @@ def _boot_partition(out: Path, kernel: Kernel, initrd: Path) -> Path:
     return fat
 
 
-def build_disk_template(kernel: Kernel, initrd: Path) -> Path:
-    """The cached, unprovisioned disk: slot A = version 1 (healthy), B and env blank."""
+def build_disk_template(
+    kernel: Kernel,
+    initrd: Path,
+    layout: Layout = TEST,
+    slot_a_image: Path | None = None,
+) -> Path:
+    """The cached, unprovisioned disk of ``layout``: slot A = ``slot_a_image`` (default
+    the tiny healthy version 1), slot B and the env blank, the script in p5 and p6."""
     key = input_key(
         [
             kernel.directory.name,
@@ -77,7 +90,8 @@ def build_disk_template(kernel: Kernel, initrd: Path) -> Path:
             BOOT_CMD,
             BOARD_BOOT_CMD,
             BOARD_ENV,
-            sfdisk_script(),
+            layout.sfdisk_script(),
+            str(slot_a_image.parent.name if slot_a_image else "tiny"),
             Path(__file__).resolve(),
             HERE / "rootfs.py",
         ]
@@ -86,17 +100,32 @@ def build_disk_template(kernel: Kernel, initrd: Path) -> Path:
     def build(out: Path) -> None:
         disk = out / FILE_NAME
         with disk.open("wb") as handle:
-            handle.truncate(DISK_SECTORS * SECTOR)
+            handle.truncate(layout.disk_sectors * SECTOR)
         run_bytes(
             ["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", disk],
-            stdin=sfdisk_script().encode(),
+            stdin=layout.sfdisk_script().encode(),
         )
         write_into(disk, BOOT, _boot_partition(out, kernel, initrd))
-        write_into(disk, SLOT_A, build_rootfs(out / "rootA.ext4", "1", Health.OK))
-        for scratch in ("boot.vfat", "boot.scr", "redstone.scr", "rootA.ext4"):
+        for copy in (SCRIPT_A, SCRIPT_B):
+            write_into(disk, copy, out / "redstone.scr")
+        if slot_a_image is None:
+            write_into(disk, layout.slot_a, build_rootfs(out / "rootA.ext4", "1", Health.OK))
+            (out / "rootA.ext4").unlink()
+        else:
+            write_into(disk, layout.slot_a, slot_a_image, sparse=True)
+        if layout.data is not None:
+            data = out / "data.ext4"
+            with data.open("wb") as handle:
+                handle.truncate(layout.data.size)
+            run(["mkfs.ext4", "-q", "-F", "-L", "data", data])
+            write_into(disk, layout.data, data, sparse=True)
+            data.unlink()
+        for scratch in ("boot.vfat", "boot.scr", "redstone.scr"):
             (out / scratch).unlink()
 
-    return cached("disk", key, build) / FILE_NAME
+    # One cache kind per board ("disk" for the test board, "vdisk" for the vehicle).
+    kind = "disk" if layout is TEST else f"{layout.name[0]}disk"
+    return cached(kind, key, build) / FILE_NAME
 
 
 def copy_disk(template: Path, directory: Path) -> Path:
@@ -105,6 +134,6 @@ def copy_disk(template: Path, directory: Path) -> Path:
     target = directory / FILE_NAME
     with tempfile.NamedTemporaryFile(dir=directory, delete=False) as tmp:
         staging = Path(tmp.name)
-    shutil.copyfile(template, staging)
+    run(["cp", "--sparse=always", template, staging])
     staging.rename(target)
     return target

@@ -8,6 +8,10 @@
 # <S>_tries=0, order = S first) and powers off. A failed health check reboots
 # without committing, so U-Boot spends the slot's tries. Every line meant for
 # the host starts with "REDSTONE:" (tools/qemu/console.py parses them).
+#
+# A slot whose rootfs carries systemd (the vehicle board, tools/qemu/vehicle)
+# is a real system: the init hands over to it read-only (switch_root) and the
+# slot's own units do the health check and the commit.
 PATH=/bin:/sbin:/usr/bin
 export PATH
 ENV_CONFIG=/etc/fw_env.config
@@ -62,6 +66,12 @@ healthy=0
 mkdir -p /rootfs
 if mount -t ext4 -o ro "$root" /rootfs; then
     say "rootfs $(cat /rootfs/etc/redstone-release)"
+    if [ -x /rootfs/lib/systemd/systemd ]; then
+        say "switch-root systemd"
+        mount -o move /dev /rootfs/dev
+        umount /sys /proc
+        exec switch_root /rootfs /lib/systemd/systemd
+    fi
     if sh /rootfs/usr/lib/redstone/health-check; then
         healthy=1
     fi

@@ -1,0 +1,231 @@
+"""The vehicle slot image: the Debian base with the agent installed from its wheel.
+
+Installed as ``yocto-layer/meta-redstone`` installs it (same paths): the
+agent in a virtualenv ``/opt/redstone`` (``pip install --no-index`` from the
+host's wheelhouse, byte-compiled — imports are slow under TCG) with its
+console scripts linked into ``/usr/bin``; the units, D-Bus policy and
+activation files, sysusers.d and tmpfiles.d from ``systemd/``; the example
+configs; ``/etc/fw_env.config`` naming the env partition. The rootfs is
+mounted read-only; ``/var/lib/redstone`` is the data partition (fstab).
+
+Test-only additions live under ``/usr/lib/redstone-test`` and units named
+``redstone-test-*`` (guestfs/): the host's command channel, multicast on
+loopback, vcan0, and the bind mount of the factory provisioning.
+
+Cached (``vimage``) by the project wheel's content, the wheelhouse, the
+configs, units, guest files and this code; the base and modules are their own
+entries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from pathlib import Path
+
+from tools.qemu.cache import cached, input_key
+from tools.qemu.run import run
+from tools.qemu.vehicle.base import build_base
+from tools.qemu.vehicle.kmods import build_kmods
+from tools.qemu.vehicle.wheels import REPO, REQUIREMENT, build_project_wheel, dependency_wheelhouse
+
+HERE = Path(__file__).resolve().parent
+GUESTFS = HERE / "guestfs"
+SYSTEMD = REPO / "systemd"
+VENV = "/opt/redstone"
+IMAGE = "rootfs.ext4"
+IMAGE_SIZE = 384 << 20
+"""Bytes; must fit the vehicle layout's slots (tools/qemu/layout.py VEHICLE)."""
+FACTORY_VERSION = "1"
+COMMANDS = (
+    "redstone-master",
+    "redstone-sub",
+    "redstone-someipyd",
+    "redstonectl",
+    "redstone-ecusim",
+    "redstone-cansim",
+    "redstone-delta",
+    "redstone-repo",
+)
+"""The console scripts the recipe's packages ship (not redstone-cloud, redstone-vehicle)."""
+UNITS = (
+    "redstone-master.service",
+    "redstone-sub.service",
+    "redstone-health.service",
+    "redstone-sub-commit.service",
+    "someipyd.service",
+)
+TEST_UNITS = (
+    "redstone-test-console.service",
+    "redstone-test-net.service",
+    "redstone-test-vcan.service",
+)
+ENABLED = (
+    "someipyd.service",
+    "redstone-sub.service",
+    "redstone-master.service",
+    "redstone-health.service",
+    "redstone-sub-commit.service",
+    *TEST_UNITS,
+)
+# Example configs, as the recipe installs them into /etc/redstone.
+CONFIGS = (
+    "master.toml",
+    "vehicle.dbc",
+    "sub.toml",
+    "someipyd.json",
+    "ecus/bcm.toml",
+    "ecus/gateway.toml",
+    "ecus/sim-bcm.toml",
+    "ecus/sim-gateway.toml",
+)
+
+
+def _install(source: Path, tree: Path, target: str, mode: int = 0o644) -> None:
+    dest = tree / target.lstrip("/")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(source, dest)
+    dest.chmod(mode)
+
+
+def _chroot(tree: Path, *argv: str) -> str:
+    return run(["chroot", tree, *argv])
+
+
+def _install_agent(tree: Path, wheels: Path) -> None:
+    staged = tree / "tmp" / "wheels"
+    shutil.copytree(wheels, staged)
+    _chroot(tree, "python3", "-m", "venv", VENV)
+    pip = f"{VENV}/bin/pip"
+    _chroot(
+        tree,
+        pip,
+        "install",
+        "-q",
+        "--no-index",
+        "--no-cache-dir",
+        "--find-links",
+        "/tmp/wheels",
+        REQUIREMENT,
+    )
+    shutil.rmtree(staged)
+    site = next((tree / VENV.lstrip("/") / "lib").glob("python3*/site-packages"))
+    # As the recipe: no cloud backend or virtual vehicle in a vehicle.
+    shutil.rmtree(site / "redstone_cloud", ignore_errors=True)
+    shutil.rmtree(site / "redstone_agent" / "vvehicle", ignore_errors=True)
+    for name in ("redstone-cloud", "redstone-vehicle"):
+        (tree / VENV.lstrip("/") / "bin" / name).unlink(missing_ok=True)
+    _chroot(tree, f"{VENV}/bin/python3", "-m", "compileall", "-q", "-j", "0", VENV)
+    for command in COMMANDS:
+        link = tree / "usr" / "bin" / command
+        link.unlink(missing_ok=True)
+        link.symlink_to(f"{VENV}/bin/{command}")
+
+
+def _install_systemd_files(tree: Path) -> None:
+    for unit in UNITS:
+        _install(SYSTEMD / unit, tree, f"/usr/lib/systemd/system/{unit}")
+    for policy in ("org.redstone.Master.conf", "org.redstone.Sub.conf"):
+        _install(SYSTEMD / policy, tree, f"/usr/share/dbus-1/system.d/{policy}")
+    for service in ("org.redstone.Master.service", "org.redstone.Sub.service"):
+        _install(
+            SYSTEMD / "system-services" / service,
+            tree,
+            f"/usr/share/dbus-1/system-services/{service}",
+        )
+    for kind in ("tmpfiles.d", "sysusers.d"):
+        for conf in ("redstone.conf", "redstone-master.conf"):
+            _install(SYSTEMD / kind / conf, tree, f"/usr/lib/{kind}/{conf}")
+    for config in CONFIGS:
+        _install(REPO / "etc" / "redstone" / config, tree, f"/etc/redstone/{config}")
+    _install(REPO / "etc" / "u-boot" / "fw_env.config.qemu", tree, "/etc/fw_env.config")
+    _install(REPO / "etc" / "u-boot" / "qemu-x86.env", tree, "/etc/u-boot-initial-env")
+    _chroot(tree, "systemd-sysusers")
+
+
+def _install_test_files(tree: Path) -> None:
+    _install(GUESTFS / "console.py", tree, "/usr/lib/redstone-test/console.py", 0o755)
+    for unit in TEST_UNITS:
+        _install(GUESTFS / unit, tree, f"/usr/lib/systemd/system/{unit}")
+    _install(GUESTFS / "fstab", tree, "/etc/fstab")
+
+
+def _finish(tree: Path, kmods: Path) -> None:
+    (release,) = (path.name for path in kmods.iterdir())
+    modules = tree / "usr" / "lib" / "modules" / release
+    shutil.copytree(kmods / release, modules)
+    _chroot(tree, "depmod", release)
+    _chroot(tree, "systemctl", "enable", *ENABLED)
+    (tree / "etc" / "hostname").write_text("vehicle\n")
+    (tree / "etc" / "machine-id").write_text("")  # systemd makes one per boot (ro root)
+    (tree / "etc" / "redstone-release").write_text(f"version={FACTORY_VERSION}\n")
+    (tree / "var" / "lib" / "redstone").mkdir(parents=True, exist_ok=True)
+
+
+def guest_uid(image_dir: Path, user: str) -> int:
+    """The uid/gid ``systemd-sysusers`` gave ``user`` in the image (for provisioning files)."""
+    for line in (image_dir / "passwd").read_text().splitlines():
+        fields = line.split(":")
+        if fields[0] == user:
+            return int(fields[2])
+    raise KeyError(user)
+
+
+def build_image() -> Path:
+    """The cached directory holding ``rootfs.ext4`` (version 1) and the image's ``passwd``."""
+    base = build_base()
+    kmods = build_kmods()
+    wheelhouse = dependency_wheelhouse()
+    with tempfile.TemporaryDirectory(prefix="redstone-wheel-") as tmp:
+        project = build_project_wheel(Path(tmp))
+        wheel_digest = _wheel_content_digest(project)
+        inputs: list[str | bytes | Path] = [
+            base.parent.name,
+            kmods.parent.name,
+            wheelhouse.parent.name,
+            wheel_digest,
+            Path(__file__).resolve(),
+            *sorted(GUESTFS.iterdir()),
+            *sorted(SYSTEMD.rglob("*.service")),
+            *sorted(SYSTEMD.rglob("*.conf")),
+            *(REPO / "etc" / "redstone" / config for config in CONFIGS),
+            REPO / "etc" / "u-boot" / "fw_env.config.qemu",
+            REPO / "etc" / "u-boot" / "qemu-x86.env",
+        ]
+
+        def build(out: Path) -> None:
+            tree = out / "tree"
+            run(["cp", "-a", f"{base}/.", tree])
+            wheels = out / "wheels"
+            shutil.copytree(wheelhouse, wheels)
+            shutil.copy(project, wheels / project.name)
+            _install_agent(tree, wheels)
+            shutil.rmtree(wheels)
+            _install_systemd_files(tree)
+            _install_test_files(tree)
+            _finish(tree, kmods)
+            shutil.copy(tree / "etc" / "passwd", out / "passwd")
+            shutil.copy(tree / "etc" / "group", out / "group")
+            make_ext4(tree, out / IMAGE, f"redstone-{FACTORY_VERSION}")
+            shutil.rmtree(tree)
+
+        return cached("vimage", input_key(inputs), build)
+
+
+def make_ext4(tree: Path, image: Path, label: str) -> None:
+    """An ext4 image of :data:`IMAGE_SIZE` bytes holding ``tree`` (no mount needed)."""
+    with image.open("wb") as handle:
+        handle.truncate(IMAGE_SIZE)
+    run(["mkfs.ext4", "-q", "-F", "-L", label, "-E", "root_owner=0:0", "-d", tree, image])
+
+
+def _wheel_content_digest(wheel: Path) -> str:
+    """A wheel's files, hashed by name and content (its zip timestamps change every build)."""
+    import zipfile
+
+    digest = hashlib.sha256()
+    with zipfile.ZipFile(wheel) as archive:
+        for name in sorted(archive.namelist()):
+            digest.update(name.encode() + b"\0" + archive.read(name))
+    return digest.hexdigest()
