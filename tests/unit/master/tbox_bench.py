@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from redstone_agent.journal import Journal
+from redstone_agent.master.ecu_bootloader import BootloaderPort
 from redstone_agent.master.ecu_self import SelfPort
 from redstone_agent.master.engine import Engine, Hooks
 from redstone_agent.master.ports import (
@@ -32,13 +33,20 @@ from redstone_agent.master.ports import (
     VerifiedCampaign,
 )
 from redstone_agent.master.record import CampaignRecord
+from redstone_agent.master.topology import EcuKind, EcuSpec
 from redstone_agent.slots import SlotManager
+from redstone_agent.slots.bootloader import UBootEnv
+from redstone_agent.slots.bootscript import BootScriptStore
+from redstone_agent.slots.bootscript_config import BootScriptConfig, CopyConfig
 from redstone_agent.slots.virtual import VirtualNode
 from redstone_agent.uptane.keys import generate_signer
+from tests.integration.slots.bootscript_bench import COPY_SIZE, mkimage
 from tests.support import require_tool
 from tests.unit.master.fakes import SPECS, FakeTrust, Vehicle
 
 TBOX = "TBOX-1"
+BOOT = "TBOX-1-BOOT"
+BOOT_SPEC = EcuSpec(BOOT, EcuKind.BOOTLOADER, "tbox-boot", bootscript={"A": "a", "B": "b"})
 SLOT_SIZE = 256 << 10
 OFFER = OfferedCampaign("tbox-spring", False, {"ADAS-1": "adas-v2", TBOX: "tbox-v2"})
 
@@ -46,13 +54,13 @@ OFFER = OfferedCampaign("tbox-spring", False, {"ADAS-1": "adas-v2", TBOX: "tbox-
 class TBoxTrust(FakeTrust):
     """The fake trust port, with the TBox's image a real file (hash and length checked)."""
 
-    def __init__(self, tmp: Path, targets: Mapping[str, str], tbox_image: Image) -> None:
+    def __init__(self, tmp: Path, targets: Mapping[str, str], real: Mapping[str, Image]) -> None:
         super().__init__(tmp, targets)
-        self.tbox_image = tbox_image
+        self.real = real
 
     async def verify(self, offer: OfferedCampaign, running: Mapping[str, str]) -> VerifiedCampaign:
         plan = await super().verify(offer, running)
-        return replace(plan, targets={**plan.targets, TBOX: self.tbox_image})
+        return replace(plan, targets={**plan.targets, **self.real})
 
 
 @dataclass
@@ -80,6 +88,8 @@ class TBoxBench:
     reboots: int = 0
     """Reboots the engines asked for."""
     fail_reboot: str = ""
+    script: BootScriptConfig | None = None
+    """With a bootloader ECU: its two copies, switched in the TBox's own env."""
     clock: Clock = field(default_factory=Clock)
     published: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     """(campaign state, ECU serial -> step) at every publish."""
@@ -95,7 +105,14 @@ class TBoxBench:
         spec = next(s for s in SPECS if s.serial == TBOX)
         own = SelfPort(spec, generate_signer(), self.state_dir, self.slots())
         others: dict[str, EcuPort] = {s: e for s, e in self.vehicle.ecus.items() if s != TBOX}
-        return {**others, TBOX: own}
+        ports = {**others, TBOX: own}
+        if self.script is not None:
+            ports[BOOT] = BootloaderPort(BOOT_SPEC, self.store(), generate_signer())
+        return ports
+
+    def store(self) -> BootScriptStore:
+        assert self.script is not None
+        return BootScriptStore(self.script, UBootEnv(self.node.config.bootloader.uboot))
 
     def engine(self, publish: Any = None, **options: Any) -> Engine:
         """A fresh Master process: new adapters, the same journals and slots."""
@@ -151,19 +168,34 @@ class TBoxBench:
         return Journal(self.state_dir / "campaign.json").load() or {}
 
 
-def make_tbox_bench(tmp: Path) -> TBoxBench:
+def make_tbox_bench(tmp: Path, *, bootscript: bool = False) -> TBoxBench:
+    """A vehicle whose campaign updates ADAS-1 and the TBox's rootfs (and its boot script)."""
     require_tool("fw_setenv")
-    vehicle = Vehicle(tmp)
+    vehicle = Vehicle(tmp, specs=[*SPECS, *([BOOT_SPEC] if bootscript else [])])
     node = VirtualNode.create(tmp / "tbox", slot_size=SLOT_SIZE)
     data = b"TBOX-v2 rootfs " * 1000
     path = tmp / "tbox-v2.img"
     path.write_bytes(data)
     image = Image("tbox-v2", hashlib.sha256(data).hexdigest(), len(data), "tbox-v2", path, "")
     assert vehicle.cloud is not None
-    vehicle.cloud.offer = OFFER
-    vehicle.trust = TBoxTrust(tmp, {"ADAS-1": "adas-v2", TBOX: "tbox-v2"}, image)
+    real = {TBOX: image}
+    script = None
+    if bootscript:
+        old = mkimage(tmp, "boot-old", "echo old\n" * 20)
+        new = mkimage(tmp, "boot-new", "echo new\n" * 40)
+        for name in "AB":
+            (tmp / f"script{name}.bin").write_bytes(old.data + b"\xff" * (COPY_SIZE - old.length))
+        script = BootScriptConfig(
+            copies={name: CopyConfig(tmp / f"script{name}.bin") for name in "AB"},
+            uboot=node.config.bootloader.uboot,
+            state_dir=tmp / "tbox" / "state",
+        )
+        real[BOOT] = Image("boot-v2", new.sha256, new.length, "boot-v2", new.path, "")
+    targets = {"ADAS-1": "adas-v2", **{s: i.target for s, i in real.items()}}
+    vehicle.cloud.offer = replace(OFFER, ecus=targets)
+    vehicle.trust = TBoxTrust(tmp, targets, real)
     (tmp / "master").mkdir()
-    return TBoxBench(tmp, vehicle, node, image)
+    return TBoxBench(tmp, vehicle, node, image, script=script)
 
 
 def run_until_settled_or_reboot(engine: Engine, coro: Any) -> None:

@@ -23,6 +23,7 @@ from redstone_agent.master.record import CampaignRecord
 from redstone_agent.master.states import SETTLED, CampaignState
 from redstone_agent.slots import NodeState
 from tests.unit.master.tbox_bench import (
+    BOOT,
     TBOX,
     TBoxBench,
     make_tbox_bench,
@@ -306,3 +307,44 @@ def test_killed_in_every_state_of_a_tbox_campaign_converges_all_new(
     kill_when(bench, "check", _at_state(state))
     assert bench.reboots == 0
     assert_all_new(bench, converge(bench))
+
+
+# -- with the TBox's boot script in the same campaign -----------------------------------
+
+
+@pytest.fixture
+def booting(tmp_path: Path) -> TBoxBench:
+    return make_tbox_bench(tmp_path, bootscript=True)
+
+
+def test_boot_script_switches_before_the_tbox_reboot_and_commits_with_the_campaign(
+    booting: TBoxBench,
+) -> None:
+    start(booting)
+    before = booting.store().status()
+    assert before.pending is not None and before.selected == "B"  # switched, not committed
+    first = next(steps for _, steps in booting.published if steps.get(TBOX) == "installing")
+    assert first[BOOT] == "trial"  # the boot script went first
+
+    booting.power_cycle()
+    engine = restart(booting)
+    assert_all_new(booting, engine)
+    after = booting.store().status()
+    assert after.pending is None and after.booting == "B"
+    assert after.holds("B", booting.vehicle.trust.real[BOOT].sha256)  # type: ignore[union-attr]
+
+
+def test_boot_script_is_switched_back_when_the_new_tbox_image_is_bad(
+    booting: TBoxBench,
+) -> None:
+    start(booting)
+    booting.health = "redstone-someipyd.service failed"
+    booting.power_cycle()
+    restart(booting)
+    booting.power_cycle()
+    engine = restart(booting)
+    assert engine.state is S.FAILED
+    rows = {row["serial"]: row["outcome"] for row in engine.record.last_report["ecus"]}  # type: ignore[index]
+    assert rows[BOOT] == "rolled-back"
+    status = booting.store().status()
+    assert status.booting == "A" and status.pending is None
