@@ -1,8 +1,5 @@
 # Redstone OTA A/B boot script for U-Boot (docs/boot.md, "U-Boot").
 # Compile: mkimage -A arm -T script -C none -n "Redstone A/B" -d boot.cmd boot.scr
-# Updatable over the air: the board's fixed first stage sources it from one of
-# two copies, ${redstone_script} = A|B (docs/boot.md, "Boot script and
-# bootloader update"); the agent writes only the copy not selected.
 #
 # Implements redstone_agent.slots.scheme.BootState.choose():
 #   the first slot in redstone_order that is committed (redstone_<S>_ok=1) boots
