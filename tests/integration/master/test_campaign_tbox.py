@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from redstone_agent.master.daemon import KILL_IN_ENV
 from redstone_agent.slots import SlotManager
 from redstone_agent.slots.virtual import VirtualNode
 from redstone_agent.vvehicle.plan import ADAS, RELEASES, TBOX
@@ -30,7 +32,7 @@ from redstone_agent.vvehicle.vehicle import VirtualVehicle, release_counter
 from tests.integration.master.campaign_support import sha256_of
 from tests.support import require_tool
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.root]
 
 CAMPAIGN_TIMEOUT_S = 240.0
 """Failure guard only (a campaign takes seconds); nothing asserts a duration."""
@@ -95,10 +97,15 @@ class SelfUpdatingCar:
                 reboots += 1
                 tbox.start()  # a new redstone-master process on the booted slot
             report = self._report(campaign)
-            if report is not None:
-                return report, reboots
+            if report is not None and self._assignment(campaign) in ("succeeded", "failed"):
+                return report, reboots  # the cloud learned it too: the next campaign may start
             time.sleep(0.2)
         raise AssertionError(f"{campaign}: no report\n{tbox.log_tail(60)}")
+
+    def _assignment(self, campaign: str) -> str:
+        with self.vehicle.operator() as op:
+            (row,) = op.campaign_vehicles(campaign)
+        return str(row["state"])
 
     def _report(self, campaign: str) -> dict[str, Any] | None:
         path = self.vehicle.master.workdir / "state" / "status.json"
@@ -178,3 +185,21 @@ def test_bad_tbox_image_returns_the_old_slot_and_rolls_the_sub_back(car: SelfUpd
     assert status.booted == "B" and status.state.value == "idle"  # B was the good one
     rows = {row["serial"]: row["outcome"] for row in report["ecus"]}
     assert rows == {ADAS.serial: "rolled-back", TBOX.serial: "rolled-back"}, report
+
+
+@pytest.mark.parametrize("state", ["updating-tbox", "tbox-trial"])
+def test_master_killed_in_a_tbox_state_converges_all_new(car: SelfUpdatingCar, state: str) -> None:
+    tbox = car.vehicle.tbox
+    tbox.stop()
+    campaign, version = car.ship(good=True)
+    tbox.start(env={KILL_IN_ENV: state})
+    assert tbox.wait_exit(CAMPAIGN_TIMEOUT_S) == -signal.SIGKILL
+    assert not car.marker.exists()  # killed before it asked for the reboot
+    report, reboots = car.run(campaign)  # started again, without the variable
+    assert (report["outcome"], reboots) == ("updated", 1), report
+    assert car.adas() == (version, sha256_of(car.vehicle.image_file(ADAS, version)))
+    status = car.slots().status()
+    assert status.state.value == "idle" and status.slots["AB".index(status.booted)].committed
+    assert car.slots().images.load()[status.booted]["sha256"] == sha256_of(  # type: ignore[index]
+        car.vehicle.images_dir / TBOX.target(version)
+    )
