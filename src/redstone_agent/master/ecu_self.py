@@ -140,8 +140,9 @@ class SelfPort:
         except Exception as exc:
             raise EcuFailed(self.serial, str(exc)) from exc
         target = status.install["slot"] if status.install else other_slot(status.booted)
+        how = f" from a {delta.length}-byte delta" if delta is not None else ""
         return StepResult(
-            detail=f"{job.new.target} written and verified in slot {target}",
+            detail=f"{job.new.target} written{how} and verified in slot {target}",
             bytes_sent=delta.length if delta is not None else length,
             used_delta=delta is not None,
         )

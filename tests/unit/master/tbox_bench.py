@@ -25,6 +25,7 @@ from redstone_agent.master.ecu_bootloader import BootloaderPort
 from redstone_agent.master.ecu_self import SelfPort
 from redstone_agent.master.engine import Engine, Hooks
 from redstone_agent.master.ports import (
+    DeltaImage,
     EcuPort,
     HealthCheck,
     Image,
@@ -56,11 +57,12 @@ class TBoxTrust(FakeTrust):
 
     def __init__(self, tmp: Path, targets: Mapping[str, str], real: Mapping[str, Image]) -> None:
         super().__init__(tmp, targets)
-        self.real = real
+        self.real = dict(real)
+        self.deltas: dict[str, DeltaImage] = {}
 
     async def verify(self, offer: OfferedCampaign, running: Mapping[str, str]) -> VerifiedCampaign:
         plan = await super().verify(offer, running)
-        return replace(plan, targets={**plan.targets, **self.real})
+        return replace(plan, targets={**plan.targets, **self.real}, deltas=self.deltas)
 
 
 @dataclass

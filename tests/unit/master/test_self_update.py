@@ -11,14 +11,23 @@ slots and the ECU, not only from the report.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from redstone_agent.delta.make import make_delta
 from redstone_agent.master.engine import Engine
-from redstone_agent.master.ports import Decision, Gate, Verdict
+from redstone_agent.master.ports import (
+    Decision,
+    DeltaImage,
+    Gate,
+    Image,
+    OfferedCampaign,
+    Verdict,
+)
 from redstone_agent.master.record import CampaignRecord
 from redstone_agent.master.states import SETTLED, CampaignState
 from redstone_agent.slots import NodeState
@@ -26,11 +35,16 @@ from tests.unit.master.tbox_bench import (
     BOOT,
     TBOX,
     TBoxBench,
+    TBoxTrust,
     make_tbox_bench,
     run_until_settled_or_reboot,
 )
 
 S = CampaignState
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 @pytest.fixture
@@ -348,3 +362,35 @@ def test_boot_script_is_switched_back_when_the_new_tbox_image_is_bad(
     assert rows[BOOT] == "rolled-back"
     status = booting.store().status()
     assert status.booting == "A" and status.pending is None
+
+
+def test_a_delta_against_the_running_slot_updates_the_tbox(bench: TBoxBench) -> None:
+    start(bench)
+    bench.power_cycle()
+    assert restart(bench).state is S.DONE  # runs tbox-v2 committed in slot B
+    old = bench.image.path
+    new = bench.tmp / "tbox-v3.img"
+    new.write_bytes(old.read_bytes().replace(b"v2", b"v3", 40))
+    delta = bench.tmp / "tbox-v3.from-v2.rsdelta"
+    with delta.open("wb") as out:
+        make_delta(old, new, out, block_size=4096, jobs=1)
+    data, patch = new.read_bytes(), delta.read_bytes()
+    image = Image("tbox-v3", sha(data), len(data), "tbox-v3", new, "")
+    trust = bench.vehicle.trust
+    assert isinstance(trust, TBoxTrust) and bench.vehicle.cloud is not None
+    trust.targets = {"ADAS-1": "adas-v3", TBOX: "tbox-v3"}
+    trust.real[TBOX] = image
+    trust.deltas = {
+        TBOX: DeltaImage(delta.name, sha(patch), len(patch), bench.image.sha256, delta, "")
+    }
+    bench.vehicle.cloud.offer = OfferedCampaign("tbox-autumn", False, dict(trust.targets))
+
+    engine = start(bench)
+    assert engine.state is S.TBOX_TRIAL
+    installed = bench.slots().journal.load() or {}
+    assert (installed["source"], installed["slot"]) == (str(delta), "A")  # applied to A
+    assert bench.power_cycle() == "A"
+    engine = restart(bench)
+    assert engine.state is S.DONE, engine.record.error
+    assert bench.slots().images.load()["A"]["sha256"] == image.sha256  # type: ignore[index]
+    assert (bench.state_dir / "tbox-installed.json").read_text().count("tbox-v3") == 1
