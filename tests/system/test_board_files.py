@@ -11,18 +11,40 @@ from tools.qemu.disk import BOARD_BOOT_CMD, BOARD_ENV
 from tools.qemu.errors import HarnessError
 from tools.qemu.initramfs import GUEST_FW_ENV_CONFIG
 from tools.qemu.kernel import load_order
-from tools.qemu.layout import ENV, ENV_SECTORS, ENV_SIZE, PARTITIONS, SLOTS, sfdisk_script
+from tools.qemu.layout import (
+    ENV,
+    ENV_SECTORS,
+    ENV_SIZE,
+    PARTITIONS,
+    SCRIPT_A,
+    SCRIPT_B,
+    SLOTS,
+    sfdisk_script,
+)
 
 READ = re.compile(r"virtio (read|write) (0x[0-9a-f]+) (0x[0-9a-f]+) (0x[0-9a-f]+)")
 
 
 def test_env_block_place_is_the_same_in_layout_board_env_and_board_script() -> None:
     for path in (BOARD_ENV, BOARD_BOOT_CMD):
-        accesses = READ.findall(path.read_text())
+        accesses = [a for a in READ.findall(path.read_text()) if int(a[2], 16) == ENV.start]
         assert accesses, path
-        for _, _addr, lba, count in accesses:
-            assert int(lba, 16) == ENV.start and int(count, 16) == ENV_SECTORS, path
+        for _, _addr, _lba, count in accesses:
+            assert int(count, 16) == ENV_SECTORS, path
         assert f"{ENV_SIZE:#x}" in path.read_text(), path
+
+
+def test_board_script_reads_both_script_copies_whole_and_nothing_else() -> None:
+    """The first stage reads p5 and p6 (whole) and the env; it writes nothing."""
+    accesses = READ.findall(BOARD_BOOT_CMD.read_text())
+    assert {a[0] for a in accesses} == {"read"}
+    places = {(int(lba, 16), int(count, 16)) for _, _addr, lba, count in accesses}
+    assert places == {
+        (ENV.start, ENV_SECTORS),
+        (SCRIPT_A.start, SCRIPT_A.sectors),
+        (SCRIPT_B.start, SCRIPT_B.sectors),
+    }
+    assert all(part in PARTITIONS for part in (SCRIPT_A, SCRIPT_B))
 
 
 def test_guest_fw_env_config_names_the_env_partition() -> None:
