@@ -68,7 +68,7 @@ NEXT: dict[CampaignState, frozenset[CampaignState]] = {
     S.ACTIVATING: frozenset({S.VERIFYING}) | _FORWARD_FAILS,
     S.VERIFYING: frozenset({S.UPDATING_TBOX, S.COMMITTING}) | _FORWARD_FAILS,
     S.UPDATING_TBOX: frozenset({S.TBOX_TRIAL}) | _FORWARD_FAILS,
-    S.TBOX_TRIAL: frozenset({S.TBOX_TRIAL, S.COMMITTING}) | _FORWARD_FAILS,
+    S.TBOX_TRIAL: frozenset({S.COMMITTING}) | _FORWARD_FAILS,
     S.COMMITTING: frozenset({S.DONE}),
     S.ROLLING_BACK: frozenset({S.FAILED}),
     S.DONE: frozenset({S.SYNCING, S.IDLE}),
