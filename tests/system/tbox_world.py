@@ -1,0 +1,299 @@
+"""The host side of the TBox self-update on the vehicle guest (issue 12, item 4).
+
+The guest is a TBox alone: ``redstone-master`` (started by systemd from the rootfs, its
+state on the data partition p7) updates its **own** rootfs (``kind = "self"``: /dev/vda2,
+/dev/vda3, the env /dev/vda4) and its **boot script** (``kind = "bootloader"``: the raw
+copies /dev/vda5, /dev/vda6 and ``redstone_script``). The vehicle has no Sub and no UDS
+ECU: the images disable the Sub's units (a drop-in ``ConditionPathExists`` on their config,
+which this vehicle does not have), so nothing but the Master touches the slots.
+
+Releases are made from the cached vehicle image without debootstrap
+(:func:`tools.qemu.vehicle.image.derive`: ``debugfs -w`` on a sparse copy):
+
+* ``factory`` (1.0.0): the cached image plus what a TBox image carries — the Master's
+  self-update drop-in (``systemd/redstone-master.service.d/self-update.conf``), its
+  self-test ``/usr/lib/redstone-tbox/selftest`` and the Sub units off;
+* ``good`` (2.0.0): a new ``/etc/redstone-release``;
+* ``unhealthy`` (3.0.0): its self-test fails (the new Master rejects it);
+* ``panics`` (4.0.0): the kernel panics before the Master starts (``ExecStartPre=+``
+  writes ``c`` to /proc/sysrq-trigger; ``panic=1`` ends the power cycle).
+
+Each release of the rootfs comes with a new boot script: ``etc/u-boot/boot.cmd`` with one
+``echo`` line naming its version first, so the console says which copy ran.
+
+The cloud, campaigns and bundles are the other engineer's
+:mod:`tests.system.vehicle_world` (:class:`World`), for a vehicle of two ECUs: ``tbox``
+(``self``) and ``boot`` (``bootloader``). Every campaign is bundled against the factory
+state and then cancelled, so each scenario's board starts from the factory image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from unittest import mock
+
+from tools.qemu.disk import compile_script
+from tools.qemu.run import run
+from tools.qemu.vehicle.image import JOURNAL, derive, guest_gid, guest_uid
+
+from redstone_agent.master.topology import EcuKind
+from redstone_agent.uptane.keys import save_signer
+from redstone_agent.uptane.manifests import EcuManifest, sign_ecu_manifest, sign_vehicle_manifest
+from redstone_agent.vvehicle.plan import TBOX, EcuPlan, MasterFiles, VehiclePlan, master_toml
+from tests.system import vehicle_world
+from tests.system.vehicle_world import GUEST_IP, World, build_world, file_facts, someipyd_json
+
+REPO = Path(__file__).resolve().parents[2]
+BOOT = EcuPlan("boot", EcuKind.BOOTLOADER, "master")
+PLAN = VehiclePlan(ecus=(TBOX, BOOT), model="qemu-tbox")
+FACTORY = "1.0.0"
+GOOD = "2.0.0"
+UNHEALTHY = "3.0.0"
+PANICS = "4.0.0"
+ETC = Path("/etc/redstone")
+TRUST = ETC / "trust"
+STATE = Path("/var/lib/redstone/master")
+SELFTEST = "/usr/lib/redstone-tbox/selftest"
+TRIES = 1
+"""U-Boot boot attempts of a new slot: one trial boot (each costs ~40 s under TCG)."""
+DROPIN = REPO / "systemd" / "redstone-master.service.d" / "self-update.conf"
+DROPIN_PATH = "/usr/lib/systemd/system/redstone-master.service.d/self-update.conf"
+HEALTH_TIMEOUT_S = 20.0
+
+SELFTEST_OK = b"#!/bin/sh\necho 'tbox selftest: ok'\n"
+SELFTEST_FAIL = b"#!/bin/sh\necho 'tbox selftest: modem does not answer'\nexit 1\n"
+PANIC_DROPIN = (
+    b"# Release 4.0.0: the kernel panics before the Master starts.\n"
+    b"[Service]\n"
+    b"ExecStartPre=+/bin/sh -c 'echo c > /proc/sysrq-trigger'\n"
+)
+NO_SUB = (
+    b"# A TBox without a Sub on its own node.\n[Unit]\nConditionPathExists=/etc/redstone/sub.toml\n"
+)
+SUB_UNITS = ("redstone-sub.service", "redstone-health.service", "redstone-sub-commit.service")
+
+
+def _q(value: object) -> str:
+    return json.dumps(str(value))
+
+
+# -- images ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Images:
+    """Rootfs and boot-script files of every release, by version."""
+
+    rootfs: dict[str, Path]
+    scripts: dict[str, Path]
+
+
+def _tbox_files(version: str, selftest: bytes) -> dict[str, bytes]:
+    files = {
+        "/etc/redstone-release": f"version={version}\n".encode(),
+        DROPIN_PATH: DROPIN.read_bytes(),
+        SELFTEST: selftest,
+    }
+    for unit in SUB_UNITS:
+        files[f"/etc/systemd/system/{unit}.d/tbox-only.conf"] = NO_SUB
+    return files
+
+
+def boot_script(version: str, output: Path) -> Path:
+    """``etc/u-boot/boot.cmd`` compiled with a first line naming ``version``."""
+    source = output.with_suffix(".cmd")
+    text = (REPO / "etc" / "u-boot" / "boot.cmd").read_text()
+    source.write_text(f'echo "redstone: boot script {version}"\n' + text)
+    compile_script(source, output, f"redstone {version}")
+    return output
+
+
+def make_images(cached_image: Path, factory_script: Path, workdir: Path) -> Images:
+    """Every release's rootfs (``debugfs -w`` edits of the cached image) and boot script.
+    ``factory_script`` is the compiled script the disk template holds in p5 and p6."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    factory = derive(cached_image, workdir / "tbox-1.0.0.ext4", _tbox_files(FACTORY, SELFTEST_OK))
+    rootfs = {FACTORY: factory}
+    for version, selftest, extra in (
+        (GOOD, SELFTEST_OK, {}),
+        (UNHEALTHY, SELFTEST_FAIL, {}),
+        (
+            PANICS,
+            SELFTEST_OK,
+            {"/etc/systemd/system/redstone-master.service.d/panic.conf": PANIC_DROPIN},
+        ),
+    ):
+        files = {**_tbox_files(version, selftest), **extra}
+        rootfs[version] = derive(factory, workdir / f"tbox-{version}.ext4", files)
+    for image in rootfs.values():  # derive() writes 0644; the self-test runs
+        run(["debugfs", "-w", "-R", f"sif {SELFTEST} mode 0100755", image])
+    scripts = {FACTORY: factory_script}
+    for version in (GOOD, UNHEALTHY, PANICS):
+        scripts[version] = boot_script(version, workdir / f"boot-{version}.scr")
+    return Images(rootfs, scripts)
+
+
+# -- cloud: releases and one bundle per scenario -----------------------------------------------
+
+
+def build_tbox_world(workdir: Path) -> World:
+    """:func:`vehicle_world.build_world` for this vehicle (``tbox`` + ``boot``, same VIN).
+    build_world registers its module's ``PLAN``; it is swapped for the call only (it
+    would take a ``plan`` argument: see the report of issue 12 item 4)."""
+    assert PLAN.vin == vehicle_world.PLAN.vin  # World.campaign/bundle name that VIN
+    with mock.patch.object(vehicle_world, "PLAN", PLAN):
+        return build_world(workdir)
+
+
+def _installed(images: Images, version: str, counter: int) -> dict[str, tuple[str, int, str, int]]:
+    rootfs, script = images.rootfs[version], images.scripts[version]
+    return {
+        TBOX.serial: (TBOX.target(version), *file_facts(rootfs), counter),
+        BOOT.serial: (BOOT.target(version), *file_facts(script), counter),
+    }
+
+
+def report(world: World, installed: dict[str, tuple[str, int, str, int]]) -> object:
+    """The signed vehicle manifest of this two-ECU vehicle (what :meth:`World.report` sends
+    for its own plan): tells the cloud what the TBox runs, so bundles carry deltas."""
+    with world.device() as device:
+        nonce = str(device.client.post("/api/v1/device/nonce").json()["nonce"])
+        envelopes = {}
+        for ecu in PLAN.ecus:
+            target, length, sha256, counter = installed[ecu.serial]
+            manifest = EcuManifest(ecu.serial, target, length, sha256, counter, nonce=nonce)
+            envelopes[ecu.serial] = sign_ecu_manifest(manifest, world.signers[ecu.role])
+        data = sign_vehicle_manifest(PLAN.vin, TBOX.serial, nonce, envelopes, world.signers["tbox"])
+        response = device.client.post("/api/v1/device/manifest", content=data)
+    if response.status_code != 200:
+        raise AssertionError(f"manifest refused: {response.status_code} {response.text}")
+    return response.json().get("assignment")
+
+
+COUNTERS = {FACTORY: 1, GOOD: 2, UNHEALTHY: 3, PANICS: 4}
+
+
+def prepare_bundles(world: World, images: Images, workdir: Path) -> dict[str, Path]:
+    """One bundle per new release (rootfs + boot script), each made against the factory
+    state (a fresh board) and then cancelled in the cloud; version -> bundle file."""
+    for version, counter in COUNTERS.items():
+        world.release(TBOX, version, images.rootfs[version], counter)
+        world.release(BOOT, version, images.scripts[version], counter)
+    targets = {TBOX.target(v): f for v, f in images.rootfs.items()}
+    targets.update({BOOT.target(v): f for v, f in images.scripts.items()})
+    world.sign_deltas(targets)
+    bundles: dict[str, Path] = {}
+    for version in (GOOD, UNHEALTHY, PANICS):
+        report(world, _installed(images, FACTORY, 1))
+        name = world.campaign([TBOX.target(version), BOOT.target(version)])
+        output = workdir / f"tbox-{version}.rsbundle"
+        summary = world.bundle(name, output)
+        # A full 384 MiB rootfs would not fit the Master's cache: a block delta only.
+        assert output.stat().st_size < 16 << 20, summary
+        with world.operator() as op:
+            op.call("POST", f"/api/v1/campaigns/{name}/cancel", json={"reason": "bundled"})
+        bundles[version] = output
+    return bundles
+
+
+# -- the guest's factory provisioning (data partition) ----------------------------------------
+
+
+def self_table() -> str:
+    """``[master.self]``: the board's slots and env, its health check."""
+    return (
+        "\n[master.self]\n"
+        "[master.self.slots]\n"
+        f"tries = {TRIES}\n"
+        f"state-dir = {_q(STATE)}\n"
+        'A = { device = "/dev/vda2" }\n'
+        'B = { device = "/dev/vda3" }\n'
+        "[master.self.slots.bootloader]\n"
+        'backend = "uboot"\n'
+        "[master.self.slots.bootloader.uboot]\n"
+        'fw-env-config = "/etc/fw_env.config"\n'
+        'defaults = "/etc/u-boot-initial-env"\n'
+        "[master.self.health]\n"
+        'units = ["redstone-master.service"]\n'
+        "cloud = false\n"  # the guest is offline: bundles only
+        "ecus = true\n"
+        f"command = {json.dumps([SELFTEST])}\n"
+        f"timeout-s = {HEALTH_TIMEOUT_S}\n"
+        "interval-s = 5.0\n"
+    )
+
+
+def guest_master_toml() -> str:
+    files = MasterFiles(
+        state_dir=STATE,
+        cache_dir=Path("/var/lib/redstone/cache"),
+        ecu_key=TRUST / "tbox.pem",
+        cert=TRUST / "client.pem",
+        key=TRUST / "client.key",
+        ca=TRUST / "cloud-ca.pem",
+        director_root=TRUST / "director.root.json",
+        image_root=TRUST / "image.root.json",
+        someip_socket=Path("/run/someipyd.sock"),
+    )
+    text = master_toml(
+        PLAN, files, address=GUEST_IP, cloud_url="https://127.0.0.9:8443", dbus="system"
+    )
+    text = text.replace("poll-interval-s = 2.0", "poll-interval-s = 3600.0")
+    text = text.replace("install-s = 300.0", "install-s = 900.0")
+    # master_toml writes the ECUs' common keys; the TBox tier's own keys follow.
+    tbox = f"serial = {_q(TBOX.serial)}\n"
+    text = text.replace(tbox, tbox + f"installed-target = {_q(TBOX.target(FACTORY))}\n")
+    text += (
+        f"installed-target = {_q(BOOT.target(FACTORY))}\n"
+        "[master.ecus.bootscript]\n"
+        'A = "/dev/vda5"\n'
+        'B = "/dev/vda6"\n'
+        'fw-env-config = "/etc/fw_env.config"\n'
+        f"state-dir = {_q(STATE)}\n"
+        "require-redundant-env = false\n"  # the QEMU board's env is single-copy
+    )
+    assert text.rstrip().endswith("require-redundant-env = false")
+    return text + self_table()
+
+
+def factory_tree(world: World, tree: Path, image_dir: Path) -> Path:
+    """The data partition: ``factory/etc-redstone`` (bound on /etc/redstone), the Master's
+    state directory and the journal directory."""
+    etc = tree / "factory" / "etc-redstone"
+    trust = etc / "trust"
+    trust.mkdir(parents=True)
+    (etc / "master.toml").write_text(guest_master_toml())
+    (etc / "someipyd.json").write_text(someipyd_json())
+    (trust / "director.root.json").write_bytes(world.director_root)
+    (trust / "image.root.json").write_bytes(world.repo.root.read_bytes())
+    (trust / "cloud-ca.pem").write_bytes(world.cloud.ca.read_bytes())
+    (trust / "client.pem").write_bytes(world.client_cert.read_bytes())
+    save_signer(world.signers["tbox"], trust / "tbox.pem")
+    (trust / "client.key").write_bytes(world.client_key.read_bytes())
+    master = guest_uid(image_dir, "redstone-master")
+    for name in ("tbox.pem", "client.key"):
+        (trust / name).chmod(0o600)
+        os.chown(trust / name, master, master)
+    journal = tree / Path(JOURNAL).name
+    journal.mkdir()
+    os.chown(journal, 0, guest_gid(image_dir, "systemd-journal"))
+    journal.chmod(0o2755)
+    return tree
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_partition(disk: Path, offset: int, length: int) -> bytes:
+    with disk.open("rb") as handle:
+        handle.seek(offset)
+        return handle.read(length)
