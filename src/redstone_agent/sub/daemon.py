@@ -26,7 +26,7 @@ from redstone_agent.someip.interface import STATUS_HEARTBEAT_S, EventId
 from redstone_agent.someip.messages import Progress, ProxiedStatus, Status
 from redstone_agent.sub.config import SubConfig
 from redstone_agent.sub.engine import Engine, Hooks
-from redstone_agent.sub.health import check_health
+from redstone_agent.sub.health import BOOT_COMPLETE, check_health
 from redstone_agent.sub.proxied import REBOOT_WAIT_S, Proxy
 from redstone_agent.sub.service import SubService
 from redstone_agent.sub.slots_adapter import ManagedSlots
@@ -114,6 +114,11 @@ class SubDaemon:
         some = self.config.someip
         await self._stack.connect()
         self._server = self._stack.server(some.instance_id, some.address, some.port)
+        if BOOT_COMPLETE in self.config.health.units:
+            # The health check waits for the boot to complete, and the boot (multi-user
+            # .target, redstone-health.service) for this unit to start: READY first.
+            # Nothing is offered before recovery ends, so no command races it.
+            self._notifier.ready("recovering (health check waits for boot-complete.target)")
         await self.engine.recover()
         await self.proxy.recover()
         await self._server.offer(SubService(self.engine, self.proxy).handle)
@@ -169,8 +174,11 @@ async def serve(daemon: SubDaemon) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    # Pet the watchdog from the start: a recovery that waits for boot-complete.target
+    # runs after READY=1 (SubDaemon.start), when systemd already counts.
+    watchdog = loop.create_task(daemon.watchdog())
     await daemon.start()
-    background = [loop.create_task(daemon.watchdog()), loop.create_task(daemon.heartbeat())]
+    background = [watchdog, loop.create_task(daemon.heartbeat())]
     stopped = loop.create_task(stop.wait())
     lost = loop.create_task(daemon.stack_lost())
     await asyncio.wait({stopped, lost}, return_when=asyncio.FIRST_COMPLETED)
