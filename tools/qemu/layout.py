@@ -106,10 +106,11 @@ VEHICLE = Layout(
     "vehicle",
     slot_a=Partition(2, "rootA", 90112, VEHICLE_SLOT_SECTORS),
     slot_b=Partition(3, "rootB", 90112 + VEHICLE_SLOT_SECTORS, VEHICLE_SLOT_SECTORS),
-    data=Partition(7, "data", 90112 + 2 * VEHICLE_SLOT_SECTORS, 64 * MIB),
+    data=Partition(7, "data", 90112 + 2 * VEHICLE_SLOT_SECTORS, 256 * MIB),
 )
 """The vehicle board: Debian + systemd slots after the script partitions, p7 data
-(ext4, /var/lib/redstone: journals, cache, consent; survives slot switches)."""
+(ext4, /var/lib/redstone: journals, the Master's image cache, consent; survives slot
+switches; big enough for one compressed rootfs image in the cache)."""
 
 # The test board's names, as the harness and tests/system have always used them.
 SLOT_A = TEST.slot_a

@@ -110,7 +110,12 @@ class Guest:
 
     def _send(self, request: dict[str, object], deadline: float) -> None:
         sock = self._connect(deadline)
-        sock.sendall(json.dumps(request).encode() + b"\n")
+        try:
+            sock.sendall(json.dumps(request).encode() + b"\n")
+        except OSError as exc:
+            raise GuestError(
+                f"the guest went away ({exc.strerror}; QEMU {self._state()})"
+            ) from None
 
     def _reply(self, wanted: int, deadline: float) -> dict[str, object] | None:
         """The reply with id ``wanted``, or None at ``deadline``."""
@@ -135,6 +140,8 @@ class Guest:
                 chunk = sock.recv(65536)
             except TimeoutError:
                 continue
+            except OSError as exc:
+                raise GuestError(f"the guest went away ({exc.strerror})") from None
             if not chunk:
                 raise GuestError(f"the guest went away (QEMU {self._state()})")
             self._buffer += chunk

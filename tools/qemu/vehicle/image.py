@@ -25,7 +25,8 @@ import tempfile
 from pathlib import Path
 
 from tools.qemu.cache import cached, input_key
-from tools.qemu.run import run
+from tools.qemu.errors import HarnessError
+from tools.qemu.run import run, run_bytes
 from tools.qemu.vehicle.base import build_base
 from tools.qemu.vehicle.kmods import build_kmods
 from tools.qemu.vehicle.wheels import REPO, REQUIREMENT, build_project_wheel, dependency_wheelhouse
@@ -38,6 +39,9 @@ IMAGE = "rootfs.ext4"
 IMAGE_SIZE = 384 << 20
 """Bytes; must fit the vehicle layout's slots (tools/qemu/layout.py VEHICLE)."""
 FACTORY_VERSION = "1"
+JOURNAL = "/var/lib/redstone/journal"
+"""Test-only: /var/log/journal points here (the data partition); provisioning makes it."""
+MACHINE_ID = "5ed5700e0a1b4c2d9e8f7a6b5c4d3e2f"
 COMMANDS = (
     "redstone-master",
     "redstone-sub",
@@ -149,6 +153,17 @@ def _install_test_files(tree: Path) -> None:
     for unit in TEST_UNITS:
         _install(GUESTFS / unit, tree, f"/usr/lib/systemd/system/{unit}")
     _install(GUESTFS / "fstab", tree, "/etc/fstab")
+    (tree / "media" / "stick").mkdir(parents=True, exist_ok=True)  # the "USB stick"
+    # The journal of every boot, kept on the data partition: a test reads a trial boot's
+    # log after the fallback (journalctl -b -1). One fixed machine id (the journal's
+    # directory name) for both slots; a product makes its own at first boot.
+    journal = tree / "var" / "log" / "journal"
+    shutil.rmtree(journal, ignore_errors=True)
+    journal.symlink_to(JOURNAL)
+    (tree / "etc" / "machine-id").write_text(MACHINE_ID + "\n")
+    _install(GUESTFS / "journald.conf", tree, "/etc/systemd/journald.conf.d/redstone-test.conf")
+    flush = "/etc/systemd/system/systemd-journal-flush.service.d/redstone-test.conf"
+    _install(GUESTFS / "journal-flush.conf", tree, flush)
 
 
 def _finish(tree: Path, kmods: Path) -> None:
@@ -158,9 +173,17 @@ def _finish(tree: Path, kmods: Path) -> None:
     _chroot(tree, "depmod", release)
     _chroot(tree, "systemctl", "enable", *ENABLED)
     (tree / "etc" / "hostname").write_text("vehicle\n")
-    (tree / "etc" / "machine-id").write_text("")  # systemd makes one per boot (ro root)
     (tree / "etc" / "redstone-release").write_text(f"version={FACTORY_VERSION}\n")
     (tree / "var" / "lib" / "redstone").mkdir(parents=True, exist_ok=True)
+
+
+def guest_gid(image_dir: Path, group: str) -> int:
+    """The gid of ``group`` in the image."""
+    for line in (image_dir / "group").read_text().splitlines():
+        fields = line.split(":")
+        if fields[0] == group:
+            return int(fields[2])
+    raise KeyError(group)
 
 
 def guest_uid(image_dir: Path, user: str) -> int:
@@ -217,7 +240,13 @@ def make_ext4(tree: Path, image: Path, label: str) -> None:
     """An ext4 image of :data:`IMAGE_SIZE` bytes holding ``tree`` (no mount needed)."""
     with image.open("wb") as handle:
         handle.truncate(IMAGE_SIZE)
-    run(["mkfs.ext4", "-q", "-F", "-L", label, "-E", "root_owner=0:0", "-d", tree, image])
+    # No journal: the slot is mounted read-only, and a journal's superblock is
+    # rewritten in memory at mount, so the Sub reading /dev/vdaN (the delta source,
+    # the running image's hash) would see other bytes than were installed.
+    run(
+        ["mkfs.ext4", "-q", "-F", "-O", "^has_journal", "-L", label, "-E", "root_owner=0:0"]
+        + ["-d", str(tree), str(image)]
+    )
 
 
 def _wheel_content_digest(wheel: Path) -> str:
@@ -229,3 +258,26 @@ def _wheel_content_digest(wheel: Path) -> str:
         for name in sorted(archive.namelist()):
             digest.update(name.encode() + b"\0" + archive.read(name))
     return digest.hexdigest()
+
+
+def derive(source: Path, output: Path, files: dict[str, bytes]) -> Path:
+    """A new release of the slot image: ``source`` with ``files`` (absolute guest path ->
+    content, mode 0644, root-owned) replaced or added. ``debugfs -w`` edits a sparse
+    copy, so a release costs seconds and no root, and only the blocks it touches
+    differ from ``source`` (a block delta between the two is a few KiB)."""
+    run(["cp", "--sparse=always", source, output])
+    commands: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="redstone-derive-") as tmp:
+        for number, (path, content) in enumerate(sorted(files.items())):
+            local = Path(tmp) / str(number)
+            local.write_bytes(content)
+            local.chmod(0o644)
+            parent = str(Path(path).parent)
+            commands += [f"mkdir {parent}", f"rm {path}", f"write {local} {path}"]
+        script = Path(tmp) / "commands"
+        script.write_text("\n".join(commands) + "\n")
+        run(["debugfs", "-w", "-f", script, output])
+    for path, content in files.items():
+        if run_bytes(["debugfs", "-R", f"cat {path}", output]) != content:
+            raise HarnessError(f"debugfs did not write {path} into {output}")
+    return output
