@@ -72,13 +72,16 @@ class EcuPlan:
             EcuKind.UDS_DOCAN: "docan",
             EcuKind.UDS_DOIP: "doip",
             EcuKind.SELF: "self",
+            EcuKind.BOOTLOADER: "self",
         }[self.kind]
 
     @property
     def cloud_kind(self) -> str:
-        """The cloud model's ECU kind (``primary``, ``sub`` or ``uds``)."""
+        """The cloud model's ECU kind (``primary``, ``sub``, ``uds`` or ``bootloader``)."""
         if self.kind is EcuKind.SELF:
             return "primary"
+        if self.kind is EcuKind.BOOTLOADER:
+            return "bootloader"
         return "uds" if self.kind.is_uds else "sub"
 
     def target(self, version: str) -> str:

@@ -41,7 +41,7 @@ DEVICE_ERRORS = errors(400, 401, 403, 404, 405, 409, 413, 422, 429)
 class EcuSlotIn(BaseModel):
     role: str = Field(min_length=1, max_length=64)
     hardware_id: str = Field(min_length=1, max_length=128)
-    kind: str = Field(description="primary | sub | uds")
+    kind: str = Field(description="primary | sub | uds | bootloader")
 
 
 class ModelIn(BaseModel):

@@ -75,7 +75,7 @@ class ModelEcu(Base):
     model_id: Mapped[int] = mapped_column(ForeignKey("vehicle_models.id", ondelete="CASCADE"))
     role: Mapped[str] = mapped_column(String(64))
     hardware_id: Mapped[str] = mapped_column(String(128))
-    kind: Mapped[str] = mapped_column(String(16))  # primary | sub | uds
+    kind: Mapped[str] = mapped_column(String(16))  # primary | sub | uds | bootloader
     model: Mapped[VehicleModel] = relationship(back_populates="ecus")
 
 

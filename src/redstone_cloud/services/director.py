@@ -17,7 +17,7 @@ from redstone_cloud.db.models import (
 )
 from redstone_cloud.errors import NotFound
 from redstone_cloud.onlinekeys import ROLES, DirectorKeyFiles
-from redstone_cloud.services import audit, campaigns, imagerepo, packages
+from redstone_cloud.services import audit, campaigns, imagerepo, inventory, packages
 from redstone_cloud.uptane_link import Assignment as DirectorAssignment
 from redstone_cloud.uptane_link import OnlineRepository
 
@@ -50,11 +50,13 @@ def sync(session: Session, director: OnlineRepository, vehicle: Vehicle) -> None
     """Re-sign the vehicle's director targets to match its current assignment."""
     plan = planned_images(session, vehicle)
     ecus = {ecu.serial: ecu for ecu in vehicle.ecus}
+    kinds = {slot.hardware_id: slot.kind for slot in vehicle.model.ecus}
     signed = imagerepo.signed_target_names(session) if plan else set()
     items = []
     for serial, package in sorted(plan.items()):
         source = ecus[serial].installed_sha256
-        delta = packages.delta_for(session, source, package) if source else None
+        applies = kinds.get(ecus[serial].hardware_id) in inventory.DELTA_KINDS
+        delta = packages.delta_for(session, source, package) if source and applies else None
         if delta is not None and delta.target in signed:
             file, base = delta, source
         else:

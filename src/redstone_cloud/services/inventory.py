@@ -24,7 +24,12 @@ from redstone_cloud.services import audit
 from redstone_cloud.uptane_link import check_public_key
 
 VIN = re.compile(r"^[A-HJ-NPR-Z0-9]{17}$")
-ECU_KINDS = ("primary", "sub", "uds")
+ECU_KINDS = ("primary", "sub", "uds", "bootloader")
+"""primary: the TBox (its Master); sub: a domain controller; uds: a legacy ECU the
+Master flashes; bootloader: the TBox's boot script (written whole into a spare copy)."""
+DELTA_KINDS = frozenset({"primary", "sub"})
+"""Kinds whose updater rebuilds an image from a delta against its running slot; the
+director offers the others (UDS flashes, boot-script copies) whole images only."""
 
 
 @dataclass(frozen=True)

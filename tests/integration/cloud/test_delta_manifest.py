@@ -107,3 +107,28 @@ def test_a_manifest_reporting_the_built_image_settles_a_delta_assignment(
     assert targets[delta3["target"]]["delta_source_sha256"] == r
     car.installed[car.primary] = (delta3["target"], len(v3), hashlib.sha256(v3).hexdigest(), 3)
     assert assignment_after(fleet, car) == "succeeded"
+
+
+@pytest.mark.slow
+def test_a_uds_ecu_is_offered_the_whole_image_even_when_a_signed_delta_exists(
+    fleet: Fleet, backend: Backend
+) -> None:
+    # A UDS ECU is flashed with whole images (so is a boot-script copy): a delta
+    # offered to it would be flashed as if it were the image.
+    rng = random.Random(12)
+    v1 = rng.randbytes(100_000)
+    v2 = v1[:40_000] + b"new calibration" + v1[40_015:]
+    fleet.model()
+    fleet.package("bcm", "1.0", "bcm-hw", v1, release_counter=1)
+    fleet.package("bcm", "2.0", "bcm-hw", v2, release_counter=2)
+    assert deltas.run_pending(backend.sessions, backend.store) == [(1, "done")]
+    car = fleet.vehicle(1)
+    bcm = next(serial for serial, hw in car.hardware.items() if hw == "bcm-hw")
+    car.installed[bcm] = ("bcm-1.0", len(v1), hashlib.sha256(v1).hexdigest(), 1)
+    assert assignment_after(fleet, car) is None
+    sign_delta(fleet, new_repo(), delta_to(fleet, "2.0"), v1)
+
+    targets = run_campaign(fleet, car, "bcm-to-2", "bcm-2.0")
+
+    assert list(targets) == ["bcm-2.0"]
+    assert "delta_source_sha256" not in targets["bcm-2.0"]
