@@ -108,6 +108,13 @@ class BootloaderPort:
     async def install(self, job: EcuJob, progress: ProgressFn) -> StepResult:
         """Write ``job.new`` into the copy that does not boot, read it back; no switch."""
         new = job.new
+        if job.delta is not None:
+            # The director offers deltas only to primary/sub ECUs (docs/api.md); a copy is
+            # written whole, so a delta here would be written as if it were the script.
+            raise EcuFailed(
+                self.serial,
+                f"assigned a delta ({job.delta.target}): boot-script copies take whole images only",
+            )
         async with self._lock:
             self._remember(job)
             progress(0, new.length)

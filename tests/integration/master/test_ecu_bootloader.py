@@ -10,7 +10,7 @@ import pytest
 
 from redstone_agent.master.ecu_bootloader import BootloaderPort, standing_of
 from redstone_agent.master.errors import EcuFailed
-from redstone_agent.master.ports import EcuJob, EcuStanding, Image
+from redstone_agent.master.ports import DeltaImage, EcuJob, EcuStanding, Image
 from redstone_agent.master.topology import EcuKind, EcuSpec
 from redstone_agent.slots.bootscript import (
     BootScriptState,
@@ -100,6 +100,19 @@ def test_store_refusals_are_one_line_ecu_failures(tmp_path: Path) -> None:
     with pytest.raises(EcuFailed, match=r"^TBOX-BOOT: boot script install: .*redundant") as err:
         run(port.install(job_for(bench), lambda *_: None))
     assert "\n" not in str(err.value)
+
+
+def test_a_delta_is_refused_before_any_copy_is_written(bench: Bench) -> None:
+    port, _ = port_for(bench)
+    plain = job_for(bench)
+    delta = DeltaImage("boot-scr-2.from-1.rsdelta", "ab" * 32, 272, "cd" * 32, bench.new.path, "")
+    job = EcuJob(plain.serial, plain.new, plain.previous, delta=delta)
+    before = bench.store().status()
+
+    with pytest.raises(EcuFailed, match=r"^TBOX-BOOT: assigned a delta .*whole images only$"):
+        run(port.install(job, lambda *_: None))
+
+    assert bench.store().status() == before
 
 
 def _status(state: BootScriptState, selected: str, valid: dict[str, str], pending: str) -> Any:
