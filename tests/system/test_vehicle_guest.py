@@ -423,8 +423,22 @@ def test_b_an_image_failing_its_health_check_falls_back_to_the_old_slot(vehicle:
     assert "body-selftest: door module does not answer" in health, health[-2000:]
     trial_sub = guest.check("journalctl -b -1 -o cat -u redstone-sub --no-pager")
     assert "boot assessment failed" in trial_sub, trial_sub[-3000:]
+    env = _env(guest)
+    assert env["redstone_A_ok"] == "0" and env["redstone_B_ok"] == "1", env
+    vehicle.timings["b_until_old_slot_s"] = time.monotonic() - started
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="product bug (master campaign recovery): after the Sub fell back, the Master on "
+    "the old slot recovers campaign qemu-3 from 'transferring: resume', installs 3.0.0 "
+    "into the same slot again and reboots the board into a second trial",
+)
+def test_b_the_master_reports_the_rollback(vehicle: Vehicle) -> None:
+    guest = vehicle.guest
+    started = time.monotonic()
     status = _wait_campaign_end(guest, 600)
-    vehicle.timings["b_total_s"] = time.monotonic() - started
+    vehicle.timings["b_report_s"] = time.monotonic() - started
 
     assert status["state"] == "failed", status
     row = _sub_row(status)
