@@ -8,6 +8,7 @@ interface emits them as signals and ``PropertiesChanged``).
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 from collections.abc import Callable
@@ -23,13 +24,27 @@ log = logging.getLogger(__name__)
 
 
 class LogRing(logging.Handler):
-    """The Master's last log lines, and a feed of new ones (``redstonectl logs -f``)."""
+    """The Master's last log lines, and a feed of new ones (``redstonectl logs -f``).
+
+    Records come from every thread (downloads, UDS flashes run in workers), but a
+    listener (the D-Bus ``LogLine`` signal) belongs to the event loop it subscribed
+    from: a line logged elsewhere is handed to that loop, never sent from the worker —
+    two threads writing one D-Bus connection corrupt its stream and the bus drops it.
+    """
 
     def __init__(self, keep: int = 1000) -> None:
         super().__init__(logging.INFO)
         self.lines: collections.deque[str] = collections.deque(maxlen=keep)
-        self.listeners: list[LogListener] = []
+        self._listeners: list[tuple[asyncio.AbstractEventLoop | None, LogListener]] = []
         self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+
+    def listen(self, listener: LogListener) -> None:
+        """Feed new lines to ``listener``, on the loop running now (if any)."""
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        self._listeners.append((loop, listener))
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -37,11 +52,28 @@ class LogRing(logging.Handler):
         except Exception:  # a log line must never break the daemon
             return
         self.lines.append(line)
-        for listener in list(self.listeners):
-            try:
-                listener(line)
-            except Exception:
-                self.listeners.remove(listener)
+        for entry in list(self._listeners):
+            loop = entry[0]
+            if loop is None or _running_loop() is loop:
+                self._deliver(entry, line)
+            elif not loop.is_closed():
+                loop.call_soon_threadsafe(self._deliver, entry, line)
+
+    def _deliver(
+        self, entry: tuple[asyncio.AbstractEventLoop | None, LogListener], line: str
+    ) -> None:
+        try:
+            entry[1](line)
+        except Exception:
+            if entry in self._listeners:
+                self._listeners.remove(entry)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 class MasterController:
@@ -64,7 +96,7 @@ class MasterController:
 
     def subscribe(self, on_record: RecordListener, on_log: LogListener) -> None:
         self._listeners.append(on_record)
-        self._logs.listeners.append(on_log)
+        self._logs.listen(on_log)
 
     def published(self, record: CampaignRecord) -> None:
         """The daemon calls this after every (throttled) record change."""
