@@ -61,6 +61,7 @@ from redstone_agent.master.ports import (
     HealthCheck,
     OfferedCampaign,
     Policy,
+    ProgressFn,
     SelfUpdate,
     SelfUpdatePort,
     StepResult,
@@ -100,6 +101,8 @@ TRANSPORTS = {
 }
 
 StepFn = Callable[[EcuPort, EcuJob], Awaitable[StepResult]]
+SWITCHED_STEPS = frozenset({"activating", "trial"})
+"""Journaled ECU steps after which a Sub may already have rebooted into its new slot."""
 BundleOpener = Callable[[str], Awaitable[tuple[OfferedCampaign, TrustPort]]]
 """Open an offline bundle by path: its offer and the trust port that verifies it."""
 
@@ -575,14 +578,15 @@ class Engine:
         return (await self._gates.ask(Gate.ACTIVATE)).decision is Decision.ALLOW
 
     async def _install_one(self, port: EcuPort, job: EcuJob) -> StepResult:
-        serial = job.serial
+        return await port.install(job, self._progress_of(job.serial))
 
+    def _progress_of(self, serial: str) -> ProgressFn:
         def progress(done: int, total: int) -> None:
             ecu = self._record.ecus[serial]
             ecu.bytes_done, ecu.bytes_total = done, total
             self._hooks.publish(self._record)
 
-        return await port.install(job, progress)
+        return progress
 
     async def _processing(self) -> None:
         await self._check_standing(
@@ -918,11 +922,32 @@ class Engine:
             return Gate.RESTORE
         return None
 
+    async def _install_unless_fell_back(self, port: EcuPort, job: EcuJob) -> StepResult:
+        """Install again after a restart, unless the ECU already went through its switch.
+
+        A Sub journaled as switched (activating/trial) that now stands on its old image
+        came back from its trial boot — its bootloader fell back, or it rolled itself
+        back. Installing again would only repeat the failed trial (and, where the Master
+        shares the board, reboot it into the same failure): the campaign rolls back.
+        """
+        standing = await port.standing(job)
+        if standing in (EcuStanding.OLD, EcuStanding.FAILED):
+            raise EcuFailed(
+                job.serial,
+                f"fell back to its old image after the trial boot of {job.new.target}",
+            )
+        return await port.install(job, self._progress_of(job.serial))
+
     async def _one_stage(self, stage: Stage, spec: EcuSpec, job: EcuJob) -> None:
         """Wait at the ECU's gate, run the step watched, and again if it was stopped."""
         serial, clock = spec.serial, self._hooks.clock
         gate = self._gate_of(stage, spec)
         forward = stage.doing not in ("committing", "rolling-back")
+        switched = (
+            stage.doing == "installing"
+            and spec.kind is EcuKind.SUB
+            and self._record.ecus[serial].step in SWITCHED_STEPS
+        )
         while True:
             if gate is not None:
                 verdict = await self._gates.hold(gate, lambda v: self._waiting(gate, v, serial))
@@ -935,7 +960,8 @@ class Engine:
                 raise CampaignRefused(f"{serial}: {self._gates.aborting}")
             started = clock()
             self._ecu(serial, stage.doing)
-            step = stage.step(self._ports[serial], job)
+            stepper: StepFn = self._install_unless_fell_back if switched else stage.step
+            step = stepper(self._ports[serial], job)
             try:
                 if forward:
                     outcome = await self._gates.run_watched(

@@ -254,3 +254,42 @@ def test_a_download_cut_by_the_network_waits_for_the_next_poll(vehicle: Vehicle)
     assert run(engine.check()) is True
     assert engine.state is S.DONE and vehicle.trust.fetches == 2
     assert vehicle.versions() == {"adas-v2", "body-v2", "bcm-v2"}
+
+
+def test_a_sub_that_fell_back_while_the_master_was_down_rolls_the_campaign_back(
+    vehicle: Vehicle,
+) -> None:
+    # The Master shares the Sub's board (or was restarted): it is gone while the Sub
+    # reboots into its trial, and the bootloader falls back. Found in the QEMU guest,
+    # where the restarted Master installed the same image again and rebooted the board
+    # into a second failing trial.
+    adas = vehicle.ecus["ADAS-1"]
+    switched = asyncio.Event()
+
+    async def activate_and_reboot(job: EcuJob) -> StepResult:
+        adas.calls.append("activate")
+        adas.running, adas.written, adas.committed = job.new.target, "v1", False
+        switched.set()
+        await asyncio.sleep(3600)  # the board reboots under this Master
+        raise AssertionError("unreachable")
+
+    adas.activate = activate_and_reboot  # type: ignore[method-assign]
+
+    async def until_the_reboot() -> None:
+        task = asyncio.create_task(vehicle.engine().check())
+        await switched.wait()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(until_the_reboot())
+    adas.running, adas.written, adas.committed = "v1", "", True  # U-Boot fell back
+    del adas.activate
+    engine = vehicle.engine()
+    run(engine.recover())
+
+    assert engine.state is S.FAILED
+    assert vehicle.versions() == {"v1"}
+    assert adas.calls.count("install") == 1, adas.calls
+    assert "ADAS-1: fell back to its old image after the trial boot of adas-v2" in (
+        engine.record.error
+    ), engine.record.error
