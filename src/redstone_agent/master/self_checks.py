@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from redstone_agent.master.errors import MasterError
 from redstone_agent.master.ports import HealthCheck
 from redstone_agent.master.topology import SelfHealthSettings
+from redstone_agent.service import command
 
 log = logging.getLogger(__name__)
 CHECK_TIMEOUT_S = 30.0
@@ -24,22 +25,8 @@ CHECK_TIMEOUT_S = 30.0
 
 
 async def run_command(argv: Sequence[str], timeout: float = CHECK_TIMEOUT_S) -> tuple[bool, str]:
-    """Run ``argv`` (no shell): (exited 0, one line with its status and last output line)."""
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-        )
-    except OSError as exc:
-        return False, f"{argv[0]}: cannot run: {exc.strerror or exc}"
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        return False, f"{argv[0]}: timed out after {timeout:g} s"
-    lines = out.decode(errors="replace").strip().splitlines()
-    tail = f": {lines[-1]}" if lines else ""
-    return proc.returncode == 0, f"{argv[0]} exited {proc.returncode}{tail}"
+    """Run ``argv`` (no shell) for at most one check's time."""
+    return await command.run_command(argv, timeout)
 
 
 def health_checks(

@@ -11,47 +11,31 @@ this early in a boot). The daemon then reports READY before it recovers
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import shutil
 
+from redstone_agent.service.command import run_command
 from redstone_agent.sub.config import HealthConfig
 
 log = logging.getLogger(__name__)
 BOOT_COMPLETE = "boot-complete.target"
 
 
-async def _run(argv: list[str], timeout: float) -> tuple[bool, str]:
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-        )
-    except OSError as exc:
-        return False, f"{argv[0]}: cannot run: {exc.strerror}"
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        return False, f"{argv[0]}: timed out after {timeout:g}s"
-    text = out.decode(errors="replace").strip().splitlines()
-    tail = text[-1] if text else ""
-    return proc.returncode == 0, f"{argv[0]} exited {proc.returncode}: {tail}".strip()
-
-
 async def check_health(config: HealthConfig) -> tuple[bool, str]:
     """Return (healthy, one-line reason). Every configured check must pass."""
     systemctl = shutil.which("systemctl") or "systemctl"
     if BOOT_COMPLETE in config.units:
-        ok, why = await _run([systemctl, "start", BOOT_COMPLETE], config.timeout)
+        ok, why = await run_command([systemctl, "start", BOOT_COMPLETE], config.timeout)
         if not ok:
             return False, f"boot assessment failed ({BOOT_COMPLETE} not reached): {why}"
     if config.units:
-        ok, why = await _run([systemctl, "is-active", "--quiet", *config.units], config.timeout)
+        ok, why = await run_command(
+            [systemctl, "is-active", "--quiet", *config.units], config.timeout
+        )
         if not ok:
             return False, f"units not active ({', '.join(config.units)}): {why}"
     if config.command:
-        ok, why = await _run(list(config.command), config.timeout)
+        ok, why = await run_command(list(config.command), config.timeout)
         if not ok:
             return False, f"health command failed: {why}"
     return True, "healthy"
