@@ -21,24 +21,39 @@ Releases are made from the cached vehicle image without debootstrap
 Each release of the rootfs comes with a new boot script: ``etc/u-boot/boot.cmd`` with one
 ``echo`` line naming its version first, so the console says which copy ran.
 
-The cloud, campaigns and bundles are the other engineer's
-:mod:`tests.system.vehicle_world` (:class:`World`), for a vehicle of two ECUs: ``tbox``
-(``self``) and ``boot`` (``bootloader``). Every campaign is bundled against the factory
-state and then cancelled, so each scenario's board starts from the factory image.
+The cloud, campaigns and bundles are :mod:`tests.system.vehicle_world` (:class:`World`),
+for a vehicle of two ECUs: ``tbox`` (``self``, cloud kind ``primary``: a block delta) and
+``boot`` (``bootloader``, cloud kind ``bootloader``: the whole script). The ``good`` bundle
+is made against the factory state, the other two against ``good`` committed (the board
+the good scenario leaves), each campaign then cancelled. Only those three rootfs deltas
+are signed.
+
+Everything is built once per input (:func:`release`, cache kind ``tboxrel``): the
+images, the cloud's bundles on a USB stick, and the factory board's disk with the keys
+and trust roots of that cloud. A warm run starts no cloud and pays only for its boots;
+an entry is rebuilt when its metadata would expire within :data:`EXPIRY_MARGIN`.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
+import shutil
+import tarfile
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
 
-from tools.qemu.disk import compile_script
+from tools.qemu.board import Board
+from tools.qemu.cache import cache_root, cached, input_key
+from tools.qemu.disk import compile_script, write_into
+from tools.qemu.layout import SCRIPT_A, VEHICLE
 from tools.qemu.run import run
-from tools.qemu.vehicle.image import JOURNAL, derive, guest_gid, guest_uid
+from tools.qemu.vehicle.board import make_stick, write_data_partition
+from tools.qemu.vehicle.image import IMAGE, JOURNAL, derive, guest_gid, guest_uid
 
 from redstone_agent.master.topology import EcuKind
 from redstone_agent.uptane.keys import save_signer
@@ -177,18 +192,22 @@ def report(world: World, installed: dict[str, tuple[str, int, str, int]]) -> obj
 COUNTERS = {FACTORY: 1, GOOD: 2, UNHEALTHY: 3, PANICS: 4}
 
 
+SOURCES = {GOOD: FACTORY, UNHEALTHY: GOOD, PANICS: GOOD}
+"""The release each bundle is made against: ``good`` updates a factory board; the
+rejected and the panicking image are tried on the board the good update left (GOOD
+committed in slot B), so those scenarios need no boot of their own to start."""
+
+
 def prepare_bundles(world: World, images: Images, workdir: Path) -> dict[str, Path]:
-    """One bundle per new release (rootfs + boot script), each made against the factory
-    state (a fresh board) and then cancelled in the cloud; version -> bundle file."""
+    """One bundle per new release (rootfs + boot script), made against the state in
+    :data:`SOURCES` and then cancelled in the cloud; version -> bundle file."""
     for version, counter in COUNTERS.items():
         world.release(TBOX, version, images.rootfs[version], counter)
         world.release(BOOT, version, images.scripts[version], counter)
-    targets = {TBOX.target(v): f for v, f in images.rootfs.items()}
-    targets.update({BOOT.target(v): f for v, f in images.scripts.items()})
-    world.sign_deltas(targets)
+    sign_deltas(world, images)
     bundles: dict[str, Path] = {}
-    for version in (GOOD, UNHEALTHY, PANICS):
-        report(world, _installed(images, FACTORY, 1))
+    for version, source in SOURCES.items():
+        report(world, _installed(images, source, COUNTERS[source]))
         name = world.campaign([TBOX.target(version), BOOT.target(version)])
         output = workdir / f"tbox-{version}.rsbundle"
         summary = world.bundle(name, output)
@@ -200,6 +219,45 @@ def prepare_bundles(world: World, images: Images, workdir: Path) -> dict[str, Pa
     return bundles
 
 
+def sign_deltas(world: World, images: Images) -> list[str]:
+    """:meth:`World.sign_deltas` for the deltas of :data:`SOURCES` only: the cloud makes
+    one from each of the three newest earlier images (six for four rootfs releases), but
+    checking a 384 MiB delta before signing costs seconds, and the others are never
+    offered (an unsigned delta is not). The boot script's deltas stay unsigned too: the
+    director offers a ``bootloader`` ECU whole images only."""
+    wanted = {(TBOX.target(old), TBOX.target(new)) for new, old in SOURCES.items()}
+    signed: list[str] = []
+    with world.operator() as op:
+        op.wait_deltas(timeout=600)
+        packages = {p["target"]: p for p in op.packages()}
+        jobs = op.call("GET", "/api/v1/deltas")
+        made = {(job["from_target"], job["to_target"]): job for job in jobs}
+        assert wanted <= made.keys(), sorted(made)
+        for old_target, new_target in sorted(wanted):
+            target = made[(old_target, new_target)]["delta_target"]
+            package = packages[target]
+            file = op.download(target, world.workdir / target)
+            old = images.rootfs[_version(old_target)]
+            new = images.rootfs[_version(new_target)]
+            world.repo.add_delta(
+                file,
+                target,
+                package["hardware_ids"][0],
+                package["release_counter"],
+                old=old.read_bytes(),
+                new=new.read_bytes(),
+                source_sha256=file_facts(old)[1],
+            )
+            world.uploaded.add(target)
+            signed.append(target)
+        op.upload_image_repo(world.repo.sign())
+    return signed
+
+
+def _version(target: str) -> str:
+    return target.rsplit("-", 1)[1]
+
+
 # -- the guest's factory provisioning (data partition) ----------------------------------------
 
 
@@ -207,6 +265,8 @@ def self_table() -> str:
     """``[master.self]``: the board's slots and env, its health check."""
     return (
         "\n[master.self]\n"
+        # What the self-update drop-in allows (CAP_KILL): PID 1 reboots on SIGRTMIN+5.
+        'reboot-command = ["/bin/sh", "-c", "kill -s RTMIN+5 1"]\n'
         "[master.self.slots]\n"
         f"tries = {TRIES}\n"
         f"state-dir = {_q(STATE)}\n"
@@ -297,3 +357,119 @@ def read_partition(disk: Path, offset: int, length: int) -> bytes:
     with disk.open("rb") as handle:
         handle.seek(offset)
         return handle.read(length)
+
+
+# -- everything the scenarios need, built once and cached --------------------------------------
+
+RELEASE_KIND = "tboxrel"
+EXPIRY_MARGIN = dt.timedelta(hours=3)
+"""A cached entry is rebuilt when its bundles' metadata expires sooner than this (the
+director's timestamp lives one day): a run must finish before the guest checks it."""
+STICK_MIB = 64
+
+
+@dataclass(frozen=True)
+class Release:
+    """One cache entry (``tboxrel-<key>``): the factory board's disk (the vehicle template,
+    the factory TBox image in slot A, the env provisioned for A, the data partition with
+    this world's keys and trust roots), the USB stick holding the bundles, and every
+    release's compiled boot script. The cloud that signed them is gone: the guest is
+    offline, and a warm run pays only for its boots."""
+
+    directory: Path
+
+    @property
+    def disk(self) -> Path:
+        return self.directory / "disk.img"
+
+    @property
+    def stick(self) -> Path:
+        return self.directory / "stick.img"
+
+    def script(self, version: str) -> Path:
+        return self.directory / f"boot-{version}.scr"
+
+    @staticmethod
+    def bundle_name(version: str) -> str:
+        return f"tbox-{version}.rsbundle"
+
+
+def factory_script(template: Path, output: Path) -> Path:
+    """The compiled boot script the template wrote into p5 (mkimage header + data)."""
+    header = read_partition(template, SCRIPT_A.offset, 64)
+    length = 64 + int.from_bytes(header[12:16], "big")
+    output.write_bytes(read_partition(template, SCRIPT_A.offset, length))
+    return output
+
+
+def release(template: Path, image_dir: Path) -> Release:
+    """The cached :class:`Release` for this disk template and vehicle image, keyed by
+    them and by the code and files that make it (the cloud's and the agent's code are in
+    the image's key: its wheel)."""
+    here = Path(__file__).resolve()
+    qemu = REPO / "tools" / "qemu"
+    key = input_key(
+        [
+            template.parent.name,
+            image_dir.name,
+            here,
+            here.with_name("vehicle_world.py"),
+            DROPIN,
+            REPO / "etc" / "u-boot" / "boot.cmd",
+            qemu / "board.py",
+            qemu / "disk.py",
+            qemu / "vehicle" / "board.py",
+            qemu / "vehicle" / "image.py",
+        ]
+    )
+    entry = cache_root() / f"{RELEASE_KIND}-{key}"
+    expires = entry / "expires"
+    if expires.is_file():
+        left = dt.datetime.fromisoformat(expires.read_text().strip()) - dt.datetime.now(dt.UTC)
+        if left < EXPIRY_MARGIN:
+            shutil.rmtree(entry, ignore_errors=True)
+
+    def build(out: Path) -> None:
+        work = Path(tempfile.mkdtemp(prefix="redstone-tbox-"))
+        try:
+            _build_release(template, image_dir, work, out)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    return Release(cached(RELEASE_KIND, key, build))
+
+
+def expiry(bundle: Path) -> dt.datetime:
+    """When ``bundle``'s metadata expires (its ``manifest.json``, docs/bundle.md)."""
+    with tarfile.open(bundle) as archive:
+        member = archive.extractfile("manifest.json")
+        assert member is not None, bundle
+        expires = str(json.loads(member.read())["expires"])
+    return dt.datetime.fromisoformat(expires.replace("Z", "+00:00"))
+
+
+def _build_release(template: Path, image_dir: Path, work: Path, out: Path) -> None:
+    made = Release(out)
+    script = factory_script(template, work / "boot-factory.scr")
+    images = make_images(image_dir / IMAGE, script, work / "images")
+    for version, script in images.scripts.items():
+        shutil.copy(script, made.script(version))
+    stick = work / "stick"
+    stick.mkdir()
+    world = build_tbox_world(work / "world")
+    try:
+        bundles = prepare_bundles(world, images, stick)
+        tree = factory_tree(world, work / "data", image_dir)
+    finally:
+        world.close()
+    assert sorted(p.name for p in stick.iterdir()) == sorted(
+        Release.bundle_name(v) for v in bundles
+    )
+    make_stick(made.stick, stick, STICK_MIB)
+    board = Board.create(out / "board", template)
+    board.provision("A")
+    write_into(board.disk, VEHICLE.slot_a, images.rootfs[FACTORY])
+    write_data_partition(board, tree)
+    board.disk.rename(made.disk)
+    shutil.rmtree(out / "board")
+    (out / "expires").write_text(min(expiry(b) for b in bundles.values()).isoformat() + "\n")
