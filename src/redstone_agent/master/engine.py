@@ -101,8 +101,6 @@ TRANSPORTS = {
 }
 
 StepFn = Callable[[EcuPort, EcuJob], Awaitable[StepResult]]
-SWITCHED_STEPS = frozenset({"activating", "trial"})
-"""Journaled ECU steps after which a Sub may already have rebooted into its new slot."""
 BundleOpener = Callable[[str], Awaitable[tuple[OfferedCampaign, TrustPort]]]
 """Open an offline bundle by path: its offer and the trust port that verifies it."""
 
@@ -925,7 +923,7 @@ class Engine:
     async def _install_unless_fell_back(self, port: EcuPort, job: EcuJob) -> StepResult:
         """Install again after a restart, unless the ECU already went through its switch.
 
-        A Sub journaled as switched (activating/trial) that now stands on its old image
+        A Sub journaled as switched (:attr:`EcuRecord.switched`) that now stands on its old image
         came back from its trial boot — its bootloader fell back, or it rolled itself
         back. Installing again would only repeat the failed trial (and, where the Master
         shares the board, reboot it into the same failure): the campaign rolls back.
@@ -946,7 +944,7 @@ class Engine:
         switched = (
             stage.doing == "installing"
             and spec.kind is EcuKind.SUB
-            and self._record.ecus[serial].step in SWITCHED_STEPS
+            and self._record.ecus[serial].switched
         )
         while True:
             if gate is not None:
@@ -959,7 +957,10 @@ class Engine:
             elif forward and self._gates.aborting:
                 raise CampaignRefused(f"{serial}: {self._gates.aborting}")
             started = clock()
-            self._ecu(serial, stage.doing)
+            if stage.doing == "activating":
+                self._ecu(serial, stage.doing, switched=True)
+            else:
+                self._ecu(serial, stage.doing)
             stepper: StepFn = self._install_unless_fell_back if switched else stage.step
             step = stepper(self._ports[serial], job)
             try:

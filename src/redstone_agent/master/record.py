@@ -65,6 +65,9 @@ class EcuRecord:
     """Image length minus what was actually moved (a delta instead of the image)."""
     bytes_done: int = 0
     bytes_total: int = 0
+    switched: bool = False
+    """Told to switch to its new image in this campaign (sticky: a Master that restarts on
+    the trial boot, or after it, still knows the ECU went through its switch)."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

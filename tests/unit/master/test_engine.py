@@ -293,3 +293,48 @@ def test_a_sub_that_fell_back_while_the_master_was_down_rolls_the_campaign_back(
     assert "ADAS-1: fell back to its old image after the trial boot of adas-v2" in (
         engine.record.error
     ), engine.record.error
+
+
+def test_a_master_restarted_on_the_failing_trial_boot_still_knows_the_sub_switched(
+    vehicle: Vehicle,
+) -> None:
+    # The Master shares the board: it runs again on the trial boot (re-journaling the
+    # Sub's steps), the board reboots once more and falls back. Still all-old.
+    adas = vehicle.ecus["ADAS-1"]
+    rebooted: list[asyncio.Event] = []
+
+    async def reboot_on_activate(job: EcuJob) -> StepResult:
+        adas.calls.append("activate")
+        if adas.written == job.new.target:
+            adas.running, adas.written, adas.committed = job.new.target, "v1", False
+        rebooted[0].set()
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+    adas.activate = reboot_on_activate  # type: ignore[method-assign]
+
+    async def until_reboot() -> None:
+        rebooted[:] = [asyncio.Event()]
+        task = asyncio.create_task(vehicle.engine().recover())
+        await rebooted[0].wait()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    async def first_run() -> None:
+        rebooted[:] = [asyncio.Event()]
+        task = asyncio.create_task(vehicle.engine().check())
+        await rebooted[0].wait()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(first_run())
+    asyncio.run(until_reboot())  # the trial boot: the Sub's health check is failing
+    adas.running, adas.written, adas.committed = "v1", "", True  # U-Boot fell back
+    del adas.activate
+    engine = vehicle.engine()
+    run(engine.recover())
+
+    assert engine.state is S.FAILED
+    assert vehicle.versions() == {"v1"}
+    assert adas.calls.count("install") == 2, adas.calls  # the first, and the trial's no-op
+    assert "fell back to its old image" in engine.record.error, engine.record.error
