@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -386,34 +387,55 @@ def test_kernel_panic_in_the_new_image_falls_back_and_reports_all_old(chain: Cha
 # -- 4. power cut (QEMU killed) at three points of the boot-script update ----------------------
 
 # Each watcher runs in the guest (root, test only) and freezes the Master (SIGSTOP) the
-# moment its condition holds, then says so in /run/tbox-cut: the host pulls the power with
-# the Master stopped exactly there (whatever it wrote meanwhile may still be in the page
-# cache: a cut loses it, as on a car).
+# moment its condition holds, then writes what it froze to /run/tbox-cut: the host pulls
+# the power with the Master stopped there (whatever it wrote meanwhile may still be in the
+# page cache: a cut loses it, as on a car). The boot-script copy is 4 KiB: its "writing"
+# phase lasts milliseconds under TCG, so the watcher is a Python loop reading the journal
+# (no fork per poll; a shell loop with grep and sleep 0.05 froze the Master after the
+# switch), and the host checks the phase it really froze.
 CUTS = {
-    "writing": f"grep -q writing {BOOTSCRIPT_JOURNAL} 2>/dev/null",
-    "switched": 'test "$(fw_printenv -n redstone_script 2>/dev/null)" = B',
-    "trial": f"grep -q tbox-trial {CAMPAIGN} 2>/dev/null",
+    "writing": f"'writing' in text({BOOTSCRIPT_JOURNAL!r})",
+    "switched": "env() == 'B'",
+    "trial": f"'tbox-trial' in text({CAMPAIGN!r})",
 }
+WATCHER = """
+import os, signal, subprocess, sys, time
+def text(path):
+    try:
+        with open(path) as handle:
+            return handle.read()
+    except OSError:
+        return ''
+def env():
+    run = subprocess.run(['fw_printenv', '-n', 'redstone_script'], capture_output=True)
+    return run.stdout.decode().strip()
+pid = int(subprocess.check_output(['systemctl', 'show', '-P', 'MainPID', 'redstone-master']))
+point, condition, journal = sys.argv[1:4]
+while not eval(condition):
+    time.sleep(0.001)
+os.kill(pid, signal.SIGSTOP)
+phase = text(journal).split('"phase": "')[-1].split('"')[0]
+with open('/run/tbox-cut', 'w') as out:
+    out.write(f'{point} {phase} {env() or "A"}\\n')
+"""
 
 
 def _arm(guest: Guest, point: str) -> None:
-    condition = CUTS[point]
-    script = (
-        f"until {condition}; do sleep 0.05; done; "
-        "kill -STOP $(systemctl show -P MainPID redstone-master); "
-        f"echo {point} > /run/tbox-cut"
-    )
-    guest.check(f"systemd-run --unit=tbox-cut --no-block /bin/sh -c {json.dumps(script)}")
+    guest.check(f"cat > /run/tbox-watch.py <<'EOF'\n{WATCHER}EOF")
+    argv = ["python3", "/run/tbox-watch.py", point, CUTS[point], BOOTSCRIPT_JOURNAL]
+    guest.check("systemd-run --unit=tbox-cut --no-block " + " ".join(map(shlex.quote, argv)))
 
 
 def _cut_when_frozen(tbox: Tbox, guest: Guest, point: str, timeout: float = 600) -> BootRecord:
     deadline = time.monotonic() + timeout
-    while guest.run("cat /run/tbox-cut").out.strip() != point:
+    while (frozen := guest.run("cat /run/tbox-cut").out.split())[:1] != [point]:
         state = _campaign(guest).get("state")
         assert state not in ("done", "failed"), f"{point}: campaign ended first ({state})"
         assert time.monotonic() < deadline, f"{point}: never reached"
         time.sleep(0.5)
     tbox.kill()  # the power cut
+    if point == "writing":  # frozen inside the copy's write, before the env switch
+        assert frozen[1:] == ["writing", "A"], f"the cut landed late: {frozen}"
     assert tbox.guest is not None
     return tbox.guest.record()
 
