@@ -30,25 +30,26 @@ if [ ${#marker[@]} -gt 0 ] || [ ${#pytest_args[@]} -gt 0 ]; then
     exec pytest "${marker[@]}" "${pytest_args[@]}"
 fi
 # Everything: the QEMU guests (CPU-bound, one emulated CPU each) boot beside the other
-# suites (mostly waiting on sockets and subprocesses). The vehicle guest (systemd, the
-# daemons from the wheel) is the longest QEMU run, so it gets a stream of its own
-# beside the boards' tests; their reports are printed after the rest.
-vehicle_tests=tests/system/test_vehicle_guest.py
+# suites (mostly waiting on sockets and subprocesses). The QEMU tests run in two streams
+# of about equal length — the boards and the vehicle guest (Master and Sub under systemd),
+# and the TBox updating itself — so neither queues behind the other; their reports are
+# printed after the rest.
+tbox_tests=tests/system/test_tbox_self_update.py
 board_log=$(mktemp)
-vehicle_log=$(mktemp)
-pytest tests/system --ignore="$vehicle_tests" >"$board_log" 2>&1 &
+tbox_log=$(mktemp)
+pytest tests/system --ignore="$tbox_tests" >"$board_log" 2>&1 &
 board_pid=$!
-pytest "$vehicle_tests" >"$vehicle_log" 2>&1 &
-vehicle_pid=$!
+pytest "$tbox_tests" >"$tbox_log" 2>&1 &
+tbox_pid=$!
 status=0
 pytest --ignore=tests/system || status=$?
 board_status=0
 wait "$board_pid" || board_status=$?
-vehicle_status=0
-wait "$vehicle_pid" || vehicle_status=$?
-echo "== pytest tests/system, the boards (ran alongside)"
+tbox_status=0
+wait "$tbox_pid" || tbox_status=$?
+echo "== pytest tests/system: boards and vehicle guest (ran alongside)"
 cat "$board_log"
-echo "== pytest $vehicle_tests (ran alongside)"
-cat "$vehicle_log"
-rm -f "$board_log" "$vehicle_log"
-[ "$status" -eq 0 ] && [ "$board_status" -eq 0 ] && [ "$vehicle_status" -eq 0 ]
+echo "== pytest $tbox_tests (ran alongside)"
+cat "$tbox_log"
+rm -f "$board_log" "$tbox_log"
+[ "$status" -eq 0 ] && [ "$board_status" -eq 0 ] && [ "$tbox_status" -eq 0 ]
