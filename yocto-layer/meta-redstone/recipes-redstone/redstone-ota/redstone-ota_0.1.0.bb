@@ -24,7 +24,7 @@ PACKAGECONFIG[uboot] = ",,,,,grub"
 PACKAGECONFIG[grub] = ",,,,,uboot"
 
 # One package per role; ${PN} is the library (redstone_agent) they share.
-PACKAGES =+ "redstone-master redstone-sub redstone-someipyd redstone-ctl redstone-ecusim redstone-tools"
+PACKAGES =+ "redstone-master-self-update redstone-master redstone-sub redstone-someipyd redstone-ctl redstone-ecusim redstone-tools"
 
 do_install:append() {
     # The cloud backend is never installed in a vehicle (DESIGN.md section 2),
@@ -39,6 +39,8 @@ do_install:append() {
     install -m 0644 ${S}/systemd/redstone-health.service ${D}${systemd_system_unitdir}/
     install -m 0644 ${S}/systemd/redstone-sub-commit.service ${D}${systemd_system_unitdir}/
     install -m 0644 ${S}/systemd/someipyd.service ${D}${systemd_system_unitdir}/
+    install -d ${D}${systemd_system_unitdir}/redstone-master.service.d
+    install -m 0644 ${S}/systemd/redstone-master.service.d/self-update.conf ${D}${systemd_system_unitdir}/redstone-master.service.d/
 
     install -d ${D}${datadir}/dbus-1/system.d ${D}${datadir}/dbus-1/system-services
     install -m 0644 ${S}/systemd/org.redstone.Master.conf ${D}${datadir}/dbus-1/system.d/
@@ -79,6 +81,9 @@ FILES:${PN} += "\
     ${nonarch_libdir}/tmpfiles.d/redstone.conf \
     ${nonarch_libdir}/sysusers.d/redstone.conf \
 "
+# The TBox that updates its own slots and boot script ([master.self], docs/master.md):
+# the drop-in opens its block devices and lets it reboot. Other Masters go without it.
+FILES:redstone-master-self-update += "${systemd_system_unitdir}/redstone-master.service.d/self-update.conf"
 FILES:redstone-master += "\
     ${bindir}/redstone-master \
     ${systemd_system_unitdir}/redstone-master.service \
@@ -194,6 +199,7 @@ RDEPENDS:redstone-ecusim = "\
     python3-udsoncan \
 "
 RDEPENDS:redstone-tools = "${PN}"
+RDEPENDS:redstone-master-self-update = "${PN} redstone-master"
 
 # [slots.bootloader.uboot] defaults: the board's default env, to repair a
 # corrupt one (u-boot's u-boot-env package, /etc/u-boot-initial-env).
