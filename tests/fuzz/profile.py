@@ -36,12 +36,16 @@ if PROFILE not in _PROFILES:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def fuzz(examples: int, *, deadline_ms: int = 2000) -> Callable[[F], F]:
-    """Settings for one test: ``examples`` under the ci profile, scaled by the active one."""
+def fuzz(examples: int, *, deadline_ms: int | None = None) -> Callable[[F], F]:
+    """Settings for one test: ``examples`` under the ci profile, scaled by the active one.
+
+    No deadline unless a test asks for one: an fsync under QEMU load took 3.2 s in CI,
+    and a timed assertion there tests the machine, not the code.
+    """
     scaled = max(5, int(examples * _PROFILES[PROFILE]))
     return settings(  # type: ignore[no-any-return]
         max_examples=scaled,
-        deadline=timedelta(milliseconds=deadline_ms),
+        deadline=None if deadline_ms is None else timedelta(milliseconds=deadline_ms),
         # The CI clone is fresh; locally, failing examples are replayed first.
         database=None if os.environ.get("CI") == "true" else settings.default.database,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
