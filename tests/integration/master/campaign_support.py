@@ -17,7 +17,10 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -286,16 +289,24 @@ class Car:
     # -- diagnosis ----------------------------------------------------------------------
 
     def diagnosis(self) -> str:
-        """The Master's log tail, its status and the Subs' last lines: what CI shows."""
-        parts = ["--- redstone-master log (tail) ---", self.tbox.log_tail(80)]
+        """What CI shows of a failure: the Master's status, its own log lines (the UDS
+        library's chatter left out), the Subs' last lines, and the Master's Python stacks
+        if it still runs (a hang says where it waits)."""
+        parts = []
         status = self.vehicle.master.workdir / "state" / "status.json"
         with contextlib.suppress(OSError):
             parts += ["--- master status.json ---", status.read_text()[-3000:]]
+        parts += ["--- redstone-master log (its own lines, tail) ---", self._master_lines(60)]
         for sub in self.vehicle.subs:
             with contextlib.suppress(OSError):
                 tail = sub.log.read_text(errors="replace").rstrip().splitlines()[-15:]
                 parts += [f"--- {sub.ecu.role} redstone-sub log (tail) ---", *tail]
+        parts += stacks(self.tbox)
         return "\n".join(parts)
+
+    def _master_lines(self, lines: int) -> str:
+        kept = [line for line in self.tbox.log_tail(5000).splitlines() if " redstone" in line]
+        return "\n".join(kept[-lines:])
 
     @contextlib.contextmanager
     def diagnosed(self) -> Iterator[None]:
@@ -305,6 +316,24 @@ class Car:
         except BaseException:
             print(self.diagnosis())
             raise
+
+
+def stacks(tbox: TBox) -> list[str]:
+    """``py-spy dump`` of the running Master (a dev dependency); nothing if it is not running."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if tbox.proc is None or tbox.proc.poll() is not None or not Path(spy).exists():
+        return []
+    try:
+        dump = subprocess.run(
+            [spy, "dump", "--pid", str(tbox.proc.pid)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return ["--- py-spy dump timed out ---"]
+    return ["--- redstone-master stacks (py-spy dump) ---", (dump.stdout + dump.stderr)[-6000:]]
 
 
 def build_car(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[Car]:
