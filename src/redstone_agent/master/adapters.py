@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import secrets
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
 from redstone_agent.cloud.client import DeviceClient
+from redstone_agent.cloud.errors import CloudUnavailable
 from redstone_agent.delta.reader import read_header
 from redstone_agent.master.cache import Cache
 from redstone_agent.master.cache_server import CacheServer
@@ -39,6 +42,11 @@ from redstone_agent.uptane.verifier import EcuState, VerifiedTarget
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+EVENT_QUIET_S = 60.0
+"""After the cloud proved unreachable, events are dropped unsent for this long: they
+are reports (the signed manifest is the truth), and an offline vehicle — a campaign from
+a USB bundle — would otherwise queue one retry loop per state change behind the other."""
+
 ACTIVE_ASSIGNMENTS = frozenset({"offered", "accepted", "downloading", "installing"})
 """Assignment states in which the vehicle should (still) run the campaign."""
 
@@ -54,6 +62,7 @@ class CloudAdapter:
         primary_serial: str,
         ecus: Mapping[str, EcuPort],
         signer: Signer,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
         self._vin = vin
@@ -63,10 +72,27 @@ class CloudAdapter:
         self.poll_interval_s: float | None = None
         self._one_at_a_time = asyncio.Lock()
         """DeviceClient takes one caller at a time; events and manifests overlap."""
+        self._clock = clock
+        self._quiet_until = -math.inf
+        """Events are dropped before this clock reading (:data:`EVENT_QUIET_S`)."""
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         async with self._one_at_a_time:
-            return await asyncio.to_thread(fn, *args, **kwargs)
+            try:
+                return await asyncio.to_thread(fn, *args, **kwargs)
+            except CloudUnavailable as exc:
+                if exc.status is None:  # not reached at all (an answering 5xx is not offline)
+                    self._went_quiet(exc)
+                raise
+
+    def _went_quiet(self, exc: CloudUnavailable) -> None:
+        if self._clock() >= self._quiet_until:
+            log.info(
+                "cloud unreachable (%s): events are not sent for the next %g s",
+                exc,
+                EVENT_QUIET_S,
+            )
+        self._quiet_until = self._clock() + EVENT_QUIET_S
 
     async def poll(self) -> OfferedCampaign | None:
         result = await self._call(self._client.poll)
@@ -114,6 +140,9 @@ class CloudAdapter:
     async def event(
         self, kind: str, campaign: str | None, ecu_serial: str = "", **detail: Any
     ) -> None:
+        if self._clock() < self._quiet_until:
+            log.debug("event %s of %s not sent: the cloud was unreachable", kind, campaign)
+            return
         await self._call(self._client.event, kind, campaign, ecu_serial=ecu_serial, detail=detail)
 
     async def upload_log(self, campaign: str | None, source: str, text: str) -> None:
