@@ -9,6 +9,7 @@ never more than the header's target size.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
@@ -24,7 +25,7 @@ from redstone_agent.delta.errors import (
     SourceMismatchError,
     TargetTooLargeError,
 )
-from redstone_agent.delta.format import HEADER_SIZE, DeltaHeader, OpKind
+from redstone_agent.delta.format import HEADER_SIZE, DeltaHeader, OpHeader, OpKind
 from redstone_agent.delta.reader import Operation, iter_operations, read_header
 from redstone_agent.delta.stream import Readable, SourceImage, read_source, stream_size
 
@@ -107,6 +108,7 @@ def apply_delta(
     header: DeltaHeader | None = None,
     progress: Callable[[int, int], None] | None = None,
     max_target_size: int | None = None,
+    sink_verifies: bool = False,
 ) -> ApplyReport:
     """Rebuild the new image from ``delta_stream`` and ``source`` into ``sink``.
 
@@ -116,6 +118,10 @@ def apply_delta(
     ``max_target_size``: the most the sink can take (the slot, the free
     space); a larger target is refused before the source is even read.
     ``progress(done, total)`` is called after each operation with target bytes.
+    ``sink_verifies``: the sink itself checks the whole output against the
+    header's target SHA-256 (a slot writer expecting that digest), so the
+    whole-target hash here would be a second pass over the same bytes; each
+    operation's own hash is checked either way.
     Raises a DeltaError subclass on any mismatch; the sink then holds a
     verified prefix of the new image and must be discarded.
     """
@@ -125,20 +131,23 @@ def apply_delta(
         check_target_size(header, max_target_size, "bytes the output can take")
     check_source(header, source, source_sha256)
     report = ApplyReport(header, delta_bytes=HEADER_SIZE)
-    target_digest = hashlib.sha256()
+    target_digest = None if sink_verifies else hashlib.sha256()
     done = 0
     for operation in iter_operations(delta_stream, header):
         output = _run(operation, source)
-        if not hmac.compare_digest(hashlib.sha256(output).digest(), operation.header.sha256):
+        if not hmac.compare_digest(_digest(operation.header, output), operation.header.sha256):
             raise DeltaVerificationError(f"{operation.where}: output does not match its hash")
-        target_digest.update(output)
+        if target_digest is not None:
+            target_digest.update(output)
         sink.write(output)
         done += len(output)
         report.delta_bytes += operation.encoded_size
         report.ops[operation.header.kind.name] += 1
         if progress is not None:
             progress(done, header.target_size)
-    if not hmac.compare_digest(target_digest.digest(), header.target_sha256):
+    if target_digest is not None and not hmac.compare_digest(
+        target_digest.digest(), header.target_sha256
+    ):
         raise DeltaVerificationError("rebuilt image does not match the delta's target sha256")
     log.info("delta applied: %d bytes, operations %s", done, dict(report.ops))
     return report
@@ -170,6 +179,19 @@ def verify_delta(
         header=header,
         progress=progress,
     )
+
+
+def _digest(op: OpHeader, output: bytes) -> bytes:
+    """SHA-256 of an operation's output; a ZERO block's is the same for every block of its
+    length (a third of a sparse rootfs), so it is hashed once."""
+    if op.kind is OpKind.ZERO:
+        return _zeros_digest(len(output))
+    return hashlib.sha256(output).digest()
+
+
+@functools.lru_cache(maxsize=8)
+def _zeros_digest(length: int) -> bytes:
+    return hashlib.sha256(bytes(length)).digest()
 
 
 def _run(operation: Operation, source: SourceImage) -> bytes:

@@ -349,6 +349,7 @@ def _apply(
             sink,
             header=header,
             source_sha256=active.known_digest(header.source_size),
+            sink_verifies=True,  # the SlotWriter checks ``sha256``, the header's (above)
         )
 
 

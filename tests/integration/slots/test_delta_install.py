@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import io
 from pathlib import Path
 
 import pytest
 
+from redstone_agent.delta.format import HEADER_SIZE, encode_header
 from redstone_agent.delta.make import make_delta
+from redstone_agent.delta.reader import read_header
 from redstone_agent.slots import InstallFailed, NodeState, SlotManager
 from redstone_agent.slots.virtual import VirtualNode
 from tests.integration.slots.conftest import Image, make_image, slot_sha256
@@ -97,3 +101,27 @@ def test_truncated_delta_fails_cleanly(
     with pytest.raises(InstallFailed, match="truncated"):
         manager.install(str(cut), sha256=new.sha256)
     assert node.reboot() == "B"
+
+
+def test_delta_whose_header_lies_about_its_result_is_refused_by_the_slot_writer(
+    node: VirtualNode, manager: SlotManager, image: Image, tmp_path: Path
+) -> None:
+    """Every block true to its own hash, the header claiming the expected image: the delta
+    layer leaves the whole-image check to the slot writer (one hash pass, not two), which
+    refuses what it wrote, and the running slot stays primary."""
+    install_base(node, manager, image)
+    new = evolve(image, tmp_path / "v2.img")
+    other = evolve(image, tmp_path / "v2-other.img")
+    data = bytearray(other.path.read_bytes())
+    data[5] ^= 0xFF
+    other.path.write_bytes(bytes(data))
+    honest = make(image, other, tmp_path / "other.delta").read_bytes()
+    header = dataclasses.replace(
+        read_header(io.BytesIO(honest)), target_sha256=bytes.fromhex(new.sha256)
+    )
+    forged = tmp_path / "forged.delta"
+    forged.write_bytes(encode_header(header) + honest[HEADER_SIZE:])
+    with pytest.raises(InstallFailed, match=f"has SHA-256 [0-9a-f]{{64}}, expected {new.sha256}"):
+        manager.install(str(forged), sha256=new.sha256, size=new.size)
+    assert node.reboot() == "B"
+    assert manager.status().primary == "B"

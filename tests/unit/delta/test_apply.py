@@ -164,6 +164,30 @@ def test_lying_target_hash_fails_at_the_end(make_bytes: MakeBytes) -> None:
         _apply(forged, OLD)
 
 
+def test_zero_block_lying_about_its_hash_stops_there() -> None:
+    """A ZERO block's hash is computed once per length: a lie is still caught."""
+    block = 4096
+    header = DeltaHeader(block, len(OLD), sha(OLD), 3 * block, sha(bytes(3 * block)))
+    good = OpHeader(OpKind.ZERO, Codec.NONE, block, 0, sha(bytes(block)))
+    lying = dataclasses.replace(good, sha256=sha(b"lie"))
+    sink = RecordingSink(3 * block)
+    forged = _forge(header, [(good, b""), (good, b""), (lying, b"")])
+    with pytest.raises(DeltaVerificationError, match="operation 2 "):
+        apply_delta(io.BytesIO(forged), io.BytesIO(OLD), sink)
+    assert bytes(sink.data) == bytes(2 * block)
+
+
+def test_a_verifying_sink_is_left_the_whole_target_check(make_bytes: MakeBytes) -> None:
+    """``sink_verifies``: no second pass over the output here; a slot writer expecting the
+    header's digest is what refuses a lying header (tests/unit/slots)."""
+    delta = make_bytes(OLD, NEW)
+    header = dataclasses.replace(read_header(io.BytesIO(delta)), target_sha256=sha(b"other"))
+    forged = encode_header(header) + delta[HEADER_SIZE:]
+    sink = RecordingSink(len(NEW))
+    apply_delta(io.BytesIO(forged), io.BytesIO(OLD), sink, sink_verifies=True)
+    assert bytes(sink.data) == NEW  # every block checked by its own hash
+
+
 @pytest.mark.parametrize("kind", [OpKind.REPLACE, OpKind.BSDIFF])
 def test_corrupt_payload_is_refused(make_bytes: MakeBytes, kind: OpKind) -> None:
     delta = bytearray(make_bytes(OLD, NEW))
