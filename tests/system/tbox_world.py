@@ -31,24 +31,19 @@ are signed.
 Everything is built once per input (:func:`release`, cache kind ``tboxrel``): the
 images, the cloud's bundles on a USB stick, and the factory board's disk with the keys
 and trust roots of that cloud. A warm run starts no cloud and pays only for its boots;
-an entry is rebuilt when its metadata would expire within :data:`EXPIRY_MARGIN`.
+:mod:`tests.system.offline_release` rebuilds an entry before its metadata expires.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import os
 import shutil
-import tarfile
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from unittest import mock
 
 from tools.qemu.board import Board
-from tools.qemu.cache import cache_root, cached, input_key
 from tools.qemu.disk import compile_script, write_into
 from tools.qemu.layout import SCRIPT_A, VEHICLE
 from tools.qemu.run import run
@@ -57,9 +52,8 @@ from tools.qemu.vehicle.image import IMAGE, JOURNAL, derive, guest_gid, guest_ui
 
 from redstone_agent.master.topology import EcuKind
 from redstone_agent.uptane.keys import save_signer
-from redstone_agent.uptane.manifests import EcuManifest, sign_ecu_manifest, sign_vehicle_manifest
 from redstone_agent.vvehicle.plan import TBOX, EcuPlan, MasterFiles, VehiclePlan, master_toml
-from tests.system import vehicle_world
+from tests.system.offline_release import cached_release
 from tests.system.vehicle_world import GUEST_IP, World, build_world, file_facts, someipyd_json
 
 REPO = Path(__file__).resolve().parents[2]
@@ -155,38 +149,12 @@ def make_images(cached_image: Path, factory_script: Path, workdir: Path) -> Imag
 # -- cloud: releases and one bundle per scenario -----------------------------------------------
 
 
-def build_tbox_world(workdir: Path) -> World:
-    """:func:`vehicle_world.build_world` for this vehicle (``tbox`` + ``boot``, same VIN).
-    build_world registers its module's ``PLAN``; it is swapped for the call only (it
-    would take a ``plan`` argument: see the report of issue 12 item 4)."""
-    assert PLAN.vin == vehicle_world.PLAN.vin  # World.campaign/bundle name that VIN
-    with mock.patch.object(vehicle_world, "PLAN", PLAN):
-        return build_world(workdir)
-
-
 def _installed(images: Images, version: str, counter: int) -> dict[str, tuple[str, int, str, int]]:
     rootfs, script = images.rootfs[version], images.scripts[version]
     return {
         TBOX.serial: (TBOX.target(version), *file_facts(rootfs), counter),
         BOOT.serial: (BOOT.target(version), *file_facts(script), counter),
     }
-
-
-def report(world: World, installed: dict[str, tuple[str, int, str, int]]) -> object:
-    """The signed vehicle manifest of this two-ECU vehicle (what :meth:`World.report` sends
-    for its own plan): tells the cloud what the TBox runs, so bundles carry deltas."""
-    with world.device() as device:
-        nonce = str(device.client.post("/api/v1/device/nonce").json()["nonce"])
-        envelopes = {}
-        for ecu in PLAN.ecus:
-            target, length, sha256, counter = installed[ecu.serial]
-            manifest = EcuManifest(ecu.serial, target, length, sha256, counter, nonce=nonce)
-            envelopes[ecu.serial] = sign_ecu_manifest(manifest, world.signers[ecu.role])
-        data = sign_vehicle_manifest(PLAN.vin, TBOX.serial, nonce, envelopes, world.signers["tbox"])
-        response = device.client.post("/api/v1/device/manifest", content=data)
-    if response.status_code != 200:
-        raise AssertionError(f"manifest refused: {response.status_code} {response.text}")
-    return response.json().get("assignment")
 
 
 COUNTERS = {FACTORY: 1, GOOD: 2, UNHEALTHY: 3, PANICS: 4}
@@ -200,16 +168,19 @@ committed in slot B), so those scenarios need no boot of their own to start."""
 
 def prepare_bundles(world: World, images: Images, workdir: Path) -> dict[str, Path]:
     """One bundle per new release (rootfs + boot script), made against the state in
-    :data:`SOURCES` and then cancelled in the cloud; version -> bundle file."""
+    :data:`SOURCES` and then cancelled in the cloud; version -> bundle file. Only the
+    rootfs deltas of :data:`SOURCES` are signed: the director offers a ``bootloader``
+    ECU whole images only."""
     for version, counter in COUNTERS.items():
         world.release(TBOX, version, images.rootfs[version], counter)
         world.release(BOOT, version, images.scripts[version], counter)
-    sign_deltas(world, images)
+    by_target = {TBOX.target(v): path for v, path in images.rootfs.items()}
+    world.sign_deltas(by_target, {(TBOX.target(o), TBOX.target(n)) for n, o in SOURCES.items()})
     bundles: dict[str, Path] = {}
     for version, source in SOURCES.items():
-        report(world, _installed(images, source, COUNTERS[source]))
+        world.report(_installed(images, source, COUNTERS[source]))
         name = world.campaign([TBOX.target(version), BOOT.target(version)])
-        output = workdir / f"tbox-{version}.rsbundle"
+        output = workdir / Release.bundle_name(version)
         summary = world.bundle(name, output)
         # A full 384 MiB rootfs would not fit the Master's cache: a block delta only.
         assert output.stat().st_size < 16 << 20, summary
@@ -217,45 +188,6 @@ def prepare_bundles(world: World, images: Images, workdir: Path) -> dict[str, Pa
             op.call("POST", f"/api/v1/campaigns/{name}/cancel", json={"reason": "bundled"})
         bundles[version] = output
     return bundles
-
-
-def sign_deltas(world: World, images: Images) -> list[str]:
-    """:meth:`World.sign_deltas` for the deltas of :data:`SOURCES` only: the cloud makes
-    one from each of the three newest earlier images (six for four rootfs releases), but
-    checking a 384 MiB delta before signing costs seconds, and the others are never
-    offered (an unsigned delta is not). The boot script's deltas stay unsigned too: the
-    director offers a ``bootloader`` ECU whole images only."""
-    wanted = {(TBOX.target(old), TBOX.target(new)) for new, old in SOURCES.items()}
-    signed: list[str] = []
-    with world.operator() as op:
-        op.wait_deltas(timeout=600)
-        packages = {p["target"]: p for p in op.packages()}
-        jobs = op.call("GET", "/api/v1/deltas")
-        made = {(job["from_target"], job["to_target"]): job for job in jobs}
-        assert wanted <= made.keys(), sorted(made)
-        for old_target, new_target in sorted(wanted):
-            target = made[(old_target, new_target)]["delta_target"]
-            package = packages[target]
-            file = op.download(target, world.workdir / target)
-            old = images.rootfs[_version(old_target)]
-            new = images.rootfs[_version(new_target)]
-            world.repo.add_delta(
-                file,
-                target,
-                package["hardware_ids"][0],
-                package["release_counter"],
-                old=old.read_bytes(),
-                new=new.read_bytes(),
-                source_sha256=file_facts(old)[1],
-            )
-            world.uploaded.add(target)
-            signed.append(target)
-        op.upload_image_repo(world.repo.sign())
-    return signed
-
-
-def _version(target: str) -> str:
-    return target.rsplit("-", 1)[1]
 
 
 # -- the guest's factory provisioning (data partition) ----------------------------------------
@@ -362,9 +294,6 @@ def read_partition(disk: Path, offset: int, length: int) -> bytes:
 # -- everything the scenarios need, built once and cached --------------------------------------
 
 RELEASE_KIND = "tboxrel"
-EXPIRY_MARGIN = dt.timedelta(hours=3)
-"""A cached entry is rebuilt when its bundles' metadata expires sooner than this (the
-director's timestamp lives one day): a run must finish before the guest checks it."""
 STICK_MIB = 64
 
 
@@ -407,69 +336,38 @@ def release(template: Path, image_dir: Path) -> Release:
     them and by the code and files that make it (the cloud's and the agent's code are in
     the image's key: its wheel)."""
     here = Path(__file__).resolve()
-    qemu = REPO / "tools" / "qemu"
-    key = input_key(
-        [
-            template.parent.name,
-            image_dir.name,
-            here,
-            here.with_name("vehicle_world.py"),
-            DROPIN,
-            REPO / "etc" / "u-boot" / "boot.cmd",
-            qemu / "board.py",
-            qemu / "disk.py",
-            qemu / "vehicle" / "board.py",
-            qemu / "vehicle" / "image.py",
-        ]
-    )
-    entry = cache_root() / f"{RELEASE_KIND}-{key}"
-    expires = entry / "expires"
-    if expires.is_file():
-        left = dt.datetime.fromisoformat(expires.read_text().strip()) - dt.datetime.now(dt.UTC)
-        if left < EXPIRY_MARGIN:
-            shutil.rmtree(entry, ignore_errors=True)
+    inputs: list[str | Path] = [
+        template.parent.name,
+        image_dir.name,
+        here,
+        here.with_name("vehicle_world.py"),
+        DROPIN,
+        REPO / "etc" / "u-boot" / "boot.cmd",
+    ]
 
-    def build(out: Path) -> None:
-        work = Path(tempfile.mkdtemp(prefix="redstone-tbox-"))
-        try:
-            _build_release(template, image_dir, work, out)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+    def build(work: Path, out: Path) -> list[Path]:
+        return _build_release(template, image_dir, work, Release(out))
 
-    return Release(cached(RELEASE_KIND, key, build))
+    return Release(cached_release(RELEASE_KIND, inputs, build))
 
 
-def expiry(bundle: Path) -> dt.datetime:
-    """When ``bundle``'s metadata expires (its ``manifest.json``, docs/bundle.md)."""
-    with tarfile.open(bundle) as archive:
-        member = archive.extractfile("manifest.json")
-        assert member is not None, bundle
-        expires = str(json.loads(member.read())["expires"])
-    return dt.datetime.fromisoformat(expires.replace("Z", "+00:00"))
-
-
-def _build_release(template: Path, image_dir: Path, work: Path, out: Path) -> None:
-    made = Release(out)
+def _build_release(template: Path, image_dir: Path, work: Path, made: Release) -> list[Path]:
     script = factory_script(template, work / "boot-factory.scr")
     images = make_images(image_dir / IMAGE, script, work / "images")
     for version, script in images.scripts.items():
         shutil.copy(script, made.script(version))
     stick = work / "stick"
     stick.mkdir()
-    world = build_tbox_world(work / "world")
+    world = build_world(work / "world", PLAN)
     try:
         bundles = prepare_bundles(world, images, stick)
         tree = factory_tree(world, work / "data", image_dir)
     finally:
         world.close()
-    assert sorted(p.name for p in stick.iterdir()) == sorted(
-        Release.bundle_name(v) for v in bundles
-    )
     make_stick(made.stick, stick, STICK_MIB)
-    board = Board.create(out / "board", template)
+    board = Board.create(work / "board", template)
     board.provision("A")
     write_into(board.disk, VEHICLE.slot_a, images.rootfs[FACTORY])
     write_data_partition(board, tree)
     board.disk.rename(made.disk)
-    shutil.rmtree(out / "board")
-    (out / "expires").write_text(min(expiry(b) for b in bundles.values()).isoformat() + "\n")
+    return list(bundles.values())

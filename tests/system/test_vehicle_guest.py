@@ -15,7 +15,6 @@ one sequence of power cycles on the same board.
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,27 +26,19 @@ from tools.qemu.board import Board
 from tools.qemu.console import BootRecord
 from tools.qemu.machine import missing_requirements
 from tools.qemu.vehicle.base import missing_root
-from tools.qemu.vehicle.board import (
-    make_stick,
-    power_on,
-    vehicle_disk_template,
-    write_data_partition,
-)
+from tools.qemu.vehicle.board import power_on, vehicle_disk_template
 from tools.qemu.vehicle.guest import Guest, GuestError
-from tools.qemu.vehicle.image import IMAGE, build_image
+from tools.qemu.vehicle.image import build_image
 
-from redstone_agent.sub.health import BOOT_COMPLETE
 from redstone_agent.vvehicle.plan import BCM
 from tests.system.vehicle_world import (
+    BAD_BUNDLE,
+    BCM_BUNDLE,
     BODY,
     FACTORY,
-    NRC_STORM,
-    Releases,
-    World,
-    bcm_sim_toml,
-    build_world,
-    factory_tree,
-    prepare_campaigns,
+    GOOD_BUNDLE,
+    SIM_BCM,
+    guest_release,
 )
 
 # The module's first test also builds the cached artifacts (cold: debootstrap, image)
@@ -62,13 +53,11 @@ MASTER = ("org.redstone.Master", "/org/redstone/Master", "org.redstone.Master1")
 
 @dataclass
 class Vehicle:
-    """The board, the guest of its current power cycle, and the host's cloud."""
+    """The board and the guest of its current power cycle, and the cached stick."""
 
     board: Board
     guest: Guest
-    world: World
     stick: Path
-    releases: Releases
     timings: dict[str, float]
 
     def power_on(self) -> Guest:
@@ -84,21 +73,10 @@ class Vehicle:
         return self.guest
 
 
-def _stick_tree(directory: Path, files: dict[str, bytes | Path]) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    for name, content in files.items():
-        target = directory / name
-        if isinstance(content, Path):
-            subprocess.run(["cp", "--sparse=always", content, target], check=True)
-        else:
-            target.write_bytes(content)
-    return directory
-
-
 @pytest.fixture(scope="module")
 def vehicle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vehicle]:
-    """Cloud up, the three campaigns bundled onto a stick, the board provisioned and
-    powered on (boot 1, channel up, stick mounted)."""
+    """The factory board (cached with its stick: tests/system/vehicle_world.py) powered on:
+    boot 1, channel up, stick mounted."""
     reason = missing_requirements() or missing_root()
     if reason is not None:
         pytest.skip(f"vehicle guest cannot run: {reason}")
@@ -107,33 +85,19 @@ def vehicle(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vehicle]:
     template = vehicle_disk_template()
     image_dir = build_image()
     timings["artifacts_s"] = time.monotonic() - started
-    workdir = tmp_path_factory.mktemp("vehicle")
-    world = build_world(workdir / "world")
-    guest: Guest | None = None
+    made = guest_release(template, image_dir)  # cached: cloud, bundles, factory disk
+    timings["release_s"] = time.monotonic() - started - timings["artifacts_s"]
+    board = Board.create(tmp_path_factory.mktemp("vehicle") / "board", made.disk)
+    guest: Guest | None = power_on(board, (made.stick,))
     try:
-        factory_image = image_dir / IMAGE
-        releases = prepare_campaigns(world, workdir, factory_image)
-        timings["cloud_and_bundles_s"] = time.monotonic() - started - timings["artifacts_s"]
-        board = Board.create(workdir / "board", template)
-        board.provision("A")
-        tree = factory_tree(
-            world, workdir / "data", image_dir, factory_image, health_units=[BOOT_COMPLETE]
-        )
-        write_data_partition(board, tree)
-        stick_files: dict[str, bytes | Path] = {
-            **releases.stick_files,
-            "sim-bcm.toml": bcm_sim_toml(FACTORY, NRC_STORM).encode(),
-        }
-        stick = make_stick(workdir / "stick.img", _stick_tree(workdir / "stick", stick_files), 320)
-        guest = power_on(board, (stick,))
-        made = Vehicle(board, guest, world, stick, releases, timings)
-        made.ready()
-        yield made
-        guest = made.guest
+        assert guest is not None
+        vehicle = Vehicle(board, guest, made.stick, timings)
+        vehicle.ready()
+        yield vehicle
+        guest = vehicle.guest
     finally:
         if guest is not None:
             guest.kill()
-        world.close()
         timings["module_total_s"] = time.monotonic() - started
         print(f"vehicle guest timings: {json.dumps(timings)}")
 
@@ -241,13 +205,13 @@ def test_the_master_flashes_an_ecu_on_kernel_vcan_through_an_nrc_storm(vehicle: 
     assert all(m in modules for m in ("vcan", "can_raw", "can ")), modules
     guest.check(
         "systemd-run --unit=test-ecusim --property=Restart=no "
-        f"/usr/bin/redstone-ecusim {STICK}/sim-bcm.toml --json"
+        f"/usr/bin/redstone-ecusim {STICK}/{SIM_BCM} --json"
     )
     _wait_for(guest, 'journalctl -o cat -u test-ecusim | grep -q \'"name": *"bcm"\'', 120)
     before = _can_frames(guest)
 
     started = time.monotonic()
-    answer = guest.run(f"redstonectl install --no-wait {STICK}/{vehicle.releases.bcm_bundle}")
+    answer = guest.run(f"redstonectl install --no-wait {STICK}/{BCM_BUNDLE}")
     assert answer.ok, answer.out
     record = _wait_campaign_end(guest, 600)
     vehicle.timings["c_flash_bcm_s"] = time.monotonic() - started
@@ -353,7 +317,7 @@ def test_a_sub_update_reboots_into_the_new_slot_and_commits_after_boot_complete(
     guest = vehicle.guest
     assert _settled(guest, ("redstone-master.service",)) == {"redstone-master.service": "active"}
     started = time.monotonic()
-    answer = guest.run(f"redstonectl install --no-wait {STICK}/{vehicle.releases.good_bundle}")
+    answer = guest.run(f"redstonectl install --no-wait {STICK}/{GOOD_BUNDLE}")
     assert answer.ok, answer.out
 
     # The Master transfers, the Sub writes slot B and reboots the board (systemctl reboot).
@@ -392,7 +356,7 @@ def test_a_sub_update_reboots_into_the_new_slot_and_commits_after_boot_complete(
 def test_b_an_image_failing_its_health_check_falls_back_to_the_old_slot(vehicle: Vehicle) -> None:
     guest = vehicle.guest
     started = time.monotonic()
-    answer = guest.run(f"redstonectl install --no-wait {STICK}/{vehicle.releases.bad_bundle}")
+    answer = guest.run(f"redstonectl install --no-wait {STICK}/{BAD_BUNDLE}")
     assert answer.ok, answer.out
 
     ended = _until_reboot(vehicle, 1200)  # written into slot A, rebooted into its trial

@@ -24,11 +24,14 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tools.qemu.vehicle.image import JOURNAL, guest_gid, guest_uid
+from tools.qemu.board import Board
+from tools.qemu.vehicle.board import make_stick, write_data_partition
+from tools.qemu.vehicle.image import IMAGE, JOURNAL, guest_gid, guest_uid
 
 from redstone_agent.journal import Journal
 from redstone_agent.master.topology import EcuKind
 from redstone_agent.sub.engine import Record
+from redstone_agent.sub.health import BOOT_COMPLETE
 from redstone_agent.uptane.keys import generate_signer, public_key_to_dict, save_signer
 from redstone_agent.uptane.manifests import EcuManifest, sign_ecu_manifest, sign_vehicle_manifest
 from redstone_agent.uptane.tufapi import CryptoSigner
@@ -49,6 +52,7 @@ from redstone_agent.vvehicle.plan import (
     master_toml,
 )
 from redstone_agent.vvehicle.vehicle import _tls_key_and_csr
+from tests.system.offline_release import cached_release
 
 BODY = EcuPlan("body", EcuKind.SUB, "guest", instance_id=1)
 PLAN = VehiclePlan(ecus=(TBOX, BODY, BCM), model="qemu-vehicle")
@@ -79,6 +83,7 @@ class World:
     client_key: Path
     client_cert: Path
     director_root: bytes
+    plan: VehiclePlan
     uploaded: set[str] = field(default_factory=set)
     campaigns: list[str] = field(default_factory=list)
 
@@ -105,21 +110,32 @@ class World:
         self.uploaded.add(target)
         return target
 
-    def sign_deltas(self, images: dict[str, Path]) -> list[str]:
-        """Wait for the backend's delta jobs, check each new delta rebuilds its image and
-        sign it offline (as the virtual vehicle's release does); the signed targets.
-        ``images`` maps each package target to its file."""
+    def sign_deltas(
+        self, images: dict[str, Path], wanted: set[tuple[str, str]] | None = None
+    ) -> list[str]:
+        """Wait for the backend's delta jobs, check each delta rebuilds its image and sign
+        it offline (as the virtual vehicle's release does); the signed targets. ``images``
+        maps each package target to its file; ``wanted`` limits the signing to those
+        (from target, to target) pairs: checking a 384 MiB delta costs seconds, and an
+        unsigned delta is never offered."""
         signed: list[str] = []
         with self.operator() as op:
             op.wait_deltas(timeout=600)
             packages = {p["target"]: p for p in op.packages()}
-            for job in op.call("GET", "/api/v1/deltas"):
-                target = job.get("delta_target")
-                if not target or target in self.uploaded:
+            jobs = {
+                (job["from_target"], job["to_target"]): str(job["delta_target"])
+                for job in op.call("GET", "/api/v1/deltas")
+                if job.get("delta_target")
+            }
+            pairs = sorted(jobs if wanted is None else wanted)
+            assert set(pairs) <= jobs.keys(), f"no delta made for {set(pairs) - jobs.keys()}"
+            for pair in pairs:
+                target = jobs[pair]
+                if target in self.uploaded:
                     continue
                 package = packages[target]
                 file = op.download(target, self.workdir / target)
-                old, new = images[job["from_target"]], images[job["to_target"]]
+                old, new = images[pair[0]], images[pair[1]]
                 self.repo.add_delta(
                     file,
                     target,
@@ -139,7 +155,7 @@ class World:
         name = f"qemu-{len(self.campaigns) + 1}"
         body = {
             "name": name,
-            "targeting": {"vins": [PLAN.vin]},
+            "targeting": {"vins": [self.plan.vin]},
             "packages": targets,
             "groups": [{"percent": 100, "success_threshold": 100, "error_threshold": 100}],
             "consent_required": False,
@@ -159,7 +175,7 @@ class World:
                 str(self.cloud.config),
                 "--json",
                 "bundle",
-                PLAN.vin,
+                self.plan.vin,
                 "--campaign",
                 campaign,
                 "--output",
@@ -179,12 +195,12 @@ class World:
         with self.device() as device:
             nonce = str(device.client.post("/api/v1/device/nonce").json()["nonce"])
             envelopes = {}
-            for ecu in PLAN.ecus:
+            for ecu in self.plan.ecus:
                 target, length, sha256, counter = installed[ecu.serial]
                 report = EcuManifest(ecu.serial, target, length, sha256, counter, nonce=nonce)
                 envelopes[ecu.serial] = sign_ecu_manifest(report, self.signers[ecu.role])
             data = sign_vehicle_manifest(
-                PLAN.vin, TBOX.serial, nonce, envelopes, self.signers[TBOX.role]
+                self.plan.vin, TBOX.serial, nonce, envelopes, self.signers[TBOX.role]
             )
             response = device.client.post("/api/v1/device/manifest", content=data)
         if response.status_code != 200:
@@ -192,8 +208,9 @@ class World:
         return response.json().get("assignment")
 
 
-def build_world(workdir: Path) -> World:
-    """Cloud up, image repository made, the vehicle registered with a TLS identity."""
+def build_world(workdir: Path, plan: VehiclePlan = PLAN) -> World:
+    """Cloud up, image repository made, the vehicle of ``plan`` registered with a TLS
+    identity."""
     # Its own network namespace: other suites run clouds on 127.0.0.x:8443 meanwhile.
     lab = open_lab(workdir / "lab", ["cloud"], isolated=True)
     lab.__enter__()
@@ -202,22 +219,22 @@ def build_world(workdir: Path) -> World:
         cloud.start()
         repo = ImageRepo(workdir / "image-repo")
         repo.init()
-        signers = {e.role: generate_signer() for e in PLAN.ecus}
+        signers = {e.role: generate_signer() for e in plan.ecus}
         ids = workdir / "identity"
         ids.mkdir(parents=True, exist_ok=True)
         with Operator(cloud.client(), cloud.admin_token) as op:
-            op.create_model(PLAN.model_json())
-            keys = {e.serial: public_key_to_dict(signers[e.role].public_key) for e in PLAN.ecus}
-            op.register_vehicle(PLAN.vehicle_json(keys))
-            key, csr = _tls_key_and_csr(ids / "client.key", PLAN.vin)
+            op.create_model(plan.model_json())
+            keys = {e.serial: public_key_to_dict(signers[e.role].public_key) for e in plan.ecus}
+            op.register_vehicle(plan.vehicle_json(keys))
+            key, csr = _tls_key_and_csr(ids / "client.key", plan.vin)
             cert = ids / "client.pem"
-            cert.write_text(op.issue_certificate(PLAN.vin, csr))
+            cert.write_text(op.issue_certificate(plan.vin, csr))
         with Device(cloud.client(cert=(cert, key))) as device:
-            root = device.director_root(PLAN.vin)
+            root = device.director_root(plan.vin)
     except (Exception, KeyboardInterrupt):
         lab.close()
         raise
-    return World(workdir, lab, cloud, repo, signers, key, cert, root)
+    return World(workdir, lab, cloud, repo, signers, key, cert, root, plan)
 
 
 def uds_file(workdir: Path, version: str) -> Path:
@@ -401,24 +418,23 @@ BAD_HEALTH = (
 )
 
 
-@dataclass(frozen=True)
-class Releases:
-    """The files on the stick and what each campaign moves to."""
-
-    bcm_bundle: str
-    good_bundle: str
-    bad_bundle: str
-    stick_files: dict[str, Path]
+BCM_BUNDLE = "bcm.rsbundle"
+GOOD_BUNDLE = "body-2.rsbundle"
+BAD_BUNDLE = "body-3.rsbundle"
+SIM_BCM = "sim-bcm.toml"
+"""The stick's files: three bundles and the BCM simulator's config (NRC storm on)."""
+STICK_MIB = 320
 
 
-def prepare_campaigns(world: World, workdir: Path, factory_image: Path) -> Releases:
-    """Three campaigns, bundled in order, each settled in the cloud before the next starts
-    (the vehicle's later online report, signed with its keys): (c) the BCM to 2.0.0,
-    (a) the body (this guest's rootfs) to 2.0.0, (b) the body to 3.0.0, whose product
-    health check fails. Rootfs releases are the factory image with a new
+def prepare_campaigns(world: World, workdir: Path, factory_image: Path, stick: Path) -> list[Path]:
+    """Three campaigns, bundled in order onto ``stick``, each settled in the cloud before
+    the next starts (the vehicle's later online report, signed with its keys): (c) the
+    BCM to 2.0.0, (a) the body (this guest's rootfs) to 2.0.0, (b) the body to 3.0.0,
+    whose product health check fails. Rootfs releases are the factory image with a new
     /etc/redstone-release (and for 3.0.0 the failing drop-in); the backend makes block
-    deltas between them, signed offline, so the director assigns the Sub a delta of a
-    few KiB against the slot it runs (a full 384 MiB image takes minutes under TCG)."""
+    deltas between them, and the two the bundles carry are signed offline, so the
+    director assigns the Sub a delta of a few KiB against the slot it runs (a full
+    384 MiB image takes minutes under TCG). The bundles, in that order."""
     from tools.qemu.vehicle.image import derive
 
     tbox = ("tbox-1.0.0", 1, "00" * 32, 1)
@@ -429,10 +445,9 @@ def prepare_campaigns(world: World, workdir: Path, factory_image: Path) -> Relea
     world.release(BCM, FACTORY, bcm_v1_file, 1)
     world.release(BODY, FACTORY, factory_image, 1)
     world.report({TBOX.serial: tbox, BODY.serial: body_v1, BCM.serial: bcm_v1})
-    files: dict[str, Path] = {}
 
     flash = world.campaign([world.release(BCM, "2.0.0", bcm_v2_file, 2)])
-    files["bcm.rsbundle"] = _bundled(world, flash, workdir / "bcm.rsbundle")
+    bundles = [_bundled(world, flash, stick / BCM_BUNDLE)]
     settled = world.report({TBOX.serial: tbox, BODY.serial: body_v1, BCM.serial: bcm_v2})
     assert settled == "succeeded", settled
 
@@ -448,21 +463,22 @@ def prepare_campaigns(world: World, workdir: Path, factory_image: Path) -> Relea
         BODY.target(FACTORY): factory_image,
         BODY.target("2.0.0"): good,
         BODY.target("3.0.0"): bad,
-        BCM.target(FACTORY): bcm_v1_file,
-        BCM.target("2.0.0"): bcm_v2_file,
     }
-    deltas = world.sign_deltas(images)
-    assert deltas, "the backend made no body delta"
+    wanted = {
+        (BODY.target(FACTORY), BODY.target("2.0.0")),
+        (BODY.target("2.0.0"), BODY.target("3.0.0")),
+    }
+    world.sign_deltas(images, wanted)
 
     update = world.campaign([BODY.target("2.0.0")])
-    files["body-2.rsbundle"] = _bundled(world, update, workdir / "body-2.rsbundle")
+    bundles.append(_bundled(world, update, stick / GOOD_BUNDLE))
     body_v2 = (BODY.target("2.0.0"), *file_facts(good), 2)
     settled = world.report({TBOX.serial: tbox, BODY.serial: body_v2, BCM.serial: bcm_v2})
     assert settled == "succeeded", settled
 
     failing = world.campaign([BODY.target("3.0.0")])
-    files["body-3.rsbundle"] = _bundled(world, failing, workdir / "body-3.rsbundle")
-    return Releases("bcm.rsbundle", "body-2.rsbundle", "body-3.rsbundle", files)
+    bundles.append(_bundled(world, failing, stick / BAD_BUNDLE))
+    return bundles
 
 
 def _release(version: str) -> dict[str, bytes]:
@@ -475,3 +491,62 @@ def _bundled(world: World, campaign: str, output: Path) -> Path:
     # A bundle of full rootfs images would not fit the Master's cache: deltas only.
     assert output.stat().st_size < 16 << 20, summary
     return output
+
+
+# -- the factory board and the stick, built once per input (cached) --------------------------
+
+
+@dataclass(frozen=True)
+class GuestRelease:
+    """One cache entry (``vguestrel-<key>``, :mod:`tests.system.offline_release`): the
+    factory board's disk (the vehicle template, the env provisioned for slot A, the data
+    partition with this world's keys, trust roots and the Sub's factory journal) and the
+    USB stick (:data:`BCM_BUNDLE`, :data:`GOOD_BUNDLE`, :data:`BAD_BUNDLE`,
+    :data:`SIM_BCM`). The cloud that signed them is gone: the guest is offline."""
+
+    directory: Path
+
+    @property
+    def disk(self) -> Path:
+        return self.directory / "disk.img"
+
+    @property
+    def stick(self) -> Path:
+        return self.directory / "stick.img"
+
+
+def guest_release(template: Path, image_dir: Path) -> GuestRelease:
+    """The cached :class:`GuestRelease` for this disk template and vehicle image (the
+    cloud's and the agent's code are in the image's key: its wheel)."""
+    inputs: list[str | Path] = [template.parent.name, image_dir.name, Path(__file__).resolve()]
+
+    def build(work: Path, out: Path) -> list[Path]:
+        return _build_guest_release(template, image_dir, work, GuestRelease(out))
+
+    return GuestRelease(cached_release(GUEST_RELEASE_KIND, inputs, build))
+
+
+GUEST_RELEASE_KIND = "vguestrel"
+
+
+def _build_guest_release(
+    template: Path, image_dir: Path, work: Path, made: GuestRelease
+) -> list[Path]:
+    factory_image = image_dir / IMAGE
+    stick = work / "stick"
+    stick.mkdir()
+    world = build_world(work / "world")
+    try:
+        bundles = prepare_campaigns(world, work, factory_image, stick)
+        tree = factory_tree(
+            world, work / "data", image_dir, factory_image, health_units=[BOOT_COMPLETE]
+        )
+    finally:
+        world.close()
+    (stick / SIM_BCM).write_text(bcm_sim_toml(FACTORY, NRC_STORM))
+    make_stick(made.stick, stick, STICK_MIB)
+    board = Board.create(work / "board", template)
+    board.provision("A")
+    write_data_partition(board, tree)
+    board.disk.rename(made.disk)
+    return bundles

@@ -65,13 +65,14 @@ class Guest:
 
     @classmethod
     def start(cls, disk: Path, console: Path, sticks: tuple[Path, ...] = ()) -> Guest:
-        """Power the board on; ``sticks`` become /dev/vdb, /dev/vdc… (raw, writable)."""
+        """Power the board on; ``sticks`` become /dev/vdb, /dev/vdc… (raw, read-only:
+        a stick may be a cache entry that several boards and test streams share)."""
         control = console.with_suffix(".ctl")
         control.unlink(missing_ok=True)
         argv = qemu_argv(disk, console)
         argv += ["-serial", f"unix:{control},server=on,wait=off"]
         for stick in sticks:
-            argv += ["-drive", f"file={stick},if=virtio,format=raw"]
+            argv += ["-drive", f"file={stick},if=virtio,format=raw,readonly=on"]
         stderr = console.with_name(console.name + ".stderr").open("wb")
         process = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr
