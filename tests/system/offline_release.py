@@ -2,7 +2,7 @@
 
 A guest test needs from a cloud only what a factory and a USB stick carry: a provisioned
 disk (keys and trust roots of that cloud on the data partition) and bundles signed by it
-(docs/bundle.md). Making them starts a cloud, makes and checks block deltas of 384 MiB
+(docs/bundle.md). Making them starts a cloud, makes and checks block deltas of 288 MiB
 rootfs images and signs metadata — minutes of CPU that a warm run should not pay. An
 entry (``<kind>-<key>`` under the QEMU cache, :mod:`tools.qemu.cache`) is keyed by the
 files that make it; it is rebuilt when its bundles' metadata would expire within
@@ -61,9 +61,10 @@ def cached_release(
         work = Path(tempfile.mkdtemp(prefix=f"redstone-{kind}-"))
         try:
             bundles = list(build(work, out))
+            assert bundles, f"{kind}: no bundle made"
+            expires = min(bundle_expiry(b) for b in bundles)  # they may live in ``work``
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        assert bundles, f"{kind}: no bundle made"
-        (out / EXPIRES).write_text(min(bundle_expiry(b) for b in bundles).isoformat() + "\n")
+        (out / EXPIRES).write_text(expires.isoformat() + "\n")
 
     return cached(kind, key, fill)
