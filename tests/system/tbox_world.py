@@ -182,7 +182,7 @@ def prepare_bundles(world: World, images: Images, workdir: Path) -> dict[str, Pa
         name = world.campaign([TBOX.target(version), BOOT.target(version)])
         output = workdir / Release.bundle_name(version)
         summary = world.bundle(name, output)
-        # A full 384 MiB rootfs would not fit the Master's cache: a block delta only.
+        # A full 288 MiB rootfs would not fit the Master's cache: a block delta only.
         assert output.stat().st_size < 16 << 20, summary
         with world.operator() as op:
             op.call("POST", f"/api/v1/campaigns/{name}/cancel", json={"reason": "bundled"})

@@ -116,7 +116,7 @@ class World:
         """Wait for the backend's delta jobs, check each delta rebuilds its image and sign
         it offline (as the virtual vehicle's release does); the signed targets. ``images``
         maps each package target to its file; ``wanted`` limits the signing to those
-        (from target, to target) pairs: checking a 384 MiB delta costs seconds, and an
+        (from target, to target) pairs: checking a 288 MiB delta costs seconds, and an
         unsigned delta is never offered."""
         signed: list[str] = []
         with self.operator() as op:
@@ -434,7 +434,7 @@ def prepare_campaigns(world: World, workdir: Path, factory_image: Path, stick: P
     /etc/redstone-release (and for 3.0.0 the failing drop-in); the backend makes block
     deltas between them, and the two the bundles carry are signed offline, so the
     director assigns the Sub a delta of a few KiB against the slot it runs (a full
-    384 MiB image takes minutes under TCG). The bundles, in that order."""
+    288 MiB image takes minutes under TCG). The bundles, in that order."""
     from tools.qemu.vehicle.image import derive
 
     tbox = ("tbox-1.0.0", 1, "00" * 32, 1)
