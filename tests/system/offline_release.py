@@ -18,6 +18,7 @@ import shutil
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from tools.qemu.cache import cache_root, cached, input_key
@@ -30,6 +31,21 @@ QEMU_INPUTS = tuple(
     for name in ("board.py", "disk.py", "vehicle/board.py", "vehicle/image.py")
 )
 """The harness code every entry's disk and stick are made with."""
+
+
+@dataclass(frozen=True)
+class OfflineRelease:
+    """An entry's files: the factory board's disk and the USB stick of bundles."""
+
+    directory: Path
+
+    @property
+    def disk(self) -> Path:
+        return self.directory / "disk.img"
+
+    @property
+    def stick(self) -> Path:
+        return self.directory / "stick.img"
 
 
 def bundle_expiry(bundle: Path) -> dt.datetime:

@@ -52,9 +52,16 @@ from tools.qemu.vehicle.image import IMAGE, JOURNAL, derive, guest_gid, guest_ui
 
 from redstone_agent.master.topology import EcuKind
 from redstone_agent.uptane.keys import save_signer
-from redstone_agent.vvehicle.plan import TBOX, EcuPlan, MasterFiles, VehiclePlan, master_toml
-from tests.system.offline_release import cached_release
-from tests.system.vehicle_world import GUEST_IP, World, build_world, file_facts, someipyd_json
+from redstone_agent.vvehicle.plan import TBOX, EcuPlan, VehiclePlan
+from tests.system.offline_release import OfflineRelease, cached_release
+from tests.system.vehicle_world import (
+    World,
+    build_world,
+    file_facts,
+    guest_master_files,
+    offline_master_toml,
+    someipyd_json,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 BOOT = EcuPlan("boot", EcuKind.BOOTLOADER, "master")
@@ -220,22 +227,9 @@ def self_table() -> str:
 
 
 def guest_master_toml() -> str:
-    files = MasterFiles(
-        state_dir=STATE,
-        cache_dir=Path("/var/lib/redstone/cache"),
-        ecu_key=TRUST / "tbox.pem",
-        cert=TRUST / "client.pem",
-        key=TRUST / "client.key",
-        ca=TRUST / "cloud-ca.pem",
-        director_root=TRUST / "director.root.json",
-        image_root=TRUST / "image.root.json",
-        someip_socket=Path("/run/someipyd.sock"),
-    )
-    text = master_toml(
-        PLAN, files, address=GUEST_IP, cloud_url="https://127.0.0.9:8443", dbus="system"
-    )
-    text = text.replace("poll-interval-s = 2.0", "poll-interval-s = 3600.0")
-    text = text.replace("install-s = 300.0", "install-s = 900.0")
+    files = guest_master_files()
+    assert files.state_dir == STATE
+    text = offline_master_toml(PLAN, files)
     # master_toml writes the ECUs' common keys; the TBox tier's own keys follow.
     tbox = f"serial = {_q(TBOX.serial)}\n"
     text = text.replace(tbox, tbox + f"installed-target = {_q(TBOX.target(FACTORY))}\n")
@@ -298,22 +292,12 @@ STICK_MIB = 64
 
 
 @dataclass(frozen=True)
-class Release:
+class Release(OfflineRelease):
     """One cache entry (``tboxrel-<key>``): the factory board's disk (the vehicle template,
     the factory TBox image in slot A, the env provisioned for A, the data partition with
     this world's keys and trust roots), the USB stick holding the bundles, and every
     release's compiled boot script. The cloud that signed them is gone: the guest is
     offline, and a warm run pays only for its boots."""
-
-    directory: Path
-
-    @property
-    def disk(self) -> Path:
-        return self.directory / "disk.img"
-
-    @property
-    def stick(self) -> Path:
-        return self.directory / "stick.img"
 
     def script(self, version: str) -> Path:
         return self.directory / f"boot-{version}.scr"

@@ -52,7 +52,7 @@ from redstone_agent.vvehicle.plan import (
     master_toml,
 )
 from redstone_agent.vvehicle.vehicle import _tls_key_and_csr
-from tests.system.offline_release import cached_release
+from tests.system.offline_release import OfflineRelease, cached_release
 
 BODY = EcuPlan("body", EcuKind.SUB, "guest", instance_id=1)
 PLAN = VehiclePlan(ecus=(TBOX, BODY, BCM), model="qemu-vehicle")
@@ -295,23 +295,30 @@ def bcm_sim_toml(version: str, faults: dict[str, object]) -> str:
     )
 
 
-def sub_toml(health_units: list[str]) -> str:
-    """The guest's own Sub: its slots are the board's p2/p3, the env is p4 (U-Boot)."""
-    return (
+def sub_toml(
+    health_units: list[str] | None,
+    *,
+    slots: tuple[str, str] = ("/dev/vda2", "/dev/vda3"),
+    fw_env_config: str = "/etc/fw_env.config",
+    state_dir: Path = Path("/var/lib/redstone"),
+) -> str:
+    """The guest's own Sub: by default its slots are the board's p2/p3 and the env p4
+    (U-Boot); ``health_units`` None leaves the health check out."""
+    text = (
         "[slots]\n"
         "tries = 2\n"
-        'state-dir = "/var/lib/redstone"\n'
-        'A = { device = "/dev/vda2" }\n'
-        'B = { device = "/dev/vda3" }\n'
+        f"state-dir = {_q(state_dir)}\n"
+        f"A = {{ device = {_q(slots[0])} }}\n"
+        f"B = {{ device = {_q(slots[1])} }}\n"
         "[slots.bootloader]\n"
         'backend = "uboot"\n'
         "[slots.bootloader.uboot]\n"
-        'fw-env-config = "/etc/fw_env.config"\n'
+        f"fw-env-config = {_q(fw_env_config)}\n"
         'defaults = "/etc/u-boot-initial-env"\n'
         "[sub]\n"
         f"ecu-serial = {_q(BODY.serial)}\n"
         f"hardware-id = {_q(BODY.hardware_id)}\n"
-        'state-dir = "/var/lib/redstone/sub"\n'
+        f"state-dir = {_q(state_dir / 'sub')}\n"
         'dbus = "system"\n'
         "[sub.someip]\n"
         f"instance-id = {BODY.instance_id}\n"
@@ -322,14 +329,16 @@ def sub_toml(health_units: list[str]) -> str:
         f"director-root = {_q(TRUST / 'director.root.json')}\n"
         f"image-root = {_q(TRUST / 'image.root.json')}\n"
         f"ecu-key = {_q(TRUST / 'body.pem')}\n"
-        "[sub.health]\n"
-        f"units = {json.dumps(health_units)}\n"
-        "timeout = 180.0\n"
     )
+    if health_units is None:
+        return text
+    return text + f"[sub.health]\nunits = {json.dumps(health_units)}\ntimeout = 180.0\n"
 
 
-def guest_master_toml() -> str:
-    files = MasterFiles(
+def guest_master_files(**uds: dict[str, Path]) -> MasterFiles:
+    """Where a guest's Master finds its state, cache, keys and trust roots (the data
+    partition and /etc/redstone); ``uds``: ``uds_configs``/``uds_keys`` by ECU role."""
+    return MasterFiles(
         state_dir=Path("/var/lib/redstone/master"),
         cache_dir=Path("/var/lib/redstone/cache"),
         ecu_key=TRUST / "tbox.pem",
@@ -339,16 +348,27 @@ def guest_master_toml() -> str:
         director_root=TRUST / "director.root.json",
         image_root=TRUST / "image.root.json",
         someip_socket=Path("/run/someipyd.sock"),
+        **uds,
+    )
+
+
+def offline_master_toml(plan: VehiclePlan, files: MasterFiles) -> str:
+    """``master.toml`` of a guest that has no cloud (bundles only): it polls rarely and
+    gives an install under TCG time."""
+    text = master_toml(
+        plan, files, address=GUEST_IP, cloud_url="https://127.0.0.9:8443", dbus="system"
+    )
+    text = text.replace("poll-interval-s = 2.0", "poll-interval-s = 3600.0")
+    return text.replace("install-s = 300.0", "install-s = 900.0")
+
+
+def guest_master_toml() -> str:
+    files = guest_master_files(
         uds_configs={BCM.role: ETC / "ecus" / "bcm.toml"},
         uds_keys={BCM.role: TRUST / "bcm.pem"},
     )
-    text = master_toml(
-        PLAN, files, address=GUEST_IP, cloud_url="https://127.0.0.9:8443", dbus="system"
-    )
-    # The guest is offline (bundles only): poll rarely; the cache holds a rootfs image.
-    text = text.replace("poll-interval-s = 2.0", "poll-interval-s = 3600.0")
-    text = text.replace("budget-mib = 64", "budget-mib = 192")
-    return text.replace("install-s = 300.0", "install-s = 900.0")
+    # The cache holds a rootfs image.
+    return offline_master_toml(PLAN, files).replace("budget-mib = 64", "budget-mib = 192")
 
 
 def someipyd_json() -> str:
@@ -497,22 +517,12 @@ def _bundled(world: World, campaign: str, output: Path) -> Path:
 
 
 @dataclass(frozen=True)
-class GuestRelease:
+class GuestRelease(OfflineRelease):
     """One cache entry (``vguestrel-<key>``, :mod:`tests.system.offline_release`): the
     factory board's disk (the vehicle template, the env provisioned for slot A, the data
     partition with this world's keys, trust roots and the Sub's factory journal) and the
     USB stick (:data:`BCM_BUNDLE`, :data:`GOOD_BUNDLE`, :data:`BAD_BUNDLE`,
     :data:`SIM_BCM`). The cloud that signed them is gone: the guest is offline."""
-
-    directory: Path
-
-    @property
-    def disk(self) -> Path:
-        return self.directory / "disk.img"
-
-    @property
-    def stick(self) -> Path:
-        return self.directory / "stick.img"
 
 
 def guest_release(template: Path, image_dir: Path) -> GuestRelease:

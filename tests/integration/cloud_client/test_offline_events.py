@@ -41,16 +41,15 @@ def test_events_go_quiet_after_the_cloud_proved_unreachable_then_resume(
     clock = Clock()
     pauses: list[float] = []
 
+    def adapter_for(client: DeviceClient) -> CloudAdapter:
+        signer = generate_signer()
+        return CloudAdapter(
+            client, vin=car.vin, primary_serial=car.primary, ecus={}, signer=signer, clock=clock
+        )
+
     async def scenario() -> None:
         with DeviceClient(offline, retry=RETRY, sleep=pauses.append) as client:
-            adapter = CloudAdapter(
-                client,
-                vin=car.vin,
-                primary_serial=car.primary,
-                ecus={},
-                signer=generate_signer(),
-                clock=clock,
-            )
+            adapter = adapter_for(client)
             with pytest.raises(CloudUnavailable):
                 await adapter.event("state", "c1", state="downloading")
             assert len(pauses) == 1  # two attempts: the cloud was really tried
@@ -65,15 +64,7 @@ def test_events_go_quiet_after_the_cloud_proved_unreachable_then_resume(
             assert len(pauses) == 2  # tried again once the quiet period ended
 
         with DeviceClient(online, retry=RETRY, sleep=pauses.append) as client:
-            adapter = CloudAdapter(
-                client,
-                vin=car.vin,
-                primary_serial=car.primary,
-                ecus={},
-                signer=generate_signer(),
-                clock=clock,
-            )
-            await adapter.event("state", None, state="idle")  # delivered: no error
+            await adapter_for(client).event("state", None, state="idle")  # delivered: no error
 
     with caplog.at_level("INFO", logger="redstone_agent.master.adapters"):
         asyncio.run(scenario())
