@@ -22,12 +22,14 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from tools.qemu.cache import cached, input_key
 from tools.qemu.errors import HarnessError
-from tools.qemu.run import run, run_bytes
-from tools.qemu.vehicle.base import build_base
+from tools.qemu.run import EMULATED_TIMEOUT_S, run, run_bytes
+from tools.qemu.vehicle.base import HOST_ARCH, build_base
 from tools.qemu.vehicle.kmods import build_kmods
 from tools.qemu.vehicle.wheels import REPO, REQUIREMENT, build_project_wheel, dependency_wheelhouse
 
@@ -98,10 +100,10 @@ def _install(source: Path, tree: Path, target: str, mode: int = 0o644) -> None:
 
 
 def _chroot(tree: Path, *argv: str) -> str:
-    return run(["chroot", tree, *argv])
+    return run(["chroot", tree, *argv], timeout=EMULATED_TIMEOUT_S)  # arm64: under qemu-user
 
 
-def _install_agent(tree: Path, wheels: Path) -> None:
+def _install_agent(tree: Path, wheels: Path, *, strip: bool) -> None:
     staged = tree / "tmp" / "wheels"
     shutil.copytree(wheels, staged)
     _chroot(tree, "python3", "-m", "venv", VENV)
@@ -124,7 +126,7 @@ def _install_agent(tree: Path, wheels: Path) -> None:
     shutil.rmtree(site / "redstone_agent" / "vvehicle", ignore_errors=True)
     for name in ("redstone-cloud", "redstone-vehicle"):
         (tree / VENV.lstrip("/") / "bin" / name).unlink(missing_ok=True)
-    _slim(tree / VENV.lstrip("/"), site)
+    _slim(tree / VENV.lstrip("/"), site, strip=strip)
     _chroot(tree, f"{VENV}/bin/python3", "-m", "compileall", "-q", "-j", "0", VENV)
     for command in COMMANDS:
         link = tree / "usr" / "bin" / command
@@ -132,7 +134,7 @@ def _install_agent(tree: Path, wheels: Path) -> None:
         link.symlink_to(f"{VENV}/bin/{command}")
 
 
-def _slim(venv: Path, site: Path) -> None:
+def _slim(venv: Path, site: Path, *, strip: bool) -> None:
     """Drop the venv's packaging tools and strip its extension modules' symbols (a
     stripped tree is what a Yocto image ships: do_package strips every ELF)."""
     for item in site.iterdir():
@@ -145,7 +147,7 @@ def _slim(venv: Path, site: Path) -> None:
     for script in venv.glob("bin/pip*"):
         script.unlink()
     libraries = sorted(str(p) for p in site.rglob("*.so*") if p.is_file())
-    if libraries:
+    if strip and libraries:
         run(["strip", "--strip-unneeded", *libraries])
 
 
@@ -217,17 +219,41 @@ def guest_uid(image_dir: Path, user: str) -> int:
     raise KeyError(user)
 
 
+@dataclass(frozen=True)
+class Flavour:
+    """What differs between the amd64 vehicle image and a foreign one (arm64.py)."""
+
+    arch: str
+    kind: str
+    """Cache kind of the image entry."""
+    size: int
+    """Bytes of ``rootfs.ext4``."""
+    finish: Callable[[Path, Path], None]
+    """``finish(tree, out)`` after the agent, units and test files are in the tree."""
+    inputs: tuple[str | Path, ...] = ()
+    """What else the entry's key covers (the flavour's own code and files)."""
+
+
 def build_image() -> Path:
     """The cached directory holding ``rootfs.ext4`` (version 1) and the image's ``passwd``."""
-    base = build_base()
     kmods = build_kmods()
-    wheelhouse = dependency_wheelhouse()
+
+    def finish(tree: Path, _out: Path) -> None:
+        _finish(tree, kmods)
+
+    return build_flavour(Flavour(HOST_ARCH, "vimage", IMAGE_SIZE, finish, (kmods.parent.name,)))
+
+
+def build_flavour(flavour: Flavour) -> Path:
+    """The cached image entry of ``flavour`` (see :func:`build_image`)."""
+    base = build_base(flavour.arch)
+    wheelhouse = dependency_wheelhouse(flavour.arch)
     with tempfile.TemporaryDirectory(prefix="redstone-wheel-") as tmp:
         project = build_project_wheel(Path(tmp))
         wheel_digest = _wheel_content_digest(project)
         inputs: list[str | bytes | Path] = [
             base.parent.name,
-            kmods.parent.name,
+            *flavour.inputs,
             wheelhouse.parent.name,
             wheel_digest,
             Path(__file__).resolve(),
@@ -245,23 +271,24 @@ def build_image() -> Path:
             wheels = out / "wheels"
             shutil.copytree(wheelhouse, wheels)
             shutil.copy(project, wheels / project.name)
-            _install_agent(tree, wheels)
+            # The host's strip reads only its own architecture's ELF files.
+            _install_agent(tree, wheels, strip=flavour.arch == HOST_ARCH)
             shutil.rmtree(wheels)
             _install_systemd_files(tree)
             _install_test_files(tree)
-            _finish(tree, kmods)
+            flavour.finish(tree, out)
             shutil.copy(tree / "etc" / "passwd", out / "passwd")
             shutil.copy(tree / "etc" / "group", out / "group")
-            make_ext4(tree, out / IMAGE, f"redstone-{FACTORY_VERSION}")
+            make_ext4(tree, out / IMAGE, f"redstone-{FACTORY_VERSION}", flavour.size)
             shutil.rmtree(tree)
 
-        return cached("vimage", input_key(inputs), build)
+        return cached(flavour.kind, input_key(inputs), build)
 
 
-def make_ext4(tree: Path, image: Path, label: str) -> None:
-    """An ext4 image of :data:`IMAGE_SIZE` bytes holding ``tree`` (no mount needed)."""
+def make_ext4(tree: Path, image: Path, label: str, size: int = IMAGE_SIZE) -> None:
+    """An ext4 image of ``size`` bytes holding ``tree`` (no mount needed)."""
     with image.open("wb") as handle:
-        handle.truncate(IMAGE_SIZE)
+        handle.truncate(size)
     # No journal: the slot is mounted read-only, and a journal's superblock is
     # rewritten in memory at mount, so the Sub reading /dev/vdaN (the delta source,
     # the running image's hash) would see other bytes than were installed.

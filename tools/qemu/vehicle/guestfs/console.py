@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""TEST ONLY (never in a product image): run shell commands the host sends on /dev/ttyS1.
+"""TEST ONLY (never in a product image): run shell commands the host sends on /dev/ttyS1
+(``REDSTONE_TEST_PORT`` names another port: /dev/hvc0 on the aarch64 ``virt`` machine).
 
 Protocol (tools/qemu/README.md, "Control channel"): the host writes one JSON
 object per line, ``{"id": N, "cmd": "shell text", "timeout": seconds}``; this
@@ -15,7 +16,7 @@ import os
 import subprocess
 import tty
 
-PORT = "/dev/ttyS1"
+PORT = os.environ.get("REDSTONE_TEST_PORT", "/dev/ttyS1")
 PREFIX = b"RSCTL "
 
 
