@@ -37,12 +37,13 @@ fi
 tbox_tests=tests/system/test_tbox_self_update.py
 board_log=$(mktemp)
 tbox_log=$(mktemp)
-pytest tests/system --ignore="$tbox_tests" >"$board_log" 2>&1 &
+# --durations: CI's report says where the time went (the budget is about 15 minutes).
+pytest --durations=12 tests/system --ignore="$tbox_tests" >"$board_log" 2>&1 &
 board_pid=$!
-pytest "$tbox_tests" >"$tbox_log" 2>&1 &
+pytest --durations=6 "$tbox_tests" >"$tbox_log" 2>&1 &
 tbox_pid=$!
 status=0
-pytest --ignore=tests/system || status=$?
+pytest --durations=25 --ignore=tests/system || status=$?
 board_status=0
 wait "$board_pid" || board_status=$?
 tbox_status=0
