@@ -55,6 +55,10 @@ def qemu_argv(disk: Path, console_log: Path) -> list[str]:
         str(FIRMWARE),
         "-display",
         "none",
+        # No VGA: U-Boot ran the VGA option ROM at every boot, and under load it
+        # sometimes never came back (the console stopped after "Loading Environment").
+        "-vga",
+        "none",
         "-monitor",
         "none",
         "-serial",
