@@ -78,12 +78,16 @@ class CloudAdapter:
 
     async def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         async with self._one_at_a_time:
-            try:
-                return await asyncio.to_thread(fn, *args, **kwargs)
-            except CloudUnavailable as exc:
-                if exc.status is None:  # not reached at all (an answering 5xx is not offline)
-                    self._went_quiet(exc)
-                raise
+            return await self._unlocked_call(fn, *args, **kwargs)
+
+    async def _unlocked_call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn`` in a worker thread; the caller holds ``_one_at_a_time``."""
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except CloudUnavailable as exc:
+            if exc.status is None:  # not reached at all (an answering 5xx is not offline)
+                self._went_quiet(exc)
+            raise
 
     def _went_quiet(self, exc: CloudUnavailable) -> None:
         if self._clock() >= self._quiet_until:
@@ -140,10 +144,13 @@ class CloudAdapter:
     async def event(
         self, kind: str, campaign: str | None, ecu_serial: str = "", **detail: Any
     ) -> None:
-        if self._clock() < self._quiet_until:
-            log.debug("event %s of %s not sent: the cloud was unreachable", kind, campaign)
-            return
-        await self._call(self._client.event, kind, campaign, ecu_serial=ecu_serial, detail=detail)
+        async with self._one_at_a_time:  # checked once it is this event's turn
+            if self._clock() < self._quiet_until:
+                log.debug("event %s of %s not sent: the cloud was unreachable", kind, campaign)
+                return
+            await self._unlocked_call(
+                self._client.event, kind, campaign, ecu_serial=ecu_serial, detail=detail
+            )
 
     async def upload_log(self, campaign: str | None, source: str, text: str) -> None:
         log_id = await self._call(self._client.upload_log, campaign, source, text)
