@@ -1,20 +1,21 @@
-"""Benchmark redstone-delta against whole-file bsdiff4, zstd --patch-from and xdelta3.
+"""Benchmark redstone-delta against HDiffPatch, whole-file bsdiff4, zstd --patch-from, xdelta3.
 
-Inputs, obtained by the script and cached under ~/.cache/redstone-bench:
-  library  two adjacent Debian releases of a large real shared library
-           (libpython3.11; with the full run also libcrypto from libssl3),
-           fetched with `apt-get download`, the two newest versions apt knows.
-  ext4     two rootfs images made with `mkfs.ext4 -d` from directory trees of
-           real files (the host's /usr) that differ like an upgrade: the two
-           library releases above swapped in, rebuilt binaries (code inserted,
-           addresses shifted), edited configs, removed and added files.
+Inputs (tools/bench/delta_inputs.py: built only from pinned Debian packages, cached
+under ~/.cache/redstone-bench, the same on every Debian 12 machine):
+  library  one large shared library from two adjacent releases of its package
+           (libpython3.11; with the full run also libcrypto from libssl3);
+  ext4     two rootfs images made with `mkfs.ext4 -d` from the files of a fixed list
+           of packages: upgraded packages at their older and newer release, the others
+           identical, a few removed and a few added.
 
 For every input and tool: patch size, generation time and peak memory,
 apply time and peak memory. Every tool runs as its own process under a tiny
 launcher; peak memory is the larger of wait4()'s peak RSS and the peak
 summed PSS of the process tree (our make forks --jobs workers that share
 the source index). Our apply time is measured inside the process
-(interpreter start excluded), the baselines' from outside.
+(interpreter start excluded), the peers' from outside. HDiffPatch runs
+through its PyPI binding (in memory, LZMA2 level 9 with an 8 MiB window,
+no self-check: its fastest honest configuration for small patches).
 
 Whole-file bsdiff4 runs on the libraries only: on ext4 images, full of
 zeros and repeats, its suffix sort degenerates (a 48 MiB image took 6 min
@@ -22,18 +23,19 @@ and 873 MiB), and a 1 GiB image would need ~17 GiB of RAM.
 
     python tools/bench/delta.py [--quick] [--ext4-mib N] [--jobs N]
 
---quick: libpython only and a 48 MiB ext4 image (~1-2 minutes). Full: both
-libraries and a 1 GiB ext4 image.
-The last line printed is one JSON object.
+--quick: libpython only and a 64 MiB ext4 image (a few minutes). Full: both
+libraries and a 512 MiB ext4 image (--ext4-mib 1024 for the 1 GiB case).
+The last line printed is one JSON object; `make_s_vs_hdiffpatch` is ours over
+HDiffPatch's make time on the ext4 input, `size_vs_hdiffpatch` the geometric
+mean of the size ratios over all inputs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
-import random
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,12 +43,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-CACHE = Path.home() / ".cache" / "redstone-bench"
+REPO = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(REPO), str(REPO / "src")]
+
+from tools.bench.delta_inputs import LIBRARIES, ext4_pair, library_pair, log  # noqa: E402
+
 MIB = 1 << 20
-LIBRARIES = {
-    "libpython3.11": ("libpython3.11", "usr/lib/x86_64-linux-gnu/libpython3.11.so.1.0"),
-    "libcrypto3": ("libssl3", "usr/lib/x86_64-linux-gnu/libcrypto.so.3"),
-}
 
 
 APPLY_SNIPPET = """
@@ -130,144 +132,6 @@ def _launcher_kib(pid: int) -> int:
     return sum(int(line.split()[1]) for line in rollup.splitlines() if line.startswith("Pss:"))
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-# ---------------------------------------------------------------- inputs
-
-
-def two_newest_versions(package: str) -> list[str]:
-    text = subprocess.run(
-        ["apt-cache", "madison", package], capture_output=True, text=True, check=True
-    ).stdout
-    versions = [line.split("|")[1].strip() for line in text.splitlines() if "|" in line]
-    versions = list(dict.fromkeys(versions))
-    if len(versions) < 2:
-        raise SystemExit(f"apt knows fewer than two versions of {package}; run apt-get update")
-    newer, older = versions[0], versions[1]
-    ordered = subprocess.run(["dpkg", "--compare-versions", older, "lt", newer], check=False)
-    return [older, newer] if ordered.returncode == 0 else [newer, older]
-
-
-def library_pair(name: str) -> tuple[Path, Path, str]:
-    """(old, new, label) for one library, downloaded once and cached."""
-    package, member = LIBRARIES[name]
-    versions = two_newest_versions(package)
-    paths = []
-    for version in versions:
-        target = CACHE / "libs" / f"{package}_{version}" / Path(member).name
-        if not target.exists():
-            debs = CACHE / "debs"
-            debs.mkdir(parents=True, exist_ok=True)
-            log(f"downloading {package}={version}")
-            subprocess.run(
-                ["apt-get", "download", "-q", f"{package}={version}"],
-                cwd=debs,
-                check=True,
-                capture_output=True,
-            )
-            deb = next(debs.glob(f"{package}_{version.replace(':', '%3a')}_*.deb"))
-            with tempfile.TemporaryDirectory() as unpack:
-                subprocess.run(["dpkg-deb", "-x", str(deb), unpack], check=True)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(Path(unpack) / member, target)
-        paths.append(target)
-    return paths[0], paths[1], f"{name} {versions[0]} -> {versions[1]}"
-
-
-def relocated(data: bytes, at: int, inserted: bytes) -> bytes:
-    """A rebuild after a small source change: code inserted, pointers past it shifted."""
-    import numpy as np
-
-    at -= at % 8
-    moved = data[:at] + inserted + data[at:]
-    whole = len(moved) - len(moved) % 8
-    words = np.frombuffer(moved[:whole], dtype="<u8").copy()
-    mask = (words >= at) & (words < len(data))
-    words[mask] += np.uint64(len(inserted))
-    return words.tobytes() + moved[whole:]
-
-
-def _copy_budget(dest: Path, budget: int) -> list[Path]:
-    """Copy real files from the host's /usr until ``budget`` bytes; returns their paths in dest."""
-    copied: list[Path] = []
-    used = 0
-    for top in ("usr/bin", "usr/lib/python3.11", "usr/lib/x86_64-linux-gnu", "usr/share"):
-        for root, dirs, files in os.walk(Path("/") / top):
-            dirs.sort()
-            for name in sorted(files):
-                source = Path(root) / name
-                if source.is_symlink() or not source.is_file():
-                    continue
-                size = source.stat().st_size
-                if used + size > budget:
-                    return copied
-                target = dest / source.relative_to("/")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source, target)
-                copied.append(target.relative_to(dest))
-                used += size
-    return copied
-
-
-def _upgrade(
-    tree: Path, relative: list[Path], libs: list[tuple[Path, Path]], rng: random.Random
-) -> None:
-    """Turn a copy of the v1 tree into v2, the way a package upgrade changes a rootfs."""
-    for old, new in libs:
-        shutil.copyfile(new, tree / "usr/lib/x86_64-linux-gnu" / old.name)
-    swapped = {old.name for old, _ in libs}
-    relative = [p for p in relative if p.name not in swapped]
-    elves = [p for p in relative if (tree / p).read_bytes()[:4] == b"\x7fELF"]
-    for path in rng.sample(elves, min(12, len(elves))):
-        data = (tree / path).read_bytes()
-        (tree / path).write_bytes(relocated(data, rng.randrange(len(data)), rng.randbytes(800)))
-    texts = [p for p in relative if p.suffix in (".py", ".conf", ".txt", ".h")]
-    for path in rng.sample(texts, len(texts) // 20):
-        with (tree / path).open("a") as handle:
-            handle.write("\n# upgraded: bug fix\nFIXED = True\n")
-    for path in rng.sample(relative, len(relative) // 50):
-        (tree / path).unlink()
-    extra = sum((tree / p).stat().st_size for p in rng.sample(elves, min(3, len(elves))))
-    (tree / "usr/lib/newpkg").mkdir(parents=True, exist_ok=True)
-    (tree / "usr/lib/newpkg/payload.bin").write_bytes(rng.randbytes(min(extra, 2 * MIB)))
-
-
-def ext4_pair(size_mib: int, libs: list[tuple[Path, Path]]) -> tuple[Path, Path, str]:
-    """Two ext4 images of ``size_mib`` made from trees that differ like an upgrade."""
-    folder = CACHE / "ext4" / f"{size_mib}mib-{'-'.join(p[1].parent.name for p in libs)}"
-    old, new = folder / "v1.ext4", folder / "v2.ext4"
-    if not new.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        log(f"building {size_mib} MiB ext4 images in {folder}")
-        with tempfile.TemporaryDirectory(dir=folder) as work:
-            v1, v2 = Path(work) / "v1", Path(work) / "v2"
-            files = _copy_budget(v1, int(size_mib * MIB * 0.6))
-            for lib_old, _ in libs:
-                target = v1 / "usr/lib/x86_64-linux-gnu" / lib_old.name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(lib_old, target)
-            shutil.copytree(v1, v2, symlinks=True)
-            _upgrade(v2, files, libs, random.Random(7))
-            for tree, image in ((v1, old), (v2, new)):
-                subprocess.run(
-                    [
-                        "mkfs.ext4",
-                        "-q",
-                        "-F",
-                        "-b",
-                        "4096",
-                        "-d",
-                        str(tree),
-                        str(image),
-                        f"{size_mib}M",
-                    ],
-                    check=True,
-                )
-    return old, new, f"ext4 {size_mib} MiB rootfs upgrade"
-
-
 # ---------------------------------------------------------------- tools
 
 
@@ -310,6 +174,32 @@ def bsdiff4_whole(old: Path, new: Path, work: Path) -> dict[str, float]:
             str(patch),
         ]
     )
+    _same(out, new)
+    return _figures(patch, made, applied)
+
+
+HDIFF_MAKE = """
+import sys, hdiffpatch
+old, new, patch = sys.argv[1:4]
+with open(old, "rb") as o, open(new, "rb") as n:
+    data = hdiffpatch.diff(o.read(), n.read(), hdiffpatch.Lzma2Config(9, 23), validate=False)
+with open(patch, "wb") as p:
+    p.write(data)
+"""
+HDIFF_APPLY = """
+import sys, hdiffpatch
+old, patch, out = sys.argv[1:4]
+with open(old, "rb") as o, open(patch, "rb") as p:
+    data = hdiffpatch.apply(o.read(), p.read())
+with open(out, "wb") as f:
+    f.write(data)
+"""
+
+
+def hdiffpatch(old: Path, new: Path, work: Path) -> dict[str, float]:
+    patch, out = work / "hdiffpatch.patch", work / "hdiffpatch.out"
+    made = measured([sys.executable, "-c", HDIFF_MAKE, str(old), str(new), str(patch)])
+    applied = measured([sys.executable, "-c", HDIFF_APPLY, str(old), str(patch), str(out)])
     _same(out, new)
     return _figures(patch, made, applied)
 
@@ -390,82 +280,109 @@ def raw_copy_mb_s(image: Path, work: Path) -> float:
 # ---------------------------------------------------------------- main
 
 
+TOOLS = ("ours", "hdiffpatch", "bsdiff4", "zstd", "xdelta3")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small inputs, ~1-2 minutes")
-    parser.add_argument(
-        "--ext4-mib", type=int, help="ext4 image size (default 48 quick, 1024 full)"
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="examples:\n  python tools/bench/delta.py --quick\n"
+        "  python tools/bench/delta.py --ext4-mib 1024 --jobs 2",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--quick", action="store_true", help="libpython and a 64 MiB image")
+    parser.add_argument("--ext4-mib", type=int, help="ext4 image size (default 64 quick, 512 full)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument(
         "--bsdiff-ext4", action="store_true", help="also run whole-file bsdiff4 on the ext4 pair"
     )
     args = parser.parse_args()
-    ext4_mib = args.ext4_mib or (48 if args.quick else 1024)
+    ext4_mib = args.ext4_mib or (64 if args.quick else 512)
     names = ["libpython3.11"] if args.quick else list(LIBRARIES)
     inputs = [library_pair(name) for name in names]
-    inputs.append(ext4_pair(ext4_mib, [(old, new) for old, new, _ in inputs]))
+    inputs.append(ext4_pair(ext4_mib))
 
     results = []
     with tempfile.TemporaryDirectory(prefix="redstone-bench-delta-") as tmp:
         work = Path(tmp)
-        copy_mb_s = raw_copy_mb_s(inputs[-1][1], work)
-        for old, new, label in inputs:
-            row: dict[str, object] = {"input": label, "new_size": new.stat().st_size}
-            log(f"== {label}")
+        copy_mb_s = raw_copy_mb_s(inputs[-1].new, work)
+        for pair in inputs:
+            old, new = pair.old, pair.new
+            row: dict[str, object] = {"input": pair.label, "new_size": new.stat().st_size}
+            row["ext4"] = pair.label.startswith("ext4")
+            log(f"== {pair.label}")
             row["ours"] = ours(old, new, work, args.jobs)
-            if not label.startswith("ext4") or args.bsdiff_ext4:
+            row["hdiffpatch"] = hdiffpatch(old, new, work)
+            if not row["ext4"] or args.bsdiff_ext4:
                 row["bsdiff4"] = bsdiff4_whole(old, new, work)
             row["zstd"] = zstd_patch(old, new, work)
             row["xdelta3"] = xdelta3(old, new, work)
-            for tool in ("ours", "bsdiff4", "zstd", "xdelta3"):
+            for tool in TOOLS:
                 if tool in row:
                     figures = row[tool]
                     assert isinstance(figures, dict)
                     log(
-                        f"  {tool:8} {figures['size']:>11,} B  make {figures['make_s']:7.1f} s "
+                        f"  {tool:10} {figures['size']:>11,} B  make {figures['make_s']:7.1f} s "
                         f"{figures['make_rss_mib']:7.0f} MiB  apply {figures['apply_s']:6.2f} s "
                         f"{figures['apply_rss_mib']:6.0f} MiB"
                     )
             results.append(row)
-    print(json.dumps(summary(results, copy_mb_s, ext4_mib), sort_keys=True))
+    versions = {package: releases for pair in inputs for package, releases in pair.versions.items()}
+    print(json.dumps(summary(results, copy_mb_s, ext4_mib, versions), sort_keys=True))
 
 
-def summary(results: list[dict[str, object]], copy_mb_s: float, ext4_mib: int) -> dict[str, object]:
+def summary(
+    results: list[dict[str, object]],
+    copy_mb_s: float,
+    ext4_mib: int,
+    versions: dict[str, list[str]],
+) -> dict[str, object]:
     def fig(row: dict[str, object], tool: str, key: str) -> float:
         figures = row[tool]
         assert isinstance(figures, dict)
         return float(figures[key])
 
+    def worst_ratio(tool: str, rows: list[dict[str, object]], key: str = "size") -> float:
+        return round(max(fig(r, "ours", key) / fig(r, tool, key) for r in rows), 3)
+
+    def geo_mean_ratio(tool: str) -> float:
+        logs = [math.log(fig(r, "ours", "size") / fig(r, tool, "size")) for r in results]
+        return round(math.exp(sum(logs) / len(logs)), 3)
+
     with_bsdiff = [r for r in results if "bsdiff4" in r]
-    size_vs_bsdiff = max(fig(r, "ours", "size") / fig(r, "bsdiff4", "size") for r in with_bsdiff)
+    images = [r for r in results if r["ext4"]]
     apply_mb_s = min(int(r["new_size"]) / fig(r, "ours", "apply_s") / 1e6 for r in results)  # type: ignore[call-overload]
     return {
-        "size_vs_bsdiff": round(size_vs_bsdiff, 3),
+        "make_s_vs_hdiffpatch": worst_ratio("hdiffpatch", images, "make_s"),
+        "size_vs_hdiffpatch": geo_mean_ratio("hdiffpatch"),
+        "size_vs_bsdiff": worst_ratio("bsdiff4", with_bsdiff),
         "smaller_than_zstd": all(fig(r, "ours", "size") < fig(r, "zstd", "size") for r in results),
         "smaller_than_xdelta3": all(
             fig(r, "ours", "size") < fig(r, "xdelta3", "size") for r in results
         ),
-        "size_vs_zstd": round(
-            max(fig(r, "ours", "size") / fig(r, "zstd", "size") for r in results), 3
-        ),
-        "size_vs_xdelta3": round(
-            max(fig(r, "ours", "size") / fig(r, "xdelta3", "size") for r in results), 3
-        ),
+        "size_vs_zstd": worst_ratio("zstd", results),
+        "size_vs_xdelta3": worst_ratio("xdelta3", results),
         "apply_peak_rss_mib": round(max(fig(r, "ours", "apply_rss_mib") for r in results), 1),
         "make_peak_rss_mib": round(max(fig(r, "ours", "make_rss_mib") for r in results), 1),
+        "hdiffpatch_make_peak_rss_mib": round(
+            max(fig(r, "hdiffpatch", "make_rss_mib") for r in results), 1
+        ),
         "apply_mb_s": round(apply_mb_s, 1),
         "apply_vs_raw_copy": round(apply_mb_s / copy_mb_s, 3),
         "raw_copy_mb_s": round(copy_mb_s, 1),
         "largest_image_mib": ext4_mib,
         "inputs": {
             str(r["input"]): {
-                tool: int(fig(r, tool, "size"))
-                for tool in ("ours", "bsdiff4", "zstd", "xdelta3")
+                tool: {
+                    "size": int(fig(r, tool, "size")),
+                    "make_s": round(fig(r, tool, "make_s"), 2),
+                }
+                for tool in TOOLS
                 if tool in r
             }
             for r in results
         },
+        "package_releases": versions,
     }
 
 
