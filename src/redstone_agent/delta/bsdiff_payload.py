@@ -1,10 +1,11 @@
-"""BSDIFF operation payloads: bsdiff4's control/diff/extra streams in one compressed body.
+"""BSDIFF operation payloads: bsdiff's control/diff/extra streams in one compressed body.
 
 bsdiff4's own file format bz2-compresses the three streams separately and
 decodes them without any size limit. Here the three streams are stored as
 one body compressed with zstd or xz (smaller, and decoding is ~10x faster
 than bz2), behind a 12-byte clear header that fixes every size up front, and
 the control records are validated before bsdiff4's C patcher sees them.
+Making the streams is :mod:`redstone_agent.delta.bsdiff_make` (build hosts only).
 """
 
 from __future__ import annotations
@@ -37,12 +38,16 @@ class BsdiffPayload:
     data: bytes
 
 
-def make_payload(old: bytes, new: bytes) -> BsdiffPayload:
-    """Diff ``new`` against ``old`` and pack the result as small as the codecs allow."""
-    control, diff, extra = bsdiff_core.diff(old, new)
+def pack_payload(control: bytes, diff: bytes, extra: bytes) -> BsdiffPayload:
+    """bsdiff's three streams as one payload, compressed as small as the codecs allow."""
     count = len(control) // CONTROL_RECORD
-    codec, body = smallest(control + diff + extra)
+    codec, body = smallest(control + diff + extra, (Codec.XZ,))
     return BsdiffPayload(codec, _SIZES.pack(count, len(diff), len(extra)) + body)
+
+
+def control_record(diff_length: int, extra_length: int, seek: int) -> bytes:
+    """One control record, integers in bsdiff's sign-and-magnitude form."""
+    return _CONTROL.pack(diff_length, extra_length, -seek | _SIGN if seek < 0 else seek)
 
 
 def apply_payload(

@@ -14,7 +14,8 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from redstone_agent.delta.bsdiff_payload import apply_payload, make_payload
+from redstone_agent.delta.bsdiff_make import make_payload
+from redstone_agent.delta.bsdiff_payload import apply_payload
 from redstone_agent.delta.codecs import compress_zstd, smallest
 from redstone_agent.delta.errors import DeltaError
 from redstone_agent.delta.format import (

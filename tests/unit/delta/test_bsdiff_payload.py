@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import struct
 
+import bsdiff4.core
 import pytest
 
-from redstone_agent.delta.bsdiff_payload import apply_payload, make_payload
-from redstone_agent.delta.codecs import compress
+from redstone_agent.delta.bsdiff_make import bsdiff_streams, make_payload
+from redstone_agent.delta.bsdiff_payload import apply_payload
+from redstone_agent.delta.codecs import compress, smallest
 from redstone_agent.delta.errors import DeltaFormatError
 from redstone_agent.delta.format import Codec
 
@@ -31,6 +33,20 @@ def test_round_trip() -> None:
     payload = make_payload(OLD, NEW)
     assert len(payload.data) < len(NEW) // 10
     assert apply_payload(OLD, payload.data, payload.codec, len(NEW), "t") == NEW
+
+
+def test_streams_are_bsdiffs_own() -> None:
+    """detools' matcher gives bsdiff's streams: bsdiff4's C patcher rebuilds the target from
+    them, moved blocks seek backwards, and the patch is as small as bsdiff4's own diff."""
+    moved = OLD[12_000:16_000] + OLD[:12_000] + b"new code" + OLD[16_000:]
+    control, diff, extra = bsdiff_streams(OLD, moved)
+    assert bsdiff4.core.patch(OLD, len(moved), control, diff, extra) == moved
+    seeks = [z for _, _, z in struct.iter_unpack("<QQQ", control)]
+    assert any(z & (1 << 63) for z in seeks)  # a backward seek, in sign-and-magnitude
+    ours = make_payload(OLD, moved)
+    theirs = smallest(b"".join(bsdiff4.core.diff(OLD, moved)))[1]
+    assert len(ours.data) <= len(theirs) * 1.05 + 16
+    assert apply_payload(OLD, ours.data, ours.codec, len(moved), "t") == moved
 
 
 def test_handmade_payload_applies() -> None:

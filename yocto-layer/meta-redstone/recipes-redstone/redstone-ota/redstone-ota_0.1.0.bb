@@ -204,7 +204,9 @@ RDEPENDS:redstone-master-self-update = "${PN} redstone-master"
 # [slots.bootloader.uboot] defaults: the board's default env, to repair a
 # corrupt one (u-boot's u-boot-env package, /etc/u-boot-initial-env).
 RRECOMMENDS:redstone-sub = "${@bb.utils.contains('PACKAGECONFIG', 'uboot', 'u-boot-default-env', '', d)}"
-# redstone-delta make finds matching source regions with numpy.
+# redstone-delta make finds matching source regions with numpy; it also needs
+# detools (no meta-python recipe): deltas are made on build hosts and in the cloud,
+# a target only runs redstone-delta apply and info.
 RRECOMMENDS:redstone-tools = "python3-numpy"
 
 SYSTEMD_PACKAGES = "redstone-master redstone-sub redstone-someipyd"
