@@ -139,7 +139,14 @@ def cmd_serve(backend: Backend, args: argparse.Namespace) -> Any:
     sockets = [socket.socket(fileno=args.fd)] if args.fd is not None else None
     worker = None
     if backend.settings.delta_interval_s > 0:
-        worker = DeltaWorker(backend.sessions, backend.store, backend.settings.delta_interval_s)
+        settings = backend.settings
+        worker = DeltaWorker(
+            backend.sessions,
+            backend.store,
+            settings.delta_interval_s,
+            workers=settings.delta_workers,
+            min_saving=settings.delta_min_saving,
+        )
         worker.start()
     gc.freeze()  # startup objects live forever: keep them out of every GC pass (poll p99)
     try:
@@ -151,10 +158,20 @@ def cmd_serve(backend: Backend, args: argparse.Namespace) -> Any:
 
 
 def cmd_deltas(backend: Backend, args: argparse.Namespace) -> Any:
-    return [
-        {"job": job, "state": state}
-        for job, state in deltas.run_pending(backend.sessions, backend.store)
-    ]
+    if args.deltas_command == "list":
+        with backend.sessions() as session:
+            return deltas.list_jobs(session)
+    workers = args.workers or backend.settings.delta_workers
+    finished = dict(
+        deltas.run_pending(
+            backend.sessions,
+            backend.store,
+            workers=workers,
+            min_saving=backend.settings.delta_min_saving,
+        )
+    )
+    with backend.sessions() as session:
+        return [job for job in deltas.list_jobs(session) if job["id"] in finished]
 
 
 # --- database, tokens, PKI -----------------------------------------------------------------------
@@ -473,7 +490,22 @@ def _add_openapi(sub: Any) -> None:
 def _add_deltas(sub: Any) -> None:
     deltas_p = sub.add_parser("deltas", help="background delta generation")
     deltas_sub = deltas_p.add_subparsers(dest="deltas_command", required=True)
-    deltas_sub.add_parser("run", help="make every queued delta now (serve also does this)")
+    run = deltas_sub.add_parser(
+        "run",
+        help="make every queued delta now (serve also does this)",
+        description="Make every queued delta now, several at a time with --workers; "
+        "prints the jobs it ran. A delta not smaller than its full image by "
+        "delta_min_saving is skipped (vehicles download the full image).",
+        epilog="example: redstone-cloud --config cloud.toml deltas run --workers 2",
+    )
+    run.add_argument(
+        "--workers", type=int, help="jobs at a time (default: the delta_workers setting)"
+    )
+    deltas_sub.add_parser(
+        "list",
+        help="every delta job: state, sizes, and why one failed or was skipped",
+        epilog="example: redstone-cloud --config cloud.toml --json deltas list",
+    )
     deltas_p.set_defaults(func=cmd_deltas)
 
 

@@ -88,6 +88,14 @@ class Settings:
     online key (created on first use). Production signs offline and uploads."""
     delta_interval_s: float = 10.0
     """How often ``serve`` looks for queued delta jobs; 0 leaves them to ``deltas run``."""
+    delta_workers: int = 1
+    """Delta jobs made at a time, each a child process using one core and, for a 1 GiB
+    image, up to about 1 GiB of memory (docs/delta.md §4); several ``serve`` processes
+    or hosts share one queue safely."""
+    delta_min_saving: float = 0.1
+    """A delta is kept only if it is at least this share smaller than its full image
+    (0.1: at most 90 % of its size); otherwise its job ends ``skipped`` and vehicles
+    download the full image, which costs no source read and no apply."""
     client_cert_header: str = ""
     """Behind a TLS-terminating proxy: header carrying the URL-escaped client certificate
     PEM (nginx ``$ssl_client_escaped_cert``). Empty: only the server's own TLS counts."""

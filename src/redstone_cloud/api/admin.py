@@ -23,14 +23,22 @@ from redstone_cloud.api.common import (
 from redstone_cloud.db.models import (
     Baseline,
     CertificateAuthority,
-    DeltaJob,
     DeviceCertificate,
     Package,
     Vehicle,
     VehicleModel,
 )
 from redstone_cloud.inputs import DB_INT_MAX
-from redstone_cloud.services import audit, campaigns, device, imagerepo, inventory, packages, pki
+from redstone_cloud.services import (
+    audit,
+    campaigns,
+    deltas,
+    device,
+    imagerepo,
+    inventory,
+    packages,
+    pki,
+)
 
 router = APIRouter(
     prefix="/api/v1", tags=["admin"], route_class=CappedJsonRoute, responses=schemas.ADMIN_ERRORS
@@ -273,23 +281,10 @@ async def list_packages(
 
 @router.get("/deltas", response_model=list[schemas.DeltaJobOut])
 async def list_delta_jobs(backend: BackendDep, actor: AdminDep) -> list[schemas.DeltaJobOut]:
-    """Background delta generation jobs and their state."""
+    """Background delta generation jobs: state, why one failed or was skipped, sizes."""
 
     def work(session: Session) -> list[schemas.DeltaJobOut]:
-        out = []
-        for job in session.scalars(select(DeltaJob).order_by(DeltaJob.id)):
-            delta = session.get(Package, job.delta_package_id) if job.delta_package_id else None
-            out.append(
-                schemas.DeltaJobOut(
-                    id=job.id,
-                    from_target=session.get_one(Package, job.from_package_id).target,
-                    to_target=session.get_one(Package, job.to_package_id).target,
-                    state=job.state,
-                    delta_target=delta.target if delta else None,
-                    error=job.error,
-                )
-            )
-        return out
+        return [schemas.DeltaJobOut.model_validate(job) for job in deltas.list_jobs(session)]
 
     return await in_transaction(backend, work)
 

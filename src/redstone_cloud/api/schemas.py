@@ -123,9 +123,11 @@ class DeltaJobOut(BaseModel):
     id: int
     from_target: str
     to_target: str
-    state: str
+    state: str = Field(description="pending, running, done, failed or skipped")
     delta_target: str | None
-    error: str
+    full_length: int = Field(description="bytes of the full image the delta replaces")
+    delta_length: int | None
+    error: str = Field(description="why the job failed, or why its delta was not kept")
 
 
 class GroupIn(BaseModel):

@@ -32,6 +32,27 @@ LEASE = dt.timedelta(hours=2)
 DELTA_MAKE = [sys.executable, "-m", "redstone_agent.cli.delta", "make"]
 
 
+def list_jobs(session: Session) -> list[dict[str, object]]:
+    """Every job with its targets, state, reason and sizes (what ``deltas list`` shows)."""
+    jobs = []
+    for job in session.scalars(select(DeltaJob).order_by(DeltaJob.id)):
+        new = session.get_one(Package, job.to_package_id)
+        delta = session.get(Package, job.delta_package_id) if job.delta_package_id else None
+        jobs.append(
+            {
+                "id": job.id,
+                "from_target": session.get_one(Package, job.from_package_id).target,
+                "to_target": new.target,
+                "state": job.state,
+                "delta_target": delta.target if delta else None,
+                "full_length": new.length,
+                "delta_length": delta.length if delta else None,
+                "error": job.error,
+            }
+        )
+    return jobs
+
+
 def claim(session: Session) -> DeltaJob | None:
     """Take the oldest pending (or abandoned) job; safe with several workers."""
     stale = utcnow() - LEASE
@@ -75,9 +96,15 @@ def _make(old: Path, new: Path, out: Path, timeout_s: float) -> None:
 
 
 def run_job(
-    sessions: sessionmaker[Session], store: BlobStore, job_id: int, timeout_s: float = 3600
+    sessions: sessionmaker[Session],
+    store: BlobStore,
+    job_id: int,
+    timeout_s: float = 3600,
+    min_saving: float = 0.1,
 ) -> str:
-    """Make one delta and store it as a package of kind ``delta``; returns the job's state."""
+    """Make one delta and store it as a package of kind ``delta``; returns the job's state:
+    ``done``, ``failed``, or ``skipped`` when the delta saves less than ``min_saving`` of
+    the full image (vehicles then download the full image)."""
     with sessions() as session:
         job = session.get_one(DeltaJob, job_id)
         old = session.get_one(Package, job.from_package_id)
@@ -87,6 +114,17 @@ def run_job(
         _materialise(store, old.storage_key, work / "old")
         _materialise(store, new.storage_key, work / "new")
         _make(work / "old", work / "new", work / "out", timeout_s)
+        size = (work / "out").stat().st_size
+        if size > new.length * (1 - min_saving):
+            reason = (
+                f"the delta ({size} B) is not {min_saving:.0%} smaller than the full image "
+                f"({new.length} B): vehicles download the full image"
+            )
+            log.info("delta job %d skipped: %s", job_id, reason)
+            with transaction(sessions) as session:
+                row = session.get_one(DeltaJob, job_id)
+                row.state, row.error, row.finished_at = "skipped", reason, utcnow()
+            return "skipped"
         version = f"{new.version}-from-{old.version}"
         with (work / "out").open("rb") as source:
             blob = store.put(
@@ -124,25 +162,52 @@ def run_job(
         shutil.rmtree(work, ignore_errors=True)
 
 
-def run_pending(sessions: sessionmaker[Session], store: BlobStore) -> list[tuple[int, str]]:
-    """Work the queue until it is empty; returns (job id, final state) pairs."""
+def run_pending(
+    sessions: sessionmaker[Session],
+    store: BlobStore,
+    *,
+    workers: int = 1,
+    min_saving: float = 0.1,
+) -> list[tuple[int, str]]:
+    """Work the queue until it is empty with ``workers`` jobs at a time (each a child
+    process of one core and its own memory); returns (job id, final state) pairs in
+    the order the jobs finished."""
     results: list[tuple[int, str]] = []
-    while True:
-        with transaction(sessions) as session:
-            job = claim(session)
-            job_id = job.id if job else None
-        if job_id is None:
-            return results
-        results.append((job_id, run_job(sessions, store, job_id)))
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with transaction(sessions) as session:
+                job = claim(session)
+                job_id = job.id if job else None
+            if job_id is None:
+                return
+            state = run_job(sessions, store, job_id, min_saving=min_saving)
+            with lock:
+                results.append((job_id, state))
+
+    threads = [threading.Thread(target=work, name=f"delta-{n}") for n in range(max(1, workers))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
 
 
 class DeltaWorker:
     """A daemon thread of ``serve`` that works the queue every ``interval_s`` seconds."""
 
     def __init__(
-        self, sessions: sessionmaker[Session], store: BlobStore, interval_s: float
+        self,
+        sessions: sessionmaker[Session],
+        store: BlobStore,
+        interval_s: float,
+        *,
+        workers: int = 1,
+        min_saving: float = 0.1,
     ) -> None:
         self._sessions, self._store, self._interval = sessions, store, interval_s
+        self._workers, self._min_saving = workers, min_saving
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="delta-worker", daemon=True)
 
@@ -156,6 +221,8 @@ class DeltaWorker:
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):
             try:
-                run_pending(self._sessions, self._store)
+                run_pending(
+                    self._sessions, self._store, workers=self._workers, min_saving=self._min_saving
+                )
             except Exception:  # keep the worker alive; the job row records what failed
                 log.exception("delta worker iteration failed")

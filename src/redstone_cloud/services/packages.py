@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from redstone_cloud.db.models import DeltaJob, Package
 from redstone_cloud.errors import Conflict, InvalidInput, NotFound
@@ -107,16 +107,39 @@ def upload(
 
 
 def queue_deltas(session: Session, package: Package, keep: int = 3) -> list[DeltaJob]:
-    """Deltas from the ``keep`` newest earlier images of the same name to this one."""
+    """Deltas from the ``keep`` newest earlier images of the same name to this one.
+
+    One job per (source content, target content): an earlier image with this one's
+    bytes needs no delta, and several uploads of the same bytes (or a pair some job
+    already covers) are made once."""
     earlier = session.scalars(
         select(Package)
         .where(Package.name == package.name, Package.kind == "image", Package.id != package.id)
         .order_by(Package.id.desc())
-        .limit(keep)
     )
-    jobs = [DeltaJob(from_package_id=old.id, to_package_id=package.id) for old in earlier]
+    covered = _delta_sources(session, package.sha256) | {package.sha256}
+    jobs: list[DeltaJob] = []
+    for old in earlier:
+        if old.sha256 in covered:
+            continue
+        covered.add(old.sha256)
+        jobs.append(DeltaJob(from_package_id=old.id, to_package_id=package.id))
+        if len(jobs) == keep:
+            break
     session.add_all(jobs)
     return jobs
+
+
+def _delta_sources(session: Session, target_sha256: str) -> set[str]:
+    """The source contents some delta job already turns into ``target_sha256``."""
+    source, target = aliased(Package), aliased(Package)
+    rows = session.scalars(
+        select(source.sha256)
+        .join(DeltaJob, DeltaJob.from_package_id == source.id)
+        .join(target, DeltaJob.to_package_id == target.id)
+        .where(target.sha256 == target_sha256)
+    )
+    return set(rows)
 
 
 def get_package(session: Session, target: str) -> Package:
@@ -139,15 +162,18 @@ def list_packages(
 
 
 def delta_for(session: Session, from_sha256: str, to_package: Package) -> Package | None:
-    """A finished delta producing ``to_package`` from an image with ``from_sha256``."""
+    """A finished delta producing ``to_package``'s bytes from an image with ``from_sha256``
+    (made for this package or for another upload of the same bytes)."""
     sources = select(Package.id).where(Package.sha256 == from_sha256)
+    targets = select(Package.id).where(Package.sha256 == to_package.sha256)
     stmt = (
         select(Package)
         .join(DeltaJob, DeltaJob.delta_package_id == Package.id)
         .where(
-            DeltaJob.to_package_id == to_package.id,
+            DeltaJob.to_package_id.in_(targets),
             DeltaJob.state == "done",
             DeltaJob.from_package_id.in_(sources),
         )
+        .order_by(DeltaJob.id)
     )
     return session.scalars(stmt).first()

@@ -18,7 +18,7 @@ from redstone_agent.uptane.repository import Repository, RoleKeys
 from redstone_agent.uptane.targetinfo import ImageFields
 from redstone_cloud.api.app import create_app
 from redstone_cloud.backend import Backend, open_backend
-from redstone_cloud.services import deltas
+from redstone_cloud.services import deltas, packages
 from tests.integration.cloud.conftest import make_settings
 from tests.integration.cloud.fleet import Fleet, publication_order
 from tests.integration.cloud.test_api_campaigns import director_targets
@@ -126,6 +126,44 @@ def test_failed_delta_job_is_recorded(fleet: Fleet, backend: Backend) -> None:
     assert deltas.run_pending(backend.sessions, backend.store) == [(1, "failed")]
     jobs = fleet.ok("GET", "/api/v1/deltas")
     assert jobs[0]["state"] == "failed" and "missing" in jobs[0]["error"]
+
+
+@pytest.mark.slow
+def test_delta_jobs_are_made_once_per_content_and_kept_only_when_they_save(
+    fleet: Fleet, backend: Backend
+) -> None:
+    """Several uploads of the same bytes need one delta; a delta of unrelated bytes is no
+    smaller than the image, so its job ends skipped with the reason and no delta package;
+    two workers empty the queue together."""
+    rng = random.Random(11)
+    base = rng.randbytes(200_000)
+    patched = base[:5000] + b"fix" + base[5003:]
+    fleet.package("body", "1.0", "body-hw", base, release_counter=1)
+    fleet.package("body", "1.0-rebuild", "body-hw", base, release_counter=1)  # same bytes
+    fleet.package("body", "1.1", "body-hw", patched, release_counter=2)
+    fleet.package("body", "1.1-again", "body-hw", patched, release_counter=2)
+    fleet.package("body", "2.0", "body-hw", rng.randbytes(200_000), release_counter=3)
+    pairs = [(job["from_target"], job["to_target"]) for job in fleet.ok("GET", "/api/v1/deltas")]
+    # 1.1 needs one delta from the 1.0 content; 1.1-again none (1.1 is its bytes, and the
+    # job from 1.0 already makes them); 2.0 one per distinct earlier content.
+    assert pairs == [
+        ("body-1.0-rebuild", "body-1.1"),
+        ("body-1.1-again", "body-2.0"),
+        ("body-1.0-rebuild", "body-2.0"),
+    ]
+    ran = deltas.run_pending(backend.sessions, backend.store, workers=2, min_saving=0.1)
+    assert sorted(ran) == [(1, "done"), (2, "skipped"), (3, "skipped")]
+    jobs = {job["id"]: job for job in fleet.ok("GET", "/api/v1/deltas")}
+    assert jobs[1]["delta_length"] < jobs[1]["full_length"] // 10
+    skipped = jobs[2]
+    assert skipped["state"] == "skipped" and skipped["delta_target"] is None
+    assert "not 10% smaller than the full image (200000 B)" in skipped["error"]
+    kinds = [p["kind"] for p in fleet.ok("GET", "/api/v1/packages")]
+    assert kinds.count("delta") == 1
+    with backend.sessions() as session:
+        again = packages.get_package(session, "body-1.1-again")
+        made = packages.delta_for(session, hashlib.sha256(base).hexdigest(), again)
+        assert made is not None and made.target.startswith("body-1.1.from-")
 
 
 def test_development_online_key_signs_uploads(database_url: str, tmp_path: Path) -> None:
