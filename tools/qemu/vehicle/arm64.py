@@ -13,6 +13,8 @@ does not boot Debian's kernel there; ../shared/PLATFORM.md).
 * **Boot**: no U-Boot (the smoke is about the agent on ARM, not the bootloader: the
   amd64 boards test that): QEMU loads the kernel and initramfs (``-kernel``/``-initrd``)
   and the rootfs image is ``/dev/vda``, mounted read-write; state lives on it.
+* **Journal**: kept on the rootfs (``/var/log/journal`` links to
+  ``/var/lib/redstone/journal`` as on the boards), so a test reads it after power-off.
 * **No command channel**: ``virt`` has one UART, the kernel's console, and a virtio
   console for the channel never came up before the daemons did. A test adds a oneshot
   unit that prints its findings on the console and powers off; :func:`boot` runs one
@@ -37,6 +39,8 @@ ARCH = "arm64"
 QEMU = "qemu-system-aarch64"
 CPU = "cortex-a57"
 MEMORY_MIB = 1024
+CPUS = 2
+"""Multi-threaded TCG: systemd starts someipyd, the Sub and the Master at once."""
 IMAGE_SIZE = 1 << 30
 """The arm64 base carries a whole kernel's modules (the amd64 image copies a few)."""
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
@@ -107,7 +111,9 @@ def _finish(tree: Path, out: Path) -> None:
     units = [unit for unit in ENABLED if unit != "redstone-test-console.service"]  # no channel
     run(["chroot", tree, "systemctl", "enable", *units], timeout=EMULATED_TIMEOUT_S)
     (tree / "etc" / "hostname").write_text("vehicle-arm64\n")
-    (tree / "var" / "lib" / "redstone").mkdir(parents=True, exist_ok=True)
+    # /var/log/journal links to the data partition's journal directory on the amd64
+    # boards; here it is on the rootfs, so every boot's journal survives for the test.
+    (tree / "var" / "lib" / "redstone" / "journal").mkdir(parents=True, exist_ok=True)
 
 
 def boot(image_dir: Path, disk: Path, console: Path, timeout: float) -> str:
@@ -122,6 +128,8 @@ def boot(image_dir: Path, disk: Path, console: Path, timeout: float) -> str:
         CPU,
         "-m",
         str(MEMORY_MIB),
+        "-smp",
+        str(CPUS),
         "-display",
         "none",
         "-monitor",
