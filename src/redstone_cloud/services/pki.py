@@ -117,10 +117,21 @@ def issue(
     return row
 
 
+def serial_key(serial: str) -> str:
+    """A certificate serial as stored: lower-case hex without leading zeros. Accepts what
+    tools print: ``openssl x509 -serial`` pads to whole bytes (``0A31...``), others
+    separate bytes with colons or prefix ``0x``."""
+    digits = serial.strip().lower().removeprefix("0x").replace(":", "")
+    try:
+        return format(int(digits, 16), "x")
+    except ValueError:
+        raise InvalidInput(f"certificate serial {serial!r} is not hexadecimal") from None
+
+
 def revoke(session: Session, actor: str, serial: str, reason: str = "") -> DeviceCertificate:
     """Revoke a device certificate; the device API refuses it from the next request on."""
     row = session.scalar(
-        select(DeviceCertificate).where(DeviceCertificate.serial == serial.lower())
+        select(DeviceCertificate).where(DeviceCertificate.serial == serial_key(serial))
     )
     if row is None:
         raise NotFound(f"no device certificate with serial {serial}")

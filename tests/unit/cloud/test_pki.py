@@ -13,6 +13,7 @@ from cryptography.x509.verification import ClientVerifier, PolicyBuilder, Store,
 
 from redstone_cloud import pki
 from redstone_cloud.errors import InvalidInput
+from redstone_cloud.services import pki as services_pki
 
 
 def csr_for(
@@ -89,3 +90,16 @@ def test_fingerprint_is_sha256_of_der() -> None:
     ca = pki.create_root_ca("root", key)
     assert pki.der_fingerprint(ca) == ca.fingerprint(hashes.SHA256()).hex()
     assert pki.key_from_pem(pki.key_to_pem(key)).private_numbers() == key.private_numbers()
+
+
+@pytest.mark.parametrize(
+    "printed",
+    ["0A3129AC71DAF450", "a3129ac71daf450", "0a:31:29:ac:71:da:f4:50", "0xA3129AC71DAF450"],
+)
+def test_serial_as_tools_print_it_finds_the_stored_one(printed: str) -> None:
+    assert services_pki.serial_key(printed) == "a3129ac71daf450"
+
+
+def test_serial_that_is_not_hex_is_a_clear_error() -> None:
+    with pytest.raises(InvalidInput, match="'VIN123' is not hexadecimal"):
+        services_pki.serial_key("VIN123")
