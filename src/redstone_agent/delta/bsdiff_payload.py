@@ -38,10 +38,18 @@ class BsdiffPayload:
     data: bytes
 
 
+_XZ_ONLY_FROM = 64 << 10
+"""Bodies this large are packed with xz alone: on every large body measured xz was 5-15 %
+smaller than zstd -19, and trying both cost a fifth of make's time. Smaller bodies (a
+small image, the last block) try both: xz's container costs ~60 bytes there."""
+
+
 def pack_payload(control: bytes, diff: bytes, extra: bytes) -> BsdiffPayload:
     """bsdiff's three streams as one payload, compressed as small as the codecs allow."""
     count = len(control) // CONTROL_RECORD
-    codec, body = smallest(control + diff + extra, (Codec.XZ,))
+    body = control + diff + extra
+    codecs = (Codec.XZ,) if len(body) >= _XZ_ONLY_FROM else (Codec.ZSTD, Codec.XZ)
+    codec, body = smallest(body, codecs)
     return BsdiffPayload(codec, _SIZES.pack(count, len(diff), len(extra)) + body)
 
 
