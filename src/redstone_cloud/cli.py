@@ -125,8 +125,9 @@ def cmd_serve(backend: Backend, args: argparse.Namespace) -> Any:
         backend.settings.data_dir.resolve(),
     )
     options = _ssl_options(backend, args)
+    asgi = create_asgi(backend)
     config = uvicorn.Config(
-        create_asgi(backend),
+        asgi,
         host=args.host,
         port=args.port,
         http=http_protocol(backend.settings.header_timeout_s),
@@ -152,6 +153,7 @@ def cmd_serve(backend: Backend, args: argparse.Namespace) -> Any:
     try:
         uvicorn.Server(config).run(sockets=sockets)
     finally:
+        asgi.close()
         if worker is not None:
             worker.stop()
     return None

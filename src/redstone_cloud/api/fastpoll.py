@@ -5,13 +5,22 @@ middleware answers those with one indexed query (certificate -> vehicle and its
 ``poll_rev``) and the cached poll view, skipping routing, dependency injection
 and thread hops. Anything else — unknown or revoked certificate, a stale cache,
 an offer to publish — falls through to the full route, which owns the rules.
+
+The query runs on a connection this middleware holds in autocommit mode: a pool
+checkout pre-pings the server and a return rolls back, two more round trips that
+made a PostgreSQL poll cost 5x a ``/healthz`` (tools/bench/cloud.py). Each
+statement still sees every committed revocation and ``poll_rev``. A failing
+connection is dropped and the request falls through to the full route.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Connection, Row, bindparam, select
+from sqlalchemy.exc import DBAPIError
 
 from redstone_cloud.backend import Backend
 from redstone_cloud.db.models import DeviceCertificate, Vehicle
@@ -39,6 +48,7 @@ class FastPoll:
     def __init__(self, app: Any, backend: Backend) -> None:
         self.app = app
         self.backend = backend
+        self._conn: Connection | None = None
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"] == POLL_PATH and scope["method"] == "GET":
@@ -54,8 +64,7 @@ class FastPoll:
         fingerprint = scope.get("state", {}).get(FINGERPRINT_STATE_KEY)
         if not fingerprint:
             return None
-        with self.backend.engine.connect() as conn:
-            row = conn.execute(_LOOKUP, {"fingerprint": fingerprint}).first()
+        row = self._lookup(fingerprint)
         if row is None:
             return None
         vehicle_id, poll_rev, revoked_at, not_after = row
@@ -74,3 +83,20 @@ class FastPoll:
         headers.append((b"content-type", b"application/json"))
         headers.append((b"content-length", str(len(body)).encode()))
         return 200, headers, body
+
+    def _lookup(self, fingerprint: str) -> Row[int, int, dt.datetime | None, dt.datetime] | None:
+        try:
+            if self._conn is None:
+                conn = self.backend.engine.connect()
+                self._conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            return self._conn.execute(_LOOKUP, {"fingerprint": fingerprint}).first()
+        except DBAPIError:
+            self.close()  # the full route's pooled connection pre-pings and reconnects
+            return None
+
+    def close(self) -> None:
+        """Give the held connection back (``serve`` calls this on shutdown)."""
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            with contextlib.suppress(DBAPIError):
+                conn.close()

@@ -7,16 +7,32 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from redstone_agent.uptane.keys import generate_signer, public_key_to_dict
 from redstone_cloud import pki as certs
 from redstone_cloud.backend import open_backend
-from redstone_cloud.db.engine import transaction
+from redstone_cloud.db.engine import make_engine, transaction
 from redstone_cloud.services import inventory, pki
+from redstone_cloud.settings import Settings
 from tests.integration.cloud.fleet import MODEL, make_csr, vin_of
 from tests.integration.cloud.server import prepare_tls_server, serving
 
 pytestmark = pytest.mark.slow
+
+
+def drop_connections(settings: Settings) -> None:
+    """Terminate every other session on the cloud's PostgreSQL database."""
+    engine = make_engine(settings.database_url)
+    with engine.connect() as conn:
+        conn.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE pid <> pg_backend_pid() AND datname = current_database()"
+            )
+        )
+        conn.commit()
+    engine.dispose()
 
 
 def test_mtls_maps_certificates_to_vehicles(database_url: str, tmp_path: Path) -> None:
@@ -74,6 +90,17 @@ def test_mtls_maps_certificates_to_vehicles(database_url: str, tmp_path: Path) -
             fast = car.get(f"{url}/api/v1/device/poll")
             assert (fast.status_code, fast.content) == (200, first.content)
             assert fast.headers["etag"] == first.headers["etag"]
+            if database_url.startswith("postgresql"):
+                # The database drops every connection (a restart, a failover): the fast
+                # path's held connection fails, the poll falls through to the full
+                # route, and the next one reconnects.
+                drop_connections(settings)
+                for _ in range(2):
+                    again = car.get(
+                        f"{url}/api/v1/device/poll",
+                        headers={"If-None-Match": first.headers["etag"]},
+                    )
+                    assert again.status_code == 304
             own = car.get(f"{url}/uptane/director/{vin_of(1)}/root.json")
             assert own.status_code == 200
             assert car.get(f"{url}/uptane/director/{vin_of(2)}/root.json").status_code == 403
