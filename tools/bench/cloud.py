@@ -1,19 +1,26 @@
 """Cloud backend benchmark: device polls (ETag hits) and manifest ingest over real mTLS.
 
     python tools/bench/cloud.py [--quick] [--vehicles N] [--seconds S] [--servers K]
+                                [--postgres] [--sweep 1,2,4]
 
 Registers N vehicles (each with three ECU keys and its own client certificate)
-in a fresh SQLite database, starts K ``redstone-cloud serve`` processes sharing
-one listening socket on 127.0.0.1, then:
+in a fresh SQLite database (``--postgres``: a private PostgreSQL server, fsync
+off), starts K ``redstone-cloud serve`` processes sharing one listening socket on
+127.0.0.1, then:
 
-1. ``healthz_per_s``: closed-loop requests to ``/healthz`` (no auth, no DB): the
-   ceiling of this HTTP stack on this machine, measured in the same run.
+1. Closed-loop ceilings over the same 64 keep-alive connections: ``healthz_per_s``
+   (``/healthz``: no auth, no DB, the ceiling of this HTTP+TLS stack here) and
+   ``poll_ceiling_per_s`` (polls carrying ``If-None-Match``, answered 304);
+   ``poll_ceiling_vs_healthz`` is what a poll costs beyond HTTP itself (target ≥ 0.7).
 2. Open-loop polls at the target rate (3333/s = one million vehicles polling every
    5 minutes) spread over the N vehicles, each on its own keep-alive TLS
    connection, every request carrying ``If-None-Match`` (so answered 304).
    Latency counts from the *scheduled* send time, so a server that falls
    behind cannot hide it (no coordinated omission).
 3. ``manifests_per_s``: closed-loop nonce + signed vehicle manifest (3 ECUs).
+
+``--sweep 1,2,4`` instead measures the two ceilings with each number of server
+processes (``ceilings_by_servers``, ``polls_growth`` relative to the first).
 
 The last line is one JSON object. Load generator and servers share the
 machine's cores: the figures are for the whole system on this box.
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -33,7 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,11 +77,14 @@ def _pem_key(key: certs.CaKey) -> bytes:
     )
 
 
-def build_fleet(root: Path, vehicles: int) -> tuple[Path, Path, list[Car]]:
+def build_fleet(
+    root: Path, vehicles: int, database_url: str | None = None
+) -> tuple[Path, Path, list[Car]]:
     """Database, CA, server certificate and N registered vehicles with client certs."""
     config = root / "cloud.toml"
+    url = database_url or f"sqlite:///{root}/cloud.db"
     config.write_text(
-        f'[cloud]\ndatabase_url = "sqlite:///{root}/cloud.db"\ndata_dir = "{root}/data"\n'
+        f'[cloud]\ndatabase_url = "{url}"\ndata_dir = "{root}/data"\n'
         f'[cloud.tls]\ncert = "{root}/server.pem"\nkey = "{root}/server.key"\n'
     )
     settings = load_settings(config)
@@ -185,25 +196,57 @@ async def wait_ready(port: int, context: ssl.SSLContext) -> None:
     raise RuntimeError("server did not come up")
 
 
-async def closed_loop(port: int, cars: list[Car], seconds: float, path: str) -> float:
-    """Requests per second with each connection sending back-to-back."""
+async def closed_loop(
+    port: int,
+    cars: list[Car],
+    seconds: float,
+    path: str,
+    *,
+    headers: list[dict[str, str]] | None = None,
+    expect: int = 200,
+) -> float:
+    """Requests per second with each connection sending back-to-back (``headers[i]`` on
+    car i's requests, each answered ``expect``)."""
     conns = [await Connection.open(port, car.ssl) for car in cars]
     stop = time.monotonic() + seconds
     done = 0
 
-    async def run(conn: Connection) -> None:
+    async def run(i: int, conn: Connection) -> None:
         nonlocal done
+        sent = headers[i] if headers else None
         while time.monotonic() < stop:
-            status, _, _ = await conn.request("GET", path)
-            assert status == 200, status
+            status, _, _ = await conn.request("GET", path, sent)
+            assert status == expect, status
             done += 1
 
     start = time.monotonic()
-    await asyncio.gather(*(run(c) for c in conns))
+    await asyncio.gather(*(run(i, c) for i, c in enumerate(conns)))
     elapsed = time.monotonic() - start
     for conn in conns:
         conn.close()
     return done / elapsed
+
+
+async def poll_etags(port: int, cars: list[Car]) -> list[dict[str, str]]:
+    """Each car's ``If-None-Match`` header: its poll answer's ETag (a poll then costs a 304)."""
+    headers = []
+    for car in cars:
+        conn = await Connection.open(port, car.ssl)
+        status, answer, _ = await conn.request("GET", "/api/v1/device/poll")
+        assert status == 200, status
+        headers.append({"If-None-Match": answer["etag"]})
+        conn.close()
+    return headers
+
+
+async def ceilings(port: int, cars: list[Car], seconds: float) -> tuple[float, float]:
+    """Closed-loop ``/healthz`` and ETag-hit poll ceilings over the same 64 connections:
+    what HTTP+TLS alone costs here, and what a poll costs on top."""
+    some = cars[:64]
+    healthz = await closed_loop(port, some, seconds, "/healthz")
+    etags = await poll_etags(port, some)
+    polls = await closed_loop(port, some, seconds, "/api/v1/device/poll", headers=etags, expect=304)
+    return healthz, polls
 
 
 async def open_loop_polls(
@@ -292,42 +335,109 @@ def _event_loop_policy() -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="examples:\n  python tools/bench/cloud.py --quick\n"
+        "  python tools/bench/cloud.py --postgres --sweep 1,2,4",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--quick", action="store_true", help="small fleet, short runs")
     parser.add_argument("--vehicles", type=int)
     parser.add_argument("--seconds", type=float)
     parser.add_argument("--servers", type=int, default=2, help="server processes")
     parser.add_argument("--rate", type=float, default=TARGET_POLLS_PER_S)
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="a private PostgreSQL server (initdb in a temp dir, fsync off) instead of SQLite",
+    )
+    parser.add_argument(
+        "--sweep",
+        help="comma-separated server process counts: the closed-loop ceilings for each",
+    )
     args = parser.parse_args()
-    loop_kind = _event_loop_policy()
     vehicles = args.vehicles or (100 if args.quick else 1000)
     seconds = args.seconds or (3.0 if args.quick else 10.0)
-    with tempfile.TemporaryDirectory(prefix="rs-bench-cloud-") as tmp:
+    with contextlib.ExitStack() as stack:
+        database_url = None
+        if args.postgres:
+            sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+            from tests.integration.cloud.pgserver import private_server
+
+            database_url = stack.enter_context(private_server())
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="rs-bench-cloud-"))
         t0 = time.monotonic()
-        config, ca_file, cars = build_fleet(Path(tmp), vehicles)
+        config, ca_file, cars = build_fleet(Path(tmp), vehicles, database_url)
         print(f"fleet of {vehicles} vehicles ready in {time.monotonic() - t0:.1f}s", flush=True)
-        port, procs = start_servers(config, args.servers)
+        if args.sweep:
+            counts = [int(n) for n in args.sweep.split(",")]
+            result = sweep(config, ca_file, cars, counts, seconds)
+        else:
+            result = measure(
+                config, ca_file, cars, servers=args.servers, offered=args.rate, seconds=seconds
+            )
+    result["database"] = "postgresql" if args.postgres else "sqlite"
+    print(json.dumps(result))
+    return 0
+
+
+def serving(config: Path, ca_file: Path, count: int) -> contextlib.AbstractContextManager[int]:
+    """``count`` server processes on one socket, ready; yields the port."""
+
+    @contextlib.contextmanager
+    def run() -> Iterator[int]:
+        port, procs = start_servers(config, count)
         try:
-            context = ssl.create_default_context(cafile=str(ca_file))
-            asyncio.run(wait_ready(port, context))
-            healthz = asyncio.run(closed_loop(port, cars[:64], seconds / 2, "/healthz"))
-            print(f"healthz: {healthz:.0f}/s", flush=True)
-            rate, latencies, hits = asyncio.run(open_loop_polls(port, cars, args.rate, seconds))
-            p50, p99 = percentile(latencies, 0.50), percentile(latencies, 0.99)
-            print(f"polls: {rate:.0f}/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms", flush=True)
-            ingest = asyncio.run(manifests(port, cars[:16], seconds / 2))
-            print(f"manifests: {ingest:.0f}/s", flush=True)
+            asyncio.run(wait_ready(port, ssl.create_default_context(cafile=str(ca_file))))
+            yield port
         finally:
             for proc in procs:
                 proc.terminate()
             for proc in procs:
                 proc.wait(timeout=10)
-    result = {
-        "vehicles": vehicles,
-        "servers": args.servers,
+
+    return run()
+
+
+def sweep(
+    config: Path, ca_file: Path, cars: list[Car], counts: list[int], seconds: float
+) -> dict[str, object]:
+    """Closed-loop ceilings per number of server processes: polls should grow with
+    processes until the cores run out (load generator included)."""
+    rows = {}
+    for count in counts:
+        with serving(config, ca_file, count) as port:
+            healthz, polls = asyncio.run(ceilings(port, cars, seconds / 2))
+        print(f"{count} servers: healthz {healthz:.0f}/s, polls {polls:.0f}/s", flush=True)
+        rows[str(count)] = {"healthz_per_s": round(healthz, 1), "polls_per_s": round(polls, 1)}
+    first = rows[str(counts[0])]["polls_per_s"]
+    return {
+        "vehicles": len(cars),
+        "cpus": os.cpu_count(),
+        "client_loop": _event_loop_policy(),
+        "ceilings_by_servers": rows,
+        "polls_growth": {n: round(row["polls_per_s"] / first, 3) for n, row in rows.items()},
+    }
+
+
+def measure(
+    config: Path, ca_file: Path, cars: list[Car], *, servers: int, offered: float, seconds: float
+) -> dict[str, object]:
+    loop_kind = _event_loop_policy()
+    with serving(config, ca_file, servers) as port:
+        healthz, ceiling = asyncio.run(ceilings(port, cars, seconds / 2))
+        print(f"healthz: {healthz:.0f}/s, poll ceiling {ceiling:.0f}/s", flush=True)
+        rate, latencies, hits = asyncio.run(open_loop_polls(port, cars, offered, seconds))
+        p50, p99 = percentile(latencies, 0.50), percentile(latencies, 0.99)
+        print(f"polls: {rate:.0f}/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms", flush=True)
+        ingest = asyncio.run(manifests(port, cars[:16], seconds / 2))
+        print(f"manifests: {ingest:.0f}/s", flush=True)
+    return {
+        "vehicles": len(cars),
+        "servers": servers,
         "client_loop": loop_kind,
         "cpus": os.cpu_count(),
-        "offered_polls_per_s": args.rate,
+        "offered_polls_per_s": offered,
         "polls_per_s": round(rate, 1),
         "poll_p50_ms": round(p50, 2),
         "poll_p99_ms": round(p99, 2),
@@ -335,12 +445,12 @@ def main() -> int:
         "poll_mean_ms": round(statistics.fmean(latencies), 2),
         "manifests_per_s": round(ingest, 1),
         "healthz_per_s": round(healthz, 1),
+        "poll_ceiling_per_s": round(ceiling, 1),
+        "poll_ceiling_vs_healthz": round(ceiling / healthz, 3),
         "polls_vs_healthz": round(rate / healthz, 3),
         "polls_vs_target": round(rate / TARGET_POLLS_PER_S, 3),
         "target_met": rate >= TARGET_POLLS_PER_S * 0.99 and p99 < TARGET_P99_MS,
     }
-    print(json.dumps(result))
-    return 0
 
 
 if __name__ == "__main__":
