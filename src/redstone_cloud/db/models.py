@@ -132,6 +132,7 @@ class Ecu(Base):
     """An ECU of a vehicle: serial, hardware id, signing key and installed software."""
 
     __tablename__ = "ecus"
+    __table_args__ = (Index("ix_ecus_vehicle_id", "vehicle_id"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     vehicle_id: Mapped[int] = mapped_column(ForeignKey("vehicles.id", ondelete="CASCADE"))
     serial: Mapped[str] = mapped_column(String(128), unique=True)
