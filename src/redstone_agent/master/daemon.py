@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from redstone_agent.aio import wait_event
 from redstone_agent.cloud.client import DeviceClient
 from redstone_agent.cloud.config import CloudConfig
 from redstone_agent.cloud.schedule import PollSchedule
@@ -379,8 +380,7 @@ class MasterDaemon:
                 log.exception("campaign step failed unexpectedly; next try in %.0f s", delay)
             if delay > 0:
                 self._check_now.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._check_now.wait(), delay)
+                await wait_event(self._check_now, delay)
 
     async def watchdog(self) -> None:
         await self._notifier.keep_alive()

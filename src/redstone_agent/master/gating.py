@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from redstone_agent.aio import wait_event
 from redstone_agent.master.ports import Cause, Decision, Gate, Policy, Verdict
 
 T = TypeVar("T")
@@ -54,8 +55,7 @@ class Changes:
         """Return when :attr:`count` moved past ``seen``, or after ``timeout_s``."""
         if self.count != seen:
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._event.wait(), timeout_s)
+        await wait_event(self._event, timeout_s)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ in between never leaves the Master waiting forever.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import time
@@ -16,6 +15,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Collection
 from typing import TypeVar
 
+from redstone_agent.aio import wait_event
 from redstone_agent.someip.binding import ClientBinding, Stack
 from redstone_agent.someip.errors import (
     CallTimeout,
@@ -194,10 +194,8 @@ class SubClient:
 
     async def wait_subscribed(self, timeout: float) -> None:
         """Wait for the first event: proof the subscription is acknowledged (heartbeat)."""
-        try:
-            await asyncio.wait_for(self._event_seen.wait(), timeout)
-        except TimeoutError:
-            raise ServiceUnavailable(f"{self.name}: no status event within {timeout:g}s") from None
+        if not await wait_event(self._event_seen, timeout):
+            raise ServiceUnavailable(f"{self.name}: no status event within {timeout:g}s")
 
     async def wait_for_state(
         self,
@@ -282,8 +280,7 @@ class SubClient:
                 seen = status.state.name if status is not None else "nothing"
                 raise SomeIpError(f"{self.name}: waited {timeout:g}s for {wanted}, last saw {seen}")
             changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), min(poll, left))
+            await wait_event(changed, min(poll, left))
 
 
 _clients: weakref.WeakKeyDictionary[Stack, dict[int, SubClient]] = weakref.WeakKeyDictionary()

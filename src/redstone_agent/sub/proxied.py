@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from redstone_agent.aio import wait_event
 from redstone_agent.config import ConfigError
 from redstone_agent.errors import RedstoneError
 from redstone_agent.journal import Journal, JournalCorrupt, StateWriteError
@@ -280,11 +281,7 @@ class ProxiedEcu:
 
     async def wait_idle(self, timeout: float) -> bool:
         """Wait until no operation runs (True), or ``timeout`` passed (False)."""
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+        return await wait_event(self._idle, timeout)
 
     async def close(self) -> None:
         """Stop between two UDS requests; the journal resumes the operation on start."""

@@ -19,7 +19,6 @@ Gates (docs/vehicle.md §4): ``download`` checks ``download_rules``;
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -29,6 +28,7 @@ from typing import Any, Self
 
 import can
 
+from redstone_agent.aio import wait_event
 from redstone_agent.vehicle.config import VehicleSettings
 from redstone_agent.vehicle.errors import BusError
 from redstone_agent.vehicle.rules import (
@@ -232,8 +232,7 @@ class CanPreconditions:
                     return
                 changed = self._changed
                 wake = min(deadline, self._next_stale(now) + STALE_SLACK_S) - now
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), timeout=max(wake, 0.0))
+                await wait_event(changed, max(wake, 0.0))
         finally:
             self._last_seen = self._truth(self._clock())
 

@@ -26,7 +26,6 @@ is a one-line ScenarioError naming the file and the step.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import tomllib
@@ -39,6 +38,7 @@ import can
 from cantools.database.can import Database, Message, Signal
 from cantools.database.errors import Error as CantoolsError
 
+from redstone_agent.aio import wait_event
 from redstone_agent.vehicle.errors import ScenarioError
 from redstone_agent.vehicle.rules import Scalar, format_value
 from redstone_agent.vehicle.signals import choice_names, signal_index
@@ -424,8 +424,7 @@ class CanSimulator:
                     self._due[name] = due + cycle if due + cycle > now else now + cycle
             following = min((self._due[name] for name in payloads), default=end)
             timeout = max(min(following, end) - loop.time(), 0.0)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=timeout)
+            await wait_event(self._stop, timeout)
 
     def _send(self, message: Message, data: bytes) -> None:
         frame = can.Message(
