@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 
 async def wait_event(event: asyncio.Event, timeout_s: float) -> bool:
@@ -14,9 +15,7 @@ async def wait_event(event: asyncio.Event, timeout_s: float) -> bool:
     status change sets the event; it then never ended and the campaign hung (seen in
     CI under load). ``asyncio.timeout`` lets the cancellation through.
     """
-    try:
+    with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(timeout_s):
             await event.wait()
-    except TimeoutError:
-        pass
     return event.is_set()

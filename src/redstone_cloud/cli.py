@@ -489,6 +489,17 @@ def _add_openapi(sub: Any) -> None:
     openapi.set_defaults(func=cmd_openapi, no_backend=True)
 
 
+def _at_least_one(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
 def _add_deltas(sub: Any) -> None:
     deltas_p = sub.add_parser("deltas", help="background delta generation")
     deltas_sub = deltas_p.add_subparsers(dest="deltas_command", required=True)
@@ -501,7 +512,9 @@ def _add_deltas(sub: Any) -> None:
         epilog="example: redstone-cloud --config cloud.toml deltas run --workers 2",
     )
     run.add_argument(
-        "--workers", type=int, help="jobs at a time (default: the delta_workers setting)"
+        "--workers",
+        type=_at_least_one,
+        help="jobs at a time (default: the delta_workers setting)",
     )
     deltas_sub.add_parser(
         "list",

@@ -24,11 +24,14 @@ from redstone_cloud.db.engine import transaction
 from redstone_cloud.db.models import DeltaJob, Package
 from redstone_cloud.db.types import utcnow
 from redstone_cloud.services import audit
+from redstone_cloud.settings import Settings
 from redstone_cloud.storage.base import BlobStore
 
 log = logging.getLogger(__name__)
 
 LEASE = dt.timedelta(hours=2)
+MIN_SAVING = Settings.delta_min_saving
+"""The share of its full image a delta must save to be kept (the setting's default)."""
 DELTA_MAKE = [sys.executable, "-m", "redstone_agent.cli.delta", "make"]
 
 
@@ -100,7 +103,7 @@ def run_job(
     store: BlobStore,
     job_id: int,
     timeout_s: float = 3600,
-    min_saving: float = 0.1,
+    min_saving: float = MIN_SAVING,
 ) -> str:
     """Make one delta and store it as a package of kind ``delta``; returns the job's state:
     ``done``, ``failed``, or ``skipped`` when the delta saves less than ``min_saving`` of
@@ -167,7 +170,7 @@ def run_pending(
     store: BlobStore,
     *,
     workers: int = 1,
-    min_saving: float = 0.1,
+    min_saving: float = MIN_SAVING,
 ) -> list[tuple[int, str]]:
     """Work the queue until it is empty with ``workers`` jobs at a time (each a child
     process of one core and its own memory); returns (job id, final state) pairs in
@@ -204,7 +207,7 @@ class DeltaWorker:
         interval_s: float,
         *,
         workers: int = 1,
-        min_saving: float = 0.1,
+        min_saving: float = MIN_SAVING,
     ) -> None:
         self._sessions, self._store, self._interval = sessions, store, interval_s
         self._workers, self._min_saving = workers, min_saving
