@@ -12,7 +12,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from redstone_agent.someip.errors import MalformedPayload, RemoteError, SomeIpError
+from redstone_agent.someip.errors import (
+    MalformedPayload,
+    RemoteError,
+    ServiceUnavailable,
+    SomeIpError,
+)
 from redstone_agent.someip.interface import ResultCode
 from redstone_agent.someip.messages import Response
 
@@ -84,8 +89,13 @@ def error_for_reply(return_code: int, payload: bytes) -> SomeIpError:
     A Redstone Sub puts the response envelope in its error answers; the node's
     SOME/IP daemon and other stacks send the header return code alone (empty
     or foreign payload), which maps onto the nearest result code.
+    ``E_UNKNOWN_SERVICE`` comes from a node whose daemon no longer offers the
+    service (the Sub process is restarting): that is "unavailable, try again",
+    not a refusal.
     """
     what = f"SOME/IP {return_code_name(return_code)}"
+    if return_code == RETURN_UNKNOWN_SERVICE:
+        return ServiceUnavailable(f"the node answered {what}: the service is not offered there")
     try:
         response = Response.decode(payload)
     except MalformedPayload:

@@ -13,6 +13,8 @@ import base64
 import binascii
 import functools
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +47,7 @@ from redstone_agent.someip.interface import (
     EventId,
     MethodId,
 )
+from redstone_agent.someip.someipy_hotpath import install as install_hotpath
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +73,13 @@ def _someipy() -> Any:
     someipy defaults to DEBUG (every payload, base64) and attaches its own
     stdout handler to each logger; we raise the level to WARNING and give its
     loggers a silent handler so its records go only through the application's
-    handlers (text or JSON).
+    handlers (text or JSON). Its per-message hot paths are patched
+    (``someipy_hotpath``).
     """
     import someipy
     from someipy.someipy_logging import set_someipy_log_level
 
+    install_hotpath()
     set_someipy_log_level(logging.WARNING)
     for name in _SOMEIPY_LOGGERS:
         logger = logging.getLogger(f"someipy.{name}")
@@ -220,8 +225,23 @@ class _SomeipyServer(ServerBinding):
         self._control = self._status = None
 
 
+FIND_REUSE_S = 0.5
+"""How long a call reuses the endpoint someipyd last named for its service instance.
+
+someipy asks the daemon FindService before *every* call: a second round trip
+over the local socket, a fifth of a call's time (docs/someip.md §10.1). Calls
+within this window of a successful find go straight to the known endpoint:
+back-to-back calls (a status poll loop, a transfer) ask once per window. The
+price: a Sub that sent StopOffer inside the window is noticed by the next call's
+timeout rather than at once. A call that times out, or that the node answers
+with ``E_UNKNOWN_SERVICE``, forgets the endpoint."""
+
+_FindKey = tuple[int, int, int, int]
+
+
 class _OneFindAtATime:
-    """someipy's FindService, one at a time per someipyd connection, never abandoned.
+    """someipy's FindService, one at a time per someipyd connection, never abandoned,
+    and a found endpoint reused for :data:`FIND_REUSE_S`.
 
     someipy 2.1.2 sends FindService and takes "the next" FindServiceResponse
     from one ``asyncio.Queue`` shared by every caller. A queue lets a new
@@ -232,18 +252,34 @@ class _OneFindAtATime:
     the one answer goes to the one asker; shielded, a caller that gives up
     still leaves the answer consumed, not queued for the next. An answer for
     another service or instance is dropped as "not found" (the caller retries).
+
+    someipy's ``call_method`` calls the instance (reusing a recent answer);
+    :meth:`fresh` always asks the daemon. "Not found" is never reused.
     """
 
-    def __init__(self, find: Any) -> None:
+    def __init__(self, find: Any, clock: Callable[[], float] = time.monotonic) -> None:
         self._find = find
+        self._clock = clock
         self._lock = asyncio.Lock()
+        self._found: dict[_FindKey, tuple[float, Any]] = {}
 
     async def __call__(
         self, service_id: int, instance_id: int, major_version: int, minor_version: int
     ) -> Any:
+        key = (service_id, instance_id, major_version, minor_version)
+        known = self._found.get(key)
+        if known is not None and self._clock() - known[0] < FIND_REUSE_S:
+            return known[1]
+        return await self.fresh(*key)
+
+    async def fresh(
+        self, service_id: int, instance_id: int, major_version: int, minor_version: int
+    ) -> Any:
+        key = (service_id, instance_id, major_version, minor_version)
+
         async def locked() -> Any:
             async with self._lock:
-                return await self._find(service_id, instance_id, major_version, minor_version)
+                return await self._find(*key)
 
         task = asyncio.ensure_future(locked())
         task.add_done_callback(_consume_outcome)
@@ -259,8 +295,17 @@ class _OneFindAtATime:
                 found.service_id,
                 found.instance_id,
             )
-            return None
+            found = None
+        if found is None:
+            self._found.pop(key, None)
+        else:
+            self._found[key] = (self._clock(), found)
         return found
+
+    def forget(self, service_id: int, instance_id: int) -> None:
+        """The instance did not answer as found: ask the daemon on the next call."""
+        for key in [k for k in self._found if k[:2] == (service_id, instance_id)]:
+            del self._found[key]
 
 
 def _consume_outcome(task: asyncio.Future[Any]) -> None:
@@ -362,6 +407,7 @@ class _SomeipyClient(ClientBinding):
         try:
             result = await asyncio.wait_for(asyncio.shield(inner), timeout)
         except TimeoutError:
+            self._finder().forget(CONTROL_SERVICE_ID, self._instance_id)
             raise CallTimeout(
                 f"no answer from sub instance {self._instance_id} to method "
                 f"0x{method_id:04x} within {timeout:g}s"
@@ -372,12 +418,19 @@ class _SomeipyClient(ClientBinding):
             ) from exc
         answer: _Answer = result
         if answer.return_code != RETURN_OK:
-            raise error_for_reply(answer.return_code, answer.payload)
+            error = error_for_reply(answer.return_code, answer.payload)
+            if isinstance(error, ServiceUnavailable):
+                self._finder().forget(CONTROL_SERVICE_ID, self._instance_id)
+            raise error
         return answer.payload
+
+    def _finder(self) -> _OneFindAtATime:
+        finder: _OneFindAtATime = self._control._daemon._find_service
+        return finder
 
     async def available(self) -> bool:
         control = self._control
-        found = await control._daemon._find_service(
+        found = await self._finder().fresh(
             control.service.id,
             self._instance_id,
             control.service.major_version,

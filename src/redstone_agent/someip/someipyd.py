@@ -56,6 +56,8 @@ from redstone_agent.someip.binding import (
 )
 from redstone_agent.someip.errors import MalformedDatagram
 from redstone_agent.someip.framing import Header, Message, error_answer, split_datagram
+from redstone_agent.someip.someipy_hotpath import daemon_transmit
+from redstone_agent.someip.someipy_hotpath import install as install_hotpath
 
 log = logging.getLogger("someipyd.redstone")
 """A child of someipyd's own logger, so our lines land in its log file/stdout."""
@@ -148,10 +150,14 @@ def _datagram_endpoint_class() -> type:
 
 @functools.cache
 def _daemon_class() -> type:
-    """someipy's daemon, checking requests before dispatch and routing ERRORs (patch 2)."""
+    """someipy's daemon, checking requests before dispatch and routing ERRORs (patch 2);
+    its per-client transmit loop without a ``wait_for`` per message (§10.1)."""
     import someipy.someipyd as stock
 
     class Daemon(stock.SomeipDaemon):  # type: ignore[misc]
+        async def tx_task(self, client: Any) -> None:
+            await daemon_transmit(self, client)
+
         def _someip_message_callback(
             self, message: Any, src_addr: tuple[str, int], dst_addr: tuple[str, int], protocol: Any
         ) -> None:
@@ -281,6 +287,7 @@ def install() -> None:
     someip_endpoint_factory.UDPSomeipEndpoint = _datagram_endpoint_class()
     stock.SomeipDaemon = _daemon_class()
     stock.DaemonServer = _server_class()
+    install_hotpath()
 
 
 def main() -> None:

@@ -370,6 +370,35 @@ def test_sd_notify_ready_status_and_watchdog(fleet: Fleet, tmp_path: Path) -> No
     assert "WATCHDOG=1" in messages
 
 
+def test_a_sub_process_gone_from_its_node_is_unavailable_not_a_refusal(fleet: Fleet) -> None:
+    """The Sub process dies right after an answer, so the Master still holds its endpoint
+    (FIND_REUSE_S) and SD still holds its offer (TTL). Calls go unanswered until the
+    offer expires; then the Master hears ServiceUnavailable, "ask again later": never
+    a refusal, which would fail the ECU, and never a hang."""
+    sub = fleet.subs[1]
+
+    async def scenario() -> None:
+        async with master(fleet) as clients:
+            client = clients[sub.name]
+            await client.get_status()  # the Sub's endpoint is known and fresh
+            sub.kill(signal.SIGKILL)
+            outcomes: list[type[Exception]] = []
+            while not outcomes or outcomes[-1] is CallTimeout:
+                # Until the node's daemon has seen its client go, a call may go unanswered.
+                assert len(outcomes) < 5, outcomes
+                try:
+                    await client.get_status(timeout=2.0)
+                    outcomes.append(AssertionError)
+                except (CallTimeout, ServiceUnavailable, RemoteError) as exc:
+                    outcomes.append(type(exc))
+            assert outcomes[-1] is ServiceUnavailable, outcomes
+            sub.start()
+            await client.wait_available(WAIT)
+            assert (await client.wait_for_state(set(SubState), WAIT)).state is S.IDLE
+
+    asyncio.run(scenario())
+
+
 def test_a_dead_sub_times_out_and_is_rediscovered_when_it_returns(fleet: Fleet) -> None:
     sub = fleet.subs[1]
 
