@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redstone_agent.aio import wait_event
 from redstone_agent.config import ConfigError
@@ -61,11 +61,15 @@ from redstone_agent.sub.trust import Assignment, ManifestSigner, SubTrust
 from redstone_agent.transfer import TransferError, open_source
 from redstone_agent.uds.config import EcuConfig, load_ecu
 from redstone_agent.uds.errors import ImageError, UdsError
-from redstone_agent.uds.flasher import Flasher, FlashImage, FlashReport
-from redstone_agent.uds.flasher import Progress as FlashProgress
-from redstone_agent.uds.link import LinkFactory, open_link
 from redstone_agent.uds.rollback import Outcome
 from redstone_agent.uds.running import Installed
+
+if TYPE_CHECKING:
+    # The UDS stack (udsoncan, python-can, can-isotp: 6 MiB resident) loads only
+    # on a Sub that has UDS ECUs behind it.
+    from redstone_agent.uds.flasher import FlashReport
+    from redstone_agent.uds.flasher import Progress as FlashProgress
+    from redstone_agent.uds.link import LinkFactory
 
 log = logging.getLogger(__name__)
 P = ProxiedState
@@ -154,8 +158,11 @@ class ProxiedEcu:
         sub_serial: str,
         key: Path | None,
         publish: Publish,
-        link_factory: LinkFactory = open_link,
+        link_factory: LinkFactory | None = None,
     ) -> None:
+        from redstone_agent.uds.flasher import Flasher
+        from redstone_agent.uds.link import open_link
+
         self.serial = config.serial
         self.hardware_id = config.hardware_id
         self._sub_serial = sub_serial
@@ -165,7 +172,7 @@ class ProxiedEcu:
         self._dir.mkdir(parents=True, exist_ok=True)
         self._journal = Journal(self._dir / "ecu.json")
         self._trust = ProxiedTrust(trust, config.serial, config.hardware_id, self._dir)
-        self._flasher = Flasher(ecu, link_factory=link_factory)
+        self._flasher = Flasher(ecu, link_factory=link_factory or open_link)
         self._signer = ManifestSigner(key) if key is not None else None
         self._record = Record(Installed(config.installed_target))
         self._lock = asyncio.Lock()
@@ -441,6 +448,8 @@ class ProxiedEcu:
         previous: JobImage | None,
         previous_path: Path | None,
     ) -> FlashReport:
+        from redstone_agent.uds.flasher import FlashImage
+
         data = await asyncio.to_thread(path.read_bytes)
         fallback = None
         if previous is not None and previous_path is not None:
@@ -586,7 +595,7 @@ class Proxy:
         publish: Publish,
         *,
         source: str = "sub.toml",
-        link_factory: LinkFactory = open_link,
+        link_factory: LinkFactory | None = None,
     ) -> Proxy:
         """One ProxiedEcu per ``[[sub.uds-ecus]]``; a bad file is one line naming its key."""
         ecus: dict[str, ProxiedEcu] = {}

@@ -1,7 +1,9 @@
 """UDS (ISO 14229) flashing of legacy ECUs over DoCAN (ISO-TP) and DoIP.
 
-The Master calls :class:`Flasher` with an :class:`EcuConfig` loaded from
+The Master calls ``uds.flasher.Flasher`` with an :class:`EcuConfig` loaded from
 ``/etc/redstone/ecus/*.toml``; docs/uds.md specifies the sequence and formats.
+The package itself imports no transport: udsoncan, python-can and can-isotp
+load with ``uds.flasher`` (or ``uds.link``), on a node that flashes an ECU.
 """
 
 from redstone_agent.uds.config import EcuConfig, find_ecu, load_ecu
@@ -15,19 +17,14 @@ from redstone_agent.uds.errors import (
     UnknownEcuError,
     VerificationError,
 )
-from redstone_agent.uds.flasher import Flasher, FlashImage, FlashReport, Progress
 from redstone_agent.uds.rollback import Outcome
 
 __all__ = [
     "EcuConfig",
     "FlashCancelledError",
-    "FlashImage",
-    "FlashReport",
-    "Flasher",
     "ImageError",
     "NegativeResponseError",
     "Outcome",
-    "Progress",
     "SecurityAccessError",
     "TransportError",
     "UdsError",
