@@ -11,15 +11,20 @@ checkout pre-pings the server and a return rolls back, two more round trips that
 made a PostgreSQL poll cost 5x a ``/healthz`` (tools/bench/cloud.py). Each
 statement still sees every committed revocation and ``poll_rev``. A failing
 connection is dropped and the request falls through to the full route.
+
+On PostgreSQL the query goes to psycopg directly as a server-side prepared
+statement: SQLAlchemy's execute and result layers cost more Python time per poll
+than the query's round trip (``_PsycopgLookup``). SQLite keeps SQLAlchemy, whose
+result processing turns its stored text back into aware datetimes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import Connection, Row, bindparam, select
+from sqlalchemy import Connection, Engine, bindparam, select
 from sqlalchemy.exc import DBAPIError
 
 from redstone_cloud.backend import Backend
@@ -42,13 +47,75 @@ _LOOKUP = (
 )
 
 
+LookupRow = tuple[int, int, dt.datetime | None, dt.datetime]
+"""Vehicle id, its poll_rev, the certificate's revoked_at and not_after (aware UTC)."""
+
+
+class _Lookup(Protocol):
+    errors: tuple[type[Exception], ...]
+    """What the driver raises when the connection or the statement fails."""
+
+    def __call__(self, fingerprint: str) -> LookupRow | None: ...
+
+    def close(self) -> None: ...
+
+
+class _SqlAlchemyLookup:
+    """Any database: the statement through SQLAlchemy on an autocommit connection."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._conn: Connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        self.errors: tuple[type[Exception], ...] = (DBAPIError,)
+
+    def __call__(self, fingerprint: str) -> LookupRow | None:
+        row = self._conn.execute(_LOOKUP, {"fingerprint": fingerprint}).first()
+        return None if row is None else (row[0], row[1], row[2], row[3])
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class _PsycopgLookup:
+    """PostgreSQL: the same statement, compiled once, prepared on the server, run by psycopg.
+
+    ``timestamptz`` columns come back as aware datetimes, which is all
+    ``UTCDateTime`` would have done.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._raw = engine.raw_connection()
+        driver: Any = self._raw.driver_connection
+        driver.autocommit = True
+        self._driver = driver
+        self._sql = str(_LOOKUP.compile(dialect=engine.dialect))
+        self.errors: tuple[type[Exception], ...] = (engine.dialect.loaded_dbapi.Error,)
+
+    def __call__(self, fingerprint: str) -> LookupRow | None:
+        cursor = self._driver.execute(self._sql, {"fingerprint": fingerprint}, prepare=True)
+        row = cursor.fetchone()
+        if row is None:
+            return None
+        vehicle_id, poll_rev, revoked_at, not_after = row
+        return int(vehicle_id), int(poll_rev), revoked_at, not_after
+
+    def close(self) -> None:
+        self._raw.close()
+
+
+def _open_lookup(engine: Engine) -> _Lookup:
+    if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
+        return _PsycopgLookup(engine)
+    return _SqlAlchemyLookup(engine)
+
+
 class FastPoll:
     """ASGI middleware: serve cached poll answers, delegate everything else to ``app``."""
 
     def __init__(self, app: Any, backend: Backend) -> None:
         self.app = app
         self.backend = backend
-        self._conn: Connection | None = None
+        self._lookup_port: _Lookup | None = None
+        self._errors: tuple[type[Exception], ...] = (DBAPIError,)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"] == POLL_PATH and scope["method"] == "GET":
@@ -84,19 +151,22 @@ class FastPoll:
         headers.append((b"content-length", str(len(body)).encode()))
         return 200, headers, body
 
-    def _lookup(self, fingerprint: str) -> Row[int, int, dt.datetime | None, dt.datetime] | None:
+    def _lookup(self, fingerprint: str) -> LookupRow | None:
         try:
-            if self._conn is None:
-                conn = self.backend.engine.connect()
-                self._conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-            return self._conn.execute(_LOOKUP, {"fingerprint": fingerprint}).first()
-        except DBAPIError:
+            if self._lookup_port is None:
+                lookup = _open_lookup(self.backend.engine)
+                self._lookup_port, self._errors = lookup, lookup.errors
+            return self._lookup_port(fingerprint)
+        except self._errors:
             self.close()  # the full route's pooled connection pre-pings and reconnects
+            return None
+        except DBAPIError:  # opening the connection failed
+            self.close()
             return None
 
     def close(self) -> None:
         """Give the held connection back (``serve`` calls this on shutdown)."""
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            with contextlib.suppress(DBAPIError):
-                conn.close()
+        if self._lookup_port is not None:
+            lookup, self._lookup_port = self._lookup_port, None
+            with contextlib.suppress(*self._errors, DBAPIError):
+                lookup.close()
