@@ -40,7 +40,7 @@ from redstone_cloud.db.models import (
 from redstone_cloud.db.types import utcnow
 from redstone_cloud.errors import Conflict, InvalidInput, NotFound
 from redstone_cloud.schedule import validate_window
-from redstone_cloud.services import audit
+from redstone_cloud.services import audit, packages
 
 log = logging.getLogger(__name__)
 
@@ -283,17 +283,19 @@ def start(session: Session, actor: str, name: str) -> dict[str, Any]:
     )
     eligible: dict[str, Vehicle] = {}
     skipped: dict[str, str] = {}
+    installed = _InstalledContents()
     counters = _release_counters(session)
     for vehicle in _targeted_vehicles(session, Targeting.from_dict(campaign.targeting)):
         if vehicle.id in busy:
             skipped[vehicle.vin] = "busy in another campaign"
             continue
         try:
-            plan_for(session, campaign, vehicle, counters)
+            plan = plan_for(session, campaign, vehicle, counters)
         except InvalidInput as exc:
             skipped[vehicle.vin] = str(exc)
             continue
         eligible[vehicle.vin] = vehicle
+        installed.add(vehicle, plan)
     if not eligible:
         raise InvalidInput(
             f"campaign {name!r} matches no eligible vehicle ({len(skipped)} skipped)"
@@ -309,7 +311,14 @@ def start(session: Session, actor: str, name: str) -> dict[str, Any]:
     campaign.state = "running"
     session.flush()
     _start_group(session, campaign, 0)
-    log.info("campaign %s started: %d vehicles, %d skipped", name, len(eligible), len(skipped))
+    deltas = installed.queue_deltas(session)
+    log.info(
+        "campaign %s started: %d vehicles, %d skipped, %d delta jobs queued",
+        name,
+        len(eligible),
+        len(skipped),
+        deltas,
+    )
     audit.record(
         session,
         actor,
@@ -319,8 +328,36 @@ def start(session: Session, actor: str, name: str) -> dict[str, Any]:
         vehicles=len(eligible),
         groups=[len(g) for g in groups],
         skipped=skipped,
+        deltas_queued=deltas,
     )
-    return {"vehicles": len(eligible), "groups": [len(g) for g in groups], "skipped": skipped}
+    return {
+        "vehicles": len(eligible),
+        "groups": [len(g) for g in groups],
+        "skipped": skipped,
+        "deltas_queued": deltas,
+    }
+
+
+@dataclass
+class _InstalledContents:
+    """What the campaign's ECUs run, per package they are to get: the sources of the
+    deltas the campaign needs (upload time only queues the newest earlier images)."""
+
+    by_package: dict[int, tuple[Package, set[str]]] = field(default_factory=dict)
+
+    def add(self, vehicle: Vehicle, plan: dict[str, Package]) -> None:
+        for ecu in vehicle.ecus:
+            package = plan.get(ecu.serial)
+            if package is not None and ecu.installed_sha256:
+                entry = self.by_package.setdefault(package.id, (package, set()))
+                entry[1].add(ecu.installed_sha256)
+
+    def queue_deltas(self, session: Session) -> int:
+        """Queue the missing (installed content -> package) deltas; how many were new."""
+        return sum(
+            len(packages.queue_deltas_from(session, package, contents))
+            for package, contents in self.by_package.values()
+        )
 
 
 def _start_group(session: Session, campaign: Campaign, position: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -117,15 +118,40 @@ def queue_deltas(session: Session, package: Package, keep: int = 3) -> list[Delt
         .where(Package.name == package.name, Package.kind == "image", Package.id != package.id)
         .order_by(Package.id.desc())
     )
+    return _new_jobs(session, package, earlier, keep)
+
+
+def queue_deltas_from(
+    session: Session, package: Package, installed: Iterable[str]
+) -> list[DeltaJob]:
+    """Deltas to ``package`` from the images whose contents ECUs run (``installed``
+    sha256s, as a campaign starts), once per (source content, target content).
+
+    An installed content the cloud holds no image of cannot be a delta's source;
+    those ECUs download the full image."""
+    wanted = set(installed) - {package.sha256}
+    if package.kind != "image" or not wanted:
+        return []
+    sources = session.scalars(
+        select(Package)
+        .where(Package.kind == "image", Package.sha256.in_(wanted))
+        .order_by(Package.id)
+    )
+    return _new_jobs(session, package, sources, None)
+
+
+def _new_jobs(
+    session: Session, package: Package, sources: Iterable[Package], limit: int | None
+) -> list[DeltaJob]:
     covered = _delta_sources(session, package.sha256) | {package.sha256}
     jobs: list[DeltaJob] = []
-    for old in earlier:
+    for old in sources:
+        if limit is not None and len(jobs) == limit:
+            break
         if old.sha256 in covered:
             continue
         covered.add(old.sha256)
         jobs.append(DeltaJob(from_package_id=old.id, to_package_id=package.id))
-        if len(jobs) == keep:
-            break
     session.add_all(jobs)
     return jobs
 

@@ -191,3 +191,52 @@ def test_development_online_key_signs_uploads(database_url: str, tmp_path: Path)
             }
     finally:
         backend.close()
+
+
+def test_a_campaign_queues_the_deltas_its_ecus_need_once_each(
+    fleet: Fleet, backend: Backend
+) -> None:
+    """An upload queues deltas from the three newest earlier images only, but half the
+    fleet still runs 1.0. Starting a campaign to 1.4 queues 1.0 -> 1.4 once for every
+    vehicle on 1.0; nothing for a vehicle on 1.3 (the upload covered it) or on a build
+    the cloud holds no image of (no source: it downloads the full image)."""
+    rng = random.Random(5)
+    base = rng.randbytes(60_000)
+    uploaded: list[dict[str, object]] = []
+    for minor in range(5):
+        data = base[: 1000 * minor] + b"v%d" % minor + base[1000 * minor + 2 :]
+        uploaded.append(
+            fleet.package("bcm", f"1.{minor}", "bcm-hw", data, release_counter=minor + 1)
+        )
+    before = {(job["from_target"], job["to_target"]) for job in fleet.ok("GET", "/api/v1/deltas")}
+    assert ("bcm-1.0", "bcm-1.4") not in before
+    fleet.model()
+    cars = [fleet.vehicle(n) for n in (1, 2, 3, 4)]
+    running = {0: uploaded[0], 1: uploaded[0], 2: uploaded[3]}
+    for index, car in enumerate(cars):
+        bcm = next(serial for serial, hw in car.hardware.items() if hw == "bcm-hw")
+        if index in running:
+            image = running[index]
+            car.installed[bcm] = (
+                str(image["target"]),
+                int(str(image["length"])),
+                str(image["sha256"]),
+                int(str(image["release_counter"])),
+            )
+        else:
+            car.installed[bcm] = ("bcm-custom", 7, hashlib.sha256(b"custom").hexdigest(), 1)
+        assert fleet.send_manifest(car).status_code == 200
+    spec = {
+        "name": "bcm-14",
+        "targeting": {"vins": [car.vin for car in cars]},
+        "packages": ["bcm-1.4"],
+    }
+    fleet.ok("POST", "/api/v1/campaigns", json=spec)
+    started = fleet.ok("POST", "/api/v1/campaigns/bcm-14/start")
+    assert started["vehicles"] == 4
+    assert started["deltas_queued"] == 1
+    after = [(job["from_target"], job["to_target"]) for job in fleet.ok("GET", "/api/v1/deltas")]
+    assert set(after) - before == {("bcm-1.0", "bcm-1.4")}
+    assert len(after) == len(before) + 1
+    audit = fleet.ok("GET", "/api/v1/audit", params={"action": "campaign.start"})
+    assert audit[0]["detail"]["deltas_queued"] == 1
