@@ -164,16 +164,32 @@ def cmd_deltas(backend: Backend, args: argparse.Namespace) -> Any:
         with backend.sessions() as session:
             return deltas.list_jobs(session)
     workers = args.workers or backend.settings.delta_workers
+    with backend.sessions() as session:
+        queued = sum(1 for job in deltas.list_jobs(session) if job["state"] == "pending")
+    progress = _DeltaProgress(queued)
     finished = dict(
         deltas.run_pending(
             backend.sessions,
             backend.store,
             workers=workers,
             min_saving=backend.settings.delta_min_saving,
+            on_finish=progress,
         )
     )
     with backend.sessions() as session:
         return [job for job in deltas.list_jobs(session) if job["id"] in finished]
+
+
+class _DeltaProgress:
+    """``deltas run`` prints a line on stderr as each job ends (stdout stays the result)."""
+
+    def __init__(self, queued: int) -> None:
+        self._queued, self._done = queued, 0
+
+    def __call__(self, job_id: int, state: str) -> None:
+        self._done += 1
+        of = f"/{self._queued}" if self._queued >= self._done else ""
+        print(f"delta job {job_id}: {state} ({self._done}{of})", file=sys.stderr, flush=True)
 
 
 # --- database, tokens, PKI -----------------------------------------------------------------------

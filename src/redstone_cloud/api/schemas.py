@@ -128,6 +128,9 @@ class DeltaJobOut(BaseModel):
     full_length: int = Field(description="bytes of the full image the delta replaces")
     delta_length: int | None
     error: str = Field(description="why the job failed, or why its delta was not kept")
+    running_s: int | None = Field(
+        default=None, description="seconds since a worker took a running job; else null"
+    )
 
 
 class GroupIn(BaseModel):

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import or_, select, update
@@ -36,8 +37,10 @@ DELTA_MAKE = [sys.executable, "-m", "redstone_agent.cli.delta", "make"]
 
 
 def list_jobs(session: Session) -> list[dict[str, object]]:
-    """Every job with its targets, state, reason and sizes (what ``deltas list`` shows)."""
+    """Every job with its targets, state, reason and sizes (what ``deltas list`` shows);
+    a running job also says for how long (``running_s``: since a worker claimed it)."""
     jobs = []
+    now = utcnow()
     for job in session.scalars(select(DeltaJob).order_by(DeltaJob.id)):
         new = session.get_one(Package, job.to_package_id)
         delta = session.get(Package, job.delta_package_id) if job.delta_package_id else None
@@ -51,6 +54,11 @@ def list_jobs(session: Session) -> list[dict[str, object]]:
                 "full_length": new.length,
                 "delta_length": delta.length if delta else None,
                 "error": job.error,
+                "running_s": (
+                    round((now - job.finished_at).total_seconds())
+                    if job.state == "running" and job.finished_at is not None
+                    else None
+                ),
             }
         )
     return jobs
@@ -171,10 +179,12 @@ def run_pending(
     *,
     workers: int = 1,
     min_saving: float = MIN_SAVING,
+    on_finish: Callable[[int, str], None] | None = None,
 ) -> list[tuple[int, str]]:
     """Work the queue until it is empty with ``workers`` jobs at a time (each a child
     process of one core and its own memory); returns (job id, final state) pairs in
-    the order the jobs finished."""
+    the order the jobs finished. ``on_finish(job id, state)`` hears of each as it ends
+    (from a worker thread)."""
     results: list[tuple[int, str]] = []
     lock = threading.Lock()
 
@@ -188,6 +198,8 @@ def run_pending(
             state = run_job(sessions, store, job_id, min_saving=min_saving)
             with lock:
                 results.append((job_id, state))
+                if on_finish is not None:
+                    on_finish(job_id, state)
 
     threads = [threading.Thread(target=work, name=f"delta-{n}") for n in range(max(1, workers))]
     for thread in threads:

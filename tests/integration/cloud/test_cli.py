@@ -156,6 +156,31 @@ def test_operator_workflow(tmp_path: Path) -> None:
     assert cli.json("deltas", "run") == []
 
 
+def test_deltas_run_says_each_job_as_it_ends(tmp_path: Path) -> None:
+    """Progress on stderr, one line per finished job; the result on stdout as ever."""
+    cli = Cli(tmp_path)
+    cli.json("db", "upgrade")
+    image = (bytes(range(256)) * 400)[:100_000]
+    for version, data in (("1.0", image), ("1.1", image[:-3] + b"new"), ("1.2", b"x" + image)):
+        (tmp_path / version).write_bytes(data)
+        cli.run(
+            "package",
+            "upload",
+            str(tmp_path / version),
+            "--name",
+            "gw",
+            "--version",
+            version,
+            "--hardware-id",
+            "gw-hw",
+        )
+    ran = cli.run("--json", "deltas", "run")
+    assert [job["state"] for job in json.loads(ran.stdout)] == ["done"] * 3
+    lines = ran.stderr.strip().splitlines()
+    assert [line.split(": ")[1] for line in lines] == ["done (1/3)", "done (2/3)", "done (3/3)"]
+    assert cli.run("deltas", "run").stderr == ""
+
+
 def test_bad_config_is_one_line(tmp_path: Path) -> None:
     cli = Cli(tmp_path)
     cli.config.write_text('[cloud]\ndatabase_url = "mysql://x"\n')

@@ -240,3 +240,19 @@ def test_a_campaign_queues_the_deltas_its_ecus_need_once_each(
     assert len(after) == len(before) + 1
     audit = fleet.ok("GET", "/api/v1/audit", params={"action": "campaign.start"})
     assert audit[0]["detail"]["deltas_queued"] == 1
+
+
+def test_a_job_a_worker_holds_says_for_how_long(fleet: Fleet, backend: Backend) -> None:
+    rng = random.Random(3)
+    base = rng.randbytes(80_000)
+    fleet.package("gw", "1.0", "gw-hw", base, release_counter=1)
+    fleet.package("gw", "1.1", "gw-hw", base[:-9] + b"123456789", release_counter=2)
+    fleet.package("gw", "1.2", "gw-hw", base[:-5] + b"abcde", release_counter=3)
+    with backend.sessions() as session, session.begin():
+        held = deltas.claim(session)  # another worker's job, taken a moment ago
+        assert held is not None
+        held_id = held.id
+    listed = {job["id"]: job for job in fleet.ok("GET", "/api/v1/deltas")}
+    assert listed[held_id]["state"] == "running"
+    assert isinstance(listed[held_id]["running_s"], int) and listed[held_id]["running_s"] >= 0
+    assert [j["running_s"] for i, j in listed.items() if i != held_id] == [None, None]
