@@ -216,8 +216,8 @@ def cmd_pki(backend: Backend, args: argparse.Namespace) -> Any:
     key_dir = backend.settings.key_dir
     with transaction(backend.sessions) as session:
         if args.pki_command == "init-ca":
-            ca = pki.create_ca(session, key_dir, _actor(), args.name, args.parent)
-            return {"name": ca.name, "issuing": ca.issuing}
+            ca = pki.create_ca(session, key_dir, _actor(), args.name, args.parent, key_uri=args.key)
+            return {"name": ca.name, "issuing": ca.issuing, "key": pki.key_source(ca)}
         if args.pki_command == "issue":
             row = pki.issue(
                 session, key_dir, _actor(), args.vin, Path(args.csr).read_bytes(), days=args.days
@@ -414,9 +414,25 @@ def _add_admin(sub: Any) -> None:
 def _add_pki(sub: Any) -> None:
     pki_p = sub.add_parser("pki", help="device identities: CAs, certificates, revocation")
     pki_sub = pki_p.add_subparsers(dest="pki_command", required=True)
-    init = pki_sub.add_parser("init-ca", help="create a root CA, or an intermediate with --parent")
+    init = pki_sub.add_parser(
+        "init-ca",
+        help="create a root CA, or an intermediate with --parent",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="""examples:
+  a key in a 0600 file under data_dir/keys:
+    pki init-ca oem-root
+  a key made on a token (never extractable), or the one with that label there:
+    pki init-ca oem-root --key 'pkcs11:token=OEM%20CA;object=oem-root\
+?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/redstone/ca.pin'
+
+The PIN comes from pin-source= or REDSTONE_PKCS11_PIN, never the command line;
+the module from module-path= or REDSTONE_PKCS11_MODULE (docs/keys.md).""",
+    )
     init.add_argument("name")
     init.add_argument("--parent")
+    init.add_argument(
+        "--key", metavar="PKCS11_URI", help="the CA key on a PKCS#11 token (RFC 7512 URI)"
+    )
     issue = pki_sub.add_parser("issue", help="issue a vehicle's client certificate from a CSR")
     issue.add_argument("vin")
     issue.add_argument("csr", help="PEM certificate signing request file")

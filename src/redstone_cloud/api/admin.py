@@ -426,7 +426,9 @@ async def create_ca(body: schemas.CaIn, backend: BackendDep, actor: AdminDep) ->
     """Create a root CA (no parent) or an intermediate; the newest becomes the issuing CA."""
 
     def work(session: Session) -> schemas.CaOut:
-        ca = pki.create_ca(session, backend.settings.key_dir, actor, body.name, body.parent)
+        ca = pki.create_ca(
+            session, backend.settings.key_dir, actor, body.name, body.parent, key_uri=body.key_uri
+        )
         return schemas.CaOut(name=ca.name, issuing=ca.issuing, cert_pem=ca.cert_pem)
 
     return await in_transaction(backend, work)

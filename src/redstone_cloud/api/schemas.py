@@ -173,6 +173,12 @@ class ReasonIn(BaseModel):
 class CaIn(BaseModel):
     name: str = Field(min_length=1, max_length=64)
     parent: str | None = Field(default=None, description="issuing parent CA; none: a new root")
+    key_uri: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="pkcs11: URI of the CA key on a token (made there if absent); "
+        "none: a key file. The PIN comes from pin-source or the server's environment.",
+    )
 
 
 class CaOut(BaseModel):

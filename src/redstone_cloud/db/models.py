@@ -354,12 +354,15 @@ class AuditRecord(Base):
 
 
 class CertificateAuthority(Base):
-    """The CA (root or intermediate) device certificates are issued from; key kept on disk."""
+    """The CA (root or intermediate) device certificates are issued from. Its key is a
+    0600 file in the key directory, or (``key_uri``) an object on a PKCS#11 token."""
 
     __tablename__ = "certificate_authorities"
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
     cert_pem: Mapped[str] = mapped_column(Text)
+    key_uri: Mapped[str | None] = mapped_column(String(1024))
+    """``pkcs11:`` URI of the key (module path and PIN source included, never a PIN)."""
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("certificate_authorities.id"))
     issuing: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[dt.datetime] = _created()

@@ -1,8 +1,10 @@
-"""The OEM PKI as the backend runs it: CAs in the database, their keys on disk (0600)."""
+"""The OEM PKI as the backend runs it: CAs in the database, their keys on disk (0600)
+or on a PKCS#11 token (docs/keys.md)."""
 
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 from cryptography import x509
@@ -15,6 +17,10 @@ from redstone_cloud.db.models import CertificateAuthority, DeviceCertificate, Ve
 from redstone_cloud.db.types import utcnow
 from redstone_cloud.errors import Conflict, InvalidInput, NotFound
 from redstone_cloud.services import audit
+
+_token_keys: dict[str, pki.CaKey] = {}
+"""Token keys by URI: a key's login session is kept for the process's life."""
+_token_keys_lock = threading.Lock()
 
 
 def _key_path(key_dir: Path, name: str) -> Path:
@@ -30,32 +36,74 @@ def _save_key(path: Path, key: pki.CaKey) -> None:
         out.write(pki.key_to_pem(key))
 
 
-def _load_key(key_dir: Path, name: str) -> pki.CaKey:
-    path = _key_path(key_dir, name)
+def _load_key(key_dir: Path, ca: CertificateAuthority) -> pki.CaKey:
+    if ca.key_uri:
+        return _token_key(ca.key_uri, create=False)
+    path = _key_path(key_dir, ca.name)
     try:
         return pki.key_from_pem(path.read_bytes())
     except FileNotFoundError as exc:
-        raise NotFound(f"private key of CA {name!r} is not in {key_dir}") from exc
+        raise NotFound(f"private key of CA {ca.name!r} is not in {key_dir}") from exc
+
+
+def _token_key(uri_text: str, *, create: bool) -> pki.CaKey:
+    """The token key ``uri_text`` names (made on the token when ``create`` and absent);
+    a token error is the caller's one-line InvalidInput."""
+    from redstone_agent.pkcs11 import token, uri
+    from redstone_agent.pkcs11.eckey import TokenEcPrivateKey
+
+    with _token_keys_lock:
+        if uri_text in _token_keys:
+            return _token_keys[uri_text]
+        try:
+            parsed = uri.parse(uri_text)
+            try:
+                found = token.TokenKey(parsed)
+            except token.KeyNotFound:
+                if not create:
+                    raise
+                found = token.generate(parsed)  # one login: a wrong PIN is tried only once
+            key = TokenEcPrivateKey(found)
+        except (uri.UriError, token.TokenError) as exc:
+            raise InvalidInput(str(exc)) from None
+        _token_keys[uri_text] = key
+        return key
+
+
+def key_source(ca: CertificateAuthority) -> str:
+    """Where the CA's key is, as the audit trail records it (no PIN, no module path)."""
+    if not ca.key_uri:
+        return f"file ca-{ca.name}.key"
+    return ca.key_uri.split("?", 1)[0]
 
 
 def create_ca(
-    session: Session, key_dir: Path, actor: str, name: str, parent: str | None = None
+    session: Session,
+    key_dir: Path,
+    actor: str,
+    name: str,
+    parent: str | None = None,
+    *,
+    key_uri: str | None = None,
 ) -> CertificateAuthority:
-    """A root CA (no parent) or an intermediate; the newest one becomes the issuing CA."""
+    """A root CA (no parent) or an intermediate; the newest one becomes the issuing CA.
+
+    Its key is a new 0600 file in ``key_dir``, or with ``key_uri`` the key that
+    ``pkcs11:`` URI names on a token (made there, never extractable, if absent)."""
     if session.scalar(select(CertificateAuthority.id).where(CertificateAuthority.name == name)):
         raise Conflict(f"CA {name!r} already exists")
     path = _key_path(key_dir, name)
-    if path.exists():
+    if key_uri is None and path.exists():
         raise Conflict(f"{path} exists: refusing to overwrite a CA key")
-    key = pki.new_ca_key()
-    parent_row = None
-    if parent is None:
+    parent_row = get_ca(session, parent) if parent is not None else None
+    key = _token_key(key_uri, create=True) if key_uri is not None else pki.new_ca_key()
+    if parent_row is None:
         cert = pki.create_root_ca(name, key)
     else:
-        parent_row = get_ca(session, parent)
         parent_cert = pki.cert_from_pem(parent_row.cert_pem)
-        cert = pki.create_intermediate(name, key, parent_cert, _load_key(key_dir, parent))
-    _save_key(path, key)
+        cert = pki.create_intermediate(name, key, parent_cert, _load_key(key_dir, parent_row))
+    if key_uri is None:
+        _save_key(path, key)
     for other in session.scalars(select(CertificateAuthority)):
         other.issuing = False
     ca = CertificateAuthority(
@@ -63,10 +111,20 @@ def create_ca(
         cert_pem=pki.cert_pem(cert),
         parent_id=parent_row.id if parent_row else None,
         issuing=True,
+        key_uri=key_uri,
     )
     session.add(ca)
     session.flush()
-    audit.record(session, actor, "pki.create_ca", "ca", name, parent=parent)
+    audit.record(
+        session,
+        actor,
+        "pki.create_ca",
+        "ca",
+        name,
+        parent=parent,
+        key=key_source(ca),
+        signed_by=key_source(parent_row) if parent_row else key_source(ca),
+    )
     return ca
 
 
@@ -101,7 +159,7 @@ def issue(
     csr = pki.load_csr(csr_pem)
     ca = issuing_ca(session)
     cert = pki.issue_device_certificate(
-        csr, vin, pki.cert_from_pem(ca.cert_pem), _load_key(key_dir, ca.name), days
+        csr, vin, pki.cert_from_pem(ca.cert_pem), _load_key(key_dir, ca), days
     )
     row = DeviceCertificate(
         serial=format(cert.serial_number, "x"),
@@ -113,7 +171,16 @@ def issue(
     )
     session.add(row)
     session.flush()
-    audit.record(session, actor, "pki.issue", "certificate", row.serial, vin=vin, issuer=ca.name)
+    audit.record(
+        session,
+        actor,
+        "pki.issue",
+        "certificate",
+        row.serial,
+        vin=vin,
+        issuer=ca.name,
+        signed_by=key_source(ca),
+    )
     return row
 
 
@@ -165,7 +232,7 @@ def crl(session: Session, key_dir: Path, name: str) -> bytes:
         )
         if row.revoked_at is not None
     ]
-    crl_obj = pki.build_crl(pki.cert_from_pem(ca.cert_pem), _load_key(key_dir, name), revoked)
+    crl_obj = pki.build_crl(pki.cert_from_pem(ca.cert_pem), _load_key(key_dir, ca), revoked)
     return crl_obj.public_bytes(Encoding.PEM)
 
 
@@ -176,6 +243,6 @@ def server_certificate(
     ca = issuing_ca(session)
     key = pki.new_ca_key()
     cert = pki.issue_server_certificate(
-        hostnames, pki.cert_from_pem(ca.cert_pem), _load_key(key_dir, ca.name), key
+        hostnames, pki.cert_from_pem(ca.cert_pem), _load_key(key_dir, ca), key
     )
     return cert, key

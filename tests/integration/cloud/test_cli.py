@@ -70,7 +70,11 @@ def test_operator_workflow(tmp_path: Path) -> None:
     assert cli.json("db", "upgrade")["revision"] == cli.json("db", "current")["head"]
     token = cli.json("admin", "token", "alice")
     assert token["name"] == "alice" and "token_sha256" in token["config"]
-    assert cli.json("pki", "init-ca", "root") == {"issuing": True, "name": "root"}
+    assert cli.json("pki", "init-ca", "root") == {
+        "issuing": True,
+        "name": "root",
+        "key": "file ca-root.key",
+    }
     assert "already exists" in cli.run("pki", "init-ca", "root", ok=False).stderr
     cli.run(
         "pki",

@@ -1,0 +1,261 @@
+"""A private key on a PKCS#11 token, through python-pkcs11.
+
+:class:`TokenKey` opens the module, finds the token by label, logs in with the
+PIN and finds the key; it keeps that session and opens a new one after a
+failure (a token pulled and plugged back in). :func:`generate` makes an EC
+P-256 key pair on the token that never leaves it (``CKA_SENSITIVE`` true,
+``CKA_EXTRACTABLE`` false). Every failure is one :class:`TokenError` line
+that names the token and says what to check; the PIN never appears in one.
+
+The PIN comes from the URI's ``pin-source`` file or the ``REDSTONE_PKCS11_PIN``
+environment variable; the module from ``module-path`` or
+``REDSTONE_PKCS11_MODULE``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from redstone_agent.errors import RedstoneError
+from redstone_agent.pkcs11.uri import Pkcs11Uri
+
+PIN_ENV = "REDSTONE_PKCS11_PIN"
+MODULE_ENV = "REDSTONE_PKCS11_MODULE"
+CURVE = "secp256r1"
+"""P-256: the curve every PKCS#11 token we met signs with (Ed25519 is rare on tokens)."""
+
+_libraries: dict[Path, Any] = {}
+_libraries_lock = threading.Lock()
+
+
+class TokenError(RedstoneError):
+    """The token, its module, the PIN or the key is not as the URI says (one line)."""
+
+
+class KeyNotFound(TokenError):
+    """The token is there and the PIN right, but it holds no key with that label."""
+
+
+def module_of(uri: Pkcs11Uri, env: Mapping[str, str] = os.environ) -> Path:
+    if uri.module_path is not None:
+        return uri.module_path
+    if env.get(MODULE_ENV):
+        return Path(env[MODULE_ENV])
+    raise TokenError(f"{uri}: no PKCS#11 module: add ?module-path=LIB.so or set {MODULE_ENV}")
+
+
+def pin_of(uri: Pkcs11Uri, env: Mapping[str, str] = os.environ) -> str:
+    if uri.pin_source is not None:
+        try:
+            lines = uri.pin_source.read_text().splitlines()
+        except OSError as exc:
+            raise TokenError(
+                f"{uri}: cannot read the PIN from {uri.pin_source}: {exc.strerror}"
+            ) from None
+        return lines[0] if lines else ""
+    if PIN_ENV in env:
+        return env[PIN_ENV]
+    raise TokenError(f"{uri}: no PIN: add ?pin-source=FILE or set {PIN_ENV}")
+
+
+def _library(path: Path) -> Any:
+    import pkcs11
+
+    with _libraries_lock:
+        if path not in _libraries:
+            try:
+                _libraries[path] = pkcs11.lib(str(path))
+            except pkcs11.PKCS11Error as exc:
+                raise TokenError(f"PKCS#11 module {path} cannot be loaded: {exc}") from None
+        return _libraries[path]
+
+
+class TokenKey:
+    """One private key on a token, signing through a session kept open between uses."""
+
+    def __init__(self, uri: Pkcs11Uri, env: Mapping[str, str] = os.environ) -> None:
+        self.uri = uri
+        self._module = module_of(uri, env)
+        self._pin = pin_of(uri, env)
+        self._lock = threading.Lock()
+        self._session: Any = None
+        self._key: Any = None
+        self.public_key_der = self._with_session(lambda _session: self._public_der())
+
+    def sign_digest(self, digest: bytes) -> bytes:
+        """ECDSA over a digest the caller computed; DER-encoded (r, s), as X.509 wants."""
+        from pkcs11 import Mechanism
+        from pkcs11.util.ec import encode_ecdsa_signature
+
+        raw = self._with_session(lambda _s: self._key.sign(digest, mechanism=Mechanism.ECDSA))
+        return bytes(encode_ecdsa_signature(raw))
+
+    def attribute(self, name: str) -> Any:
+        """A private-key attribute by python-pkcs11 ``Attribute`` name (tests, checks)."""
+        from pkcs11 import Attribute
+
+        return self._with_session(lambda _s: self._key[Attribute[name]])
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    def _public_der(self) -> bytes:
+        from pkcs11 import ObjectClass
+        from pkcs11.util.ec import encode_ec_public_key
+
+        public = _find(self._session, self.uri, ObjectClass.PUBLIC_KEY)
+        return bytes(encode_ec_public_key(public))
+
+    def _with_session(self, action: Any) -> Any:
+        import pkcs11
+
+        with self._lock:
+            for attempt in (1, 2):
+                try:
+                    if self._session is None:
+                        self._open()
+                    return action(self._session)
+                except TokenError:
+                    self._drop()
+                    raise
+                except (
+                    pkcs11.exceptions.DeviceRemoved,
+                    pkcs11.exceptions.TokenNotPresent,
+                    pkcs11.exceptions.SessionHandleInvalid,
+                    pkcs11.exceptions.SessionClosed,
+                    pkcs11.exceptions.DeviceError,
+                ) as exc:
+                    self._drop()  # the token went away: one fresh session, then give up
+                    if attempt == 2:
+                        raise TokenError(
+                            f"{self.uri}: the token is gone ({type(exc).__name__})"
+                        ) from None
+                except pkcs11.PKCS11Error as exc:
+                    self._drop()
+                    raise TokenError(f"{self.uri}: {type(exc).__name__} {exc}".strip()) from None
+        raise AssertionError("unreachable")
+
+    def _open(self) -> None:
+        import pkcs11
+        from pkcs11 import ObjectClass
+
+        session = _login(_library(self._module), self.uri, self._pin)
+        try:
+            key = _find(session, self.uri, ObjectClass.PRIVATE_KEY)
+        except BaseException:
+            session.close()
+            raise
+        if key.key_type is not pkcs11.KeyType.EC:
+            session.close()
+            raise TokenError(f"{self.uri}: the key is {key.key_type.name}, not an EC key")
+        self._session, self._key = session, key
+
+    def _drop(self) -> None:
+        if self._session is not None:
+            session, self._session, self._key = self._session, None, None
+            with contextlib.suppress(Exception):  # the token may be gone: nothing to release
+                session.close()
+
+
+def generate(uri: Pkcs11Uri, env: Mapping[str, str] = os.environ) -> TokenKey:
+    """Make a P-256 key pair labelled ``uri.object`` on the token; refuse if one exists."""
+    import pkcs11
+    from pkcs11 import Attribute, KeyType, ObjectClass
+    from pkcs11.util.ec import encode_named_curve_parameters
+
+    session = _login(_library(module_of(uri, env)), uri, pin_of(uri, env))
+    try:
+        if _exists(session, uri, ObjectClass.PRIVATE_KEY):
+            raise TokenError(f"{uri}: the token already holds a key with that label")
+        params = session.create_domain_parameters(
+            KeyType.EC, {Attribute.EC_PARAMS: encode_named_curve_parameters(CURVE)}, local=True
+        )
+        common: dict[Any, Any] = {Attribute.LABEL: uri.object, Attribute.TOKEN: True}
+        if uri.id is not None:
+            common[Attribute.ID] = uri.id
+        params.generate_keypair(
+            store=True,
+            public_template={**common, Attribute.VERIFY: True},
+            private_template={
+                **common,
+                Attribute.SIGN: True,
+                Attribute.SENSITIVE: True,
+                Attribute.EXTRACTABLE: False,
+                Attribute.PRIVATE: True,
+            },
+        )
+    except pkcs11.PKCS11Error as exc:
+        raise TokenError(f"{uri}: cannot make a key: {type(exc).__name__} {exc}".strip()) from None
+    finally:
+        session.close()
+    return TokenKey(uri, env)
+
+
+def _login(lib: Any, uri: Pkcs11Uri, pin: str) -> Any:
+    import pkcs11
+
+    match: dict[str, Any] = {"token_label": uri.token}
+    if uri.serial is not None:
+        match["token_serial"] = uri.serial.encode()
+    try:
+        token = lib.get_token(**match)
+    except pkcs11.exceptions.NoSuchToken:
+        raise TokenError(
+            f"{uri}: no token labelled {uri.token!r} in {_name(lib)} (plugged in? initialised?)"
+        ) from None
+    except pkcs11.exceptions.MultipleTokensReturned:
+        raise TokenError(f"{uri}: several tokens are labelled {uri.token!r}: add serial=") from None
+    try:
+        return token.open(user_pin=pin, rw=True)
+    except pkcs11.exceptions.UserAlreadyLoggedIn:
+        # Login is per process and token: another key of this process logged in already,
+        # and a new session shares that login.
+        return token.open(rw=True)
+    except pkcs11.exceptions.PinIncorrect:
+        raise TokenError(f"{uri}: the token refused the PIN (wrong PIN)") from None
+    except pkcs11.exceptions.PinLocked:
+        raise TokenError(f"{uri}: the token's user PIN is locked (too many wrong PINs)") from None
+    except pkcs11.PKCS11Error as exc:
+        raise TokenError(f"{uri}: cannot log in: {type(exc).__name__} {exc}".strip()) from None
+
+
+def _find(session: Any, uri: Pkcs11Uri, object_class: Any) -> Any:
+    import pkcs11
+
+    query: dict[str, Any] = {"object_class": object_class, "label": uri.object}
+    if uri.id is not None:
+        query["id"] = uri.id
+    try:
+        return session.get_key(**query)
+    except pkcs11.exceptions.NoSuchKey:
+        kind = "private" if object_class is pkcs11.ObjectClass.PRIVATE_KEY else "public"
+        raise KeyNotFound(f"{uri}: the token holds no {kind} key labelled {uri.object!r}") from None
+    except pkcs11.exceptions.MultipleObjectsReturned:
+        raise TokenError(f"{uri}: several keys are labelled {uri.object!r}: add id=") from None
+
+
+def _exists(session: Any, uri: Pkcs11Uri, object_class: Any) -> bool:
+    """Whether any key of the class carries the label (several count as existing)."""
+    return any(True for _ in session.get_objects({_label(): uri.object, _class(): object_class}))
+
+
+def _label() -> Any:
+    from pkcs11 import Attribute
+
+    return Attribute.LABEL
+
+
+def _class() -> Any:
+    from pkcs11 import Attribute
+
+    return Attribute.CLASS
+
+
+def _name(lib: Any) -> str:
+    return str(getattr(lib, "so", "") or "the PKCS#11 module")
