@@ -41,6 +41,15 @@ class Pkcs11Uri:
     module_path: Path | None = None
     pin_source: Path | None = None
 
+    def full(self) -> str:
+        """The URI with its query: what a key file or a config holds (never a PIN)."""
+        query = []
+        if self.module_path is not None:
+            query.append(f"module-path={self.module_path}")
+        if self.pin_source is not None:
+            query.append(f"pin-source=file:{self.pin_source}")
+        return str(self) + ("?" + "&".join(query) if query else "")
+
     def __str__(self) -> str:
         """The URI without its query (what logs and the audit trail show)."""
         parts = [f"token={_quote(self.token)}", f"object={_quote(self.object)}"]

@@ -4,6 +4,10 @@ Signing goes through securesystemslib's one-method :class:`Signer` interface
 (``sign(payload) -> Signature``), so a PKCS#11 token or cloud KMS signer plugs
 in wherever a file key does. Private key files are PEM PKCS#8 and must not be
 readable by group or others: a leaked offline key defeats the threshold design.
+
+A key file may instead hold one line, a ``pkcs11:`` URI (RFC 7512): the key is
+then an ECDSA P-256 key on that token, and signing happens there
+(docs/keys.md). Every place that loads a key file takes either.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ __all__ = [
     "public_key_to_dict",
     "save_signer",
     "signer_from_pem",
+    "signer_from_uri",
 ]
 
 
@@ -78,7 +83,24 @@ def load_signer(path: Path) -> CryptoSigner:
         pem = path.read_bytes()
     except OSError as exc:
         raise KeyFileError(f"{path}: cannot read key file ({exc.strerror})") from exc
+    if pem.startswith(b"pkcs11:"):
+        return signer_from_uri(pem.decode("utf-8", "replace").strip(), str(path))
     return signer_from_pem(pem, str(path))
+
+
+def signer_from_uri(text: str, source: str = "key") -> CryptoSigner:
+    """A signer whose ECDSA P-256 key stays on the PKCS#11 token ``text`` names."""
+    from redstone_agent.pkcs11 import token, uri
+    from redstone_agent.pkcs11.eckey import TokenEcPrivateKey
+
+    try:
+        private = TokenEcPrivateKey(token.TokenKey(uri.parse(text)))
+    except (uri.UriError, token.TokenError) as exc:
+        raise KeyFileError(f"{source}: {exc}") from None
+    if private.curve.name != "secp256r1":
+        raise KeyFileError(f"{source}: the token key is on {private.curve.name}, not P-256")
+    public = SSlibKey.from_crypto(private.public_key(), scheme=_SCHEMES["ecdsa-p256"])
+    return CryptoSigner(private, public)
 
 
 def save_signer(signer: CryptoSigner, path: Path) -> None:

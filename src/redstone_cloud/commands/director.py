@@ -14,7 +14,9 @@ from redstone_cloud.services import director
 
 def cmd_rotate_keys(backend: Backend, args: argparse.Namespace) -> Any:
     with transaction(backend.sessions) as session:
-        return director.rotate_keys(session, backend.director_keys, actor(), args.role)
+        return director.rotate_keys(
+            session, backend.director_keys, actor(), args.role, to_token=args.to_token
+        )
 
 
 def add(sub: Any) -> None:
@@ -30,5 +32,11 @@ def add(sub: Any) -> None:
         action="append",
         choices=ROLES,
         help="rotate only this role (repeatable); default: root, targets, snapshot, timestamp",
+    )
+    rotate.add_argument(
+        "--to-token",
+        metavar="PKCS11_URI",
+        help="make the new keys on this PKCS#11 token (object= is the label prefix); a role"
+        " whose key is on a token already gets its new key there without this (docs/keys.md)",
     )
     rotate.set_defaults(func=cmd_rotate_keys)

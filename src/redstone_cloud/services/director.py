@@ -139,7 +139,12 @@ def read_file(session: Session, vehicle_id: int, name: str) -> bytes:
 
 
 def rotate_keys(
-    session: Session, files: DirectorKeyFiles, actor: str, roles: list[str] | None = None
+    session: Session,
+    files: DirectorKeyFiles,
+    actor: str,
+    roles: list[str] | None = None,
+    *,
+    to_token: str | None = None,
 ) -> dict[str, object]:
     """New online keys for ``roles`` (default: all four); old ones are kept as retired.
 
@@ -147,8 +152,11 @@ def rotate_keys(
     root names retired keys and publishes a new root version signed by the old and the
     new root keys (``uptane_link.OnlineRepository``), which the vehicle follows.
     """
-    rotated = files.rotate(roles or ROLES)
-    keys = {r.role: {"old_keyid": r.old_keyid, "new_keyid": r.new_keyid} for r in rotated}
+    rotated = files.rotate(roles or ROLES, to_token=to_token)
+    keys = {
+        r.role: {"old_keyid": r.old_keyid, "new_keyid": r.new_keyid, "key": files.location(r.role)}
+        for r in rotated
+    }
     audit.record(session, actor, "director.rotate_keys", "director_keys", ",".join(keys), **keys)
     vehicles = session.scalar(select(func.count(func.distinct(DirectorMetadata.vehicle_id))))
     return {"rotated": keys, "vehicles_to_follow": vehicles or 0}

@@ -24,6 +24,7 @@ from redstone_cloud.cli import main
 from redstone_cloud.uptane_link import OnlineRepository
 from tests.integration.cloud.conftest import make_settings
 from tests.integration.cloud.fleet import Fleet, SimVehicle
+from tests.softhsm import SoftHsm
 
 ROLES = ("root", "targets", "snapshot", "timestamp")
 BASE = "http://testserver"
@@ -201,3 +202,42 @@ def test_director_data_from_one_key_keeps_serving_and_moves_to_per_role_keys(
             director(fleet, car, tmp_path / "fresh").refresh()
     finally:
         new.close()
+
+
+def test_director_keys_move_onto_a_token_and_rotate_there(
+    fleet: Fleet,
+    car: SimVehicle,
+    backend: Backend,
+    tmp_path: Path,
+    *,
+    softhsm: SoftHsm,
+    database_kind: str,
+) -> None:
+    """``rotate-keys --to-token``: every role's new key is made on a (SoftHSM2) token and
+    its file holds only the key's URI; the vehicle follows the root chain onto them;
+    rotating again makes the next keys on the same token."""
+    cache = tmp_path / "director"
+    director(fleet, car, cache).refresh()
+    prefix = f"director-{database_kind}"
+    moved = rotate(backend, tmp_path, "--to-token", softhsm.uri("ca-b", prefix))
+    files = backend.director_keys.paths
+    for role in ROLES:
+        held = files[role].read_text()
+        assert held.startswith(f"pkcs11:token=ca-b;object={prefix}-{role}-"), held
+        assert "PRIVATE KEY" not in held and softhsm.pin_file.read_text().strip() not in held
+        assert moved["rotated"][role]["key"] == held.strip().split("?")[0]
+    director(fleet, car, cache).refresh()
+    on_token = trusted_root(cache)
+    for role in ROLES:
+        assert on_token.roles[role].keyids == [moved["rotated"][role]["new_keyid"]]
+    timestamp = Metadata[Timestamp].from_bytes((cache / "timestamp.json").read_bytes())
+    assert set(timestamp.signatures) == {moved["rotated"]["timestamp"]["new_keyid"]}
+
+    again = rotate(backend, tmp_path, "--role", "timestamp")
+    label = files["timestamp"].read_text().split(";object=")[1].split("?")[0]
+    assert label.startswith(f"{prefix}-timestamp-") and label.count("-timestamp-") == 1
+    assert again["rotated"]["timestamp"]["old_keyid"] == moved["rotated"]["timestamp"]["new_keyid"]
+    director(fleet, car, cache).refresh()
+    assert trusted_root(cache).roles["timestamp"].keyids == [
+        again["rotated"]["timestamp"]["new_keyid"]
+    ]
