@@ -22,7 +22,7 @@ from tests.support import require_tool
 MODULE = Path("/usr/lib/softhsm/libsofthsm2.so")
 PIN = "2718"
 SO_PIN = "31415926"
-TOKENS = ("ca-a", "ca-b", "spare")
+TOKENS = ("token-a", "token-b", "spare")
 """Every token label a test may use (made up front, see above)."""
 
 

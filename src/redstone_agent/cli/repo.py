@@ -21,10 +21,12 @@ from redstone_agent.uptane.keys import (
     public_key_from_dict,
     public_key_to_dict,
     save_signer,
+    signer_from_uri,
 )
 from redstone_agent.uptane.primary import PrimaryConfig, PrimaryVerifier
 from redstone_agent.uptane.repository import TOP_LEVEL, Assignment, Repository, RoleKeys
 from redstone_agent.uptane.targetinfo import ImageFields, sha256_of
+from redstone_agent.uptane.tufapi import CryptoSigner
 from redstone_agent.uptane.verifier import EcuState, TrustedRoots, verify_full
 from redstone_agent.uptane.workspace import Workspace, read_published
 
@@ -184,7 +186,7 @@ def cmd_rotate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_key_generate(args: argparse.Namespace) -> dict[str, Any]:
-    signer = generate_signer(args.algorithm)
+    signer = _token_signer(args.pkcs11) if args.pkcs11 else generate_signer(args.algorithm)
     try:
         save_signer(signer, args.file)
     except FileExistsError:
@@ -193,6 +195,22 @@ def cmd_key_generate(args: argparse.Namespace) -> dict[str, Any]:
     if args.public:
         args.public.write_text(json.dumps(public, indent=2) + "\n")
     return public
+
+
+def _token_signer(uri_text: str) -> CryptoSigner:
+    """The key ``uri_text`` names on its token, made there (P-256, never extractable)
+    when the token holds no key with that label."""
+    from redstone_agent.pkcs11 import token, uri
+
+    try:
+        parsed = uri.parse(uri_text)
+        try:
+            token.TokenKey(parsed).close()
+        except token.KeyNotFound:
+            token.generate(parsed).close()
+    except (uri.UriError, token.TokenError) as exc:
+        raise RepositoryToolError(str(exc)) from None
+    return signer_from_uri(parsed.full(), "--pkcs11")
 
 
 def cmd_status(args: argparse.Namespace) -> dict[str, Any]:
@@ -392,6 +410,12 @@ def _signing_commands(command: _Command) -> None:
     p.add_argument("file", type=Path, help="where to write the PEM private key")
     p.add_argument("--public", type=Path, help="also write the public key JSON here")
     p.add_argument("--algorithm", choices=ALGORITHMS, default="ed25519")
+    p.add_argument(
+        "--pkcs11",
+        metavar="URI",
+        help="the key on a PKCS#11 token instead (ECDSA P-256, made there if absent): FILE"
+        " then holds only the URI, and works wherever a key file does (docs/keys.md)",
+    )
 
 
 def _other_commands(command: _Command) -> None:

@@ -88,6 +88,12 @@ def load_signer(path: Path) -> CryptoSigner:
     return signer_from_pem(pem, str(path))
 
 
+class TokenSigner(CryptoSigner):
+    """A signer whose key is on a PKCS#11 token; saving it writes its URI, not a key."""
+
+    uri_text: str = ""
+
+
 def signer_from_uri(text: str, source: str = "key") -> CryptoSigner:
     """A signer whose ECDSA P-256 key stays on the PKCS#11 token ``text`` names."""
     from redstone_agent.pkcs11 import token, uri
@@ -100,15 +106,23 @@ def signer_from_uri(text: str, source: str = "key") -> CryptoSigner:
     if private.curve.name != "secp256r1":
         raise KeyFileError(f"{source}: the token key is on {private.curve.name}, not P-256")
     public = SSlibKey.from_crypto(private.public_key(), scheme=_SCHEMES["ecdsa-p256"])
-    return CryptoSigner(private, public)
+    signer = TokenSigner(private, public)
+    signer.uri_text = text
+    return signer
 
 
 def save_signer(signer: CryptoSigner, path: Path) -> None:
-    """Write the private key as PEM, created with mode 0600 (never briefly world-readable)."""
+    """Write the private key as PEM, created with mode 0600 (never briefly world-readable);
+    for a token key, its URI (the key itself cannot leave the token)."""
+    data = (
+        (signer.uri_text + "\n").encode()
+        if isinstance(signer, TokenSigner)
+        else signer.private_bytes
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as out:
-        out.write(signer.private_bytes)
+        out.write(data)
 
 
 def public_key_to_dict(key: Key) -> dict[str, Any]:

@@ -219,11 +219,11 @@ def test_director_keys_move_onto_a_token_and_rotate_there(
     cache = tmp_path / "director"
     director(fleet, car, cache).refresh()
     prefix = f"director-{database_kind}"
-    moved = rotate(backend, tmp_path, "--to-token", softhsm.uri("ca-b", prefix))
+    moved = rotate(backend, tmp_path, "--to-token", softhsm.uri("token-b", prefix))
     files = backend.director_keys.paths
     for role in ROLES:
         held = files[role].read_text()
-        assert held.startswith(f"pkcs11:token=ca-b;object={prefix}-{role}-"), held
+        assert held.startswith(f"pkcs11:token=token-b;object={prefix}-{role}-"), held
         assert "PRIVATE KEY" not in held and softhsm.pin_file.read_text().strip() not in held
         assert moved["rotated"][role]["key"] == held.strip().split("?")[0]
     director(fleet, car, cache).refresh()

@@ -27,8 +27,8 @@ from tests.softhsm import SoftHsm, make_tokens
 def test_a_token_ca_issues_certificates_and_crls_with_a_key_that_never_leaves_it(
     fleet: Fleet, backend: Backend, softhsm: SoftHsm, database_kind: str
 ) -> None:
-    root_uri = softhsm.uri("ca-a", f"root-{database_kind}")
-    devices_uri = softhsm.uri("ca-b", f"devices-{database_kind}")
+    root_uri = softhsm.uri("token-a", f"root-{database_kind}")
+    devices_uri = softhsm.uri("token-b", f"devices-{database_kind}")
     root = fleet.ok("POST", "/api/v1/pki/cas", json={"name": "oem-root", "key_uri": root_uri})
     devices = fleet.ok(
         "POST",
@@ -104,7 +104,7 @@ def test_a_token_that_is_not_there_is_one_line(softhsm: SoftHsm, tmp_path: Path)
         )
 
     assert cli("db", "upgrade").returncode == 0
-    done = cli("pki", "init-ca", "root", "--key", softhsm.uri("ca-a", "absent"))
+    done = cli("pki", "init-ca", "root", "--key", softhsm.uri("token-a", "absent"))
     assert done.returncode != 0
     assert done.stderr.strip().count("\n") == 0, done.stderr
-    assert "no token labelled 'ca-a'" in done.stderr and "Traceback" not in done.stderr
+    assert "no token labelled 'token-a'" in done.stderr and "Traceback" not in done.stderr
