@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime as dt
 import gc
 import getpass
 import json
@@ -37,6 +38,7 @@ from redstone_cloud.services import (
     campaigns,
     deltas,
     device,
+    est,
     imagerepo,
     inventory,
     packages,
@@ -272,6 +274,11 @@ def cmd_vehicle(backend: Backend, args: argparse.Namespace) -> Any:
                 baseline_name=spec.get("baseline"),
             )
             return {"vin": vehicle.vin}
+        if args.vehicle_command == "enroll-token":
+            token, expires = est.new_token(
+                session, _actor(), args.vin, dt.timedelta(hours=args.ttl_hours)
+            )
+            return {"vin": args.vin, "token": token, "expires_at": expires.isoformat()}
         vehicle = inventory.get_vehicle(session, args.vin)
         return {
             "vin": vehicle.vin,
@@ -314,8 +321,6 @@ def cmd_package(backend: Backend, args: argparse.Namespace) -> Any:
 
 
 def _campaign_spec(data: dict[str, Any]) -> campaigns.CampaignSpec:
-    import datetime as dt
-
     start_at = data.get("start_at")
     return campaigns.CampaignSpec(
         name=data["name"],
@@ -465,6 +470,18 @@ def _add_inventory(sub: Any) -> None:
         "file"
     )
     vehicle_sub.add_parser("show").add_argument("vin")
+    enroll = vehicle_sub.add_parser(
+        "enroll-token",
+        help="a one-time token with which the vehicle gets its certificate over EST",
+        description="Print a one-time enrollment token for VIN (shown once; only its"
+        " SHA-256 is kept). The vehicle's Master enrolls with it over EST"
+        " (/.well-known/est/simpleenroll, HTTP Basic VIN:token) and renews its"
+        " certificate itself afterwards (docs/keys.md).",
+    )
+    enroll.add_argument("vin")
+    enroll.add_argument(
+        "--ttl-hours", type=float, default=168.0, help="how long it stays usable (default: 7 days)"
+    )
     vehicle.set_defaults(func=cmd_vehicle)
 
     package = sub.add_parser("package", help="software packages")

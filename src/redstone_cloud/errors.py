@@ -34,9 +34,11 @@ class Conflict(CloudError):
 
 
 class Unauthorized(CloudError):
-    """No acceptable credentials were presented."""
+    """No acceptable credentials were presented; ``challenge`` says which to send
+    (the ``WWW-Authenticate`` header of the 401)."""
 
     status = 401
+    challenge = "Bearer"
 
 
 class Forbidden(CloudError):

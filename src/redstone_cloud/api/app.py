@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from redstone_cloud import __doc__ as package_doc
-from redstone_cloud.api import admin, bundles, device, targets
+from redstone_cloud.api import admin, bundles, device, est, targets
 from redstone_cloud.api.errors import RejectNul, install_error_handlers
 from redstone_cloud.api.fastpoll import FastPoll
 from redstone_cloud.backend import Backend
@@ -43,6 +43,7 @@ def create_app(backend: Backend) -> FastAPI:
     app.include_router(targets.router)
     app.include_router(bundles.router)
     app.include_router(device.router)
+    app.include_router(est.router)
     app.add_middleware(RejectNul)
     return app
 

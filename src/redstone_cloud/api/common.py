@@ -47,7 +47,7 @@ BackendDep = Annotated[Backend, Depends(backend_of)]
 
 def error_response(exc: RedstoneError) -> JSONResponse:
     status = exc.status if isinstance(exc, CloudError) else 400
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    headers = {"WWW-Authenticate": exc.challenge} if isinstance(exc, Unauthorized) else {}
     if isinstance(exc, RangeNotSatisfiable):
         headers["Content-Range"] = f"bytes */{exc.length}"
     if isinstance(exc, QuotaExceeded):

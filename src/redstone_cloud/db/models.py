@@ -368,6 +368,21 @@ class CertificateAuthority(Base):
     created_at: Mapped[dt.datetime] = _created()
 
 
+class EnrollmentToken(Base):
+    """A one-time secret with which a vehicle gets its first certificate over EST
+    (RFC 7030 ``simpleenroll``); only its SHA-256 is kept."""
+
+    __tablename__ = "enrollment_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    vehicle_id: Mapped[int] = mapped_column(
+        ForeignKey("vehicles.id", ondelete="CASCADE"), index=True
+    )
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[dt.datetime] = _created()
+
+
 class DeviceCertificate(Base):
     """A certificate issued to a vehicle; the device API maps a TLS client cert to it."""
 

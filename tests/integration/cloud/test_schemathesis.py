@@ -74,6 +74,12 @@ def _seed(settings: Any, tmp_path: Path) -> tuple[Path, Path]:
     return cert, key
 
 
+@schemathesis.serializer("application/pkcs10")
+def _pkcs10(_ctx: Any, value: Any) -> bytes:
+    """EST request bodies (base64 text, RFC 7030): sent as generated, to be refused or not."""
+    return value.encode() if isinstance(value, str) else bytes(str(value), "utf-8")
+
+
 # Conformance to the document is the API layer's; the same routes run on PostgreSQL
 # in every other cloud suite, so this 20-second fuzz run uses SQLite only.
 @pytest.mark.parametrize("database_kind", ["sqlite"])
