@@ -24,6 +24,7 @@ Not thread-safe: one caller at a time (the Master runs it on one worker thread).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -33,7 +34,7 @@ from typing import Any, TypeVar
 
 import requests
 
-from redstone_agent.cloud import protocol
+from redstone_agent.cloud import enrolment, protocol
 from redstone_agent.cloud.config import CloudConfig
 from redstone_agent.cloud.errors import CloudProtocolError, CloudUnavailable
 from redstone_agent.cloud.http import classify, make_session, read_capped
@@ -54,6 +55,37 @@ class _Answer:
     status: int
     headers: Mapping[str, str]
     body: bytes
+
+
+def enroll(config: CloudConfig, token: str) -> str:
+    """First certificate over EST ``simpleenroll`` with a one-time enrollment token; the
+    new key and certificate go to ``config.key``/``config.cert``. Returns its serial."""
+    if config.cert is None or config.key is None:
+        raise CloudProtocolError("EST", "cert and key paths are needed to enroll")
+    key_pem, csr = enrolment.new_key_and_csr(config.vin)
+    where = protocol.route("POST", enrolment.SIMPLEENROLL)
+    anonymous = dataclasses.replace(config, cert=None, key=None)
+    with make_session(anonymous) as session:
+        try:
+            response = session.post(
+                config.base_url + enrolment.SIMPLEENROLL,
+                data=csr,
+                headers={"Content-Type": enrolment.CSR_TYPE},
+                auth=(config.vin, token),
+                timeout=(config.timeout, config.timeout),
+                stream=True,
+                allow_redirects=False,
+            )
+        except (requests.RequestException, OSError) as exc:
+            raise classify(where, config.base_url, exc) from exc
+        with response:
+            failed = response.status_code >= 300
+            cap = protocol.MAX_ERROR_BYTES if failed else enrolment.MAX_ANSWER_BYTES
+            body = read_capped(where, response.raw, cap, config.timeout, truncate=failed)
+    protocol.check_status(where, response.status_code, body)
+    cert_pem = enrolment.certificate_for(where, body, key_pem)
+    enrolment.install_pair(config.key, config.cert, key_pem, cert_pem)
+    return enrolment.serial_of(cert_pem)
 
 
 class DeviceClient:
@@ -225,6 +257,35 @@ class DeviceClient:
             return protocol.parse_log_ack(answer.status, answer.body)
 
         return self._retrying(attempt)
+
+    def renew_certificate(self) -> str:
+        """Swap the vehicle's key and certificate for new ones over EST ``simplereenroll``,
+        authenticated by the current pair; returns the new certificate's serial (hex).
+
+        New connections present the new pair; the old certificate stays valid at the
+        backend until it expires or is revoked, so a lost answer is simply retried."""
+        config = self.config
+        if config.cert is None or config.key is None:
+            raise CloudProtocolError("EST", "no client certificate configured to renew")
+        key_pem, csr = enrolment.new_key_and_csr(config.vin)
+        where = protocol.route("POST", enrolment.SIMPLEREENROLL)
+
+        def attempt() -> _Answer:
+            return self._exchange(
+                "POST",
+                enrolment.SIMPLEREENROLL,
+                enrolment.MAX_ANSWER_BYTES,
+                headers={"Content-Type": enrolment.CSR_TYPE},
+                data=csr,
+            )
+
+        answer = self._retrying(attempt)
+        protocol.check_status(where, answer.status, answer.body)
+        cert_pem = enrolment.certificate_for(where, answer.body, key_pem)
+        enrolment.install_pair(config.key, config.cert, key_pem, cert_pem)
+        for adapter in self.session.adapters.values():
+            adapter.close()  # pooled connections still present the old certificate
+        return enrolment.serial_of(cert_pem)
 
     def forget_poll(self) -> None:
         """Forget the last poll: the next one is unconditional and reports ``changed=True``

@@ -33,6 +33,7 @@ from redstone_agent.master.adapters import CloudAdapter, TrustAdapter
 from redstone_agent.master.cache import Cache
 from redstone_agent.master.cache_server import CacheServer
 from redstone_agent.master.campaign_log import CampaignLog
+from redstone_agent.master.certificate import Certificate
 from redstone_agent.master.controller import LogRing, MasterController
 from redstone_agent.master.diagnostics import DiagnosticPort
 from redstone_agent.master.ecu_self import SelfPort
@@ -95,17 +96,18 @@ class MasterDaemon:
         self.cache = Cache(config.cache.directory, config.cache.budget_mib << 20)
         self.server = CacheServer(self.cache, config.cache.address, config.cache.port)
         cloud = config.cloud
-        self.client = DeviceClient(
-            CloudConfig(
-                url=cloud.url,
-                vin=config.vin,
-                cert=cloud.cert,
-                key=cloud.key,
-                ca=cloud.ca,
-                timeout=cloud.timeout_s,
-                poll_interval_s=cloud.poll_interval_s,
-            )
+        cloud_config = CloudConfig(
+            url=cloud.url,
+            vin=config.vin,
+            cert=cloud.cert,
+            key=cloud.key,
+            ca=cloud.ca,
+            timeout=cloud.timeout_s,
+            poll_interval_s=cloud.poll_interval_s,
         )
+        self._certificate = Certificate(cloud_config, cloud.enroll_token, cloud.renew_before_days)
+        self._certificate.prepare()
+        self.client = DeviceClient(cloud_config)
         self._roots = TrustedRoots(
             _read(config.trust.director_root, "trust.director-root"),
             _read(config.trust.image_root, "trust.image-root"),
@@ -367,6 +369,7 @@ class MasterDaemon:
         except RedstoneError as exc:
             log.error("recovery: %s", exc)
         while True:
+            await self._certificate.renew_if_due(self.client)
             try:
                 ran = await engine.check()
                 delay = 0.0 if ran else self.schedule.after_success(cloud.poll_interval_s)

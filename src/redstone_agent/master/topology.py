@@ -156,6 +156,18 @@ class CloudSettings:
     poll_interval_s: float = 300.0
     """Used until the server names its own interval."""
     timeout_s: float = 30.0
+    enroll_token: Path | None = None
+    """A file holding a one-time EST enrollment token: with no certificate yet, the
+    Master gets one at start (docs/keys.md §6) and deletes the file."""
+    renew_before_days: float = 30.0
+    """Renew the certificate over EST when less than this is left (or a third of its
+    life, if that is shorter: a 30-day certificate renews with 10 days left)."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.renew_before_days <= 3650:
+            raise ValueError("renew-before-days: must be between 0 and 3650 days")
+        if self.enroll_token is not None and (self.cert is None or self.key is None):
+            raise ValueError("enroll-token: needs cert and key (where the new pair goes)")
 
 
 @dataclass(frozen=True)
