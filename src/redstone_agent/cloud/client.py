@@ -57,6 +57,43 @@ class _Answer:
     body: bytes
 
 
+def _request(
+    session: requests.Session,
+    config: CloudConfig,
+    method: str,
+    path: str,
+    limit: int,
+    *,
+    headers: Mapping[str, str] | None = None,
+    params: Mapping[str, str] | None = None,
+    data: bytes | None = None,
+    auth: tuple[str, str] | None = None,
+) -> _Answer:
+    """One request; the body is read only up to ``limit`` (error bodies: their start)."""
+    where = protocol.route(method, path)
+    base = config.base_url
+    timeout = config.timeout
+    try:
+        response = session.request(
+            method,
+            base + path,
+            headers=dict(headers or {}),
+            params=dict(params or {}),
+            data=data,
+            auth=auth,
+            timeout=(timeout, timeout),
+            stream=True,
+            allow_redirects=False,
+        )
+    except (requests.RequestException, OSError) as exc:
+        raise classify(where, base, exc) from exc
+    with response:
+        failed = response.status_code >= 300
+        cap = protocol.MAX_ERROR_BYTES if failed else limit
+        body = read_capped(where, response.raw, cap, timeout, truncate=failed)
+    return _Answer(response.status_code, response.headers, body)
+
+
 def enroll(config: CloudConfig, token: str) -> str:
     """First certificate over EST ``simpleenroll`` with a one-time enrollment token; the
     new key and certificate go to ``config.key``/``config.cert``. Returns its serial."""
@@ -66,24 +103,18 @@ def enroll(config: CloudConfig, token: str) -> str:
     where = protocol.route("POST", enrolment.SIMPLEENROLL)
     anonymous = dataclasses.replace(config, cert=None, key=None)
     with make_session(anonymous) as session:
-        try:
-            response = session.post(
-                config.base_url + enrolment.SIMPLEENROLL,
-                data=csr,
-                headers={"Content-Type": enrolment.CSR_TYPE},
-                auth=(config.vin, token),
-                timeout=(config.timeout, config.timeout),
-                stream=True,
-                allow_redirects=False,
-            )
-        except (requests.RequestException, OSError) as exc:
-            raise classify(where, config.base_url, exc) from exc
-        with response:
-            failed = response.status_code >= 300
-            cap = protocol.MAX_ERROR_BYTES if failed else enrolment.MAX_ANSWER_BYTES
-            body = read_capped(where, response.raw, cap, config.timeout, truncate=failed)
-    protocol.check_status(where, response.status_code, body)
-    cert_pem = enrolment.certificate_for(where, body, key_pem)
+        answer = _request(
+            session,
+            config,
+            "POST",
+            enrolment.SIMPLEENROLL,
+            enrolment.MAX_ANSWER_BYTES,
+            headers={"Content-Type": enrolment.CSR_TYPE},
+            data=csr,
+            auth=(config.vin, token),
+        )
+    protocol.check_status(where, answer.status, answer.body)
+    cert_pem = enrolment.certificate_for(where, answer.body, key_pem)
     enrolment.install_pair(config.key, config.cert, key_pem, cert_pem)
     return enrolment.serial_of(cert_pem)
 
@@ -127,27 +158,16 @@ class DeviceClient:
         data: bytes | None = None,
     ) -> _Answer:
         """One request; the body is read only up to ``limit`` (error bodies: their start)."""
-        where = protocol.route(method, path)
-        base = self.config.base_url
-        timeout = self.config.timeout
-        try:
-            response = self.session.request(
-                method,
-                base + path,
-                headers=dict(headers or {}),
-                params=dict(params or {}),
-                data=data,
-                timeout=(timeout, timeout),
-                stream=True,
-                allow_redirects=False,
-            )
-        except (requests.RequestException, OSError) as exc:
-            raise classify(where, base, exc) from exc
-        with response:
-            failed = response.status_code >= 300
-            cap = protocol.MAX_ERROR_BYTES if failed else limit
-            body = read_capped(where, response.raw, cap, timeout, truncate=failed)
-        return _Answer(response.status_code, response.headers, body)
+        return _request(
+            self.session,
+            self.config,
+            method,
+            path,
+            limit,
+            headers=headers,
+            params=params,
+            data=data,
+        )
 
     def _retrying(self, attempt: Callable[[], T]) -> T:
         """``attempt()``, again after a jittered pause while it fails transiently."""

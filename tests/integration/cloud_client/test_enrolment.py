@@ -28,19 +28,24 @@ def token(backend: Backend, vin: str) -> str:
     return str(backend.ok("POST", f"/api/v1/vehicles/{vin}/enrollment-tokens", json={})["token"])
 
 
+def tbox_files(backend: Backend, vin: str, tmp_path: Path) -> CloudConfig:
+    """Where a TBox keeps its pair (nothing there yet) and how it reaches the backend."""
+    return CloudConfig(
+        url=backend.url,
+        vin=vin,
+        cert=tmp_path / "tbox.pem",
+        key=tmp_path / "tbox.key",
+        ca=backend.ca,
+    )
+
+
 def serial(cert: Path) -> str:
     return format(x509.load_pem_x509_certificate(cert.read_bytes()).serial_number, "x")
 
 
 def test_enrol_poll_renew_and_a_revoked_pair_cannot_renew(backend: Backend, tmp_path: Path) -> None:
     car = backend.register(41)
-    config = CloudConfig(
-        url=backend.url,
-        vin=car.vin,
-        cert=tmp_path / "tbox.pem",
-        key=tmp_path / "tbox.key",
-        ca=backend.ca,
-    )
+    config = tbox_files(backend, car.vin, tmp_path)
     first = enroll(config, token(backend, car.vin))
     assert serial(config.cert) == first  # type: ignore[arg-type]
     assert (tmp_path / "tbox.key").stat().st_mode & 0o077 == 0
@@ -62,13 +67,7 @@ def test_the_master_enrols_from_its_token_file_then_renews_when_due(
     backend: Backend, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     car = backend.register(42)
-    config = CloudConfig(
-        url=backend.url,
-        vin=car.vin,
-        cert=tmp_path / "tbox.pem",
-        key=tmp_path / "tbox.key",
-        ca=backend.ca,
-    )
+    config = tbox_files(backend, car.vin, tmp_path)
     wrong = tmp_path / "wrong.token"
     wrong.write_text("not-a-token\n")
     with pytest.raises(EnrolmentError, match="not recognised for this VIN") as failed:
