@@ -15,6 +15,9 @@ environment variable; the module from ``module-path`` or
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import functools
 import os
 import threading
 from collections.abc import Mapping
@@ -31,6 +34,33 @@ CURVE = "secp256r1"
 
 _libraries: dict[Path, Any] = {}
 _libraries_lock = threading.Lock()
+_logged_in: dict[tuple[int, str, str | None], str] = {}
+"""(library, token label, serial) -> the PIN this process logged in with: PKCS#11 keeps
+one login per process and token, and C_Login does not check a PIN once logged in."""
+
+
+@functools.cache
+def _libcrypto() -> Any:
+    """The process's OpenSSL libcrypto (the one Python's ``ssl`` uses), if it can be had."""
+    name = ctypes.util.find_library("crypto")
+    try:
+        return ctypes.CDLL(name or "libcrypto.so.3")
+    except OSError:
+        return None
+
+
+def _clear_openssl_errors() -> None:
+    """Empty this thread's OpenSSL error queue after a token call.
+
+    SoftHSM2 (and other modules built on OpenSSL) leave errors there, e.g. a
+    failed engine load at ``C_Initialize``. Python's ``ssl`` reads that queue
+    after its own calls, so the next TLS read on the same thread failed with a
+    stale "[ENGINE: NO_SUCH_ENGINE] no such engine" (found by a test that
+    signed on a token, then spoke HTTPS).
+    """
+    crypto = _libcrypto()
+    if crypto is not None:
+        crypto.ERR_clear_error()
 
 
 class TokenError(RedstoneError):
@@ -72,6 +102,8 @@ def _library(path: Path) -> Any:
                 _libraries[path] = pkcs11.lib(str(path))
             except pkcs11.PKCS11Error as exc:
                 raise TokenError(f"PKCS#11 module {path} cannot be loaded: {exc}") from None
+            finally:
+                _clear_openssl_errors()
         return _libraries[path]
 
 
@@ -113,32 +145,40 @@ class TokenKey:
         return bytes(encode_ec_public_key(public))
 
     def _with_session(self, action: Any) -> Any:
+        with self._lock:
+            try:
+                return self._attempt(action)
+            finally:
+                _clear_openssl_errors()
+
+    def _attempt(self, action: Any) -> Any:
+        """``action(session)``; a token that went away gets one fresh session."""
         import pkcs11
 
-        with self._lock:
-            for attempt in (1, 2):
-                try:
-                    if self._session is None:
-                        self._open()
-                    return action(self._session)
-                except TokenError:
-                    self._drop()
-                    raise
-                except (
-                    pkcs11.exceptions.DeviceRemoved,
-                    pkcs11.exceptions.TokenNotPresent,
-                    pkcs11.exceptions.SessionHandleInvalid,
-                    pkcs11.exceptions.SessionClosed,
-                    pkcs11.exceptions.DeviceError,
-                ) as exc:
-                    self._drop()  # the token went away: one fresh session, then give up
-                    if attempt == 2:
-                        raise TokenError(
-                            f"{self.uri}: the token is gone ({type(exc).__name__})"
-                        ) from None
-                except pkcs11.PKCS11Error as exc:
-                    self._drop()
-                    raise TokenError(f"{self.uri}: {type(exc).__name__} {exc}".strip()) from None
+        gone = (
+            pkcs11.exceptions.DeviceRemoved,
+            pkcs11.exceptions.TokenNotPresent,
+            pkcs11.exceptions.SessionHandleInvalid,
+            pkcs11.exceptions.SessionClosed,
+            pkcs11.exceptions.DeviceError,
+        )
+        for attempt in (1, 2):
+            try:
+                if self._session is None:
+                    self._open()
+                return action(self._session)
+            except TokenError:
+                self._drop()
+                raise
+            except gone as exc:
+                self._drop()
+                if attempt == 2:
+                    raise TokenError(
+                        f"{self.uri}: the token is gone ({type(exc).__name__})"
+                    ) from None
+            except pkcs11.PKCS11Error as exc:
+                self._drop()
+                raise TokenError(f"{self.uri}: {type(exc).__name__} {exc}".strip()) from None
         raise AssertionError("unreachable")
 
     def _open(self) -> None:
@@ -194,6 +234,7 @@ def generate(uri: Pkcs11Uri, env: Mapping[str, str] = os.environ) -> TokenKey:
         raise TokenError(f"{uri}: cannot make a key: {type(exc).__name__} {exc}".strip()) from None
     finally:
         session.close()
+        _clear_openssl_errors()
     return TokenKey(uri, env)
 
 
@@ -211,11 +252,16 @@ def _login(lib: Any, uri: Pkcs11Uri, pin: str) -> Any:
         ) from None
     except pkcs11.exceptions.MultipleTokensReturned:
         raise TokenError(f"{uri}: several tokens are labelled {uri.token!r}: add serial=") from None
+    login = (id(lib), uri.token, uri.serial)
     try:
-        return token.open(user_pin=pin, rw=True)
+        session = token.open(user_pin=pin, rw=True)
+        _logged_in[login] = pin
+        return session
     except pkcs11.exceptions.UserAlreadyLoggedIn:
         # Login is per process and token: another key of this process logged in already,
-        # and a new session shares that login.
+        # and a new session shares that login. Its PIN must still be the one that worked.
+        if _logged_in.get(login, pin) != pin:
+            raise TokenError(f"{uri}: the token refused the PIN (wrong PIN)") from None
         return token.open(rw=True)
     except pkcs11.exceptions.PinIncorrect:
         raise TokenError(f"{uri}: the token refused the PIN (wrong PIN)") from None

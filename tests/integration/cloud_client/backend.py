@@ -62,10 +62,14 @@ class Backend:
         assert response.status_code in (200, 201), (path, response.status_code, response.text)
         return response.json()
 
-    def register(self, n: int) -> Car:
-        """A vehicle of the test model with fresh ECU keys and a client certificate."""
+    def register(self, n: int, signers: dict[str, Signer] | None = None) -> Car:
+        """A vehicle of the test model with a client certificate and its ECU keys: fresh
+        ones, or ``signers`` (ECU role -> key, e.g. keys on a token)."""
         vin = vin_of(n)
-        signers = {f"{vin}-{e['role']}": generate_signer() for e in MODEL["ecus"]}
+        signers = {
+            f"{vin}-{e['role']}": (signers or {}).get(e["role"]) or generate_signer()
+            for e in MODEL["ecus"]
+        }
         ecus = [
             {
                 "serial": serial,
