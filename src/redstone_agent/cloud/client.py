@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import requests
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from redstone_agent.cloud import enrolment, protocol
 from redstone_agent.cloud.config import CloudConfig
@@ -114,7 +115,7 @@ def enroll(config: CloudConfig, token: str) -> str:
             auth=(config.vin, token),
         )
     protocol.check_status(where, answer.status, answer.body)
-    cert_pem = enrolment.certificate_for(where, answer.body, key_pem)
+    cert_pem = enrolment.certificate_for(where, answer.body, enrolment.public_of(key_pem))
     enrolment.install_pair(config.key, config.cert, key_pem, cert_pem)
     return enrolment.serial_of(cert_pem)
 
@@ -288,6 +289,14 @@ class DeviceClient:
         if config.cert is None or config.key is None:
             raise CloudProtocolError("EST", "no client certificate configured to renew")
         key_pem, csr = enrolment.new_key_and_csr(config.vin)
+        cert_pem = self.reenroll(csr, enrolment.public_of(key_pem))
+        enrolment.install_pair(config.key, config.cert, key_pem, cert_pem)
+        return enrolment.serial_of(cert_pem)
+
+    def reenroll(self, csr: bytes, public: ec.EllipticCurvePublicKey) -> bytes:
+        """EST ``simplereenroll`` over this connection's identity: the PEM certificate
+        for ``public`` (the key that signed ``csr``). Pooled connections are closed,
+        so the next request connects afresh (with the new certificate, once installed)."""
         where = protocol.route("POST", enrolment.SIMPLEREENROLL)
 
         def attempt() -> _Answer:
@@ -301,11 +310,10 @@ class DeviceClient:
 
         answer = self._retrying(attempt)
         protocol.check_status(where, answer.status, answer.body)
-        cert_pem = enrolment.certificate_for(where, answer.body, key_pem)
-        enrolment.install_pair(config.key, config.cert, key_pem, cert_pem)
+        cert_pem = enrolment.certificate_for(where, answer.body, public)
         for adapter in self.session.adapters.values():
             adapter.close()  # pooled connections still present the old certificate
-        return enrolment.serial_of(cert_pem)
+        return cert_pem
 
     def forget_poll(self) -> None:
         """Forget the last poll: the next one is unconditional and reports ``changed=True``

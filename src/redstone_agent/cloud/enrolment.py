@@ -32,29 +32,40 @@ NEXT = ".next"
 """Suffix of the new key and certificate while they replace the old ones."""
 
 
-def new_key_and_csr(vin: str) -> tuple[bytes, bytes]:
-    """A fresh P-256 key (PEM PKCS#8) and a CSR for it naming ``vin`` (base64 DER body)."""
-    key = ec.generate_private_key(ec.SECP256R1())
+def csr_for(vin: str, key: ec.EllipticCurvePrivateKey) -> bytes:
+    """A CSR naming ``vin`` signed by ``key`` (a file key or one on a token), as the base64
+    DER body EST wants."""
     csr = (
         x509.CertificateSigningRequestBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, vin)]))
         .sign(key, hashes.SHA256())
     )
+    return base64.encodebytes(csr.public_bytes(serialization.Encoding.DER))
+
+
+def new_key_and_csr(vin: str) -> tuple[bytes, bytes]:
+    """A fresh P-256 key (PEM PKCS#8) and a CSR for it naming ``vin`` (base64 DER body)."""
+    key = ec.generate_private_key(ec.SECP256R1())
     key_pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    return key_pem, base64.encodebytes(csr.public_bytes(serialization.Encoding.DER))
+    return key_pem, csr_for(vin, key)
 
 
-def certificate_for(where: str, body: bytes, key_pem: bytes) -> bytes:
-    """The PEM certificate in a base64 certs-only PKCS#7 whose public key is ours."""
+def public_of(key_pem: bytes) -> ec.EllipticCurvePublicKey:
+    public = serialization.load_pem_private_key(key_pem, None).public_key()
+    assert isinstance(public, ec.EllipticCurvePublicKey)
+    return public
+
+
+def certificate_for(where: str, body: bytes, ours: ec.EllipticCurvePublicKey) -> bytes:
+    """The PEM certificate in a base64 certs-only PKCS#7 whose public key is ``ours``."""
     try:
         certs = pkcs7.load_der_pkcs7_certificates(base64.b64decode(b"".join(body.split())))
     except (binascii.Error, ValueError) as exc:
         raise CloudProtocolError(where, f"answer is not a base64 PKCS#7: {exc}") from None
-    ours = serialization.load_pem_private_key(key_pem, None).public_key()
     for cert in certs:
         if cert.public_key() == ours:
             return cert.public_bytes(serialization.Encoding.PEM)

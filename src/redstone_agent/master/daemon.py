@@ -33,7 +33,7 @@ from redstone_agent.master.adapters import CloudAdapter, TrustAdapter
 from redstone_agent.master.cache import Cache
 from redstone_agent.master.cache_server import CacheServer
 from redstone_agent.master.campaign_log import CampaignLog
-from redstone_agent.master.certificate import Certificate
+from redstone_agent.master.certificate import Certificate, Tunnel
 from redstone_agent.master.controller import LogRing, MasterController
 from redstone_agent.master.diagnostics import DiagnosticPort
 from redstone_agent.master.ecu_self import SelfPort
@@ -105,7 +105,14 @@ class MasterDaemon:
             timeout=cloud.timeout_s,
             poll_interval_s=cloud.poll_interval_s,
         )
-        self._certificate = Certificate(cloud_config, cloud.enroll_token, cloud.renew_before_days)
+        tunnel = (
+            Tunnel(cloud.tunnel_cert, cloud.tunnel_key, cloud.tunnel_reload)
+            if cloud.tunnel_cert is not None and cloud.tunnel_key is not None
+            else None
+        )
+        self._certificate = Certificate(
+            cloud_config, cloud.enroll_token, cloud.renew_before_days, tunnel=tunnel
+        )
         self._certificate.prepare()
         self.client = DeviceClient(cloud_config)
         self._roots = TrustedRoots(

@@ -162,10 +162,22 @@ class CloudSettings:
     renew_before_days: float = 30.0
     """Renew the certificate over EST when less than this is left (or a third of its
     life, if that is shorter: a 30-day certificate renews with 10 days left)."""
+    tunnel_cert: Path | None = None
+    """With the TLS key on a token behind a TLS tunnel (docs/keys.md §8): the
+    certificate file the tunnel presents, renewed over EST for the same key."""
+    tunnel_key: str | None = None
+    """The ``pkcs11:`` URI of that key (it signs the renewal's CSR)."""
+    tunnel_reload: tuple[str, ...] = ()
+    """Command that makes the tunnel load a renewed certificate, e.g.
+    ``["systemctl", "reload", "redstone-tls-tunnel"]`` (stunnel re-reads on SIGHUP)."""
 
     def __post_init__(self) -> None:
         if not 0 < self.renew_before_days <= 3650:
             raise ValueError("renew-before-days: must be between 0 and 3650 days")
+        if (self.tunnel_cert is None) != (self.tunnel_key is None):
+            raise ValueError("tunnel-cert and tunnel-key: give both or neither")
+        if self.tunnel_cert is not None and self.cert is not None:
+            raise ValueError("tunnel-cert: the tunnel holds the TLS identity; drop cert and key")
         if self.enroll_token is not None and (self.cert is None or self.key is None):
             raise ValueError("enroll-token: needs cert and key (where the new pair goes)")
 

@@ -8,6 +8,8 @@ the token's certificate: polls and a signed manifest go through as that vehicle.
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import socket
 import subprocess
 import time
@@ -21,7 +23,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
-from redstone_agent.cloud import CloudConfig, DeviceClient
+from redstone_agent.cloud import CloudConfig, DeviceClient, PollResult
+from redstone_agent.cloud.errors import CloudAuthRejected
+from redstone_agent.master.certificate import Certificate, Tunnel
 from redstone_agent.pkcs11 import token, uri
 from redstone_agent.pkcs11.eckey import TokenEcPrivateKey
 from redstone_agent.retry import RetryPolicy
@@ -50,7 +54,8 @@ def free_port() -> int:
 
 
 @contextmanager
-def tunnel(conf: Path, port: int, env: dict[str, str], log: Path) -> Iterator[None]:
+def tunnel(conf: Path, port: int, env: dict[str, str], log: Path) -> Iterator[int]:
+    """A running stunnel (its pid) listening on ``port``."""
     proc = subprocess.Popen(
         [require_tool("stunnel"), str(conf)],
         env=env,
@@ -68,10 +73,23 @@ def tunnel(conf: Path, port: int, env: dict[str, str], log: Path) -> Iterator[No
                     tail = log.read_text()[-800:]
                     raise AssertionError(f"stunnel did not listen: {tail}") from None
                 time.sleep(0.05)
-        yield
+        yield proc.pid
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def poll_once_reloaded(client: DeviceClient) -> PollResult:
+    """Poll until the tunnel has re-read its configuration (it does so on SIGHUP, in its
+    own time); before that, its connections still present the revoked certificate."""
+    deadline = time.monotonic() + GUARD_S
+    while True:
+        try:
+            return client.poll()
+        except CloudAuthRejected:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def test_the_device_client_speaks_mtls_through_a_tunnel_holding_a_token_key(
@@ -114,11 +132,35 @@ def test_the_device_client_speaks_mtls_through_a_tunnel_holding_a_token_key(
     )
     conf.chmod(0o600)  # it holds the PIN
     config = CloudConfig(url=f"http://127.0.0.1:{port}", vin=car.vin)
+    tls_cert = tmp_path / "tbox-tls.pem"
     with (
-        tunnel(conf, port, softhsm.env(), tmp_path / "tunnel.log"),
+        tunnel(conf, port, softhsm.env(), tmp_path / "tunnel.log") as pid,
         DeviceClient(config, retry=RetryPolicy(attempts=1)) as client,
     ):
         assert client.poll().update is None  # the backend took the token's certificate
         nonce = client.nonce()
         assert client.post_manifest(signed_manifest(car, nonce, {})).accepted
+
+        # 810 days on, 15 of its 825 are left: the Master renews the tunnel's certificate
+        # for the same token key and has the tunnel reload it.
+        old = x509.load_pem_x509_certificate(tls_cert.read_bytes())
+        renewing = Certificate(
+            config,
+            None,
+            30,
+            clock=lambda: dt.datetime.now(dt.UTC) + dt.timedelta(days=810),
+            tunnel=Tunnel(tls_cert, where, ("kill", "-HUP", str(pid))),
+        )
+        asyncio.run(renewing.renew_if_due(client))
+        new = x509.load_pem_x509_certificate(tls_cert.read_bytes())
+        assert new.serial_number != old.serial_number
+        assert new.public_key() == old.public_key() == key.public_key()
+        # With the old certificate revoked, only the reloaded tunnel still gets through.
+        backend.ok(
+            "POST",
+            f"/api/v1/pki/certificates/{old.serial_number:x}/revoke",
+            json={"reason": "renewed"},
+        )
+        client.forget_poll()
+        assert poll_once_reloaded(client).update is None
     key.token_key.close()

@@ -46,12 +46,13 @@ def test_the_csr_names_the_vin_and_the_answer_gives_back_our_certificate() -> No
     assert csr.is_signature_valid and "RSTEST00000000001" in csr.subject.rfc4514_string()
     other_key, _ = enrolment.new_key_and_csr("RSTEST00000000001")
     ours = cert_for(key_pem)
-    pem = enrolment.certificate_for("EST", answer(cert_for(other_key), ours), key_pem)
+    public = enrolment.public_of(key_pem)
+    pem = enrolment.certificate_for("EST", answer(cert_for(other_key), ours), public)
     assert x509.load_pem_x509_certificate(pem) == ours
     with pytest.raises(CloudProtocolError, match="no certificate for the key we sent"):
-        enrolment.certificate_for("EST", answer(cert_for(other_key)), key_pem)
+        enrolment.certificate_for("EST", answer(cert_for(other_key)), public)
     with pytest.raises(CloudProtocolError, match="not a base64 PKCS#7"):
-        enrolment.certificate_for("EST", b"<html>", key_pem)
+        enrolment.certificate_for("EST", b"<html>", public)
 
 
 def test_renewal_is_due_within_the_margin_or_the_last_third_of_life() -> None:

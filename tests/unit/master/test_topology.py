@@ -55,6 +55,24 @@ def _variant(tmp_path: Path, old: str, new: str) -> Path:
             "depends-on[0]",
             "later group",
         ),
+        (
+            "poll-interval-s = 300",
+            'poll-interval-s = 300\ntunnel-cert = "/var/lib/redstone/master/tls.pem"',
+            "master.cloud",
+            "tunnel-cert and tunnel-key: give both",
+        ),
+        (
+            "poll-interval-s = 300",
+            'poll-interval-s = 300\ntunnel-cert = "/x.pem"\ntunnel-key = "pkcs11:token=t;object=k"',
+            "master.cloud",
+            "drop cert and key",
+        ),
+        (
+            "poll-interval-s = 300",
+            "poll-interval-s = 300\nrenew-before-days = 0",
+            "master.cloud",
+            "renew-before-days",
+        ),
     ],
 )
 def test_bad_topology_is_one_line_naming_file_and_key(
