@@ -204,10 +204,7 @@ def _token_signer(uri_text: str) -> CryptoSigner:
 
     try:
         parsed = uri.parse(uri_text)
-        try:
-            token.TokenKey(parsed).close()
-        except token.KeyNotFound:
-            token.generate(parsed).close()
+        token.open_or_generate(parsed).close()
     except (uri.UriError, token.TokenError) as exc:
         raise RepositoryToolError(str(exc)) from None
     return signer_from_uri(parsed.full(), "--pkcs11")

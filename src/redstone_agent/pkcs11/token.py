@@ -203,6 +203,15 @@ class TokenKey:
                 session.close()
 
 
+def open_or_generate(uri: Pkcs11Uri, env: Mapping[str, str] = os.environ) -> TokenKey:
+    """The key the URI names, made on the token first if it holds none with that label.
+    Only a missing key leads to making one, so a wrong PIN is tried once, not twice."""
+    try:
+        return TokenKey(uri, env)
+    except KeyNotFound:
+        return generate(uri, env)
+
+
 def generate(uri: Pkcs11Uri, env: Mapping[str, str] = os.environ) -> TokenKey:
     """Make a P-256 key pair labelled ``uri.object`` on the token; refuse if one exists."""
     import pkcs11
@@ -288,19 +297,10 @@ def _find(session: Any, uri: Pkcs11Uri, object_class: Any) -> Any:
 
 def _exists(session: Any, uri: Pkcs11Uri, object_class: Any) -> bool:
     """Whether any key of the class carries the label (several count as existing)."""
-    return any(True for _ in session.get_objects({_label(): uri.object, _class(): object_class}))
-
-
-def _label() -> Any:
     from pkcs11 import Attribute
 
-    return Attribute.LABEL
-
-
-def _class() -> Any:
-    from pkcs11 import Attribute
-
-    return Attribute.CLASS
+    query = {Attribute.LABEL: uri.object, Attribute.CLASS: object_class}
+    return any(True for _ in session.get_objects(query))
 
 
 def _name(lib: Any) -> str:

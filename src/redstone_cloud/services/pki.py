@@ -57,12 +57,7 @@ def _token_key(uri_text: str, *, create: bool) -> pki.CaKey:
             return _token_keys[uri_text]
         try:
             parsed = uri.parse(uri_text)
-            try:
-                found = token.TokenKey(parsed)
-            except token.KeyNotFound:
-                if not create:
-                    raise
-                found = token.generate(parsed)  # one login: a wrong PIN is tried only once
+            found = token.open_or_generate(parsed) if create else token.TokenKey(parsed)
             key = TokenEcPrivateKey(found)
         except (uri.UriError, token.TokenError) as exc:
             raise InvalidInput(str(exc)) from None
