@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
 from redstone_agent.cloud import CloudConfig, DeviceClient, PollResult
-from redstone_agent.cloud.errors import CloudAuthRejected
+from redstone_agent.cloud.errors import CloudAuthRejected, CloudUnavailable
 from redstone_agent.master.certificate import Certificate, Tunnel
 from redstone_agent.pkcs11 import token, uri
 from redstone_agent.pkcs11.eckey import TokenEcPrivateKey
@@ -81,12 +81,13 @@ def tunnel(conf: Path, port: int, env: dict[str, str], log: Path) -> Iterator[in
 
 def poll_once_reloaded(client: DeviceClient) -> PollResult:
     """Poll until the tunnel has re-read its configuration (it does so on SIGHUP, in its
-    own time); before that, its connections still present the revoked certificate."""
+    own time); before that, its connections still present the revoked certificate, and
+    a connection caught in the reload is reset (the Master's retry policy rides that)."""
     deadline = time.monotonic() + GUARD_S
     while True:
         try:
             return client.poll()
-        except CloudAuthRejected:
+        except (CloudAuthRejected, CloudUnavailable):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
