@@ -28,12 +28,15 @@ VENV_BIN = Path(sys.executable).parent
 # Where a package installs each shipped file (docs/systemd.md §1).
 LAYOUT: tuple[tuple[str, str], ...] = (
     ("*.service", "usr/lib/systemd/system"),
+    ("*.path", "usr/lib/systemd/system"),
     ("*.conf", "usr/share/dbus-1/system.d"),
     ("system-services/*.service", "usr/share/dbus-1/system-services"),
     ("tmpfiles.d/*.conf", "usr/lib/tmpfiles.d"),
     ("sysusers.d/*.conf", "usr/lib/sysusers.d"),
 )
-UNITS = tuple(sorted(path.name for path in SYSTEMD.glob("*.service")))
+UNITS = tuple(
+    sorted(path.name for pattern in ("*.service", "*.path") for path in SYSTEMD.glob(pattern))
+)
 EXEC_KEYS = frozenset(
     {"ExecCondition", "ExecStartPre", "ExecStart", "ExecStartPost", "ExecReload", "ExecStop"}
 )

@@ -23,6 +23,7 @@ import pytest
 from tests.integration.systemd.image import SYSTEMD, UNITS, enable, install, unit, verify
 from tests.support import require_tool
 
+KEYS_DOC = Path(__file__).resolve().parents[3] / "docs/keys.md"
 DAEMONS = ("redstone-master.service", "redstone-sub.service")
 HEALTH = "redstone-health.service"
 COMMIT = "redstone-sub-commit.service"
@@ -35,6 +36,7 @@ EXPOSURE = {
     "redstone-master.service": (1.5, 2.0),
     "redstone-sub.service": (2.3, 2.8),
     "someipyd.service": (1.6, 2.1),
+    "redstone-tls-tunnel.service": (1.4, 1.9),
 }
 
 
@@ -142,6 +144,23 @@ def test_no_unit_for_a_tbox_commit_yet() -> None:
     """The Master has no command to commit its own slot (issue 12): no unit may
     pretend otherwise (docs/systemd.md §3)."""
     assert not [name for name in UNITS if name.startswith("redstone-master-")]
+
+
+def test_the_tls_tunnel_comes_up_before_the_master_and_reloads_on_renewal() -> None:
+    """docs/keys.md §8: the Master writes the renewed certificate where the path unit
+    watches, and the unit it starts reloads the running tunnel (SIGHUP), so the Master
+    needs no privilege over the tunnel."""
+    tunnel = unit("redstone-tls-tunnel.service")
+    assert "redstone-master.service" in tunnel.values("Unit", "Before")
+    assert tunnel.value("Unit", "ConditionPathExists") == "/etc/redstone/tls-tunnel.conf"
+    assert dict(tunnel.commands())["ExecReload"] == ["/bin/kill", "-HUP", "$MAINPID"]
+    watch = unit("redstone-tls-tunnel-reload.path")
+    assert watch.value("Install", "WantedBy") == "redstone-tls-tunnel.service"
+    watched = watch.value("Path", "PathChanged")
+    assert watched is not None and f"tunnel-cert = \"{watched}\"" in KEYS_DOC.read_text()
+    reload = unit(str(watch.value("Path", "Unit")))
+    argv = dict(reload.commands())["ExecStart"]
+    assert argv[1:] == ["try-reload-or-restart", "redstone-tls-tunnel.service"]
 
 
 # -- what the units run ---------------------------------------------------------------

@@ -227,7 +227,11 @@ def test_units_are_enabled_by_their_own_package() -> None:
     }
     for target, unit in units.items():
         package = package_of(target, packages)
-        assert unit in variables.get(f"SYSTEMD_SERVICE:{package}", "").split(), (unit, package)
+        enabled = unit in variables.get(f"SYSTEMD_SERVICE:{package}", "").split()
+        # A unit without [Install] is started by another (a .path's service): enabling
+        # it would do nothing.
+        installable = "\n[Install]" in (ROOT / "systemd" / unit).read_text()
+        assert enabled == installable, (unit, package)
     assert variables["SYSTEMD_AUTO_ENABLE"] == "enable"
 
 
@@ -324,9 +328,9 @@ def test_sysusers_accounts_are_created_at_build_time() -> None:
 
 def test_users_and_groups_named_by_units_and_policies_exist() -> None:
     """User=/Group= of a unit and user=/group= of a D-Bus policy are created by its
-    package or by the library package every one of them needs."""
+    package or by a package it needs (the library, or the Master for its tunnel)."""
     packages = ota_packages()
-    base_groups, base_users = created_accounts("${PN}")
+    variables = assignments(OTA_RECIPE)
     configs = (TARGET_DIRS["${systemd_system_unitdir}"], "/usr/share/dbus-1/")
     for install in ota_installs():
         if not install.target.startswith(configs):
@@ -339,9 +343,14 @@ def test_users_and_groups_named_by_units_and_policies_exist() -> None:
         if not users - {"root"} and not groups - {"root"}:
             continue
         package = package_of(install.target, packages)
-        own_groups, own_users = created_accounts(package)
-        assert users - {"root"} <= set(own_users) | set(base_users), (install.source, users)
-        assert groups - {"root"} <= own_groups | base_groups, (install.source, groups)
+        own_groups: set[str] = set()
+        own_users: set[str] = set()
+        for needed in {package, *variables.get(f"RDEPENDS:{package}", "").split()}:
+            groups_made, users_made = created_accounts(needed)
+            own_groups |= groups_made
+            own_users |= set(users_made)
+        assert users - {"root"} <= own_users, (install.source, users)
+        assert groups - {"root"} <= own_groups, (install.source, groups)
 
 
 # -- source, licences, third-party recipes ------------------------------------

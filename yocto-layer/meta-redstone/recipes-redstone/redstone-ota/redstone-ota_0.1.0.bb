@@ -17,14 +17,17 @@ inherit python_setuptools_build_meta redstone-pep639 systemd useradd
 # this option dropped and another binding supplied; docs/yocto.md).
 # uboot / grub: the bootloader env tool redstone-sub switches slots with.
 # REDSTONE_BOOTLOADER: set it in local.conf or the distro conf.
+# tlstunnel: redstone-master-tls-tunnel pulls in stunnel (meta-networking) and
+# libp11's OpenSSL engine (meta-oe), for a TLS key on a token (docs/keys.md).
 REDSTONE_BOOTLOADER ??= "uboot"
 PACKAGECONFIG ??= "someipy ${REDSTONE_BOOTLOADER}"
 PACKAGECONFIG[someipy] = ",,"
+PACKAGECONFIG[tlstunnel] = ",,"
 PACKAGECONFIG[uboot] = ",,,,,grub"
 PACKAGECONFIG[grub] = ",,,,,uboot"
 
 # One package per role; ${PN} is the library (redstone_agent) they share.
-PACKAGES =+ "redstone-master-self-update redstone-master redstone-sub redstone-someipyd redstone-ctl redstone-ecusim redstone-tools"
+PACKAGES =+ "redstone-master-self-update redstone-master-tls-tunnel redstone-master redstone-sub redstone-someipyd redstone-ctl redstone-ecusim redstone-tools"
 
 do_install:append() {
     # The cloud backend is never installed in a vehicle (DESIGN.md section 2),
@@ -39,6 +42,9 @@ do_install:append() {
     install -m 0644 ${S}/systemd/redstone-health.service ${D}${systemd_system_unitdir}/
     install -m 0644 ${S}/systemd/redstone-sub-commit.service ${D}${systemd_system_unitdir}/
     install -m 0644 ${S}/systemd/someipyd.service ${D}${systemd_system_unitdir}/
+    install -m 0644 ${S}/systemd/redstone-tls-tunnel.service ${D}${systemd_system_unitdir}/
+    install -m 0644 ${S}/systemd/redstone-tls-tunnel-reload.path ${D}${systemd_system_unitdir}/
+    install -m 0644 ${S}/systemd/redstone-tls-tunnel-reload.service ${D}${systemd_system_unitdir}/
     install -d ${D}${systemd_system_unitdir}/redstone-master.service.d
     install -m 0644 ${S}/systemd/redstone-master.service.d/self-update.conf ${D}${systemd_system_unitdir}/redstone-master.service.d/
 
@@ -72,6 +78,7 @@ do_install:append() {
     install -d ${D}${docdir}/redstone
     install -m 0644 ${S}/docs/boot.md ${D}${docdir}/redstone/
     install -m 0644 ${S}/docs/dbus.md ${D}${docdir}/redstone/
+    install -m 0644 ${S}/docs/keys.md ${D}${docdir}/redstone/
     install -m 0644 ${S}/docs/master.md ${D}${docdir}/redstone/
     install -m 0644 ${S}/docs/someip.md ${D}${docdir}/redstone/
     install -m 0644 ${S}/docs/systemd.md ${D}${docdir}/redstone/
@@ -84,6 +91,13 @@ FILES:${PN} += "\
 # The TBox that updates its own slots and boot script ([master.self], docs/master.md):
 # the drop-in opens its block devices and lets it reboot. Other Masters go without it.
 FILES:redstone-master-self-update += "${systemd_system_unitdir}/redstone-master.service.d/self-update.conf"
+# A TBox whose TLS client key is on a token: the tunnel that holds it (docs/keys.md
+# section 8). The unit is a no-op until /etc/redstone/tls-tunnel.conf exists.
+FILES:redstone-master-tls-tunnel += "\
+    ${systemd_system_unitdir}/redstone-tls-tunnel.service \
+    ${systemd_system_unitdir}/redstone-tls-tunnel-reload.path \
+    ${systemd_system_unitdir}/redstone-tls-tunnel-reload.service \
+"
 FILES:redstone-master += "\
     ${bindir}/redstone-master \
     ${systemd_system_unitdir}/redstone-master.service \
@@ -142,6 +156,7 @@ REDSTONE_PYTHON_STDLIB = "\
     python3-numbers python3-threading python3-tomllib \
 "
 REDSTONE_SOMEIP_RDEPENDS = "${@bb.utils.contains('PACKAGECONFIG', 'someipy', 'redstone-someipyd python3-someipy', '', d)}"
+REDSTONE_TUNNEL_RDEPENDS = "${@bb.utils.contains('PACKAGECONFIG', 'tlstunnel', 'libp11 stunnel', '', d)}"
 REDSTONE_BOOTENV_RDEPENDS = "\
     ${@bb.utils.contains('PACKAGECONFIG', 'uboot', 'libubootenv-bin', '', d)} \
     ${@bb.utils.contains('PACKAGECONFIG', 'grub', 'grub-editenv', '', d)} \
@@ -200,6 +215,7 @@ RDEPENDS:redstone-ecusim = "\
 "
 RDEPENDS:redstone-tools = "${PN}"
 RDEPENDS:redstone-master-self-update = "${PN} redstone-master"
+RDEPENDS:redstone-master-tls-tunnel = "${PN} ${REDSTONE_TUNNEL_RDEPENDS} redstone-master"
 
 # [slots.bootloader.uboot] defaults: the board's default env, to repair a
 # corrupt one (u-boot's u-boot-env package, /etc/u-boot-initial-env).
@@ -209,8 +225,9 @@ RRECOMMENDS:redstone-sub = "${@bb.utils.contains('PACKAGECONFIG', 'uboot', 'u-bo
 # a target only runs redstone-delta apply and info.
 RRECOMMENDS:redstone-tools = "python3-numpy"
 
-SYSTEMD_PACKAGES = "redstone-master redstone-sub redstone-someipyd"
+SYSTEMD_PACKAGES = "redstone-master redstone-master-tls-tunnel redstone-sub redstone-someipyd"
 SYSTEMD_SERVICE:redstone-master = "redstone-master.service"
+SYSTEMD_SERVICE:redstone-master-tls-tunnel = "redstone-tls-tunnel.service redstone-tls-tunnel-reload.path"
 SYSTEMD_SERVICE:redstone-sub = "redstone-sub.service redstone-health.service redstone-sub-commit.service"
 SYSTEMD_SERVICE:redstone-someipyd = "someipyd.service"
 SYSTEMD_AUTO_ENABLE = "enable"
