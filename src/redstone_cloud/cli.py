@@ -30,6 +30,7 @@ from redstone_cloud import pki as certs
 from redstone_cloud.backend import Backend, open_backend
 from redstone_cloud.commands import bundle as bundle_commands
 from redstone_cloud.commands import director as director_commands
+from redstone_cloud.commands import users as user_commands
 from redstone_cloud.db import migrate
 from redstone_cloud.db.engine import transaction
 from redstone_cloud.errors import InvalidInput
@@ -610,6 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_campaign(sub)
     director_commands.add(sub)
     bundle_commands.add(sub)
+    user_commands.add(sub)
     _add_deltas(sub)
     _add_openapi(sub)
     _add_audit(sub)

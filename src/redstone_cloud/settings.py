@@ -55,6 +55,27 @@ class S3Settings:
 
 
 @dataclass(frozen=True)
+class ConsoleSettings:
+    """The web console's sign-in rules (``[cloud.console]``, docs/console.md)."""
+
+    session_idle_s: int = 30 * 60
+    """A session unused this long ends; the next page asks to sign in again."""
+    session_absolute_s: int = 12 * 3600
+    """A session ends this long after sign-in however busy it is."""
+    login_max_failures: int = 5
+    """Failed sign-ins for one user name within ``login_window_s`` that lock it."""
+    login_max_failures_per_client: int = 20
+    """Failed sign-ins from one client address within ``login_window_s`` that lock it."""
+    login_window_s: int = 15 * 60
+    login_lockout_s: int = 15 * 60
+    """How long a locked user name or address is refused after its last failure."""
+    secure_cookie: Literal["auto", "always"] = "auto"
+    """``auto``: the cookie is ``Secure`` when the request came over HTTPS (``serve``'s own
+    TLS, or a proxy's ``X-Forwarded-Proto`` from a trusted address); ``always``: even
+    on plain HTTP (behind a TLS proxy whose header uvicorn does not trust)."""
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the backend needs to run; defaults suit a single-machine trial."""
 
@@ -117,6 +138,7 @@ class Settings:
     or after its previous answer (slow-loris connections are closed)."""
     idle_timeout_s: float = 15.0
     """Keep-alive connections idle longer than this are closed."""
+    console: ConsoleSettings = field(default_factory=ConsoleSettings)
 
     @property
     def blob_dir(self) -> Path:

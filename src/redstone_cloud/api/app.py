@@ -9,6 +9,7 @@ from redstone_cloud.api import admin, bundles, device, est, targets
 from redstone_cloud.api.errors import RejectNul, install_error_handlers
 from redstone_cloud.api.fastpoll import FastPoll
 from redstone_cloud.backend import Backend
+from redstone_cloud.console.app import create_console
 
 API_VERSION = "1.0.0"
 
@@ -44,6 +45,7 @@ def create_app(backend: Backend) -> FastAPI:
     app.include_router(bundles.router)
     app.include_router(device.router)
     app.include_router(est.router)
+    app.mount("/console", create_console(backend))
     app.add_middleware(RejectNul)
     return app
 

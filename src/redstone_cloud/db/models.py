@@ -397,3 +397,45 @@ class DeviceCertificate(Base):
     revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     revocation_reason: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[dt.datetime] = _created()
+
+
+# --- console sign-in ---------------------------------------------------------------------
+
+
+class ConsoleUser(Base):
+    """A person who signs in to the web console; only an scrypt hash of the password."""
+
+    __tablename__ = "console_users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(32))  # viewer | release-manager | admin
+    password_hash: Mapped[str] = mapped_column(String(255))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = _created()
+
+
+class ConsoleSession(Base):
+    """A signed-in browser. Only the SHA-256 of the cookie's session id is stored;
+    it ends at ``expires_at`` or when unused for the configured idle time."""
+
+    __tablename__ = "console_sessions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("console_users.id", ondelete="CASCADE"), index=True
+    )
+    id_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = _created()
+    last_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    user: Mapped[ConsoleUser] = relationship()
+
+
+class ConsoleLoginFailure(Base):
+    """A failed sign-in, counted per user name and per client address (in the database,
+    so that every ``serve`` process sees the same count)."""
+
+    __tablename__ = "console_login_failures"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), index=True)
+    client: Mapped[str] = mapped_column(String(64), index=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)

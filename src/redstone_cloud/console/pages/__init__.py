@@ -1,0 +1,1 @@
+"""One router per console page (sign-in, fleet, vehicle, users)."""
