@@ -178,7 +178,7 @@ def _new_token_key(uri_text: str, role: str) -> str:
         parsed = uri.parse(uri_text)
         base = re.sub(rf"-{role}-[0-9a-f]{{8}}$", "", parsed.object)
         fresh = dataclasses.replace(parsed, object=f"{base}-{role}-{secrets.token_hex(4)}", id=None)
-        token.generate(fresh).close()
+        token.generate(fresh, prefer=token.ED25519).close()
     except (uri.UriError, token.TokenError) as exc:
         raise InvalidInput(f"director {role} key: {exc}") from None
     return fresh.full()

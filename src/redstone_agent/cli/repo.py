@@ -16,6 +16,7 @@ from redstone_agent.uptane.bundle import DIRECTOR, IMAGE, MetadataBundle
 from redstone_agent.uptane.errors import RepositoryToolError
 from redstone_agent.uptane.keys import (
     ALGORITHMS,
+    Algorithm,
     generate_signer,
     load_signer,
     public_key_from_dict,
@@ -186,7 +187,11 @@ def cmd_rotate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_key_generate(args: argparse.Namespace) -> dict[str, Any]:
-    signer = _token_signer(args.pkcs11) if args.pkcs11 else generate_signer(args.algorithm)
+    signer = (
+        _token_signer(args.pkcs11, args.algorithm)
+        if args.pkcs11
+        else generate_signer(args.algorithm)
+    )
     try:
         save_signer(signer, args.file)
     except FileExistsError:
@@ -197,14 +202,14 @@ def cmd_key_generate(args: argparse.Namespace) -> dict[str, Any]:
     return public
 
 
-def _token_signer(uri_text: str) -> CryptoSigner:
-    """The key ``uri_text`` names on its token, made there (P-256, never extractable)
-    when the token holds no key with that label."""
+def _token_signer(uri_text: str, algorithm: Algorithm) -> CryptoSigner:
+    """The key ``uri_text`` names on its token, made there (never extractable) when the
+    token holds no key with that label: ``algorithm`` if the token has it, else P-256."""
     from redstone_agent.pkcs11 import token, uri
 
     try:
         parsed = uri.parse(uri_text)
-        token.open_or_generate(parsed).close()
+        token.open_or_generate(parsed, prefer=algorithm).close()
     except (uri.UriError, token.TokenError) as exc:
         raise RepositoryToolError(str(exc)) from None
     return signer_from_uri(parsed.full(), "--pkcs11")
@@ -410,8 +415,9 @@ def _signing_commands(command: _Command) -> None:
     p.add_argument(
         "--pkcs11",
         metavar="URI",
-        help="the key on a PKCS#11 token instead (ECDSA P-256, made there if absent): FILE"
-        " then holds only the URI, and works wherever a key file does (docs/keys.md)",
+        help="the key on a PKCS#11 token instead, made there if absent (--algorithm if the"
+        " token has it, else ECDSA P-256): FILE then holds only the URI, and works wherever"
+        " a key file does (docs/keys.md)",
     )
 
 

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, utils
 from cryptography.utils import Buffer
 
 from redstone_agent.errors import RedstoneError
-from redstone_agent.pkcs11.token import TokenKey
+from redstone_agent.pkcs11.token import TokenError, TokenKey
 
 
 class NotExportable(RedstoneError):
@@ -28,7 +28,8 @@ class TokenEcPrivateKey(ec.EllipticCurvePrivateKey):
         self.token_key = key
         public = serialization.load_der_public_key(key.public_key_der)
         if not isinstance(public, ec.EllipticCurvePublicKey):
-            raise NotExportable(f"{key.uri}: the key on the token is not an EC key")
+            key.close()
+            raise TokenError(f"{key.uri}: the key on the token is {key.algorithm}, not P-256")
         self._public = public
 
     @property

@@ -2,10 +2,12 @@
 
 :class:`TokenKey` opens the module, finds the token by label, logs in with the
 PIN and finds the key; it keeps that session and opens a new one after a
-failure (a token pulled and plugged back in). :func:`generate` makes an EC
-P-256 key pair on the token that never leaves it (``CKA_SENSITIVE`` true,
-``CKA_EXTRACTABLE`` false). Every failure is one :class:`TokenError` line
-that names the token and says what to check; the PIN never appears in one.
+failure (a token pulled and plugged back in). :func:`generate` makes a key
+pair on the token that never leaves it (``CKA_SENSITIVE`` true,
+``CKA_EXTRACTABLE`` false): ECDSA P-256, or Ed25519 when the caller prefers it
+and the token has both ``CKM_EC_EDWARDS_KEY_PAIR_GEN`` and ``CKM_EDDSA``.
+Every failure is one :class:`TokenError` line that names the token and says what to
+check; the PIN never appears in one.
 
 The PIN comes from the URI's ``pin-source`` file or the ``REDSTONE_PKCS11_PIN``
 environment variable; the module from ``module-path`` or
@@ -19,6 +21,7 @@ import ctypes
 import ctypes.util
 import functools
 import os
+import secrets
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,7 +33,12 @@ from redstone_agent.pkcs11.uri import Pkcs11Uri
 PIN_ENV = "REDSTONE_PKCS11_PIN"
 MODULE_ENV = "REDSTONE_PKCS11_MODULE"
 CURVE = "secp256r1"
-"""P-256: the curve every PKCS#11 token we met signs with (Ed25519 is rare on tokens)."""
+"""P-256: the curve every PKCS#11 token we met signs with."""
+P256 = "ecdsa-p256"
+ED25519 = "ed25519"
+"""Key algorithms, named as ``redstone_agent.uptane.keys.Algorithm`` names them."""
+ED25519_PARAMS = bytes.fromhex("06032b6570")
+"""CKA_EC_PARAMS of an Ed25519 key: the DER of OID 1.3.101.112 (PKCS#11 3.0 §2.3.10)."""
 
 _libraries: dict[Path, Any] = {}
 _libraries_lock = threading.Lock()
@@ -117,6 +125,7 @@ class TokenKey:
         self._lock = threading.Lock()
         self._session: Any = None
         self._key: Any = None
+        self.algorithm = P256
         self.public_key_der = self._with_session(lambda _session: self._public_der())
 
     def sign_digest(self, digest: bytes) -> bytes:
@@ -124,8 +133,18 @@ class TokenKey:
         from pkcs11 import Mechanism
         from pkcs11.util.ec import encode_ecdsa_signature
 
+        self._require(P256)
         raw = self._with_session(lambda _s: self._key.sign(digest, mechanism=Mechanism.ECDSA))
         return bytes(encode_ecdsa_signature(raw))
+
+    def sign_message(self, message: bytes) -> bytes:
+        """Ed25519 over the whole message (EdDSA hashes inside): the 64-byte signature."""
+        from pkcs11 import Mechanism
+
+        self._require(ED25519)
+        return bytes(
+            self._with_session(lambda _s: self._key.sign(message, mechanism=Mechanism.EDDSA))
+        )
 
     def attribute(self, name: str) -> Any:
         """A private-key attribute by python-pkcs11 ``Attribute`` name (tests, checks)."""
@@ -137,12 +156,31 @@ class TokenKey:
         with self._lock:
             self._drop()
 
+    def _require(self, algorithm: str) -> None:
+        if self.algorithm != algorithm:
+            raise TokenError(f"{self.uri}: the key is {self.algorithm}, not {algorithm}")
+
     def _public_der(self) -> bytes:
-        from pkcs11 import ObjectClass
+        """The public key as DER SubjectPublicKeyInfo."""
+        from pkcs11 import Attribute, ObjectClass
         from pkcs11.util.ec import encode_ec_public_key
 
         public = _find(self._session, self.uri, ObjectClass.PUBLIC_KEY)
-        return bytes(encode_ec_public_key(public))
+        if self.algorithm == P256:
+            return bytes(encode_ec_public_key(public))
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+        point = bytes(public[Attribute.EC_POINT])
+        # Tokens give CKA_EC_POINT DER-wrapped (04 20 ...), as PKCS#11 3.0 asks, or raw.
+        raw = point[2:] if len(point) == 34 and point[:2] == b"\x04\x20" else point
+        try:
+            key = Ed25519PublicKey.from_public_bytes(raw)
+        except ValueError:
+            raise TokenError(f"{self.uri}: the token's Ed25519 public key is malformed") from None
+        return key.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
 
     def _with_session(self, action: Any) -> Any:
         with self._lock:
@@ -191,10 +229,11 @@ class TokenKey:
         except BaseException:
             session.close()
             raise
-        if key.key_type is not pkcs11.KeyType.EC:
+        kinds = {pkcs11.KeyType.EC: P256, pkcs11.KeyType.EC_EDWARDS: ED25519}
+        if key.key_type not in kinds:
             session.close()
             raise TokenError(f"{self.uri}: the key is {key.key_type.name}, not an EC key")
-        self._session, self._key = session, key
+        self._session, self._key, self.algorithm = session, key, kinds[key.key_type]
 
     def _drop(self) -> None:
         if self._session is not None:
@@ -203,17 +242,24 @@ class TokenKey:
                 session.close()
 
 
-def open_or_generate(uri: Pkcs11Uri, env: Mapping[str, str] = os.environ) -> TokenKey:
+def open_or_generate(
+    uri: Pkcs11Uri, env: Mapping[str, str] = os.environ, *, prefer: str = P256
+) -> TokenKey:
     """The key the URI names, made on the token first if it holds none with that label.
     Only a missing key leads to making one, so a wrong PIN is tried once, not twice."""
     try:
         return TokenKey(uri, env)
     except KeyNotFound:
-        return generate(uri, env)
+        return generate(uri, env, prefer=prefer)
 
 
-def generate(uri: Pkcs11Uri, env: Mapping[str, str] = os.environ) -> TokenKey:
-    """Make a P-256 key pair labelled ``uri.object`` on the token; refuse if one exists."""
+def generate(
+    uri: Pkcs11Uri, env: Mapping[str, str] = os.environ, *, prefer: str = P256
+) -> TokenKey:
+    """Make a key pair labelled ``uri.object`` on the token; refuse if one exists.
+
+    ``prefer=ED25519`` makes an Ed25519 key where the token can make and sign with
+    one, and a P-256 key elsewhere (X.509 keys stay P-256: docs/keys.md §2)."""
     import pkcs11
     from pkcs11 import Attribute, KeyType, ObjectClass
     from pkcs11.util.ec import encode_named_curve_parameters
@@ -222,12 +268,20 @@ def generate(uri: Pkcs11Uri, env: Mapping[str, str] = os.environ) -> TokenKey:
     try:
         if _exists(session, uri, ObjectClass.PRIVATE_KEY):
             raise TokenError(f"{uri}: the token already holds a key with that label")
-        params = session.create_domain_parameters(
-            KeyType.EC, {Attribute.EC_PARAMS: encode_named_curve_parameters(CURVE)}, local=True
-        )
-        common: dict[Any, Any] = {Attribute.LABEL: uri.object, Attribute.TOKEN: True}
-        if uri.id is not None:
-            common[Attribute.ID] = uri.id
+        if prefer == ED25519 and _signs_ed25519(session):
+            kind, curve = KeyType.EC_EDWARDS, ED25519_PARAMS
+        else:
+            kind, curve = KeyType.EC, encode_named_curve_parameters(CURVE)
+        params = session.create_domain_parameters(kind, {Attribute.EC_PARAMS: curve}, local=True)
+        # Every pair gets a CKA_ID (the URI's, else a random one): OpenSSL's pkcs11 engine
+        # (libp11 0.4.12) pairs a private key with the first public key of the same ID,
+        # so keys without one were paired with another key's public half.
+        key_id = uri.id if uri.id is not None else secrets.token_bytes(8)
+        common: dict[Any, Any] = {
+            Attribute.LABEL: uri.object,
+            Attribute.TOKEN: True,
+            Attribute.ID: key_id,
+        }
         params.generate_keypair(
             store=True,
             public_template={**common, Attribute.VERIFY: True},
@@ -245,6 +299,13 @@ def generate(uri: Pkcs11Uri, env: Mapping[str, str] = os.environ) -> TokenKey:
         session.close()
         _clear_openssl_errors()
     return TokenKey(uri, env)
+
+
+def _signs_ed25519(session: Any) -> bool:
+    from pkcs11 import Mechanism
+
+    mechanisms = set(session.token.slot.get_mechanisms())
+    return {Mechanism.EC_EDWARDS_KEY_PAIR_GEN, Mechanism.EDDSA} <= mechanisms
 
 
 def _login(lib: Any, uri: Pkcs11Uri, pin: str) -> Any:

@@ -95,17 +95,26 @@ class TokenSigner(CryptoSigner):
 
 
 def signer_from_uri(text: str, source: str = "key") -> CryptoSigner:
-    """A signer whose ECDSA P-256 key stays on the PKCS#11 token ``text`` names."""
+    """A signer whose Ed25519 or ECDSA P-256 key stays on the PKCS#11 token ``text`` names."""
     from redstone_agent.pkcs11 import token, uri
     from redstone_agent.pkcs11.eckey import TokenEcPrivateKey
+    from redstone_agent.pkcs11.edkey import TokenEd25519PrivateKey
 
     try:
-        private = TokenEcPrivateKey(token.TokenKey(uri.parse(text)))
+        held = token.TokenKey(uri.parse(text))
     except (uri.UriError, token.TokenError) as exc:
         raise KeyFileError(f"{source}: {exc}") from None
-    if private.curve.name != "secp256r1":
-        raise KeyFileError(f"{source}: the token key is on {private.curve.name}, not P-256")
-    public = SSlibKey.from_crypto(private.public_key(), scheme=_SCHEMES["ecdsa-p256"])
+    private: TokenEd25519PrivateKey | TokenEcPrivateKey
+    if held.algorithm == token.ED25519:
+        private = TokenEd25519PrivateKey(held)
+        scheme = _SCHEMES["ed25519"]
+    else:
+        private = TokenEcPrivateKey(held)
+        if private.curve.name != "secp256r1":
+            held.close()
+            raise KeyFileError(f"{source}: the token key is on {private.curve.name}, not P-256")
+        scheme = _SCHEMES["ecdsa-p256"]
+    public = SSlibKey.from_crypto(private.public_key(), scheme=scheme)
     signer = TokenSigner(private, public)
     signer.uri_text = text
     return signer

@@ -230,6 +230,8 @@ def test_director_keys_move_onto_a_token_and_rotate_there(
     on_token = trusted_root(cache)
     for role in ROLES:
         assert on_token.roles[role].keyids == [moved["rotated"][role]["new_keyid"]]
+        # SoftHSM2 signs EdDSA: the token keys are Ed25519, as the director's file keys.
+        assert on_token.get_key(moved["rotated"][role]["new_keyid"]).scheme == "ed25519"
     timestamp = Metadata[Timestamp].from_bytes((cache / "timestamp.json").read_bytes())
     assert set(timestamp.signatures) == {moved["rotated"]["timestamp"]["new_keyid"]}
 

@@ -98,7 +98,7 @@ def test_the_device_client_speaks_mtls_through_a_tunnel_holding_a_token_key(
 ) -> None:
     if not engine().exists():
         pytest.skip(f"{engine()} missing: install libengine-pkcs11-openssl")
-    where = softhsm.uri("spare", "tbox-tls")
+    where = softhsm.uri("tbox-tls", "tbox-tls")
     key = TokenEcPrivateKey(token.generate(uri.parse(where)))
     car = backend.register(61)
     csr = (
@@ -129,7 +129,7 @@ def test_the_device_client_speaks_mtls_through_a_tunnel_holding_a_token_key(
         f"checkIP = {server.hostname}\n"
         f"cert = {tmp_path / 'tbox-tls.pem'}\n"
         "engineId = pkcs11\n"
-        "key = pkcs11:token=spare;object=tbox-tls;type=private\n"
+        "key = pkcs11:token=tbox-tls;object=tbox-tls;type=private\n"
     )
     conf.chmod(0o600)  # it holds the PIN
     config = CloudConfig(url=f"http://127.0.0.1:{port}", vin=car.vin)

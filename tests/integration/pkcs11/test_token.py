@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from redstone_agent.pkcs11 import token, uri
+from redstone_agent.pkcs11.eckey import NotExportable, TokenEcPrivateKey
+from redstone_agent.pkcs11.edkey import TokenEd25519PrivateKey
 from tests.softhsm import SoftHsm
 
 
@@ -55,3 +57,21 @@ def test_token_calls_leave_no_openssl_errors_for_pythons_ssl(softhsm: SoftHsm) -
         check=True,
     )
     assert done.stdout.strip() == "0"
+
+
+def test_an_ed25519_token_key_signs_as_cryptography_verifies_and_never_exports(
+    softhsm: SoftHsm,
+) -> None:
+    held = token.generate(uri.parse(softhsm.uri("spare", "ed-ecu")), prefer=token.ED25519)
+    try:
+        assert held.algorithm == token.ED25519
+        key = TokenEd25519PrivateKey(held)
+        key.public_key().verify(key.sign(b"manifest"), b"manifest")  # raises if wrong
+        with pytest.raises(NotExportable, match="never leaves the token"):
+            key.private_bytes_raw()
+        with pytest.raises(token.TokenError, match="is ed25519, not ecdsa-p256"):
+            held.sign_digest(bytes(32))
+        with pytest.raises(token.TokenError, match="is ed25519, not P-256"):
+            TokenEcPrivateKey(held)  # e.g. as a CA key or the Master's tunnel-key
+    finally:
+        held.close()

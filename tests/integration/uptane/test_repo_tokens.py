@@ -17,17 +17,23 @@ from typing import Any
 
 from tuf.api.metadata import Metadata, Root
 
-from tests.softhsm import SoftHsm
+from redstone_agent.pkcs11 import uri
+from redstone_agent.pkcs11.token import TokenKey
+from tests.softhsm import SoftHsm, make_tokens
 
 BIN = Path(sys.executable).parent
 
 
-def repo(cwd: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+def repo(
+    cwd: Path, *args: str, ok: bool = True, env: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``redstone-repo ARGS``; ``env``: another SoftHSM2 config for it to load."""
+    extra = {"SOFTHSM2_CONF": str(env)} if env is not None else {}
+    env_vars = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", **extra}
     done = subprocess.run(
         ["redstone-repo", *args],
         cwd=cwd,
-        env=env,
+        env=env_vars,
         capture_output=True,
         text=True,
         timeout=120,
@@ -55,6 +61,7 @@ def test_root_threshold_two_with_each_key_on_its_own_token(
             tmp_path, "key", f"root-{name}.key", "--pkcs11", softhsm.uri(token, "repo-root")
         )
         officers[name] = public["keyid"]
+        assert public["scheme"] == "ed25519"  # --algorithm's default, which SoftHSM2 has
         held = (tmp_path / f"root-{name}.key").read_text()
         assert held.startswith(f"pkcs11:token={token};object=repo-root?") and "KEY" not in held
     for keyid, name in zip(old, ("a", "b"), strict=True):
@@ -98,3 +105,29 @@ def test_root_threshold_two_with_each_key_on_its_own_token(
     assert refused.stderr.strip().count("\n") == 0, refused.stderr
     assert "token-b" in refused.stderr and "wrong PIN" in refused.stderr
     assert "0000" not in refused.stderr
+
+
+def test_a_token_without_eddsa_gets_a_p256_key_and_an_explicit_p256_is_kept(
+    tmp_path: Path, softhsm: SoftHsm
+) -> None:
+    """docs/keys.md §2: Ed25519 where the token can make and sign with one, ECDSA P-256
+    otherwise. The limited token is SoftHSM2 offering only P-256 ECDSA, as a typical
+    secure element (``slots.mechanisms``), in a process of its own: a module reads its
+    config once."""
+    limited = make_tokens(tmp_path / "limited", ("no-eddsa",))
+    with limited.open("a") as conf:
+        conf.write("slots.mechanisms = CKM_EC_KEY_PAIR_GEN,CKM_ECDSA\n")
+    where = softhsm.uri("no-eddsa", "ecu-key")
+    public = json.loads(
+        repo(tmp_path, "--json", "key", "fallback.key", "--pkcs11", where, env=limited).stdout
+    )
+    assert public["scheme"] == "ecdsa-sha2-nistp256"
+
+    asked = softhsm.uri("spare", "asked-p256")
+    public = repo_json(tmp_path, "key", "p256.key", "--pkcs11", asked, "--algorithm", "ecdsa-p256")
+    assert public["scheme"] == "ecdsa-sha2-nistp256"
+    held = TokenKey(uri.parse(asked))
+    try:  # made on the token, never to leave it
+        assert held.attribute("SENSITIVE") and not held.attribute("EXTRACTABLE")
+    finally:
+        held.close()
