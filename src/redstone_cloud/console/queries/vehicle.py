@@ -95,11 +95,10 @@ class VehicleView:
 
 
 def _ecus(session: Session, vehicle: Vehicle) -> list[EcuRow]:
-    roles = dict(
-        session.execute(
-            select(ModelEcu.hardware_id, ModelEcu.role).where(ModelEcu.model_id == vehicle.model_id)
-        ).tuples()
+    slots = session.execute(
+        select(ModelEcu.hardware_id, ModelEcu.role).where(ModelEcu.model_id == vehicle.model_id)
     )
+    roles = dict(slots.tuples().all())
     prescribed = (
         {item.hardware_id: item.package.target for item in vehicle.baseline.items}
         if vehicle.baseline
