@@ -1,0 +1,166 @@
+"""Campaigns in the console, in a real browser: a release manager creates one from the
+form, starts it, and watches it live while simulated vehicles report over the device
+API (mutual TLS, as cars do); the failure threshold halts the rollout and the open page
+shows it. A world of its own (tests/browser/world.py), so that the failures made here
+never show in the fleet tests' filters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.browser.test_console import sign_in
+from tests.browser.world import Car, World, running_world
+from tests.integration.cloud.fleet import vin_of
+from tests.integration.cloud_client.backend import IMAGES
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+
+@pytest.fixture(scope="module")
+def rollout_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    with running_world(tmp_path_factory.mktemp("rollout")) as running:
+        yield running
+
+
+def goto_world(page: Page, world: World, name: str) -> None:
+    """Sign in to ``world``'s console (not the session's shared one)."""
+    sign_in(page, name, start=f"{world.url}/console/campaigns")
+
+
+def install(car: Car, target: str) -> None:
+    """The car reports ``target`` running on the ECU whose role it is for."""
+    hardware, data = IMAGES[target]
+    serial = f"{car.vin}-{hardware.removesuffix('-hw')}"
+    car.installed[serial] = (target, len(data), hashlib.sha256(data).hexdigest(), 2)
+    car.manifest()
+
+
+def event(car: Car, kind: str, campaign: str, message: str = "") -> None:
+    """An event of the car's TBox ECU, as the Master reports one."""
+    body = {
+        "kind": kind,
+        "campaign": campaign,
+        "ecu_serial": f"{car.vin}-tbox",
+        "detail": {"message": message or kind},
+    }
+    response = car.client.post("/api/v1/device/events", json=body)
+    assert response.status_code == 200, response.text
+
+
+def offered(world: World, *vins: str) -> list[Car]:
+    """The cars among ``vins`` whose poll now carries an update."""
+    return [
+        world.cars[v]
+        for v in vins
+        if world.cars[v].client.get("/api/v1/device/poll").json()["update"] is not None
+    ]
+
+
+def test_a_viewer_sees_campaigns_but_cannot_create_one(page: Page, rollout_world: World) -> None:
+    goto_world(page, rollout_world, "vic")
+    expect(page.get_by_role("heading", name="Campaigns")).to_be_visible()
+    expect(page.get_by_role("link", name="autumn")).to_be_visible()
+    expect(page.get_by_role("link", name="New campaign")).to_have_count(0)
+    page.goto(f"{rollout_world.url}/console/campaigns/new")
+    expect(page.get_by_role("heading", name="Not allowed")).to_be_visible()
+    page.goto(f"{rollout_world.url}/console/campaigns/autumn")
+    expect(page.get_by_role("button", name="Cancel")).to_have_count(0)
+
+
+def test_the_form_explains_bad_input_next_to_each_field(page: Page, rollout_world: World) -> None:
+    goto_world(page, rollout_world, "rita")
+    page.get_by_role("link", name="New campaign").click()
+    page.get_by_label("Name").fill("bad name!")
+    page.get_by_label("Groups: cumulative share").fill("50, 40")
+    page.get_by_label("These VINs").check()
+    page.get_by_label("VINs (one per line").fill("NOT-A-VIN")
+    page.get_by_role("button", name="Create campaign").click()
+    expect(page.locator("#name-error")).to_contain_text("letters, digits")
+    expect(page.locator("#install-error")).to_contain_text("Choose a baseline")
+    expect(page.locator("#groups-error")).to_contain_text("last group reaches 100")
+    expect(page.locator("#vins-error")).to_contain_text("Not a VIN: NOT-A-VIN")
+    expect(page.get_by_label("Name")).to_have_value("bad name!")  # what was typed is kept
+    expect(page.get_by_label("Name")).to_have_attribute("aria-invalid", "true")
+
+
+def test_create_start_and_watch_a_campaign_live_until_the_threshold_halts_it(
+    page: Page, rollout_world: World, screenshots: Path
+) -> None:
+    world = rollout_world
+    vins = [vin_of(2), vin_of(3)]
+    goto_world(page, world, "rita")
+    page.get_by_role("link", name="New campaign").click()
+    page.get_by_label("Name").fill("winter")
+    page.get_by_label("Or these packages").select_option("tbox-2.0")
+    page.get_by_label("These VINs").check()
+    page.get_by_label("VINs (one per line").fill("\n".join(vins))
+    page.get_by_label("Groups: cumulative share").fill("50, 100")
+    page.get_by_label("Next group starts when").fill("50")
+    page.get_by_label("Rollout halts when").fill("50")
+    page.get_by_label("Mon").check()
+    page.get_by_label("Sun").check()
+    page.get_by_label("From (HH:MM)").fill("00:00")
+    page.get_by_label("Until (HH:MM)").fill("23:59")
+    page.get_by_role("button", name="Create campaign").click()
+
+    expect(page).to_have_url(re.compile(r".*/console/campaigns/winter$"))
+    expect(page.locator("#campaign-state")).to_have_text("draft")
+    expect(page.get_by_text("Mon, Sun 00:00–23:59 UTC")).to_be_visible()
+    page.get_by_role("button", name="Start").click()
+    expect(page.locator("#campaign-state")).to_have_text("running")
+    progress = page.locator("#progress")
+    expect(progress.locator("#group-1")).to_have_attribute("data-state", "running")
+    expect(progress.locator("#group-2")).to_have_attribute("data-state", "waiting")
+
+    # From here on the page is never reloaded: what changes arrives over the live stream.
+    first = offered(world, *vins)
+    assert len(first) == 1, "the first group holds half of the two vehicles"
+    event(first[0], "download_started", "winter")
+    expect(progress.locator("#group-1 .states")).to_contain_text("downloading 1")
+    install(first[0], "tbox-2.0")  # the manifest confirms it: succeeded
+    expect(progress.locator('[data-count="succeeded"]')).to_have_text("1")
+    expect(progress.locator("#group-1")).to_have_attribute("data-state", "done")
+    expect(progress.locator("#group-2")).to_have_attribute("data-state", "running")
+    page.screenshot(path=str(screenshots / "campaign-live.png"), full_page=True)
+
+    (second,) = offered(world, *(v for v in vins if v != first[0].vin))
+    event(second, "install_failed", "winter", "flash verify failed at block 12")
+    halted = progress.locator("#halted")
+    expect(halted).to_contain_text("Rollout halted: group 2 had 100% failed, over its 50%")
+    expect(progress.locator("#overall-state")).to_have_text("aborted")
+    expect(progress.get_by_role("cell", name="flash verify failed at block 12")).to_be_visible()
+    expect(progress).to_contain_text("tbox (tbox-hw)")
+    assert int(progress.get_attribute("data-updates") or "0") >= 3
+    page.screenshot(path=str(screenshots / "campaign-halted.png"), full_page=True)
+
+    trail = world.ok("GET", "/api/v1/audit", params={"object_id": "winter"})
+    actions = {(r["actor"], r["action"]) for r in trail}
+    assert ("console:rita", "campaign.create") in actions
+    assert ("console:rita", "campaign.start") in actions
+    assert ("rollout", "campaign.abort") in actions
+
+
+def test_pause_and_resume_from_the_page(page: Page, rollout_world: World) -> None:
+    world = rollout_world
+    goto_world(page, world, "rita")
+    page.get_by_role("link", name="New campaign").click()
+    page.get_by_label("Name").fill("spring-fix")
+    page.get_by_label("A baseline (its packages)").select_option("sedan/spring")
+    page.get_by_label("Vehicles of the model on a baseline").check()
+    page.get_by_label("Model", exact=True).select_option("sedan")
+    page.get_by_label("Baseline the vehicles are on now").fill("spring")
+    page.get_by_role("button", name="Create campaign").click()
+    expect(page.get_by_text("model sedan on spring")).to_be_visible()
+    for button, state in (("Start", "running"), ("Pause", "paused"), ("Resume", "running")):
+        page.get_by_role("button", name=button).click()
+        expect(page.locator("#campaign-state")).to_have_text(state)
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.locator("#campaign-state")).to_have_text("cancelled")
+    expect(page.locator(".campaign-actions")).to_have_count(0)
