@@ -7,9 +7,8 @@ exactly as the admin API's routes do.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
@@ -17,12 +16,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 from sqlalchemy.orm import Session
 
 from redstone_cloud.api.common import in_transaction
-from redstone_cloud.console import accounts, auth, campaign_form
+from redstone_cloud.console import auth, campaign_form, live
 from redstone_cloud.console.accounts import SignedIn
 from redstone_cloud.console.queries import campaigns as queries
-from redstone_cloud.console.web import COOKIE, backend_of, render, require, templates
-from redstone_cloud.db.engine import transaction
-from redstone_cloud.db.types import utcnow
+from redstone_cloud.console.web import backend_of, render, require, templates
 from redstone_cloud.errors import CloudError, NotFound
 from redstone_cloud.services import campaigns
 
@@ -30,11 +27,6 @@ router = APIRouter()
 
 Viewer = Annotated[SignedIn, require()]
 ReleaseManager = Annotated[SignedIn, require("release-manager")]
-
-LIVE_EVERY_S = 1.0
-"""How often the live view looks for changed counts (one grouped query per look)."""
-LIVE_RECHECK_S = 30.0
-"""How often a live stream re-checks its session: a signed-out or expired one ends it."""
 
 ACTIONS: dict[str, Callable[[Session, str, str], Any]] = {
     "start": campaigns.start,
@@ -145,54 +137,28 @@ async def campaign_progress(request: Request, name: str, user: Viewer) -> HTMLRe
     return HTMLResponse(_fragment(progress, user))
 
 
-def _event(kind: str, html: str) -> str:
-    """One SSE message: every line of the payload as its own ``data:`` field."""
-    lines = "".join(f"data: {line}\n" for line in html.splitlines() or [""])
-    return f"event: {kind}\n{lines}\n"
-
-
 @router.get("/campaigns/{name}/live")
 async def campaign_live(request: Request, name: str, user: Viewer) -> StreamingResponse:
     """Server-Sent Events: a ``progress`` message with the rendered counts whenever
-    they change (and at once on connect); ``end`` when the session has expired."""
+    they change (and at once on connect); ``end`` when the campaign or the session is
+    gone."""
     backend = backend_of(request)
     await in_transaction(backend, lambda s: campaigns.get(s, name))  # 404 before streaming
-    session_id = request.cookies.get(COOKIE, "")
+    last = ""
 
-    def still_signed_in() -> bool:
-        with transaction(backend.sessions) as session:
-            return (
-                accounts.resume(session, session_id, backend.settings.console, utcnow()) is not None
-            )
+    async def tick() -> list[live.Message]:
+        nonlocal last
+        try:
+            progress = await in_transaction(backend, lambda s: queries.progress(s, name))
+        except NotFound:
+            return [("end", "The campaign is gone.")]
+        html = _fragment(progress, user)
+        if html == last:
+            return []
+        last = html
+        return [("progress", html)]
 
-    async def stream() -> AsyncIterator[str]:
-        last = ""
-        rechecked = asyncio.get_running_loop().time()
-        yield "retry: 3000\n\n"
-        while not await request.is_disconnected():
-            try:
-                progress = await in_transaction(backend, lambda s: queries.progress(s, name))
-            except NotFound:
-                yield _event("end", "The campaign is gone.")
-                return
-            html = _fragment(progress, user)
-            if html != last:
-                last = html
-                yield _event("progress", html)
-            await asyncio.sleep(LIVE_EVERY_S)
-            now = asyncio.get_running_loop().time()
-            if now - rechecked >= LIVE_RECHECK_S:
-                rechecked = now
-                if not await asyncio.to_thread(still_signed_in):
-                    yield _event("end", "Your session has ended; sign in again.")
-                    return
-                yield ": still here\n\n"  # keeps proxies from closing an idle stream
-
-    return StreamingResponse(
-        stream(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-    )
+    return live.respond(request, backend, tick)
 
 
 @router.post("/campaigns/{name}/{action}")

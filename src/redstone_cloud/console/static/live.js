@@ -1,6 +1,7 @@
-// Live campaign progress: an element with data-live="URL" is replaced by each
-// "progress" message of that Server-Sent Events stream. Without this file (or
-// without EventSource) the page still shows the counts as of its loading.
+// Live views: an element with data-live="URL" takes each message of that Server-Sent
+// Events stream named by data-live-event ("progress" unless given): its content is
+// replaced, or with data-live-mode="prepend" the message is added at its top (the log
+// tail). Without this file (or without EventSource) a page shows what it loaded with.
 (function () {
   "use strict";
 
@@ -8,9 +9,16 @@
     if (typeof EventSource === "undefined") { return; }
     var note = document.querySelector(".live-status");
     var source = new EventSource(holder.getAttribute("data-live"));
+    var kind = holder.getAttribute("data-live-event") || "progress";
+    var prepend = holder.getAttribute("data-live-mode") === "prepend";
     var updates = 0;
-    source.addEventListener("progress", function (event) {
-      holder.innerHTML = event.data; // server-rendered and escaped; CSP forbids inline script
+    source.addEventListener(kind, function (event) {
+      // Server-rendered and escaped; the CSP forbids inline script besides.
+      if (prepend) {
+        holder.insertAdjacentHTML("afterbegin", event.data);
+      } else {
+        holder.innerHTML = event.data;
+      }
       updates += 1;
       holder.setAttribute("data-updates", String(updates));
       if (note) { note.textContent = "Live: updated " + new Date().toLocaleTimeString() + "."; }

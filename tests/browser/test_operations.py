@@ -1,23 +1,27 @@
-"""Campaigns in the console, in a real browser: a release manager creates one from the
-form, starts it, and watches it live while simulated vehicles report over the device
-API (mutual TLS, as cars do); the failure threshold halts the rollout and the open page
-shows it. A world of its own (tests/browser/world.py), so that the failures made here
-never show in the fleet tests' filters.
+"""Operating the fleet from the console, in a real browser: a release manager creates a
+campaign from the form, starts it, and watches it live while simulated vehicles report
+over the device API (mutual TLS, as cars do); the failure threshold halts the rollout
+and the open page shows it. Logs are searched and tailed live, the audit trail filtered
+and exported, certificates issued and revoked. A world of its own
+(tests/browser/world.py), so that what is done here never shows in the fleet tests.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from playwright.sync_api import Page, expect
 
 from tests.browser.test_console import sign_in
 from tests.browser.world import Car, World, running_world
-from tests.integration.cloud.fleet import vin_of
+from tests.integration.cloud.fleet import make_csr, vin_of
 from tests.integration.cloud_client.backend import IMAGES
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -104,15 +108,10 @@ def test_create_start_and_watch_a_campaign_live_until_the_threshold_halts_it(
     page.get_by_label("Groups: cumulative share").fill("50, 100")
     page.get_by_label("Next group starts when").fill("50")
     page.get_by_label("Rollout halts when").fill("50")
-    page.get_by_label("Mon").check()
-    page.get_by_label("Sun").check()
-    page.get_by_label("From (HH:MM)").fill("00:00")
-    page.get_by_label("Until (HH:MM)").fill("23:59")
     page.get_by_role("button", name="Create campaign").click()
 
     expect(page).to_have_url(re.compile(r".*/console/campaigns/winter$"))
     expect(page.locator("#campaign-state")).to_have_text("draft")
-    expect(page.get_by_text("Mon, Sun 00:00–23:59 UTC")).to_be_visible()
     page.get_by_role("button", name="Start").click()
     expect(page.locator("#campaign-state")).to_have_text("running")
     progress = page.locator("#progress")
@@ -156,11 +155,122 @@ def test_pause_and_resume_from_the_page(page: Page, rollout_world: World) -> Non
     page.get_by_label("Vehicles of the model on a baseline").check()
     page.get_by_label("Model", exact=True).select_option("sedan")
     page.get_by_label("Baseline the vehicles are on now").fill("spring")
+    page.get_by_label("Mon").check()
+    page.get_by_label("Sun").check()
+    page.get_by_label("From (HH:MM)").fill("22:00")
+    page.get_by_label("Until (HH:MM)").fill("04:30")
     page.get_by_role("button", name="Create campaign").click()
     expect(page.get_by_text("model sedan on spring")).to_be_visible()
+    expect(page.get_by_text("Mon, Sun 22:00–04:30 UTC")).to_be_visible()
     for button, state in (("Start", "running"), ("Pause", "paused"), ("Resume", "running")):
         page.get_by_role("button", name=button).click()
         expect(page.locator("#campaign-state")).to_have_text(state)
     page.get_by_role("button", name="Cancel").click()
     expect(page.locator("#campaign-state")).to_have_text("cancelled")
     expect(page.locator(".campaign-actions")).to_have_count(0)
+
+
+def test_logs_search_and_live_tail(page: Page, rollout_world: World) -> None:
+    world = rollout_world
+    car = world.cars[vin_of(2)]
+    goto_world(page, world, "vic")
+    page.goto(f"{world.url}/console/logs")
+    page.get_by_label("Text contains").fill("boot ok")
+    page.get_by_role("button", name="Search").click()
+    lines = page.locator("#log-lines tr")
+    expect(lines).to_have_count(1)  # vehicle 4's upload (tests/browser/world.py)
+    expect(lines.first).to_contain_text(vin_of(4))
+
+    page.get_by_label("Text contains").fill("")
+    page.get_by_label("VIN").fill(car.vin)
+    page.get_by_role("button", name="Search").click()
+    expect(page.locator("#no-logs")).to_be_visible()
+    for n in (1, 2):  # the car uploads while the page is open: the tail shows both lines
+        upload = car.client.post(
+            "/api/v1/device/logs", params={"source": "sub"}, content=f"tail line {n}\n".encode()
+        )
+        assert upload.status_code == 201, upload.text
+        expect(lines.first).to_contain_text(f"tail line {n}")
+    expect(lines).to_have_count(2)
+    expect(lines.nth(1)).to_contain_text("tail line 1")  # newest first
+
+
+def test_audit_filter_and_csv_export(page: Page, rollout_world: World, tmp_path: Path) -> None:
+    world = rollout_world
+    goto_world(page, world, "vic")
+    page.goto(f"{world.url}/console/audit")
+    page.get_by_label("Action").fill("campaign.start")
+    page.get_by_role("button", name="Filter").click()
+    rows = page.locator("table.audit tbody tr")
+    expect(rows.first).to_contain_text("campaign.start")
+    shown = rows.count()
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Export these records (CSV)").click()
+    saved = tmp_path / "audit.csv"
+    download.value.save_as(saved)
+    exported = list(csv.DictReader(saved.open()))
+    assert len(exported) == shown and {r["action"] for r in exported} == {"campaign.start"}
+
+    page.get_by_label("From (YYYY-MM-DD)").fill("yesterday")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator("#since-error")).to_have_text("Give a date as YYYY-MM-DD.")
+
+
+def test_audit_csv_shows_formula_like_text_as_text(page: Page, rollout_world: World) -> None:
+    """The admin API takes any campaign name; a spreadsheet opening the export must show
+    one that looks like a formula as text (OWASP "CSV injection")."""
+    world = rollout_world
+    name = '=HYPERLINK("http://example.invalid","open")'
+    spec = {"name": name, "targeting": {"vins": [vin_of(1)]}, "packages": ["tbox-2.0"]}
+    world.ok("POST", "/api/v1/campaigns", json=spec)
+    goto_world(page, world, "vic")
+    response = page.request.get(f"{world.url}/console/audit.csv?action=campaign.create")
+    assert response.status == 200
+    assert response.headers["content-type"].startswith("text/csv")
+    exported = list(csv.DictReader(io.StringIO(response.text())))
+    assert "'" + name in [r["object_id"] for r in exported]
+    assert name not in [r["object_id"] for r in exported]
+
+
+def test_pki_issue_and_revoke_bite_at_once(
+    page: Page, rollout_world: World, screenshots: Path
+) -> None:
+    world = rollout_world
+    car = world.cars[vin_of(3)]
+    goto_world(page, world, "vic")
+    page.goto(f"{world.url}/console/pki")
+    expect(page.get_by_role("heading", name="Device certificates")).to_be_visible()
+    expect(page.get_by_role("button", name=re.compile("Revoke"))).to_have_count(0)
+    page.get_by_role("button", name="Sign out").click()
+
+    goto_world(page, world, "ada")
+    page.goto(f"{world.url}/console/pki")
+    page.get_by_label("VIN", exact=True).first.fill(car.vin)
+    page.get_by_role("button", name="Show").click()
+    row = page.locator("table.certs tbody tr").first
+    expect(row).to_contain_text("valid")
+
+    _key, csr = make_csr(car.vin)
+    page.locator("#issue-vin").fill(car.vin)
+    page.get_by_label("Certificate signing request (PEM)").fill("not a CSR")
+    page.get_by_role("button", name="Issue certificate").click()
+    expect(page.locator("#csr_pem-error")).to_contain_text("Paste a PEM")
+    page.get_by_label("Certificate signing request (PEM)").fill(csr.decode())
+    page.get_by_role("button", name="Issue certificate").click()
+    expect(page.locator("#issued-pem")).to_contain_text("BEGIN CERTIFICATE")
+    page.screenshot(path=str(screenshots / "pki.png"), full_page=True)
+
+    issued = x509.load_pem_x509_certificate(page.locator("#issued-pem").inner_text().encode())
+    rows = page.locator("table.certs tbody tr")
+    expect(rows).to_have_count(2)
+    serials = [str(r.get_attribute("id")).removeprefix("cert-") for r in rows.all()]
+    (in_use,) = [s for s in serials if s != format(issued.serial_number, "x")]
+
+    # Revoke the certificate the car speaks with: its very next request is refused.
+    assert car.client.get("/api/v1/device/poll").status_code == 200
+    page.locator(f"#cert-{in_use} select").select_option("key compromise")
+    page.locator(f"#cert-{in_use}").get_by_role("button", name=re.compile("Revoke")).click()
+    expect(page.locator(f"#cert-{in_use}")).to_contain_text("revoked (key compromise)")
+    assert car.client.get("/api/v1/device/poll").status_code in (401, 403)
+    trail = world.ok("GET", "/api/v1/audit", params={"action": "pki.revoke"})
+    assert [r["actor"] for r in trail] == ["console:ada"]
