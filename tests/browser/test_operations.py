@@ -274,3 +274,41 @@ def test_pki_issue_and_revoke_bite_at_once(
     assert car.client.get("/api/v1/device/poll").status_code in (401, 403)
     trail = world.ok("GET", "/api/v1/audit", params={"action": "pki.revoke"})
     assert [r["actor"] for r in trail] == ["console:ada"]
+
+
+def test_a_release_manager_uploads_a_package_and_campaigns_it(
+    page: Page, rollout_world: World, tmp_path: Path, screenshots: Path
+) -> None:
+    world = rollout_world
+    image = tmp_path / "tbox-3.0.img"
+    image.write_bytes(b"tbox image three " * 300)
+    goto_world(page, world, "rita")
+    page.goto(f"{world.url}/console/packages")
+    page.get_by_label("Name").fill("tbox")
+    page.get_by_label("Version").fill("3.0/../x")
+    page.get_by_role("button", name="Upload").click()
+    expect(page.locator("#file-error")).to_have_text("Choose the image file to upload.")
+    expect(page.locator("#version-error")).to_contain_text("no '..'")
+
+    page.get_by_label("Image file").set_input_files(str(image))
+    page.get_by_label("Version").fill("3.0")
+    page.get_by_label("Hardware ids (comma-separated)").fill("tbox-hw")
+    page.get_by_label("Release counter (anti-rollback)").fill("3")
+    page.get_by_role("button", name="Upload").click()
+    row = page.locator("#package-tbox-3\\.0")
+    expect(row).to_contain_text("tbox-hw")
+    expect(row.locator("[data-bytes]")).to_have_attribute("data-bytes", str(image.stat().st_size))
+    expect(page.locator("table.deltas")).to_contain_text("tbox-2.0")  # a delta is queued
+    page.screenshot(path=str(screenshots / "packages.png"), full_page=True)
+    listed = world.ok("GET", "/api/v1/packages", params={"name": "tbox"})
+    assert {p["target"] for p in listed} >= {"tbox-3.0"}
+
+    page.goto(f"{world.url}/console/campaigns/new")
+    page.get_by_label("Name").fill("tbox-three")
+    page.get_by_label("Or these packages").select_option("tbox-3.0")
+    page.get_by_label("Every vehicle of the model").check()
+    page.get_by_label("Model", exact=True).select_option("sedan")
+    page.get_by_role("button", name="Create campaign").click()
+    expect(page.get_by_text("tbox-3.0", exact=True)).to_be_visible()
+    trail = world.ok("GET", "/api/v1/audit", params={"action": "package.upload"})
+    assert [r["actor"] for r in trail if r["object_id"] == "tbox-3.0"] == ["console:rita"]

@@ -17,7 +17,17 @@ from redstone_agent.errors import RedstoneError
 from redstone_cloud.backend import Backend
 from redstone_cloud.console import auth
 from redstone_cloud.console.errors import CsrfRefused, SignInNeeded, Throttled
-from redstone_cloud.console.pages import audit, campaigns, fleet, logs, pki, signin, users, vehicle
+from redstone_cloud.console.pages import (
+    audit,
+    campaigns,
+    fleet,
+    logs,
+    packages,
+    pki,
+    signin,
+    users,
+    vehicle,
+)
 from redstone_cloud.console.web import render
 from redstone_cloud.errors import CloudError
 
@@ -115,6 +125,6 @@ def create_console(backend: Backend) -> FastAPI:
     app.mount(
         "/static", StaticFiles(packages=[("redstone_cloud.console", "static")]), name="static"
     )
-    for page in (signin, fleet, vehicle, campaigns, logs, audit, pki, users):
+    for page in (signin, fleet, vehicle, packages, campaigns, logs, audit, pki, users):
         app.include_router(page.router)
     return app
