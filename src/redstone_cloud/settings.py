@@ -123,6 +123,10 @@ class Settings:
     api_docs: bool = False
     """Serve ``/docs``, ``/redoc`` and ``/openapi.json`` (off in production; the document
     is always available from ``redstone-cloud openapi``)."""
+    metrics: Literal["admin", "open", "off"] = "admin"
+    """``GET /metrics`` in the Prometheus text format (docs/operations.md §5): ``admin``
+    answers a request bearing an admin's token, ``open`` anyone (scrape over a private
+    network only), ``off`` serves no route and counts nothing."""
     device_download_scope: Literal["assignment", "any"] = "assignment"
     """``assignment`` (default): a vehicle downloads only the targets its director
     metadata names (its images, or the deltas signed in their place); ``any``: every

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from redstone_cloud import __doc__ as package_doc
-from redstone_cloud.api import admin, bundles, device, est, targets
+from redstone_cloud.api import admin, bundles, device, est, metrics, targets
 from redstone_cloud.api.errors import RejectNul, install_error_handlers
 from redstone_cloud.api.fastpoll import FastPoll
 from redstone_cloud.backend import Backend
@@ -47,13 +47,14 @@ def create_app(backend: Backend) -> FastAPI:
     app.include_router(est.router)
     app.mount("/console", create_console(backend))
     app.add_middleware(RejectNul)
+    metrics.install(app, backend)
     return app
 
 
 def create_asgi(backend: Backend) -> FastPoll:
     """What ``serve`` runs: the cached-poll fast path wrapped around the app, outermost
     so that a 304 costs no middleware at all."""
-    return FastPoll(create_app(backend), backend)
+    return FastPoll(create_app(backend), backend, metrics.fast_path_recorder(backend.settings))
 
 
 def openapi_document() -> str:

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, bindparam, select
@@ -109,21 +111,30 @@ def _open_lookup(engine: Engine) -> _Lookup:
 
 
 class FastPoll:
-    """ASGI middleware: serve cached poll answers, delegate everything else to ``app``."""
+    """ASGI middleware: serve cached poll answers, delegate everything else to ``app``.
 
-    def __init__(self, app: Any, backend: Backend) -> None:
+    ``record(status, seconds)`` counts each poll answered here (``api/metrics.py``):
+    these never reach the app's middleware."""
+
+    def __init__(
+        self, app: Any, backend: Backend, record: Callable[[int, float], None] | None = None
+    ) -> None:
         self.app = app
         self.backend = backend
+        self._record = record
         self._lookup_port: _Lookup | None = None
         self._errors: tuple[type[Exception], ...] = (DBAPIError,)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"] == POLL_PATH and scope["method"] == "GET":
+            start = time.perf_counter()
             answer = self._answer(scope)
             if answer is not None:
                 status, headers, body = answer
                 await send({"type": "http.response.start", "status": status, "headers": headers})
                 await send({"type": "http.response.body", "body": body})
+                if self._record is not None:
+                    self._record(status, time.perf_counter() - start)
                 return
         await self.app(scope, receive, send)
 

@@ -45,6 +45,7 @@ from redstone_cloud.services import audit, packages
 log = logging.getLogger(__name__)
 
 ACTIVE_CAMPAIGN = ("running", "paused")
+CAMPAIGN_STATES = ("draft", *ACTIVE_CAMPAIGN, "completed", "cancelled", "aborted")
 NOT_STARTED = ("waiting", "pending", "offered")
 PROGRESS = ("accepted", "downloading", "installing")
 ASSIGNMENT_STATES = (*NOT_STARTED, *PROGRESS, *sorted(rollout.TERMINAL_STATES))

@@ -30,6 +30,7 @@ from redstone_cloud.storage.base import BlobStore
 
 log = logging.getLogger(__name__)
 
+JOB_STATES = ("pending", "running", "done", "skipped", "failed")
 LEASE = dt.timedelta(hours=2)
 MIN_SAVING = Settings.delta_min_saving
 """The share of its full image a delta must save to be kept (the setting's default)."""
