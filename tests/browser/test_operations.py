@@ -236,7 +236,7 @@ def test_pki_issue_and_revoke_bite_at_once(
     page: Page, rollout_world: World, screenshots: Path
 ) -> None:
     world = rollout_world
-    car = world.cars[vin_of(3)]
+    car = world.cars[vin_of(1)]  # in no campaign here: revoking it disturbs no other test
     goto_world(page, world, "vic")
     page.goto(f"{world.url}/console/pki")
     expect(page.get_by_role("heading", name="Device certificates")).to_be_visible()
@@ -312,3 +312,55 @@ def test_a_release_manager_uploads_a_package_and_campaigns_it(
     expect(page.get_by_text("tbox-3.0", exact=True)).to_be_visible()
     trail = world.ok("GET", "/api/v1/audit", params={"action": "package.upload"})
     assert [r["actor"] for r in trail if r["object_id"] == "tbox-3.0"] == ["console:rita"]
+
+
+def test_campaign_and_fleet_analytics_show_their_numbers_as_charts_tables_and_csv(
+    page: Page, rollout_world: World, screenshots: Path
+) -> None:
+    """Runs after the live test: "winter" has one vehicle succeeded and one failed."""
+    world = rollout_world
+    winner = next(
+        c
+        for c in (world.cars[vin_of(2)], world.cars[vin_of(3)])
+        if c.installed.get(f"{c.vin}-tbox", ("",))[0] == "tbox-2.0"
+    )
+    report = {
+        "campaign": "winter",
+        "outcome": "succeeded",
+        "ecus": [
+            {"serial": f"{winner.vin}-tbox", "bytes_downloaded": 1200, "bytes_saved": 1800},
+            {"serial": f"{winner.vin}-adas", "bytes_downloaded": "lots", "bytes_saved": -5},
+        ],
+    }
+    for _ in range(2):  # a report sent twice counts once
+        body = {"kind": "campaign_report", "campaign": "winter", "detail": {"report": report}}
+        assert winner.client.post("/api/v1/device/events", json=body).status_code == 200
+
+    goto_world(page, world, "vic")
+    page.goto(f"{world.url}/console/campaigns/winter")
+    page.locator("main").get_by_role("link", name="Analytics").click()
+    expect(page.get_by_role("heading", name="Analytics: winter")).to_be_visible()
+    expect(page.locator("#reports")).to_have_text("1")
+    expect(page.locator("#downloaded")).to_have_attribute("data-bytes", "1200")
+    expect(page.locator("#saved")).to_contain_text("(60% of full images)")
+    expect(page.locator("#chart-success .chart")).to_have_attribute("data-drawn", "2")
+    last = page.locator("#chart-success tbody tr").last
+    expect(last.locator("td")).to_have_text(["1", "1"])  # in the end: 1 succeeded, 1 failed
+    expect(page.locator("#chart-reasons")).to_contain_text("flash verify failed at block 12")
+    expect(page.locator("#chart-install tbody tr")).to_have_count(7)
+    page.screenshot(path=str(screenshots / "campaign-analytics.png"), full_page=True)
+
+    response = page.request.get(f"{world.url}/console/campaigns/winter/analytics/success.csv")
+    rows = list(csv.reader(io.StringIO(response.text())))
+    assert rows[0] == ["time", "succeeded", "failed"] and rows[-1][1:] == ["1", "1"]
+    missing = page.request.get(f"{world.url}/console/campaigns/winter/analytics/nothing.csv")
+    assert missing.status == 404
+
+    page.get_by_role("navigation").get_by_role("link", name="Analytics").click()
+    expect(page.get_by_role("heading", name="Fleet analytics")).to_be_visible()
+    tbox = page.locator("figure", has_text="Version adoption: tbox")
+    expect(tbox.locator(".chart")).to_have_attribute("data-drawn", re.compile(r"[1-9]"))
+    expect(tbox.locator("thead")).to_contain_text("tbox-2.0")
+    adoption = page.request.get(f"{world.url}/console/analytics/adoption.csv")
+    assert adoption.text().splitlines()[0] == "role,time,version,ecus"
+    assert ",tbox-2.0," in adoption.text()

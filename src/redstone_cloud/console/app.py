@@ -18,6 +18,7 @@ from redstone_cloud.backend import Backend
 from redstone_cloud.console import auth
 from redstone_cloud.console.errors import CsrfRefused, SignInNeeded, Throttled
 from redstone_cloud.console.pages import (
+    analytics,
     audit,
     campaigns,
     fleet,
@@ -125,6 +126,7 @@ def create_console(backend: Backend) -> FastAPI:
     app.mount(
         "/static", StaticFiles(packages=[("redstone_cloud.console", "static")]), name="static"
     )
-    for page in (signin, fleet, vehicle, packages, campaigns, logs, audit, pki, users):
+    pages = (signin, fleet, vehicle, packages, analytics, campaigns, logs, audit, pki, users)
+    for page in pages:
         app.include_router(page.router)
     return app

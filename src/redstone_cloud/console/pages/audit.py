@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -12,6 +10,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from redstone_cloud.api.common import in_transaction
 from redstone_cloud.console.accounts import SignedIn
+from redstone_cloud.console.csvout import csv_response
 from redstone_cloud.console.queries import records
 from redstone_cloud.console.web import backend_of, render, require
 from redstone_cloud.services import audit
@@ -22,8 +21,6 @@ Viewer = Annotated[SignedIn, require()]
 Field = Annotated[str, Query(max_length=128)]
 EXPORT_CAP = 100_000
 """Rows one CSV export holds at most; narrow the filters for more."""
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-"""Cells a spreadsheet would run as a formula (vehicle-supplied text reaches the trail)."""
 
 
 def _day(text: str, field: str, errors: dict[str, str], *, end: bool = False) -> dt.datetime | None:
@@ -92,11 +89,6 @@ async def audit_page(
     )
 
 
-def safe_cell(value: str) -> str:
-    """A cell a spreadsheet shows as text: formula starters get a leading apostrophe."""
-    return f"'{value}" if value.startswith(FORMULA_START) else value
-
-
 @router.get("/audit.csv")
 async def audit_csv(
     *,
@@ -117,19 +109,11 @@ async def audit_csv(
     lines = await in_transaction(
         backend_of(request), lambda s: records.audit_all(s, query, EXPORT_CAP)
     )
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["id", "at", "actor", "action", "object_type", "object_id", "detail"])
-    for line in lines:
-        writer.writerow(
-            [line.id, line.at.isoformat()]
-            + [
-                safe_cell(v)
-                for v in (line.actor, line.action, line.object_type, line.object_id, line.detail)
-            ]
-        )
-    return Response(
-        out.getvalue(),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": 'attachment; filename="audit.csv"'},
+    return csv_response(
+        "audit.csv",
+        ("id", "at", "actor", "action", "object_type", "object_id", "detail"),
+        (
+            (a.id, a.at.isoformat(), a.actor, a.action, a.object_type, a.object_id, a.detail)
+            for a in lines
+        ),
     )

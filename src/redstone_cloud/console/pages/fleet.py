@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -12,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from redstone_cloud.api.common import in_transaction
 from redstone_cloud.console.accounts import SignedIn
+from redstone_cloud.console.csvout import csv_response
 from redstone_cloud.console.queries import fleet
 from redstone_cloud.console.web import backend_of, render, require
 from redstone_cloud.db.types import utcnow
@@ -72,13 +71,8 @@ async def fleet_page(
 async def versions_csv(request: Request, user: Annotated[SignedIn, require()]) -> Response:
     """The version chart's numbers: one row per ECU role and image."""
     versions = await in_transaction(backend_of(request), fleet.version_distribution)
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["role", "version", "ecus"])
-    for counts in versions.values():
-        writer.writerows([c.role, c.version, c.ecus] for c in counts)
-    return Response(
-        out.getvalue(),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": 'attachment; filename="fleet-versions.csv"'},
+    return csv_response(
+        "fleet-versions.csv",
+        ("role", "version", "ecus"),
+        ((c.role, c.version, c.ecus) for counts in versions.values() for c in counts),
     )

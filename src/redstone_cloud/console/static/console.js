@@ -5,7 +5,7 @@
   "use strict";
 
   function drawBars(table) {
-    var holder = table.parentElement.querySelector(".chart");
+    var holder = (table.closest("figure") || table.parentElement).querySelector(".chart");
     if (!holder || typeof Chartist === "undefined") { return; }
     var labels = [];
     var values = [];
