@@ -216,7 +216,7 @@ class TokenKey:
                     ) from None
             except pkcs11.PKCS11Error as exc:
                 self._drop()
-                raise TokenError(f"{self.uri}: {type(exc).__name__} {exc}".strip()) from None
+                raise TokenError(f"{self.uri}: {_failure(exc)}") from None
         raise AssertionError("unreachable")
 
     def _open(self) -> None:
@@ -282,19 +282,23 @@ def generate(
             Attribute.TOKEN: True,
             Attribute.ID: key_id,
         }
+        # python-pkcs11 adds CKA_ENCRYPT and CKA_DECRYPT false; tpm2-pkcs11 ties them to
+        # CKA_SIGN and CKA_VERIFY (one TPM flag each) and refuses the pair, so they are left
+        # out (DEFAULT) for the token to derive.
         params.generate_keypair(
             store=True,
-            public_template={**common, Attribute.VERIFY: True},
+            public_template={**common, Attribute.VERIFY: True, Attribute.ENCRYPT: pkcs11.DEFAULT},
             private_template={
                 **common,
                 Attribute.SIGN: True,
+                Attribute.DECRYPT: pkcs11.DEFAULT,
                 Attribute.SENSITIVE: True,
                 Attribute.EXTRACTABLE: False,
                 Attribute.PRIVATE: True,
             },
         )
     except pkcs11.PKCS11Error as exc:
-        raise TokenError(f"{uri}: cannot make a key: {type(exc).__name__} {exc}".strip()) from None
+        raise TokenError(f"{uri}: cannot make a key: {_failure(exc)}") from None
     finally:
         session.close()
         _clear_openssl_errors()
@@ -338,7 +342,7 @@ def _login(lib: Any, uri: Pkcs11Uri, pin: str) -> Any:
     except pkcs11.exceptions.PinLocked:
         raise TokenError(f"{uri}: the token's user PIN is locked (too many wrong PINs)") from None
     except pkcs11.PKCS11Error as exc:
-        raise TokenError(f"{uri}: cannot log in: {type(exc).__name__} {exc}".strip()) from None
+        raise TokenError(f"{uri}: cannot log in: {_failure(exc)}") from None
 
 
 def _find(session: Any, uri: Pkcs11Uri, object_class: Any) -> Any:
@@ -362,6 +366,18 @@ def _exists(session: Any, uri: Pkcs11Uri, object_class: Any) -> bool:
 
     query = {Attribute.LABEL: uri.object, Attribute.CLASS: object_class}
     return any(True for _ in session.get_objects(query))
+
+
+def _failure(exc: Exception) -> str:
+    """python-pkcs11's error, and for CKR_GENERAL_ERROR, which names no cause, the causes
+    met: tpm2-pkcs11 answers so when it cannot reach the TPM (a stopped swtpm) and when
+    the TPM has no room for another key (docs/keys.md §9)."""
+    import pkcs11
+
+    text = f"{type(exc).__name__} {exc}".strip()
+    if isinstance(exc, pkcs11.exceptions.GeneralError):
+        text += " (the module failed: is the TPM or HSM reachable? its log on stderr says why)"
+    return text
 
 
 def _name(lib: Any) -> str:
