@@ -37,3 +37,4 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
 
 
 from tests.softhsm import softhsm  # noqa: E402, F401  (the session's SoftHSM2 tokens)
+from tests.swtpm import swtpm  # noqa: E402, F401  (the session's software TPM tokens)
