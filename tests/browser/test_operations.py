@@ -319,11 +319,14 @@ def test_campaign_and_fleet_analytics_show_their_numbers_as_charts_tables_and_cs
 ) -> None:
     """Runs after the live test: "winter" has one vehicle succeeded and one failed."""
     world = rollout_world
-    winner = next(
+    winners = [
         c
         for c in (world.cars[vin_of(2)], world.cars[vin_of(3)])
         if c.installed.get(f"{c.vin}-tbox", ("",))[0] == "tbox-2.0"
-    )
+    ]
+    if not winners:
+        pytest.skip("needs the live campaign test of this module to have run first")
+    winner = winners[0]
     report = {
         "campaign": "winter",
         "outcome": "succeeded",
