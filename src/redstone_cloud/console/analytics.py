@@ -40,8 +40,8 @@ def _axis(start: dt.datetime, end: dt.datetime, points: int = POINTS) -> list[dt
     """``points`` instants from ``start`` to ``end`` inclusive (one if they are equal)."""
     if end <= start:
         return [end]
-    step = (end - start) / (points - 1)
-    return [start + step * i for i in range(points)]
+    step = (end - start) / (points - 1)  # rounded to microseconds: the last is ``end`` itself
+    return [start + step * i for i in range(points - 1)] + [end]
 
 
 def _label(at: dt.datetime) -> str:

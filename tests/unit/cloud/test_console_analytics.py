@@ -26,6 +26,13 @@ def test_success_over_time_is_cumulative_and_ends_with_every_vehicle() -> None:
     assert succeeded == sorted(succeeded)
 
 
+def test_the_last_point_counts_the_last_vehicle_whatever_the_rounding() -> None:
+    """The axis step is rounded to microseconds; 7 µs over 23 steps would end short."""
+    last = T0 + dt.timedelta(microseconds=7)
+    table = analytics.success_over_time([(T0, "succeeded"), (last, "failed")])
+    assert table.rows[-1][1:] == (1, 1)
+
+
 def test_one_finished_vehicle_is_one_point_and_none_is_empty() -> None:
     assert analytics.success_over_time([(at(3), "failed")]).rows == [("2026-11-30 12:03", 0, 1)]
     assert analytics.success_over_time([]).empty
