@@ -49,7 +49,7 @@ class Cloud:
     def url(self) -> str:
         return f"https://{self.node.ip}:{CLOUD_PORT}"
 
-    def _cli(self, *args: str) -> dict[str, object]:
+    def cli(self, *args: str) -> dict[str, object]:
         out = self.node.run(
             [executable("redstone-cloud"), "--config", str(self.config), "--json", *args]
         )
@@ -63,15 +63,17 @@ class Cloud:
         cert, key = self.workdir / "server.pem", self.workdir / "server.key"
         # The token's hash goes into the config, so make the token with a bare config first.
         self.config.write_text(f"[cloud]\ndata_dir = {json.dumps(str(self.data_dir))}\n")
-        token = self._cli("admin", "token", "redstone-vehicle")
+        token = self.cli("admin", "token", "redstone-vehicle")
         self.admin_token = str(token["token"])
         admin_sha256 = hashlib.sha256(self.admin_token.encode()).hexdigest()
         self.config.write_text(
             cloud_toml(data_dir=self.data_dir, admin_sha256=admin_sha256, cert=cert, key=key)
         )
-        self._cli("db", "upgrade")
-        self._cli("pki", "init-ca", "oem-root")
-        self._cli("pki", "server-cert", self.node.ip, "--cert", str(cert), "--key", str(key))
+        self.cli("db", "upgrade")
+        self.cli("pki", "init-ca", "oem-root")
+        # 127.0.0.1 as well: a browser on this machine reaches the console there (.console).
+        names = dict.fromkeys((self.node.ip, "127.0.0.1"))
+        self.cli("pki", "server-cert", *names, "--cert", str(cert), "--key", str(key))
         self.node.spawn(
             [
                 executable("redstone-cloud"),
@@ -96,9 +98,8 @@ class Cloud:
                     sys.executable,
                     "-m",
                     "redstone_agent.vvehicle.relay",
-                    str(self.relay_socket),
-                    self.node.ip,
-                    str(CLOUD_PORT),
+                    f"unix:{self.relay_socket}",
+                    f"tcp:{self.node.ip}:{CLOUD_PORT}",
                 ],
                 log=self.workdir / "relay.log",
             )

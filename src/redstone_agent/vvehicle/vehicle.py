@@ -27,6 +27,7 @@ from redstone_agent.vvehicle import ecus as uds_ecus
 from redstone_agent.vvehicle.busd import PrivateBus, have_dbus_daemon
 from redstone_agent.vvehicle.canbus import VehicleBus
 from redstone_agent.vvehicle.cloud import Cloud
+from redstone_agent.vvehicle.console import Console, open_console
 from redstone_agent.vvehicle.ecus import UdsEcu, provision_uds
 from redstone_agent.vvehicle.errors import VehicleError
 from redstone_agent.vvehicle.imagerepo import ImageRepo
@@ -88,6 +89,7 @@ class VirtualVehicle(Scaffold):
         self.say: Progress = progress or (lambda _line: None)
         self.lab: Lab = open_lab(workdir / "lab", self.plan.nodes, isolated=self.isolated)
         self.cloud: Cloud | None = None
+        self.console: Console | None = None
         self.repo = ImageRepo(workdir / "image-repo")
         self.images_dir = workdir / "images"
         self.signers: dict[str, CryptoSigner] = {}
@@ -148,6 +150,11 @@ class VirtualVehicle(Scaffold):
         self.cloud = Cloud(self.lab.nodes["cloud"], self.workdir / "cloud")
         self.cloud.start()
         self.say(f"cloud up: {self.cloud.url}")
+        self.console = open_console(self.cloud)
+        self.say(
+            f"console: {self.console.url} (sign in as {self.console.user}, password "
+            f"{self.console.password}; the browser asks to trust {self.console.ca})"
+        )
         self.signers = {e.role: generate_signer() for e in self.plan.ecus}
         self.repo.init()
         self._register()
@@ -391,6 +398,8 @@ class VirtualVehicle(Scaffold):
             "admin_token": self.cloud.admin_token,
             "cloud_ca": str(self.cloud.ca),
             "cloud_socket": str(self.cloud.relay_socket) if self.isolated else None,
+            "console": self.console.url if self.console else None,
+            "console_user": self.console.user if self.console else None,
             "master_config": str(self.master_config),
             "dbus": self.bus.address if self.bus else None,
             "nodes": {n.name: {"ip": n.ip, "netns": n.netns} for n in self.lab.nodes.values()},

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from pathlib import Path
 from typing import Any
 
 from redstone_cloud.backend import Backend
@@ -18,6 +19,7 @@ EXAMPLES = """\
 examples:
   redstone-cloud --config cloud.toml user add alice --role admin
   printf '%s\\n' "$PASSWORD" | redstone-cloud --config cloud.toml user add bob --role viewer
+  redstone-cloud --config cloud.toml user add ci --role viewer --password-file ci.pass
   redstone-cloud --config cloud.toml user list
   redstone-cloud --config cloud.toml --json user list
   redstone-cloud --config cloud.toml user set-role bob release-manager
@@ -30,9 +32,18 @@ roles, each allowed what the ones before it are:
 """
 
 
-def read_password() -> str:
-    """Twice from a prompt on a terminal; otherwise the first line of standard input.
-    Never from the command line, where other users of the machine could read it."""
+def read_password(path: Path | None = None) -> str:
+    """The first line of ``path``; else twice from a prompt on a terminal, or the first
+    line of standard input. Never from the command line, where other users of the
+    machine could read it."""
+    if path is not None:
+        try:
+            lines = path.read_text().splitlines()
+        except OSError as exc:
+            raise InvalidInput(f"--password-file {path}: {exc.strerror}") from None
+        if not lines or not lines[0]:
+            raise InvalidInput(f"--password-file {path}: its first line is empty")
+        return lines[0]
     if sys.stdin.isatty():
         first = getpass.getpass("password: ")
         if getpass.getpass("password again: ") != first:
@@ -45,7 +56,7 @@ def read_password() -> str:
 
 
 def cmd_add(backend: Backend, args: argparse.Namespace) -> Any:
-    password = read_password()
+    password = read_password(args.password_file)
     with transaction(backend.sessions) as session:
         return accounts.user_dict(
             accounts.add_user(session, actor(), args.name, args.role, password)
@@ -86,6 +97,12 @@ def add(sub: Any) -> None:
     )
     add_parser.add_argument("name", help="lower-case letters, digits and . _ - @")
     add_parser.add_argument("--role", required=True, choices=ROLES)
+    add_parser.add_argument(
+        "--password-file",
+        type=Path,
+        metavar="FILE",
+        help="read the password from the first line of FILE (for scripts; keep it 0600)",
+    )
     add_parser.set_defaults(func=cmd_add)
     list_parser = user_sub.add_parser("list", help="every user with role and state")
     list_parser.add_argument(

@@ -13,11 +13,14 @@ import asyncio
 import hashlib
 import json
 import os
+import re
+import ssl
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from tuf.api.metadata import Metadata
 
@@ -146,3 +149,31 @@ def test_vehicle_up_to_the_offered_campaign(vehicle: VirtualVehicle) -> None:
         assert len(deltas) == 1 and ".from-" in deltas[0], director
     for uds in vehicle.uds:
         assert uds.ecu.target(VERSIONS[1]) in director
+
+
+def test_the_printed_console_signs_in_and_shows_the_campaign(vehicle: VirtualVehicle) -> None:
+    """What ``redstone-vehicle`` prints lets a browser on this machine watch the campaign:
+    the URL answers (in namespaces through this process's relay), the certificate is
+    valid for it under the printed CA, and the printed user signs in."""
+    campaign = vehicle.offer(VERSIONS[1])
+    console = vehicle.console
+    assert console is not None and console.url.startswith("https://")
+    assert oct(vehicle.cloud.workdir.joinpath("console-password").stat().st_mode)[-3:] == "600"
+    trust = ssl.create_default_context(cafile=str(console.ca))  # checks the host name too
+    with httpx.Client(verify=trust, timeout=30) as browser:
+        login = browser.get(f"{console.url}login")
+        assert login.status_code == 200, login.text
+        token = re.search(r'name="csrf_token" value="([^"]+)"', login.text)
+        assert token is not None
+        signed_in = browser.post(
+            f"{console.url}login",
+            data={
+                "name": console.user,
+                "password": console.password,
+                "csrf_token": token.group(1),
+                "next": "/console/campaigns",
+            },
+            follow_redirects=True,
+        )
+        assert signed_in.status_code == 200, signed_in.text
+        assert campaign in signed_in.text
