@@ -157,7 +157,7 @@ def test_the_tls_tunnel_comes_up_before_the_master_and_reloads_on_renewal() -> N
     watch = unit("redstone-tls-tunnel-reload.path")
     assert watch.value("Install", "WantedBy") == "redstone-tls-tunnel.service"
     watched = watch.value("Path", "PathChanged")
-    assert watched is not None and f"tunnel-cert = \"{watched}\"" in KEYS_DOC.read_text()
+    assert watched is not None and f'tunnel-cert = "{watched}"' in KEYS_DOC.read_text()
     reload = unit(str(watch.value("Path", "Unit")))
     argv = dict(reload.commands())["ExecStart"]
     assert argv[1:] == ["try-reload-or-restart", "redstone-tls-tunnel.service"]
