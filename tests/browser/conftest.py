@@ -37,8 +37,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         yield running
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """Per module: Playwright's sync API keeps an asyncio loop running while it is open,
+    so a test after it that calls ``asyncio.run()`` would fail; it closes with the module."""
     if shutil.which(CHROMIUM) is None:
         pytest.skip(f"no {CHROMIUM} (apt-get install chromium)")
     with sync_playwright() as playwright:

@@ -23,16 +23,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from cryptography.hazmat.primitives import serialization
 
-from redstone_agent.uptane.keys import Signer, generate_signer, public_key_to_dict
+from redstone_agent.uptane.keys import Signer
 from redstone_agent.uptane.manifests import EcuManifest, sign_ecu_manifest, sign_vehicle_manifest
 from redstone_cloud.db import migrate
 from redstone_cloud.db.engine import make_engine
 from redstone_cloud.settings import token_digest
-from tests.integration.cloud.fleet import ADMIN, ADMIN_TOKEN, MODEL, make_csr, vin_of
+from tests.integration.cloud.fleet import ADMIN, ADMIN_TOKEN, MODEL, vin_of
 from tests.integration.cloud.server import prepare_tls_server, serving
-from tests.integration.cloud_client.backend import IMAGES
+from tests.integration.cloud_client.backend import IMAGES, Backend
 
 PASSWORD = "console-test-password"
 USERS = {"ada": "admin", "rita": "release-manager", "vic": "viewer", "tom": "viewer"}
@@ -94,35 +93,11 @@ class World:
 
 
 def _register(world: World, n: int, files: Path, ca: Path, baseline: str | None) -> Car:
-    vin = vin_of(n)
-    signers = {f"{vin}-{e['role']}": generate_signer() for e in MODEL["ecus"]}
-    ecus = [
-        {
-            "serial": serial,
-            "hardware_id": e["hardware_id"],
-            "primary": e["kind"] == "primary",
-            "public_key": public_key_to_dict(signers[serial].public_key),
-        }
-        for serial, e in zip(signers, MODEL["ecus"], strict=True)
-    ]
-    body = {"vin": vin, "model": "sedan", "baseline": baseline, "ecus": ecus}
-    world.ok("POST", "/api/v1/vehicles", json=body)
-    key, csr = make_csr(vin)
-    issued = world.ok(
-        "POST", f"/api/v1/vehicles/{vin}/certificates", json={"csr_pem": csr.decode()}
-    )
-    (files / f"{vin}.pem").write_text(issued["cert_pem"])
-    (files / f"{vin}.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    registered = Backend(world.url, ca, files, world.admin).register(n, baseline=baseline)
     context = ssl.create_default_context(cafile=str(ca))
-    context.load_cert_chain(files / f"{vin}.pem", files / f"{vin}.key")
+    context.load_cert_chain(registered.cert, registered.key)
     client = httpx.Client(base_url=world.url, verify=context, timeout=30)
-    return Car(vin, client, signers)
+    return Car(registered.vin, client, registered.signers)
 
 
 def _populate(world: World, files: Path, ca: Path) -> None:

@@ -9,8 +9,6 @@ import hashlib
 import json
 import re
 import ssl
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,9 +27,9 @@ from redstone_cloud.db.engine import transaction
 from redstone_cloud.db.models import DeltaJob
 from redstone_cloud.settings import token_digest
 from tests.integration.cloud.conftest import make_settings
-from tests.integration.cloud.fleet import ADMIN, ADMIN_TOKEN, MODEL
-from tests.integration.cloud.server import ServerFiles, prepare_tls_server, serving
-from tests.integration.cloud_client.backend import IMAGES, Backend, Car
+from tests.integration.cloud.fleet import ADMIN, ADMIN_TOKEN
+from tests.integration.cloud.server import prepare_tls_server, serving
+from tests.integration.cloud_client.backend import IMAGES, Backend, Car, serving_backend
 
 DOCS = Path(__file__).parents[3] / "docs"
 CAMPAIGN = "metrics-rollout"
@@ -73,29 +71,6 @@ def _tune(config: Path, **values: object) -> None:
     lines = config.read_text().splitlines()
     extra = [f"{key} = {json.dumps(value)}" for key, value in values.items()]
     config.write_text("\n".join([lines[0], *extra, *lines[1:]]) + "\n")
-
-
-@contextmanager
-def _cloud(files: ServerFiles, tmp_path: Path) -> Iterator[Backend]:
-    """A running server with the test model and IMAGES uploaded; admin client as ``.admin``."""
-    with (
-        serving(files.config, files.ca_file) as server,
-        httpx.Client(
-            base_url=server.url,
-            verify=ssl.create_default_context(cafile=str(files.ca_file)),
-            headers=ADMIN,
-        ) as admin,
-    ):
-        cloud = Backend(server.url, files.ca_file, tmp_path, admin)
-        cloud.ok("POST", "/api/v1/models", json=MODEL)
-        for target, (hardware_id, data) in IMAGES.items():
-            cloud.ok(
-                "PUT",
-                f"/api/v1/packages/{target.replace('-', '/')}",
-                params={"hardware_id": hardware_id, "release_counter": 2},
-                content=data,
-            )
-        yield cloud
 
 
 def _device(cloud: Backend, car: Car) -> httpx.Client:
@@ -177,7 +152,7 @@ def test_counters_move_by_what_was_done_and_gauges_are_the_databases(
 ) -> None:
     files = prepare_tls_server(tmp_path, database_url, token_digest(ADMIN_TOKEN))
     _tune(files.config, delta_interval_s=0)  # the delta job stays queued
-    with _cloud(files, tmp_path) as cloud:
+    with serving_backend(files, tmp_path) as cloud:
         run = _exercise(cloud)
         before, after = run.before, run.after
 
@@ -269,7 +244,7 @@ def test_dashboard_and_alert_rules_name_only_scraped_metrics_and_labels(
     database_url: str, tmp_path: Path
 ) -> None:
     files = prepare_tls_server(tmp_path, database_url, token_digest(ADMIN_TOKEN))
-    with _cloud(files, tmp_path) as cloud:
+    with serving_backend(files, tmp_path) as cloud:
         after = _exercise(cloud).after
     labels: dict[str, set[str]] = {}
     for name, label_set in after.samples:

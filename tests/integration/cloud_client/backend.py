@@ -23,7 +23,7 @@ from redstone_cloud.db import migrate
 from redstone_cloud.db.engine import make_engine
 from redstone_cloud.settings import token_digest
 from tests.integration.cloud.fleet import ADMIN, ADMIN_TOKEN, MODEL, make_csr, vin_of
-from tests.integration.cloud.server import prepare_tls_server, serving
+from tests.integration.cloud.server import ServerFiles, prepare_tls_server, serving
 
 IMAGES = {
     "tbox-2.0": ("tbox-hw", b"tbox image two " * 200),
@@ -62,9 +62,12 @@ class Backend:
         assert response.status_code in (200, 201), (path, response.status_code, response.text)
         return response.json()
 
-    def register(self, n: int, signers: dict[str, Signer] | None = None) -> Car:
-        """A vehicle of the test model with a client certificate and its ECU keys: fresh
-        ones, or ``signers`` (ECU role -> key, e.g. keys on a token)."""
+    def register(
+        self, n: int, signers: dict[str, Signer] | None = None, baseline: str | None = None
+    ) -> Car:
+        """A vehicle of the test model (on ``baseline``, if given) with a client
+        certificate and its ECU keys: fresh ones, or ``signers`` (ECU role -> key, e.g.
+        keys on a token)."""
         vin = vin_of(n)
         signers = {
             f"{vin}-{e['role']}": (signers or {}).get(e["role"]) or generate_signer()
@@ -79,7 +82,8 @@ class Backend:
             }
             for serial, e in zip(signers, MODEL["ecus"], strict=True)
         ]
-        self.ok("POST", "/api/v1/vehicles", json={"vin": vin, "model": "sedan", "ecus": ecus})
+        body = {"vin": vin, "model": "sedan", "baseline": baseline, "ecus": ecus}
+        self.ok("POST", "/api/v1/vehicles", json=body)
         key, csr = make_csr(vin)
         issued = self.ok(
             "POST", f"/api/v1/vehicles/{vin}/certificates", json={"csr_pem": csr.decode()}
@@ -117,6 +121,13 @@ def running_backend(tmp: Path) -> Iterator[Backend]:
     migrate.upgrade(engine)
     engine.dispose()
     files = prepare_tls_server(tmp, database_url, token_digest(ADMIN_TOKEN))
+    with serving_backend(files, tmp) as backend:
+        yield backend
+
+
+@contextmanager
+def serving_backend(files: ServerFiles, tmp: Path) -> Iterator[Backend]:
+    """``serve`` on prepared files, with the test model and :data:`IMAGES` uploaded."""
     with (
         serving(files.config, files.ca_file) as server,
         httpx.Client(

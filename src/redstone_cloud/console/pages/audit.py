@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from redstone_cloud.api.common import in_transaction
@@ -19,6 +21,7 @@ router = APIRouter()
 
 Viewer = Annotated[SignedIn, require()]
 Field = Annotated[str, Query(max_length=128)]
+Day = Annotated[str, Query(max_length=10)]
 EXPORT_CAP = 100_000
 """Rows one CSV export holds at most; narrow the filters for more."""
 
@@ -36,9 +39,25 @@ def _day(text: str, field: str, errors: dict[str, str], *, end: bool = False) ->
     return start + dt.timedelta(days=1) if end else start
 
 
-def _query(
-    *, actor: str, action: str, object_id: str, since: str, until: str, after_id: int
-) -> tuple[audit.AuditQuery, dict[str, str]]:
+@dataclass(frozen=True)
+class Filters:
+    """The filter form as submitted (shown back as typed), and the query it makes."""
+
+    form: dict[str, str]
+    query: audit.AuditQuery
+    errors: dict[str, str]
+
+
+def filters(
+    *,
+    actor: Field = "",
+    action: Field = "",
+    object_id: Field = "",
+    since: Day = "",
+    until: Day = "",
+    after_id: Annotated[int, Query(ge=0)] = 0,
+) -> Filters:
+    """A dependency: the filters of the page and of its CSV export alike."""
     errors: dict[str, str] = {}
     query = audit.AuditQuery(
         actor=actor.strip() or None,
@@ -49,29 +68,16 @@ def _query(
         after_id=after_id,
         limit=records.PAGE,
     )
-    return query, errors
+    form = {"actor": actor, "action": action, "object_id": object_id}
+    return Filters({**form, "since": since, "until": until}, query, errors)
+
+
+FiltersDep = Annotated[Filters, Depends(filters)]
 
 
 @router.get("/audit", response_class=HTMLResponse)
-async def audit_page(
-    *,
-    request: Request,
-    user: Viewer,
-    actor: Field = "",
-    action: Field = "",
-    object_id: Field = "",
-    since: Annotated[str, Query(max_length=10)] = "",
-    until: Annotated[str, Query(max_length=10)] = "",
-    after_id: Annotated[int, Query(ge=0)] = 0,
-) -> HTMLResponse:
-    form = {
-        "actor": actor,
-        "action": action,
-        "object_id": object_id,
-        "since": since,
-        "until": until,
-    }
-    query, errors = _query(**form, after_id=after_id)
+async def audit_page(request: Request, user: Viewer, wanted: FiltersDep) -> HTMLResponse:
+    query, errors = wanted.query, wanted.errors
     lines = (
         []
         if errors
@@ -82,7 +88,7 @@ async def audit_page(
         "audit.html",
         status_code=422 if errors else 200,
         lines=lines,
-        form=form,
+        form=wanted.form,
         errors=errors,
         more=len(lines) == records.PAGE,
         active="audit",
@@ -90,22 +96,12 @@ async def audit_page(
 
 
 @router.get("/audit.csv")
-async def audit_csv(
-    *,
-    request: Request,
-    user: Viewer,
-    actor: Field = "",
-    action: Field = "",
-    object_id: Field = "",
-    since: Annotated[str, Query(max_length=10)] = "",
-    until: Annotated[str, Query(max_length=10)] = "",
-) -> Response:
-    query, errors = _query(
-        actor=actor, action=action, object_id=object_id, since=since, until=until, after_id=0
-    )
-    if errors:
-        field, message = next(iter(errors.items()))
+async def audit_csv(request: Request, user: Viewer, wanted: FiltersDep) -> Response:
+    """Every match from the first (``after_id`` is ignored), up to :data:`EXPORT_CAP`."""
+    if wanted.errors:
+        field, message = next(iter(wanted.errors.items()))
         return Response(f"{field}: {message}\n", status_code=422, media_type="text/plain")
+    query = dataclasses.replace(wanted.query, after_id=0)
     lines = await in_transaction(
         backend_of(request), lambda s: records.audit_all(s, query, EXPORT_CAP)
     )
