@@ -97,16 +97,19 @@ def _free_port_pair() -> int:
     raise RuntimeError("no two adjacent free TCP ports on 127.0.0.1")
 
 
-def start_emulator(root: Path) -> Emulator:
-    """A fresh swtpm whose state lives under ``root``, started up (TPM2_Startup done).
+def start_emulator(root: Path, port: int | None = None) -> Emulator:
+    """A swtpm whose state lives under ``root`` (fresh, or what an earlier one there
+    left: the same TPM started again), started up (TPM2_Startup done); on ``port`` if
+    given, else on free ones.
 
     swtpm 0.7.1 resets connections on a listening socket handed over as ``fd=``, so it
     binds the ports itself; one another process took meanwhile means another try."""
     state = root / "state"
-    state.mkdir(parents=True)
+    state.mkdir(parents=True, exist_ok=True)
     log = root / "swtpm.log"
+    wanted = port
     for _ in range(5):
-        port = _free_port_pair()
+        port = wanted if wanted is not None else _free_port_pair()
         process = subprocess.Popen(
             [
                 require_tool("swtpm"),

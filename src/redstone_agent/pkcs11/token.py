@@ -42,6 +42,10 @@ ED25519_PARAMS = bytes.fromhex("06032b6570")
 
 _libraries: dict[Path, Any] = {}
 _libraries_lock = threading.Lock()
+_failed: set[Path] = set()
+"""Modules that reported a failure of their own (CKR_GENERAL_ERROR, CKR_DEVICE_ERROR):
+tpm2-pkcs11 keeps answering so after its TPM went away, even once it is back, until it
+is finalised and initialised again, which their next use does (``_library``)."""
 _logged_in: dict[tuple[int, str, str | None], str] = {}
 """(library, token label, serial) -> the PIN this process logged in with: PKCS#11 keeps
 one login per process and token, and C_Login does not check a PIN once logged in."""
@@ -102,17 +106,34 @@ def pin_of(uri: Pkcs11Uri, env: Mapping[str, str] = os.environ) -> str:
 
 
 def _library(path: Path) -> Any:
+    """The loaded module; one that failed is initialised again first (its sessions and
+    logins end: other keys of the process open theirs again on their next use)."""
     import pkcs11
 
     with _libraries_lock:
-        if path not in _libraries:
-            try:
+        try:
+            if path not in _libraries:
                 _libraries[path] = pkcs11.lib(str(path))
-            except pkcs11.PKCS11Error as exc:
-                raise TokenError(f"PKCS#11 module {path} cannot be loaded: {exc}") from None
-            finally:
-                _clear_openssl_errors()
+            elif path in _failed:
+                lib = _libraries[path]
+                for login in [k for k in _logged_in if k[0] == id(lib)]:
+                    del _logged_in[login]
+                lib.reinitialize()
+            _failed.discard(path)
+        except pkcs11.PKCS11Error as exc:
+            raise TokenError(f"PKCS#11 module {path} cannot start: {_failure(exc)}") from None
+        finally:
+            _clear_openssl_errors()
         return _libraries[path]
+
+
+def _note(path: Path, exc: Exception) -> None:
+    """Remember a module that failed as a whole, to start it again before its next use."""
+    import pkcs11
+
+    if isinstance(exc, (pkcs11.exceptions.GeneralError, pkcs11.exceptions.DeviceError)):
+        with _libraries_lock:
+            _failed.add(path)
 
 
 class TokenKey:
@@ -210,12 +231,14 @@ class TokenKey:
                 raise
             except gone as exc:
                 self._drop()
+                _note(self._module, exc)
                 if attempt == 2:
                     raise TokenError(
                         f"{self.uri}: the token is gone ({type(exc).__name__})"
                     ) from None
             except pkcs11.PKCS11Error as exc:
                 self._drop()
+                _note(self._module, exc)
                 raise TokenError(f"{self.uri}: {_failure(exc)}") from None
         raise AssertionError("unreachable")
 
@@ -223,7 +246,7 @@ class TokenKey:
         import pkcs11
         from pkcs11 import ObjectClass
 
-        session = _login(_library(self._module), self.uri, self._pin)
+        session = _login(self._module, self.uri, self._pin)
         try:
             key = _find(session, self.uri, ObjectClass.PRIVATE_KEY)
         except BaseException:
@@ -264,7 +287,8 @@ def generate(
     from pkcs11 import Attribute, KeyType, ObjectClass
     from pkcs11.util.ec import encode_named_curve_parameters
 
-    session = _login(_library(module_of(uri, env)), uri, pin_of(uri, env))
+    module = module_of(uri, env)
+    session = _login(module, uri, pin_of(uri, env))
     try:
         if _exists(session, uri, ObjectClass.PRIVATE_KEY):
             raise TokenError(f"{uri}: the token already holds a key with that label")
@@ -298,6 +322,7 @@ def generate(
             },
         )
     except pkcs11.PKCS11Error as exc:
+        _note(module, exc)
         raise TokenError(f"{uri}: cannot make a key: {_failure(exc)}") from None
     finally:
         session.close()
@@ -312,7 +337,21 @@ def _signs_ed25519(session: Any) -> bool:
     return {Mechanism.EC_EDWARDS_KEY_PAIR_GEN, Mechanism.EDDSA} <= mechanisms
 
 
-def _login(lib: Any, uri: Pkcs11Uri, pin: str) -> Any:
+def _login(module: Path, uri: Pkcs11Uri, pin: str) -> Any:
+    import pkcs11
+
+    try:
+        lib = _library(module)
+    except TokenError as exc:
+        raise TokenError(f"{uri}: {exc}") from None
+    try:
+        return _open_session(lib, uri, pin)
+    except pkcs11.PKCS11Error as exc:
+        _note(module, exc)
+        raise TokenError(f"{uri}: cannot log in: {_failure(exc)}") from None
+
+
+def _open_session(lib: Any, uri: Pkcs11Uri, pin: str) -> Any:
     import pkcs11
 
     match: dict[str, Any] = {"token_label": uri.token}
@@ -341,8 +380,6 @@ def _login(lib: Any, uri: Pkcs11Uri, pin: str) -> Any:
         raise TokenError(f"{uri}: the token refused the PIN (wrong PIN)") from None
     except pkcs11.exceptions.PinLocked:
         raise TokenError(f"{uri}: the token's user PIN is locked (too many wrong PINs)") from None
-    except pkcs11.PKCS11Error as exc:
-        raise TokenError(f"{uri}: cannot log in: {_failure(exc)}") from None
 
 
 def _find(session: Any, uri: Pkcs11Uri, object_class: Any) -> Any:
