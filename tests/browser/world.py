@@ -26,12 +26,9 @@ import httpx
 
 from redstone_agent.uptane.keys import Signer
 from redstone_agent.uptane.manifests import EcuManifest, sign_ecu_manifest, sign_vehicle_manifest
-from redstone_cloud.db import migrate
-from redstone_cloud.db.engine import make_engine
-from redstone_cloud.settings import token_digest
-from tests.integration.cloud.fleet import ADMIN, ADMIN_TOKEN, MODEL, vin_of
-from tests.integration.cloud.server import prepare_tls_server, serving
-from tests.integration.cloud_client.backend import IMAGES, Backend
+from tests.integration.cloud.fleet import ADMIN, MODEL, vin_of
+from tests.integration.cloud.server import serving
+from tests.integration.cloud_client.backend import IMAGES, Backend, prepare_sqlite_server
 
 PASSWORD = "console-test-password"
 USERS = {"ada": "admin", "rita": "release-manager", "vic": "viewer", "tom": "viewer"}
@@ -145,11 +142,8 @@ def _populate(world: World, files: Path, ca: Path) -> None:
 @contextmanager
 def running_world(tmp: Path) -> Iterator[World]:
     """Start the server, build the fleet and the console users; stop it all afterwards."""
+    files = prepare_sqlite_server(tmp)
     database = tmp / "cloud.db"
-    engine = make_engine(f"sqlite:///{database}")
-    migrate.upgrade(engine)
-    engine.dispose()
-    files = prepare_tls_server(tmp, f"sqlite:///{database}", token_digest(ADMIN_TOKEN))
     with files.config.open("a") as config:
         config.write(
             "[cloud.console]\n"

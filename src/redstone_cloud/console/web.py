@@ -7,7 +7,6 @@ unsafe method. The errors these raise become pages in :mod:`redstone_cloud.conso
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -19,6 +18,7 @@ from redstone_cloud.backend import Backend
 from redstone_cloud.console import accounts, auth
 from redstone_cloud.console.accounts import SignedIn
 from redstone_cloud.console.errors import CsrfRefused, RoleRefused, SignInNeeded
+from redstone_cloud.console.filters import FILTERS
 from redstone_cloud.db.engine import transaction
 from redstone_cloud.db.types import utcnow
 
@@ -38,11 +38,7 @@ templates = Environment(
 )
 
 
-def _when(value: dt.datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "never"
-
-
-templates.filters["when"] = _when
+templates.filters.update(FILTERS)
 
 
 def backend_of(request: Request) -> Backend:

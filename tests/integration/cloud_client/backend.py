@@ -116,13 +116,17 @@ class Backend:
 @contextmanager
 def running_backend(tmp: Path) -> Iterator[Backend]:
     """A migrated SQLite database, TLS files, the server process, the model and two packages."""
+    with serving_backend(prepare_sqlite_server(tmp), tmp) as backend:
+        yield backend
+
+
+def prepare_sqlite_server(tmp: Path) -> ServerFiles:
+    """A migrated SQLite database ``tmp/cloud.db`` and the TLS files and config to serve it."""
     database_url = f"sqlite:///{tmp / 'cloud.db'}"
     engine = make_engine(database_url)
     migrate.upgrade(engine)
     engine.dispose()
-    files = prepare_tls_server(tmp, database_url, token_digest(ADMIN_TOKEN))
-    with serving_backend(files, tmp) as backend:
-        yield backend
+    return prepare_tls_server(tmp, database_url, token_digest(ADMIN_TOKEN))
 
 
 @contextmanager

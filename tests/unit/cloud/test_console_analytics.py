@@ -6,6 +6,7 @@ import datetime as dt
 
 from redstone_cloud.console import analytics
 from redstone_cloud.console.csvout import safe_cell
+from redstone_cloud.console.filters import size, window_text
 
 T0 = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
 
@@ -76,3 +77,10 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_text() -> None:
     assert safe_cell("@SUM(A1)") == "'@SUM(A1)"
     assert safe_cell("tbox-2.0") == "tbox-2.0"
     assert safe_cell(-3) == -3  # numbers stay numbers
+
+
+def test_sizes_and_windows_read_as_people_write_them() -> None:
+    assert [size(n) for n in (512, 1536, 3 << 20)] == ["512 B", "1.5 KiB", "3.0 MiB"]
+    window = {"days": [0, 6], "start": "22:00", "end": "04:30"}
+    assert window_text(window) == "Mon, Sun 22:00–04:30 UTC"
+    assert window_text(None) == "any time"

@@ -7,9 +7,9 @@ exactly as the admin API's routes do.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
@@ -43,8 +43,6 @@ ALLOWED_IN = {
 
 
 def _path(name: str) -> str:
-    from urllib.parse import quote
-
     return f"{auth.PREFIX}/campaigns/{quote(name, safe='')}"
 
 
@@ -170,20 +168,3 @@ async def campaign_action(
         raise NotFound(f"no campaign action {action!r}")
     await in_transaction(backend_of(request), lambda s: act(s, user.actor, name))
     return RedirectResponse(_path(name), status_code=303)
-
-
-def window_text(window: dict[str, Any] | None) -> str:
-    """A maintenance window in words, e.g. "Mon–Fri 01:00–05:00 UTC"."""
-    if not window:
-        return "any time"
-    days = window.get("days", list(range(7)))
-    names = ", ".join(campaign_form.DAYS[d] for d in days)
-    return f"{names} {window.get('start')}–{window.get('end')} UTC"
-
-
-def start_text(when: dt.datetime | None) -> str:
-    return when.strftime("%Y-%m-%d %H:%M UTC") if when else "when started"
-
-
-templates.filters["window_text"] = window_text
-templates.filters["start_text"] = start_text
