@@ -8,9 +8,15 @@ an offer to publish — falls through to the full route, which owns the rules.
 
 The query runs on a connection this middleware holds in autocommit mode: a pool
 checkout pre-pings the server and a return rolls back, two more round trips that
-made a PostgreSQL poll cost 5x a ``/healthz`` (tools/bench/cloud.py). Each
-statement still sees every committed revocation and ``poll_rev``. A failing
+made a PostgreSQL poll cost 5x a ``/healthz`` (tools/bench/cloud.py). A failing
 connection is dropped and the request falls through to the full route.
+
+Polls that arrive together share one query (``PollBatcher``): every poll whose
+request was read in the same turn of the event loop waits for the next turn,
+where one statement looks all their certificates up. Each answer still comes
+from a statement that ran after its request arrived, so it sees every
+revocation and ``poll_rev`` committed before that; under load a batch of *n*
+polls costs the database one round trip instead of *n*.
 
 On PostgreSQL the query goes to psycopg directly as a server-side prepared
 statement: SQLAlchemy's execute and result layers cost more Python time per poll
@@ -20,13 +26,14 @@ result processing turns its stored text back into aware datetimes.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Engine, bindparam, select
+from sqlalchemy import Connection, Engine, any_, bindparam, select
 from sqlalchemy.exc import DBAPIError
 
 from redstone_cloud.backend import Backend
@@ -37,27 +44,32 @@ from redstone_cloud.tls import FINGERPRINT_STATE_KEY
 
 POLL_PATH = "/api/v1/device/poll"
 
-_LOOKUP = (
-    select(
-        Vehicle.id,
-        Vehicle.poll_rev,
-        DeviceCertificate.revoked_at,
-        DeviceCertificate.not_after,
-    )
-    .join(Vehicle, DeviceCertificate.vehicle_id == Vehicle.id)
-    .where(DeviceCertificate.fingerprint == bindparam("fingerprint"))
-)
+MAX_BATCH = 256
+"""Certificates looked up by one statement at most."""
+
+_COLUMNS = select(
+    DeviceCertificate.fingerprint,
+    Vehicle.id,
+    Vehicle.poll_rev,
+    DeviceCertificate.revoked_at,
+    DeviceCertificate.not_after,
+).join(Vehicle, DeviceCertificate.vehicle_id == Vehicle.id)
+_LOOKUP = _COLUMNS.where(DeviceCertificate.fingerprint.in_(bindparam("fps", expanding=True)))
+_LOOKUP_ARRAY = _COLUMNS.where(DeviceCertificate.fingerprint == any_(bindparam("fps")))
+"""PostgreSQL: one array parameter, so one prepared statement serves every batch size."""
 
 
 LookupRow = tuple[int, int, dt.datetime | None, dt.datetime]
 """Vehicle id, its poll_rev, the certificate's revoked_at and not_after (aware UTC)."""
 
 
-class _Lookup(Protocol):
+class Lookup(Protocol):
     errors: tuple[type[Exception], ...]
     """What the driver raises when the connection or the statement fails."""
 
-    def __call__(self, fingerprint: str) -> LookupRow | None: ...
+    def __call__(self, fingerprints: Sequence[str]) -> dict[str, LookupRow]:
+        """The rows of those certificates that exist, by fingerprint."""
+        ...
 
     def close(self) -> None: ...
 
@@ -69,9 +81,9 @@ class _SqlAlchemyLookup:
         self._conn: Connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         self.errors: tuple[type[Exception], ...] = (DBAPIError,)
 
-    def __call__(self, fingerprint: str) -> LookupRow | None:
-        row = self._conn.execute(_LOOKUP, {"fingerprint": fingerprint}).first()
-        return None if row is None else (row[0], row[1], row[2], row[3])
+    def __call__(self, fingerprints: Sequence[str]) -> dict[str, LookupRow]:
+        rows = self._conn.execute(_LOOKUP, {"fps": list(fingerprints)})
+        return {row[0]: (row[1], row[2], row[3], row[4]) for row in rows}
 
     def close(self) -> None:
         self._conn.close()
@@ -89,25 +101,59 @@ class _PsycopgLookup:
         driver: Any = self._raw.driver_connection
         driver.autocommit = True
         self._driver = driver
-        self._sql = str(_LOOKUP.compile(dialect=engine.dialect))
+        self._sql = str(_LOOKUP_ARRAY.compile(dialect=engine.dialect))
         self.errors: tuple[type[Exception], ...] = (engine.dialect.loaded_dbapi.Error,)
 
-    def __call__(self, fingerprint: str) -> LookupRow | None:
-        cursor = self._driver.execute(self._sql, {"fingerprint": fingerprint}, prepare=True)
-        row = cursor.fetchone()
-        if row is None:
-            return None
-        vehicle_id, poll_rev, revoked_at, not_after = row
-        return int(vehicle_id), int(poll_rev), revoked_at, not_after
+    def __call__(self, fingerprints: Sequence[str]) -> dict[str, LookupRow]:
+        cursor = self._driver.execute(self._sql, {"fps": list(fingerprints)}, prepare=True)
+        return {
+            fingerprint: (int(vehicle_id), int(poll_rev), revoked_at, not_after)
+            for fingerprint, vehicle_id, poll_rev, revoked_at, not_after in cursor.fetchall()
+        }
 
     def close(self) -> None:
         self._raw.close()
 
 
-def _open_lookup(engine: Engine) -> _Lookup:
+def open_lookup(engine: Engine) -> Lookup:
     if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
         return _PsycopgLookup(engine)
     return _SqlAlchemyLookup(engine)
+
+
+class PollBatcher:
+    """Collects the certificates asked for in one turn of the event loop and looks them up
+    together at the start of the next (at most ``MAX_BATCH`` per call of *lookup*).
+
+    *lookup* answers the rows found by fingerprint, or None when the database failed
+    (every poll of that call then falls through to the full route)."""
+
+    def __init__(self, lookup: Callable[[Sequence[str]], dict[str, LookupRow] | None]) -> None:
+        self._lookup = lookup
+        self._waiting: list[tuple[str, asyncio.Future[LookupRow | None]]] = []
+
+    async def get(self, fingerprint: str) -> LookupRow | None:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[LookupRow | None] = loop.create_future()
+        self._waiting.append((fingerprint, future))
+        if len(self._waiting) == 1:
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        for start in range(0, len(waiting), MAX_BATCH):
+            chunk = waiting[start : start + MAX_BATCH]
+            try:
+                rows = self._lookup(sorted({fingerprint for fingerprint, _ in chunk}))
+            except Exception as error:  # a bug, not the database: fail these polls, not hang them
+                for _, future in chunk:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            for fingerprint, future in chunk:
+                if not future.done():  # its request may have been cancelled meanwhile
+                    future.set_result(None if rows is None else rows.get(fingerprint))
 
 
 class FastPoll:
@@ -122,13 +168,14 @@ class FastPoll:
         self.app = app
         self.backend = backend
         self._record = record
-        self._lookup_port: _Lookup | None = None
+        self._lookup_port: Lookup | None = None
         self._errors: tuple[type[Exception], ...] = (DBAPIError,)
+        self._batcher = PollBatcher(self._lookup)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["path"] == POLL_PATH and scope["method"] == "GET":
             start = time.perf_counter()
-            answer = self._answer(scope)
+            answer = await self._answer(scope)
             if answer is not None:
                 status, headers, body = answer
                 await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -138,11 +185,13 @@ class FastPoll:
                 return
         await self.app(scope, receive, send)
 
-    def _answer(self, scope: dict[str, Any]) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
+    async def _answer(
+        self, scope: dict[str, Any]
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes] | None:
         fingerprint = scope.get("state", {}).get(FINGERPRINT_STATE_KEY)
         if not fingerprint:
             return None
-        row = self._lookup(fingerprint)
+        row = await self._batcher.get(fingerprint)
         if row is None:
             return None
         vehicle_id, poll_rev, revoked_at, not_after = row
@@ -162,12 +211,12 @@ class FastPoll:
         headers.append((b"content-length", str(len(body)).encode()))
         return 200, headers, body
 
-    def _lookup(self, fingerprint: str) -> LookupRow | None:
+    def _lookup(self, fingerprints: Sequence[str]) -> dict[str, LookupRow] | None:
         try:
             if self._lookup_port is None:
-                lookup = _open_lookup(self.backend.engine)
+                lookup = open_lookup(self.backend.engine)
                 self._lookup_port, self._errors = lookup, lookup.errors
-            return self._lookup_port(fingerprint)
+            return self._lookup_port(fingerprints)
         except self._errors:
             self.close()  # the full route's pooled connection pre-pings and reconnects
             return None
