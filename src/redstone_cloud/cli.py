@@ -208,10 +208,12 @@ def cmd_db(backend: Backend, args: argparse.Namespace) -> Any:
 
 def cmd_token(_backend: Backend | None, args: argparse.Namespace) -> Any:
     token = secrets.token_urlsafe(32)
+    table = "metrics_readers" if args.metrics else "admins"
     return {
         "name": args.name,
         "token": token,
-        "config": f'[[cloud.admins]]\nname = "{args.name}"\ntoken_sha256 = "{token_digest(token)}"',
+        "config": f'[[cloud.{table}]]\nname = "{args.name}"\n'
+        f'token_sha256 = "{token_digest(token)}"',
     }
 
 
@@ -412,8 +414,23 @@ def _add_db(sub: Any) -> None:
 def _add_admin(sub: Any) -> None:
     admin = sub.add_parser("admin", help="admin API credentials")
     admin_sub = admin.add_subparsers(dest="admin_command", required=True)
-    token = admin_sub.add_parser("token", help="make a bearer token and its config entry")
-    token.add_argument("name")
+    token = admin_sub.add_parser(
+        "token",
+        help="make a bearer token and its config entry",
+        description="Print a new bearer token (shown once) and the config entry that"
+        " admits it: only the token's SHA-256 goes into the config.",
+        epilog="examples:\n"
+        "  redstone-cloud admin token alice             an admin (the whole admin API)\n"
+        "  redstone-cloud admin token prometheus --metrics\n"
+        "                                               GET /metrics and nothing else",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    token.add_argument("name", help="who holds it: the actor in the audit trail")
+    token.add_argument(
+        "--metrics",
+        action="store_true",
+        help="a read-only token for GET /metrics ([[cloud.metrics_readers]])",
+    )
     admin.set_defaults(func=cmd_token, no_backend=True)
 
 

@@ -34,6 +34,14 @@ class Admin:
 
 
 @dataclass(frozen=True)
+class MetricsReader:
+    """A scraper allowed to read ``GET /metrics`` and nothing else (its token's SHA-256)."""
+
+    name: str
+    token_sha256: str
+
+
+@dataclass(frozen=True)
 class TlsSettings:
     """Server certificate for ``serve``; client certificates are checked against the PKI."""
 
@@ -125,8 +133,11 @@ class Settings:
     is always available from ``redstone-cloud openapi``)."""
     metrics: Literal["admin", "open", "off"] = "admin"
     """``GET /metrics`` in the Prometheus text format (docs/operations.md §5): ``admin``
-    answers a request bearing an admin's token, ``open`` anyone (scrape over a private
-    network only), ``off`` serves no route and counts nothing."""
+    answers a request bearing an admin's token or a ``metrics_readers`` token, ``open``
+    anyone (scrape over a private network only), ``off`` serves no route and counts
+    nothing."""
+    metrics_readers: list[MetricsReader] = field(default_factory=list)
+    """Read-only tokens for ``/metrics`` (``redstone-cloud admin token NAME --metrics``)."""
     device_download_scope: Literal["assignment", "any"] = "assignment"
     """``assignment`` (default): a vehicle downloads only the targets its director
     metadata names (its images, or the deltas signed in their place); ``any``: every

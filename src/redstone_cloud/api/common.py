@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 import math
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from tempfile import SpooledTemporaryFile
 from typing import Annotated, Any, TypeVar
 from urllib.parse import unquote
@@ -30,7 +30,7 @@ from redstone_cloud.errors import (
 from redstone_cloud.inputs import ascii_int
 from redstone_cloud.quotas import QuotaExceeded
 from redstone_cloud.services import device
-from redstone_cloud.settings import token_digest
+from redstone_cloud.settings import Admin, MetricsReader, token_digest
 from redstone_cloud.tls import FINGERPRINT_STATE_KEY
 
 T = TypeVar("T")
@@ -71,14 +71,22 @@ async def in_transaction(backend: Backend, work: Callable[..., T], *args: Any) -
 def authenticate_admin(backend: Backend, authorization: str | None) -> str:
     """The admin's name from ``Authorization: Bearer <token>`` (scheme in any case,
     RFC 9110 section 11.1); 401 otherwise."""
+    return bearer_holder(backend.settings.admins, authorization, "admin")
+
+
+def bearer_holder(
+    holders: Sequence[Admin | MetricsReader], authorization: str | None, what: str
+) -> str:
+    """The name of the holder whose token ``Authorization: Bearer <token>`` carries; 401
+    otherwise (``what`` names the kind of token in the message)."""
     scheme, _, token = (authorization or "").strip().partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("admin API needs 'Authorization: Bearer <token>'")
+        raise Unauthorized(f"{what} API needs 'Authorization: Bearer <token>'")
     digest = token_digest(token.strip())
-    for admin in backend.settings.admins:
-        if hmac.compare_digest(admin.token_sha256.lower(), digest):
-            return admin.name
-    raise Unauthorized("admin token not recognised")
+    for holder in holders:
+        if hmac.compare_digest(holder.token_sha256.lower(), digest):
+            return holder.name
+    raise Unauthorized(f"{what} token not recognised")
 
 
 def admin_actor(backend: BackendDep, authorization: Annotated[str | None, Header()] = None) -> str:

@@ -48,12 +48,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 from starlette.routing import Mount
 
-from redstone_cloud.api.common import authenticate_admin
+from redstone_cloud.api.common import bearer_holder
 from redstone_cloud.api.fastpoll import POLL_PATH
 from redstone_cloud.backend import Backend
 from redstone_cloud.db.models import Assignment, Campaign, DeltaJob, RolloutGroup
 from redstone_cloud.services import campaigns, deltas
-from redstone_cloud.settings import Settings
+from redstone_cloud.settings import Admin, MetricsReader, Settings
 
 log = logging.getLogger(__name__)
 
@@ -355,10 +355,12 @@ def install(app: FastAPI, backend: Backend) -> None:
     if mode == "off":
         return
     exposition = Exposition(backend.sessions)
+    settings = backend.settings
+    readers: list[Admin | MetricsReader] = [*settings.admins, *settings.metrics_readers]
 
     def scrape(request: Request) -> Response:  # a thread of its own: the gauges query
         if mode == "admin":
-            authenticate_admin(backend, request.headers.get("authorization"))
+            bearer_holder(readers, request.headers.get("authorization"), "metrics")
         return Response(exposition.render(), headers={"Content-Type": TEXT_FORMAT})
 
     app.add_api_route(METRICS_PATH, scrape, methods=["GET"], include_in_schema=False)

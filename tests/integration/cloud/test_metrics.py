@@ -9,6 +9,8 @@ import hashlib
 import json
 import re
 import ssl
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +27,7 @@ from redstone_cloud.api.metrics import RequestMetrics
 from redstone_cloud.backend import open_backend
 from redstone_cloud.db.engine import transaction
 from redstone_cloud.db.models import DeltaJob
-from redstone_cloud.settings import token_digest
+from redstone_cloud.settings import load_settings, token_digest
 from tests.integration.cloud.conftest import make_settings
 from tests.integration.cloud.fleet import ADMIN, ADMIN_TOKEN
 from tests.integration.cloud.server import prepare_tls_server, serving
@@ -333,3 +335,35 @@ def test_metrics_open_and_off(database_url: str, tmp_path: Path) -> None:
                 assert client.get("/metrics").status_code == status, mode
         finally:
             backend.close()
+
+
+def test_a_metrics_reader_token_reads_metrics_and_nothing_else(
+    database_url: str, tmp_path: Path
+) -> None:
+    printed = subprocess.run(
+        [sys.executable, "-m", "redstone_cloud", "admin", "token", "prometheus", "--metrics"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    entry = json.loads(printed.stdout)
+    config = tmp_path / "cloud.toml"
+    config.write_text(
+        f'[cloud]\ndatabase_url = "{database_url}"\ndata_dir = "{tmp_path / "data"}"\n'
+        f'[[cloud.admins]]\nname = "alice"\ntoken_sha256 = "{token_digest(ADMIN_TOKEN)}"\n'
+        + entry["config"]
+        + "\n"
+    )
+    backend = open_backend(load_settings(config))
+    reader = {"Authorization": f"Bearer {entry['token']}"}
+    try:
+        with TestClient(create_app(backend)) as client:
+            assert client.get("/metrics", headers=reader).status_code == 200
+            assert client.get("/metrics", headers=ADMIN).status_code == 200
+            assert client.get("/metrics").status_code == 401
+            refused = client.get("/api/v1/packages", headers=reader)
+            assert refused.status_code == 401
+            assert refused.json() == {"error": "admin token not recognised"}
+            assert client.get("/api/v1/packages", headers=ADMIN).status_code == 200
+    finally:
+        backend.close()
