@@ -111,7 +111,7 @@ def execute(args: argparse.Namespace) -> int:
         from redstone_agent.master.daemon import run
 
         return run(args.config)
-    from redstone_agent.master.daemon import read_status, running_pid, signal_daemon
+    from redstone_agent.master.statusfile import read_status, running_pid, signal_daemon
 
     config = load_master_config(args.config)
     if args.command == "status":

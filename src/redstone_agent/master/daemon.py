@@ -42,6 +42,7 @@ from redstone_agent.master.policy import ConsentStore, Preconditions, VehiclePol
 from redstone_agent.master.ports import EcuPort, OfferedCampaign, SelfUpdate, TrustPort
 from redstone_agent.master.record import CampaignRecord
 from redstone_agent.master.states import SETTLED
+from redstone_agent.master.statusfile import PID_FILE, STATUS_FILE
 from redstone_agent.master.topology import EcuKind, EcuSpec, MasterConfig, load_master_config
 from redstone_agent.retry import RetryPolicy
 from redstone_agent.service.logfmt import use_log_format
@@ -55,8 +56,6 @@ if TYPE_CHECKING:
     from redstone_agent.someip.client import SubClient
 
 log = logging.getLogger("redstone.master")
-STATUS_FILE = "status.json"
-PID_FILE = "master.pid"
 PROGRESS_INTERVAL_S = 0.5
 KILL_IN_ENV = "REDSTONE_MASTER_KILL_IN"
 """Fault injection for power-cut tests: SIGKILL ourselves right after journaling this state."""
@@ -447,38 +446,3 @@ def run(config_path: Path) -> int:
 
 async def _main(config: MasterConfig, stack: Stack | None, config_path: Path) -> int:
     return await serve(MasterDaemon(config, stack, config_path))
-
-
-def read_status(state_dir: Path) -> dict[str, Any]:
-    """The last published status (for the CLI); idle when the daemon never ran."""
-    try:
-        data = json.loads((state_dir / STATUS_FILE).read_text())
-    except FileNotFoundError:
-        return CampaignRecord().to_dict()
-    except (OSError, ValueError) as exc:
-        raise RedstoneError(f"cannot read {state_dir / STATUS_FILE}: {exc}") from None
-    if not isinstance(data, dict):
-        raise RedstoneError(f"{state_dir / STATUS_FILE}: not a status object")
-    return data
-
-
-def running_pid(state_dir: Path) -> int | None:
-    """The running daemon's pid (its pid file names a live process), else None."""
-    try:
-        pid = int((state_dir / PID_FILE).read_text())
-        os.kill(pid, 0)
-    except (OSError, ValueError):
-        return None
-    return pid
-
-
-def signal_daemon(state_dir: Path, signum: int) -> int:
-    """Send ``signum`` to the running daemon (pid file); return its pid."""
-    try:
-        pid = int((state_dir / PID_FILE).read_text())
-        os.kill(pid, signum)
-    except (OSError, ValueError):
-        raise RedstoneError(
-            f"no running redstone-master for {state_dir} (pid file {PID_FILE} missing or stale)"
-        ) from None
-    return pid
