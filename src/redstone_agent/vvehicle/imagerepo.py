@@ -4,27 +4,28 @@ The backend never holds these keys (docs/api.md §4.4): images and the
 deltas the backend computed are signed here, and the resulting metadata is
 uploaded file by file. A delta is signed only after it was checked to
 rebuild the new image from the old one: what we sign, we vouch for.
+
+The commands run in this process (:func:`redstone_agent.cli.repo.execute`: the
+same arguments and code as the command line): a release adds about a dozen
+targets, and a ``redstone-repo`` process spends half a second importing.
 """
 
 from __future__ import annotations
 
 import io
-import subprocess
 from pathlib import Path
 
+from redstone_agent.cli import repo as repo_cli
 from redstone_agent.delta import apply_delta
 from redstone_agent.errors import RedstoneError
 from redstone_agent.vvehicle.errors import VehicleError
-from redstone_agent.vvehicle.netlab import executable
 
 
 def _repo(*args: str) -> None:
-    done = subprocess.run(
-        [executable("redstone-repo"), *args], capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise VehicleError(f"redstone-repo {args[0]}: {last}")
+    try:
+        repo_cli.execute(args)
+    except RedstoneError as exc:
+        raise VehicleError(f"redstone-repo {args[0]}: {exc}") from None
 
 
 def publication_order(names: list[str]) -> list[str]:
