@@ -16,6 +16,8 @@ import httpx
 from redstone_agent.vvehicle.errors import CloudError
 
 DELTA_TIMEOUT = 300.0
+DELTA_POLL_S = 0.25
+"""A release waits on the cloud's delta jobs (about half a second each): ask often."""
 
 
 def _check(response: httpx.Response, what: str, ok: tuple[int, ...] = (200, 201)) -> Any:
@@ -120,7 +122,7 @@ class Operator(_Api):
                 raise CloudError(f"{len(pending)} delta jobs still pending after {timeout:g} s")
             if progress is not None:
                 progress(f"waiting for {len(pending)} server-side delta job(s)")
-            time.sleep(1.0)
+            time.sleep(DELTA_POLL_S)
 
     def upload_image_repo(self, files: list[tuple[str, bytes]]) -> None:
         """Offline-signed metadata in publication order; already published files (409) are fine."""

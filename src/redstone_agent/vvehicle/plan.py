@@ -376,13 +376,15 @@ def sim_toml(ecu: EcuPlan, *, address: str, version: str, faults: Mapping[str, o
 
 
 def cloud_toml(*, data_dir: Path, admin_sha256: str, cert: Path, key: Path) -> str:
-    """The backend's config: SQLite in *data_dir*, one admin, TLS, fast polls and deltas."""
+    """The backend's config: SQLite in *data_dir*, one admin, TLS, fast polls and deltas
+    (a release queues up to three deltas per ECU; two jobs at a time on the lab's cores)."""
     return (
         "[cloud]\n"
         f"database_url = {_q('sqlite:///' + str(data_dir / 'cloud.db'))}\n"
         f"data_dir = {_q(data_dir)}\n"
         "poll_interval_s = 2\n"
-        "delta_interval_s = 1.0\n"
+        "delta_interval_s = 0.25\n"
+        "delta_workers = 2\n"
         "[[cloud.admins]]\n"
         'name = "redstone-vehicle"\n'
         f"token_sha256 = {_q(admin_sha256)}\n"
