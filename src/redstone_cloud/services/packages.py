@@ -10,10 +10,11 @@ from typing import BinaryIO
 from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased
 
-from redstone_cloud.db.models import DeltaJob, Package
+from redstone_cloud.db.models import DeltaJob, ModelEcu, Package
 from redstone_cloud.errors import Conflict, InvalidInput, NotFound
 from redstone_cloud.inputs import DB_INT_MAX, check_target_name, check_text
 from redstone_cloud.services import audit
+from redstone_cloud.services.inventory import DELTA_KINDS
 from redstone_cloud.storage.base import BlobStore
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -107,12 +108,26 @@ def upload(
     return package
 
 
+def takes_deltas(session: Session, hardware_ids: Iterable[str]) -> bool:
+    """Whether some ECU may be offered a delta of an image for ``hardware_ids``: a model
+    lists one of them with a kind that applies deltas (``inventory.DELTA_KINDS``), or no
+    model lists any of them yet. The director sends UDS ECUs and boot scripts whole
+    images, so a delta only they could get would be made for nobody."""
+    kinds = set(
+        session.scalars(select(ModelEcu.kind).where(ModelEcu.hardware_id.in_(list(hardware_ids))))
+    )
+    return not kinds or not kinds.isdisjoint(DELTA_KINDS)
+
+
 def queue_deltas(session: Session, package: Package, keep: int = 3) -> list[DeltaJob]:
-    """Deltas from the ``keep`` newest earlier images of the same name to this one.
+    """Deltas from the ``keep`` newest earlier images of the same name to this one
+    (none when no ECU of its hardware takes deltas: :func:`takes_deltas`).
 
     One job per (source content, target content): an earlier image with this one's
     bytes needs no delta, and several uploads of the same bytes (or a pair some job
     already covers) are made once."""
+    if not takes_deltas(session, package.hardware_ids):
+        return []
     earlier = session.scalars(
         select(Package)
         .where(Package.name == package.name, Package.kind == "image", Package.id != package.id)
@@ -130,7 +145,7 @@ def queue_deltas_from(
     An installed content the cloud holds no image of cannot be a delta's source;
     those ECUs download the full image."""
     wanted = set(installed) - {package.sha256}
-    if package.kind != "image" or not wanted:
+    if package.kind != "image" or not wanted or not takes_deltas(session, package.hardware_ids):
         return []
     sources = session.scalars(
         select(Package)

@@ -114,14 +114,15 @@ def test_a_uds_ecu_is_offered_the_whole_image_even_when_a_signed_delta_exists(
     fleet: Fleet, backend: Backend
 ) -> None:
     # A UDS ECU is flashed with whole images (so is a boot-script copy): a delta
-    # offered to it would be flashed as if it were the image.
+    # offered to it would be flashed as if it were the image. The images go up
+    # before any model names bcm-hw as a UDS ECU, so the cloud makes the delta.
     rng = random.Random(12)
     v1 = rng.randbytes(100_000)
     v2 = v1[:40_000] + b"new calibration" + v1[40_015:]
-    fleet.model()
     fleet.package("bcm", "1.0", "bcm-hw", v1, release_counter=1)
     fleet.package("bcm", "2.0", "bcm-hw", v2, release_counter=2)
     assert deltas.run_pending(backend.sessions, backend.store) == [(1, "done")]
+    fleet.model()
     car = fleet.vehicle(1)
     bcm = next(serial for serial, hw in car.hardware.items() if hw == "bcm-hw")
     car.installed[bcm] = ("bcm-1.0", len(v1), hashlib.sha256(v1).hexdigest(), 1)
@@ -132,3 +133,23 @@ def test_a_uds_ecu_is_offered_the_whole_image_even_when_a_signed_delta_exists(
 
     assert list(targets) == ["bcm-2.0"]
     assert "delta_source_sha256" not in targets["bcm-2.0"]
+
+
+def test_no_delta_is_made_for_hardware_only_uds_ecus_have(fleet: Fleet, backend: Backend) -> None:
+    # The director never offers such a delta (above), so making it is wasted work.
+    rng = random.Random(13)
+    v1 = rng.randbytes(100_000)
+    v2 = v1[:40_000] + b"new calibration" + v1[40_015:]
+    fleet.model()
+    fleet.package("bcm", "1.0", "bcm-hw", v1, release_counter=1)
+    fleet.package("bcm", "2.0", "bcm-hw", v2, release_counter=2)
+    a1 = rng.randbytes(100_000)
+    fleet.package("adas", "1.0", "adas-hw", a1, release_counter=1)
+    fleet.package("adas", "2.0", "adas-hw", a1[:500] + b"new" + a1[503:], release_counter=2)
+
+    made = deltas.run_pending(backend.sessions, backend.store)
+
+    with backend.sessions() as session:
+        jobs = deltas.list_jobs(session)
+    assert [(j["from_target"], j["to_target"]) for j in jobs] == [("adas-1.0", "adas-2.0")]
+    assert [state for _, state in made] == ["done"]

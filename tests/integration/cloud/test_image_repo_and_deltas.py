@@ -206,37 +206,37 @@ def test_a_campaign_queues_the_deltas_its_ecus_need_once_each(
     for minor in range(5):
         data = base[: 1000 * minor] + b"v%d" % minor + base[1000 * minor + 2 :]
         uploaded.append(
-            fleet.package("bcm", f"1.{minor}", "bcm-hw", data, release_counter=minor + 1)
+            fleet.package("adas", f"1.{minor}", "adas-hw", data, release_counter=minor + 1)
         )
     before = {(job["from_target"], job["to_target"]) for job in fleet.ok("GET", "/api/v1/deltas")}
-    assert ("bcm-1.0", "bcm-1.4") not in before
+    assert ("adas-1.0", "adas-1.4") not in before
     fleet.model()
     cars = [fleet.vehicle(n) for n in (1, 2, 3, 4)]
     running = {0: uploaded[0], 1: uploaded[0], 2: uploaded[3]}
     for index, car in enumerate(cars):
-        bcm = next(serial for serial, hw in car.hardware.items() if hw == "bcm-hw")
+        adas = next(serial for serial, hw in car.hardware.items() if hw == "adas-hw")
         if index in running:
             image = running[index]
-            car.installed[bcm] = (
+            car.installed[adas] = (
                 str(image["target"]),
                 int(str(image["length"])),
                 str(image["sha256"]),
                 int(str(image["release_counter"])),
             )
         else:
-            car.installed[bcm] = ("bcm-custom", 7, hashlib.sha256(b"custom").hexdigest(), 1)
+            car.installed[adas] = ("adas-custom", 7, hashlib.sha256(b"custom").hexdigest(), 1)
         assert fleet.send_manifest(car).status_code == 200
     spec = {
-        "name": "bcm-14",
+        "name": "adas-14",
         "targeting": {"vins": [car.vin for car in cars]},
-        "packages": ["bcm-1.4"],
+        "packages": ["adas-1.4"],
     }
     fleet.ok("POST", "/api/v1/campaigns", json=spec)
-    started = fleet.ok("POST", "/api/v1/campaigns/bcm-14/start")
+    started = fleet.ok("POST", "/api/v1/campaigns/adas-14/start")
     assert started["vehicles"] == 4
     assert started["deltas_queued"] == 1
     after = [(job["from_target"], job["to_target"]) for job in fleet.ok("GET", "/api/v1/deltas")]
-    assert set(after) - before == {("bcm-1.0", "bcm-1.4")}
+    assert set(after) - before == {("adas-1.0", "adas-1.4")}
     assert len(after) == len(before) + 1
     audit = fleet.ok("GET", "/api/v1/audit", params={"action": "campaign.start"})
     assert audit[0]["detail"]["deltas_queued"] == 1

@@ -113,9 +113,13 @@ def _exercise(cloud: Backend) -> Run:
     }
     cloud.ok("POST", "/api/v1/campaigns", json=spec)
     cloud.ok("POST", f"/api/v1/campaigns/{CAMPAIGN}/start")
-    for version, data in (("1.0", b"bcm one " * 100), ("2.0", b"bcm two " * 100)):
+    # Hardware no model lists yet: its delta is queued (one only UDS ECUs take is not).
+    for version, data in (("1.0", b"body one " * 100), ("2.0", b"body two " * 100)):
         cloud.ok(
-            "PUT", f"/api/v1/packages/bcm/{version}", params={"hardware_id": "bcm-hw"}, content=data
+            "PUT",
+            f"/api/v1/packages/body/{version}",
+            params={"hardware_id": "body-hw"},
+            content=data,
         )
 
     before = scrape(cloud.admin)
