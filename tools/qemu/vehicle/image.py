@@ -71,6 +71,31 @@ TEST_UNITS = (
     "redstone-test-net.service",
     "redstone-test-vcan.service",
 )
+MASKED = (
+    # e2fsprogs' snapshot reaper: scans for LVM e2scrub snapshots at every boot (no LVM
+    # here) and took 10 s of the single emulated CPU, beside the Master's start.
+    "e2scrub_reap.service",
+    "e2scrub_all.timer",
+    # Debian's package housekeeping: a vehicle has no apt, and a timer firing mid-test
+    # would run apt on the guest's one CPU.
+    "apt-daily.timer",
+    "apt-daily-upgrade.timer",
+    "dpkg-db-backup.timer",
+    "fstrim.timer",
+    # No VGA (tools/qemu/machine.py): nobody sees tty1; the serial getty stays.
+    "getty@tty1.service",
+    # Modules (drm, fuse, efi_pstore, configfs, dm_mod, loop) the image does not carry
+    # (vehicle/kmods.py): one failing modprobe per instance at every boot.
+    "modprobe@.service",
+    # Debugging file systems nothing in a vehicle mounts.
+    "dev-hugepages.mount",
+    "sys-kernel-debug.mount",
+    "sys-kernel-tracing.mount",
+    # /var/lib/systemd is a tmpfs (read-only root): the seed it saves never survives.
+    "systemd-random-seed.service",
+)
+"""Debian units a vehicle image (the Yocto recipe's) does not have or need: masked, so
+each boot's emulated CPU goes to the units under test (``systemd-analyze blame``)."""
 ENABLED = (
     "someipyd.service",
     "redstone-sub.service",
@@ -196,6 +221,7 @@ def _finish(tree: Path, kmods: Path) -> None:
     shutil.copytree(kmods / release, modules)
     _chroot(tree, "depmod", release)
     _chroot(tree, "systemctl", "enable", *ENABLED)
+    _chroot(tree, "systemctl", "mask", *MASKED)
     (tree / "etc" / "hostname").write_text("vehicle\n")
     (tree / "etc" / "redstone-release").write_text(f"version={FACTORY_VERSION}\n")
     (tree / "var" / "lib" / "redstone").mkdir(parents=True, exist_ok=True)
@@ -249,8 +275,7 @@ def build_flavour(flavour: Flavour) -> Path:
     base = build_base(flavour.arch)
     wheelhouse = dependency_wheelhouse(flavour.arch)
     with tempfile.TemporaryDirectory(prefix="redstone-wheel-") as tmp:
-        project = build_project_wheel(Path(tmp))
-        wheel_digest = _wheel_content_digest(project)
+        project, wheel_digest = _project_wheel(Path(tmp))
         inputs: list[str | bytes | Path] = [
             base.parent.name,
             *flavour.inputs,
@@ -297,6 +322,25 @@ def make_ext4(tree: Path, image: Path, label: str, size: int = IMAGE_SIZE) -> No
         + ["-b", "4096", "-N", "32768"]  # 1 KiB blocks and 98304 inodes took 30 MiB
         + ["-d", str(tree), str(image)]
     )
+
+
+_WHEEL: dict[str, bytes] = {}
+"""This process's project wheel: file name -> bytes. A test module asks for the image
+twice (the disk template, then its own key) and the aarch64 smoke for its own flavour;
+the checkout does not change under one test run, and ``pip wheel`` took 7 s (more on a
+loaded machine) each time."""
+
+
+def _project_wheel(directory: Path) -> tuple[Path, str]:
+    """The project wheel, written into ``directory``, and its content digest (built once
+    per process)."""
+    if not _WHEEL:
+        wheel = build_project_wheel(directory / "build")
+        _WHEEL[wheel.name] = wheel.read_bytes()
+    ((name, data),) = _WHEEL.items()
+    path = directory / name
+    path.write_bytes(data)
+    return path, _wheel_content_digest(path)
 
 
 def _wheel_content_digest(wheel: Path) -> str:
