@@ -4,15 +4,16 @@ The guest is a TBox alone: ``redstone-master`` (started by systemd from the root
 state on the data partition p7) updates its **own** rootfs (``kind = "self"``: /dev/vda2,
 /dev/vda3, the env /dev/vda4) and its **boot script** (``kind = "bootloader"``: the raw
 copies /dev/vda5, /dev/vda6 and ``redstone_script``). The vehicle has no Sub and no UDS
-ECU: the images disable the Sub's units (a drop-in ``ConditionPathExists`` on their config,
-which this vehicle does not have), so nothing but the Master touches the slots.
+ECU: the images disable the Sub's units and someipyd (a drop-in ``ConditionPathExists`` on
+the Sub's config, which this vehicle does not have), so nothing but the Master touches the
+slots.
 
 Releases are made from the cached vehicle image without debootstrap
 (:func:`tools.qemu.vehicle.image.derive`: ``debugfs -w`` on a sparse copy):
 
 * ``factory`` (1.0.0): the cached image plus what a TBox image carries — the Master's
   self-update drop-in (``systemd/redstone-master.service.d/self-update.conf``), its
-  self-test ``/usr/lib/redstone-tbox/selftest`` and the Sub units off;
+  self-test ``/usr/lib/redstone-tbox/selftest``, the Sub units and someipyd off;
 * ``good`` (2.0.0): a new ``/etc/redstone-release``;
 * ``unhealthy`` (3.0.0): its self-test fails (the new Master rejects it);
 * ``panics`` (4.0.0): the kernel panics before the Master starts (``ExecStartPre=+``
@@ -78,7 +79,11 @@ TRIES = 1
 """U-Boot boot attempts of a new slot: one trial boot (each costs ~40 s under TCG)."""
 DROPIN = REPO / "systemd" / "redstone-master.service.d" / "self-update.conf"
 DROPIN_PATH = "/usr/lib/systemd/system/redstone-master.service.d/self-update.conf"
-HEALTH_TIMEOUT_S = 20.0
+HEALTH_TIMEOUT_S = 10.0
+HEALTH_INTERVAL_S = 2.0
+"""The new Master's health check on its trial boot. It runs after the Master is active, so
+a good image passes its first round; only the unhealthy image waits the whole timeout
+(one more wall-clock wait in the longest test stream), still several failed rounds."""
 
 SELFTEST_OK = b"#!/bin/sh\necho 'tbox selftest: ok'\n"
 SELFTEST_FAIL = b"#!/bin/sh\necho 'tbox selftest: modem does not answer'\nexit 1\n"
@@ -91,6 +96,11 @@ NO_SUB = (
     b"# A TBox without a Sub on its own node.\n[Unit]\nConditionPathExists=/etc/redstone/sub.toml\n"
 )
 SUB_UNITS = ("redstone-sub.service", "redstone-health.service", "redstone-sub-commit.service")
+NO_SOMEIP = (
+    b"# A vehicle without Subs: nothing on this node speaks SOME/IP (the Master opens its\n"
+    b"# stack only for Sub ECUs), and the daemon cost each boot seconds of the TBox's CPU.\n"
+    b"[Unit]\nConditionPathExists=/etc/redstone/sub.toml\n"
+)
 
 
 def _q(value: object) -> str:
@@ -116,6 +126,7 @@ def _tbox_files(version: str, selftest: bytes) -> dict[str, bytes]:
     }
     for unit in SUB_UNITS:
         files[f"/etc/systemd/system/{unit}.d/tbox-only.conf"] = NO_SUB
+    files["/etc/systemd/system/someipyd.service.d/tbox-only.conf"] = NO_SOMEIP
     return files
 
 
@@ -222,7 +233,7 @@ def self_table() -> str:
         "ecus = true\n"
         f"command = {json.dumps([SELFTEST])}\n"
         f"timeout-s = {HEALTH_TIMEOUT_S}\n"
-        "interval-s = 5.0\n"
+        f"interval-s = {HEALTH_INTERVAL_S}\n"
     )
 
 
