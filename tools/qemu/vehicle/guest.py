@@ -33,6 +33,13 @@ from tools.qemu.machine import qemu_argv
 PREFIX = b"RSCTL "
 READY_TIMEOUT_S = 240.0
 """From power-on to the command channel answering: U-Boot, kernel, systemd under TCG."""
+READY_ID = 0
+"""The id of the line the guest's console service writes once, as it starts."""
+PING_S = 10.0
+"""How often :meth:`Guest.wait_ready` pings while it waits for the guest's own ready line.
+Pings queue in the serial line until the service opens it, and each one then runs a
+shell in the guest: the ready line is the signal, a ping only the fallback for a line
+the host missed."""
 
 
 class GuestError(HarnessError):
@@ -118,8 +125,9 @@ class Guest:
                 f"the guest went away ({exc.strerror}; QEMU {self._state()})"
             ) from None
 
-    def _reply(self, wanted: int, deadline: float) -> dict[str, object] | None:
-        """The reply with id ``wanted``, or None at ``deadline``."""
+    def _reply(self, wanted: int | set[int], deadline: float) -> dict[str, object] | None:
+        """The reply with id ``wanted`` (or any of them), or None at ``deadline``."""
+        ids = wanted if isinstance(wanted, set) else {wanted}
         sock = self._connect(deadline)
         while True:
             while b"\n" in self._buffer:
@@ -131,7 +139,7 @@ class Guest:
                     reply = json.loads(line[start + len(PREFIX) :])
                 except ValueError:
                     continue
-                if isinstance(reply, dict) and reply.get("id") == wanted:
+                if isinstance(reply, dict) and reply.get("id") in ids:
                     return reply
             left = deadline - time.monotonic()
             if left <= 0:
@@ -152,13 +160,15 @@ class Guest:
         return "still running" if code is None else f"exited {code}"
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> float:
-        """Wait until the guest's console service answers; seconds since power-on."""
+        """Wait until the guest's console service says it is ready (or answers a ping);
+        seconds since power-on."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             request_id = self._next_id
             self._next_id += 1
             self._send({"id": request_id, "cmd": "true", "timeout": 5}, deadline)
-            if self._reply(request_id, min(deadline, time.monotonic() + 2.0)) is not None:
+            wanted = {READY_ID, request_id}
+            if self._reply(wanted, min(deadline, time.monotonic() + PING_S)) is not None:
                 return time.monotonic() - self.started
         tail = self.record().lines[-3:]
         raise GuestError(f"guest not ready after {timeout:g} s; console ends {tail}")
