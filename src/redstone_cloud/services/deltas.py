@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import or_, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from redstone_agent.errors import RedstoneError
 from redstone_cloud.db.engine import transaction
@@ -39,30 +39,35 @@ DELTA_MAKE = [sys.executable, "-m", "redstone_agent.cli.delta", "make"]
 
 def list_jobs(session: Session) -> list[dict[str, object]]:
     """Every job with its targets, state, reason and sizes (what ``deltas list`` shows);
-    a running job also says for how long (``running_s``: since a worker claimed it)."""
-    jobs = []
+    a running job also says for how long (``running_s``: since a worker claimed it).
+    One statement, however many jobs and packages."""
+    source, target, delta = aliased(Package), aliased(Package), aliased(Package)
+    rows = session.execute(
+        select(DeltaJob, source.target, target.target, target.length, delta.target, delta.length)
+        .join(source, DeltaJob.from_package_id == source.id)
+        .join(target, DeltaJob.to_package_id == target.id)
+        .outerjoin(delta, DeltaJob.delta_package_id == delta.id)
+        .order_by(DeltaJob.id)
+    )
     now = utcnow()
-    for job in session.scalars(select(DeltaJob).order_by(DeltaJob.id)):
-        new = session.get_one(Package, job.to_package_id)
-        delta = session.get(Package, job.delta_package_id) if job.delta_package_id else None
-        jobs.append(
-            {
-                "id": job.id,
-                "from_target": session.get_one(Package, job.from_package_id).target,
-                "to_target": new.target,
-                "state": job.state,
-                "delta_target": delta.target if delta else None,
-                "full_length": new.length,
-                "delta_length": delta.length if delta else None,
-                "error": job.error,
-                "running_s": (
-                    round((now - job.finished_at).total_seconds())
-                    if job.state == "running" and job.finished_at is not None
-                    else None
-                ),
-            }
-        )
-    return jobs
+    return [
+        {
+            "id": job.id,
+            "from_target": from_target,
+            "to_target": to_target,
+            "state": job.state,
+            "delta_target": delta_target,
+            "full_length": full_length,
+            "delta_length": delta_length,
+            "error": job.error,
+            "running_s": (
+                round((now - job.finished_at).total_seconds())
+                if job.state == "running" and job.finished_at is not None
+                else None
+            ),
+        }
+        for job, from_target, to_target, full_length, delta_target, delta_length in rows
+    ]
 
 
 def claim(session: Session) -> DeltaJob | None:
