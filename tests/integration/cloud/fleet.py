@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -13,9 +14,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from fastapi.testclient import TestClient
 from httpx import Response
+from sqlalchemy.orm import Session
 
 from redstone_agent.uptane.keys import Signer, generate_signer, public_key_to_dict
 from redstone_agent.uptane.manifests import EcuManifest, sign_ecu_manifest, sign_vehicle_manifest
+from redstone_cloud.db.models import DeviceCertificate
+from redstone_cloud.services import inventory, pki
 
 ADMIN_TOKEN = "test-admin-token"
 CERT_HEADER = "X-Client-Cert"
@@ -51,6 +55,32 @@ def make_csr(common_name: str = "device") -> tuple[ec.EllipticCurvePrivateKey, b
         .sign(key, hashes.SHA256())
     )
     return key, csr.public_bytes(serialization.Encoding.PEM)
+
+
+def add_model(session: Session) -> None:
+    """The test model, through the inventory service (no server needed)."""
+    slots = [inventory.EcuSlot(**e) for e in MODEL["ecus"]]  # type: ignore[arg-type]
+    inventory.create_model(session, "test", "sedan", "", slots)
+
+
+def add_vehicle(
+    session: Session, key_dir: Path, n: int, serial_prefix: str | None = None
+) -> tuple[DeviceCertificate, ec.EllipticCurvePrivateKey]:
+    """Vehicle ``n`` of the test model with fresh ECU keys (serials ``<prefix>-<role>``,
+    by default ``<n>-<role>``) and a client certificate from the issuing CA."""
+    prefix = str(n) if serial_prefix is None else serial_prefix
+    ecus = [
+        inventory.EcuSpec(
+            f"{prefix}-{e['role']}",
+            e["hardware_id"],
+            public_key_to_dict(generate_signer().public_key),
+            e["kind"] == "primary",
+        )
+        for e in MODEL["ecus"]
+    ]
+    inventory.register_vehicle(session, "test", vin_of(n), "sedan", ecus)
+    device_key, csr = make_csr()
+    return pki.issue(session, key_dir, "test", vin_of(n), csr), device_key
 
 
 @dataclass

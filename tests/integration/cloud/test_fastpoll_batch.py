@@ -10,13 +10,12 @@ from collections.abc import Sequence
 
 from sqlalchemy import update
 
-from redstone_agent.uptane.keys import generate_signer, public_key_to_dict
 from redstone_cloud.api.fastpoll import MAX_BATCH, LookupRow, PollBatcher, open_lookup
 from redstone_cloud.backend import Backend
 from redstone_cloud.db.engine import transaction
 from redstone_cloud.db.models import Vehicle
-from redstone_cloud.services import inventory, pki
-from tests.integration.cloud.fleet import MODEL, make_csr, vin_of
+from redstone_cloud.services import pki
+from tests.integration.cloud.fleet import add_model, add_vehicle, vin_of
 
 UNKNOWN = "0" * 64
 
@@ -26,20 +25,9 @@ def register(backend: Backend, count: int) -> dict[str, tuple[str, str]]:
     certificates = {}
     with transaction(backend.sessions) as session:
         pki.create_ca(session, backend.settings.key_dir, "test", "root")
-        slots = [inventory.EcuSlot(**e) for e in MODEL["ecus"]]  # type: ignore[arg-type]
-        inventory.create_model(session, "test", "sedan", "", slots)
+        add_model(session)
         for n in range(1, count + 1):
-            ecus = [
-                inventory.EcuSpec(
-                    f"{n}-{e['role']}",
-                    e["hardware_id"],
-                    public_key_to_dict(generate_signer().public_key),
-                    e["kind"] == "primary",
-                )
-                for e in MODEL["ecus"]
-            ]
-            inventory.register_vehicle(session, "test", vin_of(n), "sedan", ecus)
-            row = pki.issue(session, backend.settings.key_dir, "test", vin_of(n), make_csr()[1])
+            row, _ = add_vehicle(session, backend.settings.key_dir, n)
             certificates[vin_of(n)] = (row.fingerprint, row.serial)
     return certificates
 

@@ -9,13 +9,12 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from redstone_agent.uptane.keys import generate_signer, public_key_to_dict
 from redstone_cloud import pki as certs
 from redstone_cloud.backend import open_backend
 from redstone_cloud.db.engine import make_engine, transaction
-from redstone_cloud.services import inventory, pki
+from redstone_cloud.services import pki
 from redstone_cloud.settings import Settings
-from tests.integration.cloud.fleet import MODEL, make_csr, vin_of
+from tests.integration.cloud.fleet import add_model, add_vehicle, make_csr, vin_of
 from tests.integration.cloud.server import prepare_tls_server, serving
 
 pytestmark = pytest.mark.slow
@@ -42,22 +41,10 @@ def test_mtls_maps_certificates_to_vehicles(database_url: str, tmp_path: Path) -
     key_dir = settings.key_dir
     with transaction(backend.sessions) as session:
         pki.create_ca(session, key_dir, "test", "devices", parent="root")
-        slots = [inventory.EcuSlot(**e) for e in MODEL["ecus"]]  # type: ignore[arg-type]
-        inventory.create_model(session, "test", "sedan", "", slots)
+        add_model(session)
         clients = {}
         for n in (1, 2):
-            ecus = [
-                inventory.EcuSpec(
-                    f"{n}-{e['role']}",
-                    e["hardware_id"],
-                    public_key_to_dict(generate_signer().public_key),
-                    e["kind"] == "primary",
-                )
-                for e in MODEL["ecus"]
-            ]
-            inventory.register_vehicle(session, "test", vin_of(n), "sedan", ecus)
-            device_key, csr = make_csr()
-            row = pki.issue(session, key_dir, "test", vin_of(n), csr)
+            row, device_key = add_vehicle(session, key_dir, n)
             (tmp_path / f"v{n}.pem").write_text(row.cert_pem)
             (tmp_path / f"v{n}.key").write_bytes(certs.key_to_pem(device_key))
             clients[n] = row.serial

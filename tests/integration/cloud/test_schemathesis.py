@@ -21,14 +21,13 @@ from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import checks as st_checks
 from schemathesis.specs.openapi import checks as openapi_checks
 
-from redstone_agent.uptane.keys import generate_signer, public_key_to_dict
 from redstone_cloud import pki as certs
 from redstone_cloud.api.app import openapi_document
 from redstone_cloud.backend import open_backend
 from redstone_cloud.db.engine import transaction
-from redstone_cloud.services import inventory, packages, pki
+from redstone_cloud.services import packages, pki
 from redstone_cloud.settings import token_digest
-from tests.integration.cloud.fleet import MODEL, make_csr, vin_of
+from tests.integration.cloud.fleet import add_model, add_vehicle
 from tests.integration.cloud.server import prepare_tls_server, serving
 
 pytestmark = [pytest.mark.slow]
@@ -48,20 +47,8 @@ def _seed(settings: Any, tmp_path: Path) -> tuple[Path, Path]:
     backend = open_backend(settings)
     with transaction(backend.sessions) as session:
         pki.create_ca(session, settings.key_dir, "test", "devices", parent="root")
-        slots = [inventory.EcuSlot(**e) for e in MODEL["ecus"]]  # type: ignore[arg-type]
-        inventory.create_model(session, "test", "sedan", "", slots)
-        ecus = [
-            inventory.EcuSpec(
-                f"ecu-{e['role']}",
-                e["hardware_id"],
-                public_key_to_dict(generate_signer().public_key),
-                e["kind"] == "primary",
-            )
-            for e in MODEL["ecus"]
-        ]
-        inventory.register_vehicle(session, "test", vin_of(1), "sedan", ecus)
-        device_key, csr = make_csr()
-        row = pki.issue(session, settings.key_dir, "test", vin_of(1), csr)
+        add_model(session)
+        row, device_key = add_vehicle(session, settings.key_dir, 1, "ecu")
         spec = packages.PackageSpec("adas", "1.0", ("adas-hw",), release_counter=1)
         blob = tmp_path / "adas.img"
         blob.write_bytes(bytes(range(256)) * 8)
