@@ -106,9 +106,22 @@ class Tbox:
 
     def install(self, version: str) -> None:
         assert self.guest is not None
+        _master_active(self.guest)
         name = Release.bundle_name(version)
         answer = self.guest.run(f"redstonectl install --no-wait {STICK}/{name}", INSTALL_CALL_S)
         assert answer.ok, answer.out
+
+
+def _master_active(guest: Guest, timeout: float = 180.0) -> None:
+    """Wait until systemd has the Master active (READY sent): the console channel comes up
+    first, so an install asked at once can find no Master on the bus yet."""
+    deadline = time.monotonic() + timeout
+    while (state := guest.run("systemctl show -P ActiveState redstone-master").out.strip()) in (
+        "activating",
+        "inactive",
+    ) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert state == "active", guest.run("systemctl status --no-pager redstone-master").out
 
 
 @pytest.fixture
