@@ -69,7 +69,6 @@ class Lookup(Protocol):
 
     def __call__(self, fingerprints: Sequence[str]) -> dict[str, LookupRow]:
         """The rows of those certificates that exist, by fingerprint."""
-        ...
 
     def close(self) -> None: ...
 
@@ -217,11 +216,8 @@ class FastPoll:
                 lookup = open_lookup(self.backend.engine)
                 self._lookup_port, self._errors = lookup, lookup.errors
             return self._lookup_port(fingerprints)
-        except self._errors:
+        except self._errors + (DBAPIError,):  # the statement, or opening the connection
             self.close()  # the full route's pooled connection pre-pings and reconnects
-            return None
-        except DBAPIError:  # opening the connection failed
-            self.close()
             return None
 
     def close(self) -> None:
